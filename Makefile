@@ -1,0 +1,38 @@
+# Eventscope: `make run` installs and serves with the demo; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test bench lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+# With DATABASE_URL unset, `serve` starts the embedded PostgreSQL under ./var/pg.
+run: install
+	EVENTSCOPE_INGEST_AUTH=$${EVENTSCOPE_INGEST_AUTH:-off} $(PY) manage.py serve --demo
+
+# pytest exits 5 when it collected nothing; that is a failure here like any other.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

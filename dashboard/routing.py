@@ -1,0 +1,3 @@
+"""Websocket routes (/ws/...). Each area adds its consumers here."""
+
+websocket_urlpatterns = []
