@@ -1,0 +1,18 @@
+"""The background loops that `manage.py worker` (and `serve`) run on the leader.
+
+Each entry is "module:function" of an `async def run(stop: asyncio.Event)`
+that loops until `stop` is set, catching and logging its own errors so one
+failing loop does not take down the others. Only the process holding the
+worker advisory lock runs them (see dashboard/management/commands/worker.py).
+"""
+
+TASKS = {
+    # partitions ahead of time, retention of raw data and rollups
+    "maintenance": "collector.maintenance:run",
+    # broker pollers and scrapes from EVENTSCOPE_BROKERS, lag status
+    "brokers": "collector.brokers.poller:run",
+    # alert rule evaluation (pending → firing → resolved), outbox rows
+    "alerts": "dashboard.alerts.evaluate:run",
+    # webhook delivery from the outbox, with retries
+    "webhooks": "dashboard.alerts.sender:run",
+}
