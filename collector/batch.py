@@ -134,6 +134,30 @@ class EnvelopeRow:
 
 
 @dataclass(slots=True)
+class LogRow:
+    project_id: int
+    time_ns: int
+    service: str
+    severity_number: int = 0
+    severity_text: str | None = None
+    body: str | None = None
+    trace_id: bytes | None = None
+    span_id: bytes | None = None
+    attributes: dict = field(default_factory=dict)
+
+    def dedupe_key(self) -> bytes:
+        """Log records have no id; time, service, context and body identify a retry."""
+        parts = (
+            str(self.time_ns).encode(),
+            self.service.encode(),
+            self.trace_id or b"",
+            self.span_id or b"",
+            (self.body or "").encode(),
+        )
+        return hashlib.blake2b(b"\x00".join(parts), digest_size=16).digest()
+
+
+@dataclass(slots=True)
 class Batch:
     """One request's worth of normalised rows, for one project."""
 
@@ -142,8 +166,9 @@ class Batch:
     spans: list[SpanRow] = field(default_factory=list)
     stages: list[StageRow] = field(default_factory=list)
     envelopes: list[EnvelopeRow] = field(default_factory=list)
+    logs: list[LogRow] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         """Queue weight: the number of items this batch holds."""
-        return len(self.spans) + len(self.stages) + len(self.envelopes)
+        return len(self.spans) + len(self.stages) + len(self.envelopes) + len(self.logs)

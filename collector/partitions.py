@@ -7,7 +7,7 @@ which is far cheaper than DELETE and leaves no bloat.
 
 import datetime as dt
 
-PARTITIONED = ("collector_span", "collector_stage", "collector_envelope")
+PARTITIONED = ("collector_span", "collector_stage", "collector_envelope", "collector_log")
 
 # Serialises partition DDL between processes; the number is arbitrary but fixed.
 DDL_LOCK_KEY = 0x45530001
