@@ -1,0 +1,438 @@
+"""CloudEvents 1.0 over HTTP (`POST /v1/events`) to envelopes and stages.
+
+The three HTTP modes are told apart by Content-Type: structured
+(`application/cloudevents+json`, one event), batch
+(`application/cloudevents-batch+json`, an array) and binary (anything else:
+attributes in `ce-*` headers, the body is the payload). Each event is
+validated on its own, so one bad event in a batch does not cost the others.
+
+Eventscope's extension attributes say which stage of the event's journey is
+reported (`esstage`, `esservice`, `eschannel`, `essystem`, `esgroup`,
+`eserror`, `esduration`); the same `source`+`id` at several stages is one
+journey.
+"""
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from collector.batch import (
+    CONSUMER,
+    ORIGIN_CLOUDEVENT,
+    PRODUCER,
+    STAGES,
+    Batch,
+    EnvelopeRow,
+    StageRow,
+)
+from collector.decode import DecodeError, UnsupportedMediaType, parse_json
+from collector.normalize import clean_text
+from collector.redact import redact
+from collector.traceparent import parse_traceparent, valid_tracestate
+
+STRUCTURED, BATCH, BINARY = "structured", "batch", "binary"
+REQUIRED = ("id", "source", "specversion", "type")
+CORE = frozenset(
+    (*REQUIRED, "datacontenttype", "dataschema", "subject", "time", "data", "data_base64")
+)
+ES_ATTRIBUTES = (
+    "esstage",
+    "esservice",
+    "eschannel",
+    "essystem",
+    "esgroup",
+    "eserror",
+    "esduration",
+)
+# The key under which a binary-mode event keeps its HTTP body: not a string,
+# so no JSON member can collide with it.
+_BODY = object()
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,64}")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?\d*([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+class InvalidEvent(ValueError):
+    """One event is invalid; the message says why."""
+
+
+@dataclass
+class EventsResult:
+    """Rows for the writer plus the per-event verdicts for the 202 body."""
+
+    batch: Batch
+    accepted: int = 0
+    rejected: list[dict] = field(default_factory=list)
+    mode: str = STRUCTURED
+
+
+# ---- HTTP modes ------------------------------------------------------------------
+
+
+def mode_of(content_type: str | None) -> str:
+    """STRUCTURED, BATCH or BINARY for a request's Content-Type (prefix match)."""
+    essence = (content_type or "").split(";", 1)[0].strip().lower()
+    if essence.startswith("application/cloudevents-batch"):
+        if essence != "application/cloudevents-batch+json":
+            raise UnsupportedMediaType(f"unsupported CloudEvents batch format {essence!r}")
+        return BATCH
+    if essence.startswith("application/cloudevents"):
+        if essence not in ("application/cloudevents+json", "application/cloudevents"):
+            raise UnsupportedMediaType(f"unsupported CloudEvents format {essence!r}")
+        return STRUCTURED
+    return BINARY
+
+
+def _header_value(raw: str) -> str:
+    """A binary-mode attribute value: percent-decoded UTF-8, surrounding quotes removed."""
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    try:
+        return urllib.parse.unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent("a ce- header is not valid percent-encoded UTF-8") from None
+
+
+def events_from_request(
+    headers: dict[str, str], body: bytes
+) -> tuple[str, list[dict | InvalidEvent]]:
+    """The request's events as JSON-format dicts (or the error of each invalid one).
+
+    `headers` maps lowercased names to values. Request-level problems (bad
+    JSON, a batch that is not an array, a binary request without CloudEvents
+    headers) raise DecodeError; unknown formats raise UnsupportedMediaType.
+    """
+    content_type = headers.get("content-type")
+    mode = mode_of(content_type)
+    if mode == BATCH:
+        document = parse_json(body)
+        if not isinstance(document, list):
+            raise DecodeError(
+                f"a CloudEvents batch must be a JSON array, got {_json_type(document)}"
+            )
+        return mode, [
+            event
+            if isinstance(event, dict)
+            else InvalidEvent(f"an event must be a JSON object, got {_json_type(event)}")
+            for event in document
+        ]
+    if mode == STRUCTURED:
+        document = parse_json(body)
+        if not isinstance(document, dict):
+            raise DecodeError(f"a CloudEvent must be a JSON object, got {_json_type(document)}")
+        return mode, [document]
+    return mode, [_binary_event(headers, body, content_type)]
+
+
+def _binary_event(headers, body: bytes, content_type) -> dict | InvalidEvent:
+    ce = {name[3:]: value for name, value in headers.items() if name.startswith("ce-") and name[3:]}
+    if not ce:
+        raise UnsupportedMediaType(
+            f"unsupported content type {content_type or '(none)'!r}: send "
+            "application/cloudevents+json, application/cloudevents-batch+json, "
+            "or a binary-mode event with ce-id, ce-source, ce-specversion and ce-type headers"
+        )
+    event: dict = {}
+    try:
+        for name, raw in ce.items():
+            if name in ("data", "data_base64", "datacontenttype"):
+                raise InvalidEvent(f"ce-{name} is not allowed in binary mode")
+            event[name] = _header_value(raw)
+    except InvalidEvent as exc:
+        return exc
+    if content_type:
+        event["datacontenttype"] = content_type.strip()
+    if body:
+        event[_BODY] = body
+    return event
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "null" if value is None else "number"
+    )
+
+
+# ---- one event -------------------------------------------------------------------
+
+
+def parse_time(value: str) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 timestamp, or None if it is not one."""
+    match = _RFC3339.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        if zone in ("Z", "z"):
+            tz = dt.UTC
+        else:
+            sign = 1 if zone[0] == "+" else -1
+            tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+        moment = dt.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), tzinfo=tz
+        )
+    except ValueError:
+        return None
+    nanos = int((fraction or ".0")[1:].ljust(9, "0")[:9])
+    return int(moment.timestamp()) * 1_000_000_000 + nanos
+
+
+def _required_text(event: dict, name: str) -> str:
+    value = event.get(name)
+    if value is None:
+        raise InvalidEvent(f"required attribute {name!r} is missing")
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"attribute {name!r} must be a non-empty string")
+    return clean_text(value)
+
+
+def _optional_text(event: dict, name: str) -> str | None:
+    value = event.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"attribute {name!r} must be a string")
+    return clean_text(value) or None
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    if content_type is None:
+        return True
+    essence = content_type.split(";", 1)[0].strip().lower()
+    return essence.endswith("/json") or essence.endswith("+json")
+
+
+def _payload(event: dict, content_type: str | None) -> dict:
+    """Envelope payload fields: redacted, then capped at PAYLOAD_MAX_BYTES."""
+    cap = settings.PAYLOAD_MAX_BYTES
+    if "data" in event and "data_base64" in event:
+        raise InvalidEvent("'data' and 'data_base64' are mutually exclusive")
+    if _BODY in event:  # binary mode: the HTTP body is the payload
+        raw = event[_BODY]
+        if _is_json_type(content_type):
+            try:
+                return _json_payload(json.loads(raw), len(raw), cap)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                pass  # a payload that merely claims to be JSON is kept as text
+        return _bytes_payload(raw, cap)
+    if event.get("data_base64") is not None:
+        encoded = event["data_base64"]
+        if not isinstance(encoded, str):
+            raise InvalidEvent("'data_base64' must be a base64 string")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidEvent("'data_base64' is not valid base64") from None
+        if content_type is not None and _is_json_type(content_type):
+            try:
+                return _json_payload(json.loads(raw), len(raw), cap)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                pass
+        return _base64_payload(raw, cap)
+    if "data" not in event or event["data"] is None:
+        return {"data_size": 0}
+    data = event["data"]
+    if not _is_json_type(content_type) and isinstance(data, str):
+        return _text_payload(data, cap)
+    size = len(json.dumps(data, ensure_ascii=False).encode())
+    return _json_payload(data, size, cap)
+
+
+def _json_payload(data, size: int, cap: int) -> dict:
+    data = redact(_clean_json(data))
+    text = json.dumps(data, ensure_ascii=False)
+    encoded = text.encode()
+    if len(encoded) <= cap:
+        return {"data": data, "data_size": size}
+    return {"data_text": _cut(encoded, cap), "data_size": size, "truncated": True}
+
+
+def _text_payload(text: str, cap: int) -> dict:
+    encoded = clean_text(text).encode()
+    return {
+        "data_text": _cut(encoded, cap),
+        "data_size": len(text.encode("utf-8", "replace")),
+        "truncated": len(encoded) > cap,
+    }
+
+
+def _bytes_payload(raw: bytes, cap: int) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _base64_payload(raw, cap)
+    if "\x00" in text:
+        return _base64_payload(raw, cap)
+    return _text_payload(text, cap)
+
+
+def _base64_payload(raw: bytes, cap: int) -> dict:
+    # Cap the decoded bytes so the stored base64 decodes to a clean prefix.
+    kept = raw[: cap * 3 // 4]
+    return {
+        "data_text": base64.b64encode(kept).decode(),
+        "data_base64": True,
+        "data_size": len(raw),
+        "truncated": len(kept) < len(raw),
+    }
+
+
+def _cut(encoded: bytes, cap: int) -> str:
+    return encoded[:cap].decode("utf-8", "ignore")
+
+
+def _clean_json(value):
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _extensions(event: dict) -> dict:
+    extensions = {}
+    for name, value in event.items():
+        if name is _BODY or name in CORE:
+            continue
+        if not _ATTRIBUTE_NAME.fullmatch(name):
+            raise InvalidEvent(
+                f"attribute name {name!r} is invalid: use lowercase letters and digits only"
+            )
+        if value is None:
+            continue  # null means unset
+        if isinstance(value, dict | list):
+            raise InvalidEvent(f"attribute {name!r} must be a string, number or boolean")
+        extensions[name] = clean_text(value) if isinstance(value, str) else value
+    return extensions
+
+
+def _duration_ms(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidEvent(
+            f"'esduration' must be a number of milliseconds, got {value!r}"
+        ) from None
+    if isinstance(value, bool) or number != number or number < 0 or number == float("inf"):
+        raise InvalidEvent(
+            f"'esduration' must be a non-negative number of milliseconds, got {value!r}"
+        )
+    return number
+
+
+def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[EnvelopeRow, StageRow]:
+    """One validated CloudEvent (JSON-format dict) -> its envelope and its stage.
+
+    Raises InvalidEvent with the reason when the event breaks CloudEvents 1.0
+    or carries an unusable Eventscope extension.
+    """
+    specversion = event.get("specversion")
+    if specversion is None:
+        raise InvalidEvent("required attribute 'specversion' is missing")
+    if specversion != "1.0":
+        raise InvalidEvent(f"'specversion' must be \"1.0\", got {specversion!r}")
+    event_id = _required_text(event, "id")
+    source = _required_text(event, "source")
+    event_type = _required_text(event, "type")
+    subject = _optional_text(event, "subject")
+    content_type = _optional_text(event, "datacontenttype")
+    schema = _optional_text(event, "dataschema")
+    raw_time = _optional_text(event, "time")
+    extensions = _extensions(event)
+
+    stage = str(extensions.get("esstage", "published")).lower()
+    if stage not in STAGES:
+        raise InvalidEvent(f"'esstage' must be one of {', '.join(STAGES)}, got {stage!r}")
+    duration_ms = _duration_ms(extensions.get("esduration"))
+    payload = _payload(event, content_type)
+
+    event_ns = parse_time(raw_time) if raw_time else None
+    time_ns = event_ns if event_ns is not None else received_ns
+
+    context = parse_traceparent(_text_or_none(extensions.get("traceparent")))
+    if context is None:
+        # An invalid traceparent is ignored, and tracestate goes with it.
+        extensions.pop("traceparent", None)
+        extensions.pop("tracestate", None)
+    elif "tracestate" in extensions and not valid_tracestate(
+        _text_or_none(extensions["tracestate"])
+    ):
+        extensions.pop("tracestate")
+    trace_id, parent_id = (context[0], context[1]) if context else (None, None)
+
+    role = PRODUCER if stage == "published" else CONSUMER
+    envelope = EnvelopeRow(
+        project_id=project_id,
+        time_ns=time_ns,
+        source=source,
+        event_id=event_id,
+        type=event_type,
+        subject=subject,
+        datacontenttype=content_type,
+        dataschema=schema,
+        extensions=redact(extensions),
+        trace_id=trace_id,
+        time_from_event=event_ns is not None,
+        **payload,
+    )
+    stage_row = StageRow(
+        project_id=project_id,
+        time_ns=time_ns,
+        stage=stage,
+        role=role,
+        service=_text_or_none(extensions.get("esservice")) or source,
+        system=_text_or_none(extensions.get("essystem")) or "",
+        channel=_text_or_none(extensions.get("eschannel")) or "",
+        consumer_group=(_text_or_none(extensions.get("esgroup")) or "") if role == CONSUMER else "",
+        trace_id=trace_id,
+        # The traceparent is the creation context: the producer's span.
+        span_id=parent_id if role == PRODUCER else None,
+        linked=[(trace_id, parent_id)] if context and role == CONSUMER else [],
+        event_id=event_id,
+        event_source=source,
+        event_type=event_type,
+        error=_text_or_none(extensions.get("eserror")),
+        duration_ms=duration_ms,
+        origin=ORIGIN_CLOUDEVENT,
+    )
+    return envelope, stage_row
+
+
+def _text_or_none(value) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def normalize_events(
+    headers: dict[str, str], body: bytes, project_id: int, received_ns: int
+) -> EventsResult:
+    """A /v1/events request -> envelopes and stages for the writer, plus rejections by index."""
+    mode, events = events_from_request(headers, body)
+    result = EventsResult(Batch(project_id=project_id, signal="events"), mode=mode)
+    for index, event in enumerate(events):
+        try:
+            if isinstance(event, InvalidEvent):
+                raise event
+            envelope, stage = event_rows(event, project_id, received_ns)
+        except InvalidEvent as exc:
+            result.rejected.append({"index": index, "error": str(exc)})
+            continue
+        result.batch.envelopes.append(envelope)
+        result.batch.stages.append(stage)
+        result.accepted += 1
+    return result

@@ -1,0 +1,233 @@
+"""Request bodies to OTLP protobuf messages: pure functions, no I/O, no ORM.
+
+Three steps, each with its own error so a receiver can answer precisely:
+the content encoding (gzip/deflate, decompressed with a hard bound so a
+compression bomb never inflates past the limit), the media type (protobuf or
+OTLP JSON), and the message itself.
+"""
+
+import base64
+import binascii
+import json
+import zlib
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+PROTOBUF, JSON = "protobuf", "json"
+REQUESTS = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+# OTLP JSON carries these ids as hex, everything else `bytes` as base64.
+HEX_ID_KEYS = frozenset(
+    ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+)
+# A malformed hex id becomes this one-byte id: it fails the length check in
+# `id_problem`, so only the item carrying it is rejected, not the request.
+_MALFORMED_ID = base64.b64encode(b"\xff").decode()
+_CHUNK = 64 * 1024
+
+
+class DecodeError(ValueError):
+    """The body cannot be decoded (HTTP 400, gRPC INVALID_ARGUMENT)."""
+
+    status = 400
+
+
+class BodyTooLarge(ValueError):
+    """The body, compressed or not, is over the limit (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(ValueError):
+    """Unknown Content-Type or Content-Encoding (HTTP 415)."""
+
+    status = 415
+
+
+def media_type(content_type: str | None) -> str:
+    """PROTOBUF or JSON for an OTLP request's Content-Type; raises UnsupportedMediaType."""
+    essence = (content_type or "").split(";", 1)[0].strip().lower()
+    if essence in ("application/x-protobuf", "application/protobuf"):
+        return PROTOBUF
+    if essence == "application/json":
+        return JSON
+    raise UnsupportedMediaType(
+        f"unsupported content type {essence or '(none)'!r}: "
+        "send application/x-protobuf or application/json"
+    )
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo `Content-Encoding` (identity, gzip, deflate), never producing more than `limit` bytes.
+
+    Inflation is streamed with `max_length`, so a bomb costs at most `limit`
+    bytes of memory before BodyTooLarge is raised.
+    """
+    codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+    if len(body) > limit:
+        raise BodyTooLarge(f"request body is {len(body)} bytes, over the {limit} byte limit")
+    # Content-Encoding lists codings in the order applied: undo the last first.
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, zlib.MAX_WBITS | 16, limit, coding)
+        elif coding == "deflate":
+            # HTTP says zlib-wrapped, but raw deflate is common in the wild.
+            wbits = zlib.MAX_WBITS if _looks_like_zlib(body) else -zlib.MAX_WBITS
+            body = _inflate(body, wbits, limit, coding)
+        else:
+            raise UnsupportedMediaType(
+                f"unsupported content encoding {coding!r}: send gzip, deflate or none"
+            )
+    return body
+
+
+def _looks_like_zlib(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+def _inflate(data: bytes, wbits: int, limit: int, coding: str) -> bytes:
+    out = bytearray()
+    pending = data
+    while pending:
+        inflater = zlib.decompressobj(wbits)
+        view = pending
+        try:
+            while True:
+                chunk = inflater.decompress(view, min(_CHUNK, limit + 1 - len(out)))
+                out += chunk
+                if len(out) > limit:
+                    raise BodyTooLarge(
+                        f"request body inflates past the {limit} byte limit ({coding})"
+                    )
+                view = inflater.unconsumed_tail
+                if inflater.eof or (not view and not chunk):
+                    break
+            out += inflater.flush()
+        except zlib.error as exc:
+            raise DecodeError(f"corrupt {coding} body: {exc}") from None
+        if len(out) > limit:
+            raise BodyTooLarge(f"request body inflates past the {limit} byte limit ({coding})")
+        if not inflater.eof:
+            raise DecodeError(f"truncated {coding} body")
+        # gzip allows several members back to back; zlib streams do not.
+        pending = inflater.unused_data if wbits & 16 else b""
+    return bytes(out)
+
+
+def decode_request(signal: str, body: bytes, fmt: str) -> Message:
+    """Parse an Export<signal>ServiceRequest from a decompressed body.
+
+    `signal` is traces, metrics or logs; `fmt` is PROTOBUF or JSON. Raises
+    DecodeError with a message saying what is wrong.
+    """
+    message = REQUESTS[signal]()
+    if fmt == PROTOBUF:
+        try:
+            message.ParseFromString(body)
+        except (ProtobufDecodeError, RecursionError) as exc:
+            raise DecodeError(f"invalid protobuf {message.DESCRIPTOR.name}: {exc}") from None
+        return message
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise DecodeError(f"invalid OTLP JSON: expected an object, got {type(document).__name__}")
+    try:
+        _hex_ids_to_base64(document)
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, TypeError, ValueError) as exc:
+        raise DecodeError(f"invalid OTLP JSON {message.DESCRIPTOR.name}: {exc}") from None
+    return message
+
+
+def parse_json(body: bytes):
+    """A JSON document from a UTF-8 body (RFC 8259), or DecodeError saying where it breaks."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid JSON: body is not UTF-8 ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+
+
+def _hex_ids_to_base64(node) -> None:
+    """Rewrite OTLP JSON's hex ids in place to the base64 that json_format expects.
+
+    Hex text is also valid base64 and would silently decode to wrong bytes.
+    Attribute maps are lists of {"key", "value"}, so user data never shows
+    up here as a dict key named like an id.
+    """
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in HEX_ID_KEYS and isinstance(value, str):
+                    item[key] = _hex_to_base64(value)
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+
+
+def _hex_to_base64(value: str) -> str:
+    if not value:
+        return value
+    try:
+        return base64.b64encode(bytes.fromhex(value)).decode()
+    except ValueError:
+        return _MALFORMED_ID
+
+
+def id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes = b"") -> str | None:
+    """Why a span's ids are invalid per OTLP (16-byte trace, 8-byte span, not all zero), or None."""
+    if len(trace_id) != 16:
+        return f"trace id must be 16 bytes, got {len(trace_id)}"
+    if not any(trace_id):
+        return "trace id is all zeros"
+    if len(span_id) != 8:
+        return f"span id must be 8 bytes, got {len(span_id)}"
+    if not any(span_id):
+        return "span id is all zeros"
+    if parent_span_id and len(parent_span_id) != 8:
+        return f"parent span id must be 8 bytes or empty, got {len(parent_span_id)}"
+    return None
+
+
+def optional_id_problem(trace_id: bytes, span_id: bytes) -> str | None:
+    """Like `id_problem` for records where the context is optional (log records, links)."""
+    if not trace_id and not span_id:
+        return None
+    if trace_id and len(trace_id) != 16:
+        return f"trace id must be 16 bytes or empty, got {len(trace_id)}"
+    if span_id and len(span_id) != 8:
+        return f"span id must be 8 bytes or empty, got {len(span_id)}"
+    return None
+
+
+def encode_response(message: Message, fmt: str) -> bytes:
+    """Serialise a response (or google.rpc.Status) in the request's encoding."""
+    if fmt == JSON:
+        return json_format.MessageToJson(message, indent=None).encode()
+    return message.SerializeToString()
+
+
+def hex_id(raw: bytes | None) -> str:
+    """Lowercase hex of an id, as stored in JSON and shown to users."""
+    return binascii.hexlify(raw).decode() if raw else ""

@@ -1,0 +1,366 @@
+"""OTLP requests to Eventscope rows: spans, the messaging stages they imply, logs.
+
+How a span becomes a stage (the messaging conventions are read through
+collector.semconv, old and new attribute names alike):
+
+- Only spans with messaging attributes (`messaging.*`) give a stage.
+- The operation type decides: create/send/publish -> `published` (role
+  producer); receive -> `received`, process/deliver -> `processed` (role
+  consumer); settle (ack/nack) gives none. Without an operation, a PRODUCER
+  span publishes and a CONSUMER span processes.
+- A span with status ERROR turns its stage into `failed` (on the producer
+  side: a failed publish). The error text is the status message, else
+  `error.type`, else the message of an `exception` event.
+- `eventscope.stage` = one of published/received/processed/failed/retried/
+  deadlettered overrides all of the above; instrumentations that know about
+  retries and dead-lettering should set it.
+- Dead letters by convention: a publish to a channel named like a
+  dead-letter queue (`orders.dlq`, `orders-DLT`, `orders_dead_letter`...) is
+  recorded as a `published` stage on that channel, and the consumer's
+  process stage it belongs to (its parent span, when exported in the same
+  request) becomes `deadlettered`. When the parent is a batch receive, or is
+  not in the request, a separate `deadlettered` stage is added, on the
+  receive's channel or else the channel the dead-letter queue collects for
+  (`orders.dlq` -> `orders`).
+- `linked` holds the creation contexts a consumer stage joins to: its span
+  links and, on the consumer side, its parent when the parent is remote
+  (span flag 0x200) or the span is CONSUMER kind, because Python's Kafka and
+  RabbitMQ instrumentations use the message's context as the parent.
+"""
+
+import base64
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+from collector import semconv
+from collector.batch import (
+    CONSUMER,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    PRODUCER,
+    STAGES,
+    STATUS_ERROR,
+    Batch,
+    LogRow,
+    SpanRow,
+    StageRow,
+)
+from collector.decode import hex_id, id_problem, optional_id_problem
+from collector.redact import redact
+
+UNKNOWN_SERVICE = "unknown_service"
+SPAN_FLAGS_PARENT_IS_REMOTE = 0x300  # "has is_remote" and "is remote" bits
+MAX_REASONS = 5
+
+
+@dataclass
+class Normalized:
+    """A batch plus what was refused from the request, for partial_success."""
+
+    batch: Batch
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < MAX_REASONS and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def error_message(self) -> str:
+        """An English summary for partial_success.error_message ('' when nothing was rejected)."""
+        if not self.rejected:
+            return ""
+        return f"{self.rejected} item(s) rejected: " + "; ".join(self.reasons)
+
+
+# ---- values ------------------------------------------------------------------
+
+
+def clean_text(value: str) -> str:
+    """A string PostgreSQL accepts in text and jsonb (no NUL, valid UTF-8)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode()
+    return value
+
+
+def any_value(value):
+    """An OTLP AnyValue as a JSON-able Python value (bytes become base64 text)."""
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "string_value":
+        return clean_text(value.string_value)
+    if which == "bool_value":
+        return value.bool_value
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        number = value.double_value
+        # jsonb has no NaN or Infinity.
+        return number if math.isfinite(number) else str(number)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if which == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {clean_text(kv.key): any_value(kv.value) for kv in value.kvlist_value.values}
+    return None
+
+
+def attributes(key_values) -> dict:
+    """OTLP KeyValue list -> dict, with secret-keyed values redacted."""
+    return redact({clean_text(kv.key): any_value(kv.value) for kv in key_values})
+
+
+def _service(resource: dict) -> str:
+    name = resource.get("service.name")
+    return str(name) if name not in (None, "") else UNKNOWN_SERVICE
+
+
+# ---- traces ------------------------------------------------------------------
+
+
+def normalize_traces(request, project_id: int) -> Normalized:
+    """ExportTraceServiceRequest -> Batch(signal="traces") of SpanRow and StageRow.
+
+    Spans with invalid ids or no start time are rejected one by one; the rest
+    of the request is kept.
+    """
+    result = Normalized(Batch(project_id=project_id, signal="traces"))
+    # span_id -> (stage, span) for the dead-letter pass below
+    stages_by_span: dict[bytes, StageRow] = {}
+    dead_letter_publishes: list[tuple[StageRow, dict]] = []
+
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        service = clean_text(_service(resource))
+        for scope_spans in resource_spans.scope_spans:
+            scope = clean_text(scope_spans.scope.name) or None
+            for span in scope_spans.spans:
+                problem = id_problem(span.trace_id, span.span_id, span.parent_span_id)
+                if problem is None and not span.start_time_unix_nano:
+                    problem = "start time is missing"
+                if problem:
+                    result.reject(f"span {span.name!r}: {problem}")
+                    continue
+                attrs = attributes(span.attributes)
+                row = _span_row(span, attrs, project_id, service, resource, scope)
+                result.batch.spans.append(row)
+                stage = _stage_row(span, attrs, row)
+                if stage is None:
+                    continue
+                result.batch.stages.append(stage)
+                stages_by_span[span.span_id] = stage
+                if stage.role == PRODUCER and semconv.is_dead_letter_channel(stage.channel):
+                    dead_letter_publishes.append((stage, attrs))
+
+    for publish, attrs in dead_letter_publishes:
+        _mark_dead_letter(publish, attrs, stages_by_span, result.batch)
+    return result
+
+
+def _span_row(span, attrs, project_id, service, resource, scope) -> SpanRow:
+    return SpanRow(
+        project_id=project_id,
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id or None,
+        start_time_ns=span.start_time_unix_nano,
+        duration_ns=max(0, span.end_time_unix_nano - span.start_time_unix_nano),
+        service=service,
+        name=clean_text(span.name),
+        kind=span.kind,
+        status_code=span.status.code,
+        status_message=clean_text(span.status.message) or None,
+        attributes=attrs,
+        resource=resource,
+        events=[
+            {
+                "name": clean_text(event.name),
+                "time_ns": event.time_unix_nano,
+                "attributes": attributes(event.attributes),
+            }
+            for event in span.events
+        ],
+        links=[
+            {
+                "trace_id": hex_id(link.trace_id),
+                "span_id": hex_id(link.span_id),
+                "attributes": attributes(link.attributes),
+            }
+            for link in span.links
+            if _valid_context(link.trace_id, link.span_id)
+        ],
+        scope=scope,
+    )
+
+
+def _valid_context(trace_id: bytes, span_id: bytes) -> bool:
+    return bool(trace_id and span_id) and optional_id_problem(trace_id, span_id) is None
+
+
+def _stage_and_role(span, attrs) -> tuple[str, str] | None:
+    override = semconv.read(attrs, "stage")
+    if isinstance(override, str) and override.lower() in STAGES:
+        stage = override.lower()
+        return stage, PRODUCER if stage == "published" else CONSUMER
+    operation = semconv.operation_type(attrs)
+    if operation is None:
+        if span.kind == KIND_PRODUCER:
+            operation = "send"
+        elif span.kind == KIND_CONSUMER:
+            operation = "process"
+        else:
+            return None
+    mapped = semconv.OPERATION_STAGE.get(operation)
+    if mapped is None:
+        return None
+    stage, role = mapped
+    if span.status.code == STATUS_ERROR:
+        stage = "failed"
+    return stage, role
+
+
+def _error_text(span, attrs) -> str | None:
+    if span.status.message:
+        return clean_text(span.status.message)
+    error_type = semconv.read(attrs, "error_type")
+    if error_type:
+        return str(error_type)
+    for event in span.events:
+        if event.name == "exception":
+            event_attrs = {kv.key: any_value(kv.value) for kv in event.attributes}
+            message = event_attrs.get("exception.message") or event_attrs.get("exception.type")
+            if message:
+                return str(message)
+    return "error" if span.status.code == STATUS_ERROR else None
+
+
+def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
+    if not semconv.is_messaging(attrs):
+        return None
+    mapped = _stage_and_role(span, attrs)
+    if mapped is None:
+        return None
+    stage, role = mapped
+    linked = [(link.trace_id, link.span_id) for link in span.links]
+    linked = [pair for pair in linked if _valid_context(*pair)]
+    if (
+        role == CONSUMER
+        and span.parent_span_id
+        and (
+            span.flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
+            or span.kind == KIND_CONSUMER
+        )
+    ):
+        linked.append((span.trace_id, span.parent_span_id))
+    message_id = semconv.read(attrs, "message_id")
+    return StageRow(
+        project_id=row.project_id,
+        time_ns=span.start_time_unix_nano,
+        stage=stage,
+        role=role,
+        service=row.service,
+        system=clean_text(semconv.text(attrs, "system")),
+        channel=clean_text(semconv.channel(attrs, role)),
+        consumer_group=clean_text(semconv.text(attrs, "consumer_group"))
+        if role == CONSUMER
+        else "",
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id or None,
+        linked=list(dict.fromkeys(linked)),
+        event_id=clean_text(str(message_id)) if message_id is not None else None,
+        error=_error_text(span, attrs) if stage in ("failed", "deadlettered") else None,
+        duration_ms=row.duration_ns / 1e6,
+    )
+
+
+def _mark_dead_letter(publish: StageRow, attrs, stages_by_span, batch: Batch) -> None:
+    """Record the consumer-side dead-lettering implied by a publish to a dead-letter channel."""
+    parent = stages_by_span.get(publish.parent_span_id) if publish.parent_span_id else None
+    error = publish.error or f"dead-lettered to {publish.channel}"
+    if parent is not None and parent.role == CONSUMER and parent.stage in ("processed", "failed"):
+        # One message handled and then dead-lettered: that handling is the outcome.
+        parent.error = parent.error or error
+        parent.stage = "deadlettered"
+        return
+    # A batch receive (or no consumer span at hand): the dead letter is a stage
+    # of its own, on the consumer's channel when known.
+    consumer = parent if parent is not None and parent.role == CONSUMER else None
+    batch.stages.append(
+        StageRow(
+            project_id=publish.project_id,
+            time_ns=publish.time_ns,
+            stage="deadlettered",
+            role=CONSUMER,
+            service=publish.service,
+            system=consumer.system if consumer else publish.system,
+            channel=consumer.channel
+            if consumer
+            else semconv.origin_of_dead_letter_channel(publish.channel),
+            consumer_group=consumer.consumer_group if consumer else "",
+            trace_id=publish.trace_id,
+            span_id=publish.span_id,
+            parent_span_id=publish.parent_span_id,
+            linked=list(consumer.linked) if consumer else [],
+            event_id=publish.event_id,
+            error=error,
+            duration_ms=publish.duration_ms,
+        )
+    )
+
+
+# ---- logs ----------------------------------------------------------------------
+
+
+def _body_text(value) -> str | None:
+    body = any_value(value)
+    if body is None:
+        return None
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, ensure_ascii=False)
+
+
+def normalize_logs(request, project_id: int) -> Normalized:
+    """ExportLogsServiceRequest -> Batch(signal="logs") of LogRow.
+
+    A record without a timestamp takes its observed time, else the receive
+    time; a record whose trace context is malformed is rejected.
+    """
+    result = Normalized(Batch(project_id=project_id, signal="logs"))
+    received_ns = time.time_ns()
+    for resource_logs in request.resource_logs:
+        resource = attributes(resource_logs.resource.attributes)
+        service = clean_text(_service(resource))
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                problem = optional_id_problem(record.trace_id, record.span_id)
+                if problem:
+                    result.reject(f"log record: {problem}")
+                    continue
+                body = _body_text(record.body)
+                result.batch.logs.append(
+                    LogRow(
+                        project_id=project_id,
+                        time_ns=record.time_unix_nano
+                        or record.observed_time_unix_nano
+                        or received_ns,
+                        service=service,
+                        severity_number=record.severity_number,
+                        severity_text=clean_text(record.severity_text) or None,
+                        body=body,
+                        trace_id=record.trace_id or None,
+                        span_id=record.span_id or None,
+                        attributes=attributes(record.attributes),
+                    )
+                )
+    return result

@@ -1,0 +1,177 @@
+"""The OTLP/gRPC receiver (grpc.aio): Trace, Metrics and Logs Export services.
+
+Status codes as the OTLP spec says: UNAUTHENTICATED for a missing or bad
+token, INVALID_ARGUMENT for bad data (never retried), UNAVAILABLE with a
+google.rpc.RetryInfo detail when the writer is saturated or the database is
+down (retried after that delay), RESOURCE_EXHAUSTED without RetryInfo for a
+message over the size limit (not retried). Python's auto-instrumentation
+exports over gRPC by default, so this is the port most services hit.
+"""
+
+import logging
+
+import grpc
+from django.conf import settings
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from collector import auth, stats
+from collector.batch import IngestUnavailable
+from collector.normalize import normalize_logs, normalize_traces
+from collector.receivers.otlp_http import count_data_points
+
+log = logging.getLogger(__name__)
+
+
+class _RichStatus(grpc.Status):
+    """A status carrying a google.rpc.Status in `grpc-status-details-bin`, where
+    clients (the OpenTelemetry exporters among them) look for RetryInfo."""
+
+    def __init__(self, status: status_pb2.Status):
+        self.code = grpc.StatusCode.UNAVAILABLE
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == status.code:
+                self.code = candidate
+        self.details = status.message
+        self.trailing_metadata = (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def _abort_unavailable(context, exc: IngestUnavailable):
+    seconds = max(1, int(exc.retry_after or 1))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds}))
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(exc), details=[detail])
+    await context.abort_with_status(_RichStatus(status))
+
+
+async def _project(context) -> int:
+    metadata = dict(context.invocation_metadata() or ())
+    try:
+        return await auth.project_for(metadata.get("authorization"))
+    except auth.Unauthorized as exc:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+    except IngestUnavailable as exc:
+        await _abort_unavailable(context, exc)
+
+
+class _Export:
+    """Shared body of the span and log Export calls."""
+
+    signal = ""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def normalize(self, request, project_id):
+        raise NotImplementedError
+
+    def respond(self, rejected: int, message: str):
+        raise NotImplementedError
+
+    def items(self, batch) -> int:
+        raise NotImplementedError
+
+    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
+        project_id = await _project(context)
+        result = self.normalize(request, project_id)
+        items = self.items(result.batch)
+        stats.count("received", self.signal, items + result.rejected)
+        stats.count("rejected", self.signal, result.rejected)
+        if result.batch.size:
+            try:
+                await self.writer.submit(result.batch)
+            except IngestUnavailable as exc:
+                stats.count("dropped", self.signal, items)
+                await _abort_unavailable(context, exc)
+        stats.count("accepted", self.signal, items)
+        return self.respond(result.rejected, result.error_message)
+
+
+class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
+    signal = "traces"
+
+    def normalize(self, request, project_id):
+        return normalize_traces(request, project_id)
+
+    def items(self, batch):
+        return len(batch.spans)
+
+    def respond(self, rejected, message):
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = message
+        return response
+
+
+class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
+    signal = "logs"
+
+    def normalize(self, request, project_id):
+        return normalize_logs(request, project_id)
+
+    def items(self, batch):
+        return len(batch.logs)
+
+    def respond(self, rejected, message):
+        response = logs_service_pb2.ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = message
+        return response
+
+
+class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
+        project_id = await _project(context)
+        points = count_data_points(request)
+        stats.count("received", "metrics", points)
+        try:
+            from collector.brokers.otlp_metrics import ingest_metrics
+        except ImportError:
+            stats.count("dropped", "metrics", points)
+            await _abort_unavailable(
+                context, IngestUnavailable("metrics ingestion is not available", 60)
+            )
+        try:
+            rejected, message = await ingest_metrics(project_id, request)
+        except IngestUnavailable as exc:
+            stats.count("dropped", "metrics", points)
+            await _abort_unavailable(context, exc)
+        stats.count("rejected", "metrics", rejected)
+        stats.count("accepted", "metrics", max(0, points - rejected))
+        response = metrics_service_pb2.ExportMetricsServiceResponse()
+        if rejected or message:
+            response.partial_success.rejected_data_points = rejected
+            response.partial_success.error_message = message or ""
+        return response
+
+
+async def start_grpc_server(writer, host: str = "127.0.0.1", port: int = 4317) -> grpc.aio.Server:
+    """Start the OTLP/gRPC receiver on host:port (0 = an ephemeral port).
+
+    The bound port is on the returned server as `server.bound_port`. Messages
+    over settings.MAX_BODY_BYTES (after decompression) are refused by gRPC
+    itself with RESOURCE_EXHAUSTED.
+    """
+    limit = settings.MAX_BODY_BYTES
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ]
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(writer), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(writer), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+    await server.start()
+    server.bound_port = bound
+    log.info("OTLP/gRPC receiver listening on %s:%s", host, bound)
+    return server

@@ -1,0 +1,165 @@
+"""The OpenTelemetry messaging semantic conventions, old and new, in one table.
+
+Instrumentations in the wild emit several generations of attribute names
+(Python's kafka-python, pika and celery still use the v1.17-era ones, aiokafka
+the current ones). Everything that reads messaging spans asks this module, so
+a new alias is one line here.
+"""
+
+from collector.batch import CONSUMER, PRODUCER
+
+# field -> attribute names, current name first, then older ones.
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "system": ("messaging.system",),
+    "destination": (
+        "messaging.destination.name",
+        "messaging.destination",
+        "messaging.source.name",
+    ),
+    "destination_template": ("messaging.destination.template",),
+    "operation_type": ("messaging.operation.type", "messaging.operation"),
+    "operation_name": ("messaging.operation.name",),
+    "consumer_group": (
+        "messaging.consumer.group.name",
+        "messaging.kafka.consumer.group",
+        "messaging.kafka.consumer_group",
+        "messaging.eventhubs.consumer.group",
+        "messaging.rocketmq.client_group",
+        # Pub/Sub, Service Bus and SNS subscriptions play the consumer group's part.
+        "messaging.destination.subscription.name",
+        "messaging.servicebus.destination.subscription_name",
+    ),
+    "message_id": ("messaging.message.id", "messaging.message_id"),
+    "conversation_id": ("messaging.message.conversation_id", "messaging.conversation_id"),
+    "partition": (
+        "messaging.destination.partition.id",
+        "messaging.kafka.destination.partition",
+        "messaging.kafka.partition",
+    ),
+    "routing_key": ("messaging.rabbitmq.destination.routing_key", "messaging.rabbitmq.routing_key"),
+    "batch_count": ("messaging.batch.message_count",),
+    "body_size": (
+        "messaging.message.body.size",
+        "messaging.message.payload_size_bytes",
+        "messaging.message_payload_size_bytes",
+    ),
+    "client_id": ("messaging.client.id", "messaging.client_id", "messaging.kafka.client_id"),
+    "error_type": ("error.type",),
+    # Eventscope's own override: an instrumentation that knows better (a
+    # retry, a dead-letter hand-off) states the stage outright.
+    "stage": ("eventscope.stage", "messaging.eventscope.stage"),
+}
+
+# Markers of messaging spans beyond messaging.system, for partial instrumentations.
+MESSAGING_PREFIX = "messaging."
+
+# messaging.operation.type (and the legacy messaging.operation) -> (stage, role).
+# `settle` (ack/nack) is not a stage of its own: the process span carries the outcome.
+OPERATION_STAGE: dict[str, tuple[str, str] | None] = {
+    "create": ("published", PRODUCER),
+    "send": ("published", PRODUCER),
+    "publish": ("published", PRODUCER),
+    "receive": ("received", CONSUMER),
+    "process": ("processed", CONSUMER),
+    "deliver": ("processed", CONSUMER),
+    "settle": None,
+}
+
+# System-specific messaging.operation.name values, when no type is given.
+OPERATION_NAME_TYPE = {
+    "send": "send",
+    "publish": "send",
+    "produce": "send",
+    "create": "create",
+    "receive": "receive",
+    "poll": "receive",
+    "recv": "receive",
+    "fetch": "receive",
+    "process": "process",
+    "consume": "process",
+    "deliver": "process",
+    "handle": "process",
+    "ack": "settle",
+    "nack": "settle",
+    "complete": "settle",
+    "abandon": "settle",
+    "settle": "settle",
+}
+
+# A channel whose name ends like this holds dead letters.
+DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".dlt", "-dlt", "_dlt", ".deadletter")
+DEAD_LETTER_WORDS = ("dead-letter", "dead_letter", "deadletter")
+
+
+def read(attributes: dict, field: str):
+    """The value of `field` under its current or any legacy name, or None."""
+    for name in ATTRIBUTES[field]:
+        value = attributes.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def text(attributes: dict, field: str) -> str:
+    """`read` as a string ('' when absent), for columns that are never NULL."""
+    value = read(attributes, field)
+    return "" if value is None else str(value)
+
+
+def is_messaging(attributes: dict) -> bool:
+    """True when a span carries messaging attributes of any generation."""
+    return any(key.startswith(MESSAGING_PREFIX) for key in attributes) or (
+        read(attributes, "stage") is not None
+    )
+
+
+def operation_type(attributes: dict) -> str | None:
+    """The normalised operation type (create/send/receive/process/settle), or None."""
+    value = read(attributes, "operation_type")
+    if isinstance(value, str) and value.lower() in OPERATION_STAGE:
+        lowered = value.lower()
+        return {"publish": "send", "deliver": "process"}.get(lowered, lowered)
+    name = read(attributes, "operation_name")
+    if isinstance(name, str):
+        return OPERATION_NAME_TYPE.get(name.lower())
+    return None
+
+
+def channel(attributes: dict, role: str) -> str:
+    """The channel (topic, queue, subject, stream) a messaging span talks to.
+
+    RabbitMQ names destinations `{exchange}:{routing_key}` when producing and
+    `{exchange}:{routing_key}:{queue}` when consuming (empty parts omitted,
+    key and queue de-duplicated): a consumer's channel is its queue, the last
+    part; a producer's stays `exchange:routing_key`, which is just the queue
+    name when publishing through the default exchange.
+    """
+    name = text(attributes, "destination") or text(attributes, "destination_template")
+    if text(attributes, "system").lower() == "rabbitmq" and name:
+        if name.startswith("amq.default:"):
+            name = name[len("amq.default:") :]
+        # Older pika instrumentation reports only the exchange (or the key
+        # for the default exchange) on both sides, which already agrees.
+        if role == CONSUMER and ":" in name:
+            name = name.rsplit(":", 1)[1] or name
+    return name
+
+
+def is_dead_letter_channel(name: str) -> bool:
+    """True for dead-letter queue/topic names by common convention (orders.dlq, orders-DLT...)."""
+    lowered = name.lower()
+    return lowered.endswith(DEAD_LETTER_SUFFIXES) or any(w in lowered for w in DEAD_LETTER_WORDS)
+
+
+def origin_of_dead_letter_channel(name: str) -> str:
+    """The channel a dead-letter channel collects for: `orders.dlq` -> `orders`."""
+    lowered = name.lower()
+    for suffix in DEAD_LETTER_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    for word in DEAD_LETTER_WORDS:
+        index = lowered.find(word)
+        if index >= 0:
+            stripped = (name[:index] + name[index + len(word) :]).strip(".-_:")
+            return stripped or name
+    return name
