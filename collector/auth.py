@@ -13,7 +13,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from collector.batch import StorageUnavailable
@@ -48,7 +48,6 @@ def bearer_token(authorization: str | None) -> str | None:
 def _lookup(token: str | None) -> int | None:
     from collector.models import ApiToken, Project, Scope
 
-    close_old_connections()
     try:
         if token is None:
             return Project.default().pk
@@ -59,6 +58,10 @@ def _lookup(token: str | None) -> int | None:
         return found.project_id
     except DatabaseError as exc:
         raise StorageUnavailable(f"cannot check the token: {exc}") from exc
+    finally:
+        # Lookups are rare (cached), and a connection kept by this worker
+        # thread would outlive the server that started it.
+        connection.close()
 
 
 def _cached(key: str) -> tuple[bool, int | None]:

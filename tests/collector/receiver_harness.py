@@ -1,0 +1,58 @@
+"""Running receivers for tests: real uvicorn and grpc.aio servers on ephemeral ports."""
+
+import asyncio
+import contextlib
+
+import uvicorn
+
+from collector.receivers.otlp_grpc import start_grpc_server
+from collector.receivers.otlp_http import make_app
+
+
+class RefusingWriter:
+    """A writer that refuses every batch the way a full queue or a down database does.
+
+    Used to check the receivers' 429/503 answers without having to fill a
+    real queue; `ready()` reflects the refusal too.
+    """
+
+    def __init__(self, error):
+        self.error = error
+        self.submitted = 0
+
+    async def submit(self, batch):
+        self.submitted += 1
+        raise self.error
+
+    async def ready(self):
+        return False
+
+
+@contextlib.asynccontextmanager
+async def http_receiver(writer):
+    """The OTLP/HTTP receiver served by uvicorn on 127.0.0.1:<ephemeral>; yields its base URL."""
+    config = uvicorn.Config(
+        make_app(writer), host="127.0.0.1", port=0, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def grpc_receiver(writer):
+    """The OTLP/gRPC receiver on 127.0.0.1:<ephemeral>; yields 'host:port'."""
+    server = await start_grpc_server(writer, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.bound_port}"
+    finally:
+        await server.stop(grace=None)

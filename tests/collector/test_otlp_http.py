@@ -1,0 +1,306 @@
+"""The OTLP/HTTP + CloudEvents receiver, over real HTTP (uvicorn on an ephemeral port)."""
+
+import asyncio
+import gzip
+import json
+import threading
+import zlib
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from asgiref.sync import sync_to_async
+from google.protobuf.any_pb2 import Any
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from collector import auth, stats
+from collector.batch import Saturated, StorageUnavailable
+from collector.models import ApiToken, Scope
+from tests.collector.receiver_harness import RefusingWriter, http_receiver
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TRACES_JSON = (FIXTURES / "otlp" / "traces_kafka_messaging.json").read_bytes()
+PROTOBUF = {"content-type": "application/x-protobuf"}
+JSON = {"content-type": "application/json"}
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache():
+    auth.forget()
+    yield
+    auth.forget()
+
+
+def bearer(token):
+    return {"authorization": f"Bearer {token}"}
+
+
+def rpc_status(response, fmt="protobuf") -> status_pb2.Status:
+    status = status_pb2.Status()
+    if fmt == "json":
+        from google.protobuf import json_format
+
+        json_format.Parse(response.content, status)
+    else:
+        status.ParseFromString(response.content)
+    return status
+
+
+async def post(url, path, body=b"", headers=None):
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(url + path, content=body, headers=headers or {})
+
+
+async def test_health_and_metrics_endpoints(ingest_token):
+    async with http_receiver(RefusingWriter(StorageUnavailable("down"))) as url:
+        async with httpx.AsyncClient() as client:
+            health = await client.get(url + "/healthz")
+            ready = await client.get(url + "/readyz")
+            metrics = await client.get(url + "/metrics")
+            missing = await client.get(url + "/v2/traces")
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert ready.status_code == 503
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"] == "text/plain; version=0.0.4"
+    assert 'eventscope_received_items_total{signal="traces"}' in metrics.text
+    assert missing.status_code == 404
+
+
+async def test_it_answers_405_to_anything_but_post(ingest_token):
+    async with http_receiver(None) as url:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url + "/v1/traces")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+async def test_a_missing_token_is_401_with_an_rpc_status(ingest_token):
+    async with http_receiver(None) as url:
+        response = await post(url, "/v1/traces", TRACES_JSON, JSON)
+    assert response.status_code == 401
+    status = rpc_status(response, "json")
+    assert status.code == code_pb2.UNAUTHENTICATED
+    assert "missing ingest token" in status.message
+
+
+async def test_invalid_revoked_and_read_tokens_are_401(project, ingest_token, read_token):
+    revoked, revoked_plain = await sync_to_async(ApiToken.issue)(project, "old", Scope.INGEST)
+    await sync_to_async(revoked.revoke)()
+    async with http_receiver(None) as url:
+        for token in ("es_nope", revoked_plain, read_token):
+            response = await post(url, "/v1/traces", TRACES_JSON, {**JSON, **bearer(token)})
+            assert response.status_code == 401, token
+        basic = await post(url, "/v1/traces", TRACES_JSON, {**JSON, "authorization": "Basic eDp5"})
+    assert basic.status_code == 401
+    assert "Bearer" in rpc_status(basic, "json").message
+
+
+async def test_with_ingest_auth_off_a_missing_token_goes_to_the_default_project(settings):
+    settings.INGEST_AUTH = "off"
+    assert await auth.project_for(None) > 0
+    with pytest.raises(auth.Unauthorized):
+        await auth.project_for("Bearer es_wrong")
+
+
+async def test_an_unknown_content_type_is_415(ingest_token):
+    async with http_receiver(None) as url:
+        response = await post(
+            url, "/v1/traces", b"<spans/>", {"content-type": "text/xml", **bearer(ingest_token)}
+        )
+    assert response.status_code == 415
+    assert "application/x-protobuf" in rpc_status(response, "json").message
+
+
+async def test_an_unknown_content_encoding_is_415(ingest_token):
+    async with http_receiver(None) as url:
+        response = await post(
+            url,
+            "/v1/traces",
+            TRACES_JSON,
+            {**JSON, **bearer(ingest_token), "content-encoding": "br"},
+        )
+    assert response.status_code == 415
+
+
+async def test_undecodable_bodies_are_400_in_the_request_encoding(ingest_token):
+    async with http_receiver(None) as url:
+        as_json = await post(
+            url, "/v1/traces", b'{"resourceSpans": [', {**JSON, **bearer(ingest_token)}
+        )
+        as_proto = await post(
+            url, "/v1/traces", b"\x0a\xff\xff\xff\xff\x0f", {**PROTOBUF, **bearer(ingest_token)}
+        )
+    assert as_json.status_code == 400
+    assert as_json.headers["content-type"] == "application/json"
+    status = rpc_status(as_json, "json")
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    assert "invalid JSON" in status.message
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert as_proto.status_code == 400
+    assert as_proto.headers["content-type"] == "application/x-protobuf"
+    assert "invalid protobuf" in rpc_status(as_proto).message
+
+
+async def test_a_body_over_the_limit_is_413_before_it_is_read(settings, ingest_token):
+    settings.MAX_BODY_BYTES = 4096
+    async with http_receiver(None) as url:
+        declared = await post(url, "/v1/traces", b"x" * 5000, {**PROTOBUF, **bearer(ingest_token)})
+
+        async def chunks():
+            # No Content-Length: the receiver must count as it reads.
+            for _ in range(100):
+                yield b"y" * 1024
+
+        async with httpx.AsyncClient() as client:
+            streamed = await client.post(
+                url + "/v1/traces", content=chunks(), headers={**PROTOBUF, **bearer(ingest_token)}
+            )
+    assert declared.status_code == 413
+    assert rpc_status(declared).code == code_pb2.RESOURCE_EXHAUSTED
+    assert streamed.status_code == 413
+
+
+def _gzip_bomb(size=1 << 30) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    return b"".join(compressor.compress(zeros) for _ in range(size >> 20)) + compressor.flush()
+
+
+async def test_it_rejects_gzip_bomb_with_flat_memory(ingest_token):
+    bomb = _gzip_bomb()
+    assert len(bomb) < 2 * 1024 * 1024  # 1 GiB of zeros
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = baseline
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        async with http_receiver(None) as url:
+            response = await post(
+                url,
+                "/v1/traces",
+                bomb,
+                {**PROTOBUF, **bearer(ingest_token), "content-encoding": "gzip"},
+            )
+    finally:
+        done.set()
+        sampler.join()
+    assert response.status_code == 413
+    assert "inflates past" in rpc_status(response).message
+    # The 20 MiB limit bounds the inflated copy; the client's copy of the bomb
+    # and the received body are another ~2 MiB.
+    assert peak - baseline < 50 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(Saturated("queue full", 2), 429), (StorageUnavailable("db down", 7), 503)],
+)
+async def test_unstored_data_is_answered_with_retry_after(ingest_token, error, status):
+    writer = RefusingWriter(error)
+    before = stats.snapshot()["dropped"]["traces"]
+    async with http_receiver(writer) as url:
+        response = await post(url, "/v1/traces", TRACES_JSON, {**JSON, **bearer(ingest_token)})
+        events = await post(
+            url,
+            "/v1/events",
+            (FIXTURES / "cloudevents" / "structured_order_created.json").read_bytes(),
+            {"content-type": "application/cloudevents+json", **bearer(ingest_token)},
+        )
+    assert writer.submitted == 2
+    assert response.status_code == status
+    assert response.headers["retry-after"] == str(error.retry_after)
+    body = rpc_status(response, "json")
+    retry = error_details_pb2.RetryInfo()
+    assert any(isinstance(d, Any) and d.Unpack(retry) for d in body.details)
+    assert retry.retry_delay.seconds == error.retry_after
+    assert stats.snapshot()["dropped"]["traces"] == before + 4
+    assert events.status_code == status
+    assert events.headers["retry-after"] == str(error.retry_after)
+
+
+async def test_an_all_rejected_request_is_200_with_partial_success(ingest_token):
+    document = json.loads(TRACES_JSON)
+    for resource in document["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                span["traceId"] = "00000000000000000000000000000000"
+    async with http_receiver(None) as url:
+        response = await post(
+            url,
+            "/v1/traces",
+            gzip.compress(json.dumps(document).encode()),
+            {**JSON, **bearer(ingest_token), "content-encoding": "gzip"},
+        )
+    assert response.status_code == 200
+    from google.protobuf import json_format
+
+    parsed = json_format.Parse(response.content, ExportTraceServiceResponse())
+    assert parsed.partial_success.rejected_spans == 4
+    assert "trace id is all zeros" in parsed.partial_success.error_message
+
+
+async def test_cloudevents_bad_json_is_400_with_a_message(ingest_token):
+    async with http_receiver(None) as url:
+        response = await post(
+            url,
+            "/v1/events",
+            b'{"specversion": "1.0",',
+            {"content-type": "application/cloudevents+json", **bearer(ingest_token)},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("invalid JSON: Expecting property name")
+
+
+async def test_cloudevents_without_token_is_401_and_unknown_type_is_415(ingest_token):
+    async with http_receiver(None) as url:
+        unauthorized = await post(
+            url, "/v1/events", b"{}", {"content-type": "application/cloudevents+json"}
+        )
+        unsupported = await post(
+            url, "/v1/events", b"hello", {"content-type": "text/plain", **bearer(ingest_token)}
+        )
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["www-authenticate"] == "Bearer"
+    assert unsupported.status_code == 415
+    assert "ce-id" in unsupported.json()["error"]
+
+
+async def test_a_single_invalid_cloudevent_is_400(ingest_token):
+    async with http_receiver(None) as url:
+        response = await post(
+            url,
+            "/v1/events",
+            json.dumps({"specversion": "1.0", "source": "/s", "type": "t"}).encode(),
+            {"content-type": "application/cloudevents+json", **bearer(ingest_token)},
+        )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "required attribute 'id' is missing",
+        "accepted": 0,
+        "rejected": [{"index": 0, "error": "required attribute 'id' is missing"}],
+    }
+
+
+async def test_concurrent_requests_do_not_block_each_other(ingest_token):
+    async with http_receiver(None) as url:
+        responses = await asyncio.gather(
+            *[
+                post(url, "/v1/traces", b"not json", {**JSON, **bearer(ingest_token)})
+                for _ in range(20)
+            ]
+        )
+    assert {r.status_code for r in responses} == {400}
