@@ -1,0 +1,97 @@
+"""The OTLP/gRPC receiver, through a real grpc.aio server and client."""
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from collector import auth
+from collector.batch import Saturated, StorageUnavailable
+from collector.decode import JSON, decode_request
+from tests.collector.receiver_harness import RefusingWriter, grpc_receiver
+from tests.collector.test_normalize import FIXTURES, traces
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache():
+    auth.forget()
+    yield
+    auth.forget()
+
+
+async def export_traces(address, request, token=None):
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        return await stub.Export(request, metadata=metadata, timeout=10)
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no google.rpc.Status in the trailers")
+
+
+async def test_a_missing_or_bad_token_is_unauthenticated(ingest_token, read_token):
+    async with grpc_receiver(None) as address:
+        for token in (None, "es_unknown", read_token):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await export_traces(address, traces("traces_kafka_messaging.json"), token)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("error", [Saturated("queue full", 3), StorageUnavailable("db down", 9)])
+async def test_unstored_data_is_unavailable_with_retry_info(ingest_token, error):
+    writer = RefusingWriter(error)
+    async with grpc_receiver(writer) as address:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export_traces(address, traces("traces_kafka_messaging.json"), ingest_token)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    status = rich_status(caught.value)
+    assert status.code == code_pb2.UNAVAILABLE
+    retry = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry)
+    assert retry.retry_delay.seconds == error.retry_after
+    assert writer.submitted == 1
+
+
+async def test_a_message_over_the_limit_is_resource_exhausted(settings, ingest_token):
+    settings.MAX_BODY_BYTES = 1024
+    request = traces("traces_kafka_messaging.json")
+    assert request.ByteSize() > 1024
+    async with grpc_receiver(None) as address:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export_traces(address, request, ingest_token)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_rejected_spans_are_reported_as_partial_success(ingest_token):
+    request = traces("traces_kafka_messaging.json")
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                span.span_id = b"\x00" * 8
+    async with grpc_receiver(None) as address:
+        response = await export_traces(address, request, ingest_token)
+    assert isinstance(response, trace_service_pb2.ExportTraceServiceResponse)
+    assert response.partial_success.rejected_spans == 4
+    assert "span id is all zeros" in response.partial_success.error_message
+
+
+async def test_logs_with_bad_context_are_partial_success(ingest_token):
+    request = decode_request("logs", (FIXTURES / "logs_consumer_error.json").read_bytes(), JSON)
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        record.trace_id = b"\x01\x02"
+    async with grpc_receiver(None) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+            response = await stub.Export(
+                request, metadata=(("authorization", f"Bearer {ingest_token}"),), timeout=10
+            )
+    assert isinstance(response, logs_service_pb2.ExportLogsServiceResponse)
+    assert response.partial_success.rejected_log_records == 2
+    assert "trace id must be 16 bytes" in response.partial_success.error_message
