@@ -9,6 +9,25 @@ from collector.receivers.otlp_grpc import start_grpc_server
 from collector.receivers.otlp_http import make_app
 
 
+class CollectingWriter:
+    """Keeps submitted batches in memory, for checking what the receivers hand over."""
+
+    def __init__(self):
+        self.batches = []
+
+    async def submit(self, batch):
+        self.batches.append(batch)
+
+    async def ready(self):
+        return True
+
+    def spans(self):
+        return [span for batch in self.batches for span in batch.spans]
+
+    def stages(self):
+        return [stage for batch in self.batches for stage in batch.stages]
+
+
 class RefusingWriter:
     """A writer that refuses every batch the way a full queue or a down database does.
 

@@ -17,8 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector import auth, stats
 from collector.batch import Saturated, StorageUnavailable
+from collector.decode import decode_request
 from collector.models import ApiToken, Scope
-from tests.collector.receiver_harness import RefusingWriter, http_receiver
+from tests.collector.receiver_harness import CollectingWriter, RefusingWriter, http_receiver
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRACES_JSON = (FIXTURES / "otlp" / "traces_kafka_messaging.json").read_bytes()
@@ -304,3 +305,111 @@ async def test_concurrent_requests_do_not_block_each_other(ingest_token):
             ]
         )
     assert {r.status_code for r in responses} == {400}
+
+
+# ---- accepted data (handed to the writer) ---------------------------------------
+
+
+async def test_json_traces_are_answered_in_json_with_partial_success(ingest_token):
+    document = json.loads(TRACES_JSON)
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "not-hex"
+    writer = CollectingWriter()
+    before = stats.snapshot()
+    async with http_receiver(writer) as url:
+        response = await post(
+            url, "/v1/traces", json.dumps(document).encode(), {**JSON, **bearer(ingest_token)}
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "partialSuccess": {
+            "rejectedSpans": "1",
+            "errorMessage": "1 item(s) rejected: span 'POST /orders': span id must be 8 bytes, got 1",
+        }
+    }
+    assert len(writer.spans()) == 3
+    after = stats.snapshot()
+    assert after["received"]["traces"] - before["received"]["traces"] == 4
+    assert after["accepted"]["traces"] - before["accepted"]["traces"] == 3
+    assert after["rejected"]["traces"] - before["rejected"]["traces"] == 1
+
+
+async def test_protobuf_traces_get_an_empty_protobuf_response(project, ingest_token):
+    request = decode_request("traces", TRACES_JSON, "json")
+    writer = CollectingWriter()
+    async with http_receiver(writer) as url:
+        response = await post(
+            url, "/v1/traces", request.SerializeToString(), {**PROTOBUF, **bearer(ingest_token)}
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-protobuf"
+    assert ExportTraceServiceResponse.FromString(response.content) == ExportTraceServiceResponse()
+    (batch,) = writer.batches
+    assert batch.project_id == project.pk
+
+
+async def test_logs_are_handed_to_the_writer(ingest_token):
+    writer = CollectingWriter()
+    body = (FIXTURES / "otlp" / "logs_consumer_error.json").read_bytes()
+    async with http_receiver(writer) as url:
+        response = await post(
+            url,
+            "/v1/logs",
+            zlib.compress(body),
+            {**JSON, **bearer(ingest_token), "content-encoding": "deflate"},
+        )
+    assert (response.status_code, response.json()) == (200, {})
+    (batch,) = writer.batches
+    assert batch.signal == "logs" and len(batch.logs) == 2
+
+
+async def test_metrics_bodies_are_decoded_and_bad_ones_refused(ingest_token):
+    async with http_receiver(CollectingWriter()) as url:
+        bad = await post(
+            url, "/v1/metrics", b'{"resourceMetrics": 5}', {**JSON, **bearer(ingest_token)}
+        )
+    assert bad.status_code == 400
+    assert "ExportMetricsServiceRequest" in rpc_status(bad, "json").message
+
+
+CE_HEADERS = {"content-type": "application/cloudevents+json"}
+
+
+async def test_cloudevents_in_all_three_modes_are_accepted(project, ingest_token):
+    writer = CollectingWriter()
+    binary_headers = {
+        "content-type": "text/plain; charset=utf-8",
+        "ce-specversion": "1.0",
+        "ce-id": "order-9",
+        "ce-source": "/shop/orders",
+        "ce-type": "com.example.order.note",
+        "ce-esstage": "processed",
+        "ce-esservice": "email",
+        **bearer(ingest_token),
+    }
+    async with http_receiver(writer) as url:
+        structured = await post(
+            url,
+            "/v1/events",
+            (FIXTURES / "cloudevents" / "structured_order_created.json").read_bytes(),
+            {**CE_HEADERS, **bearer(ingest_token)},
+        )
+        batch = await post(
+            url,
+            "/v1/events",
+            (FIXTURES / "cloudevents" / "batch_mixed.json").read_bytes(),
+            {"content-type": "application/cloudevents-batch+json", **bearer(ingest_token)},
+        )
+        binary = await post(url, "/v1/events", b"gift wrap, please", binary_headers)
+    assert (structured.status_code, structured.json()) == (202, {"accepted": 1, "rejected": []})
+    assert batch.status_code == 202
+    assert batch.json()["accepted"] == 3
+    assert [r["index"] for r in batch.json()["rejected"]] == [1, 3, 4, 5]
+    assert (binary.status_code, binary.json()) == (202, {"accepted": 1, "rejected": []})
+    assert [len(b.envelopes) for b in writer.batches] == [1, 3, 1]
+    assert all(b.project_id == project.pk and b.signal == "events" for b in writer.batches)
+    note = writer.batches[2].envelopes[0]
+    assert (note.data_text, note.datacontenttype) == (
+        "gift wrap, please",
+        "text/plain; charset=utf-8",
+    )

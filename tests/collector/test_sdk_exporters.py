@@ -23,28 +23,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collector import auth
 from collector.batch import CONSUMER, PRODUCER
-from tests.collector.receiver_harness import grpc_receiver, http_receiver
+from tests.collector.receiver_harness import CollectingWriter, grpc_receiver, http_receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class CollectingWriter:
-    """Keeps submitted batches in memory, for checking what the receivers hand over."""
-
-    def __init__(self):
-        self.batches = []
-
-    async def submit(self, batch):
-        self.batches.append(batch)
-
-    async def ready(self):
-        return True
-
-    def spans(self):
-        return [span for batch in self.batches for span in batch.spans]
-
-    def stages(self):
-        return [stage for batch in self.batches for stage in batch.stages]
 
 
 @pytest.fixture(autouse=True)
