@@ -84,8 +84,13 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
             body = _inflate(body, zlib.MAX_WBITS | 16, limit, coding)
         elif coding == "deflate":
             # HTTP says zlib-wrapped, but raw deflate is common in the wild.
-            wbits = zlib.MAX_WBITS if _looks_like_zlib(body) else -zlib.MAX_WBITS
-            body = _inflate(body, wbits, limit, coding)
+            if _looks_like_zlib(body):
+                try:
+                    body = _inflate(body, zlib.MAX_WBITS, limit, coding)
+                    continue
+                except DecodeError:
+                    pass  # raw deflate whose first bytes happen to look like a zlib header
+            body = _inflate(body, -zlib.MAX_WBITS, limit, coding)
         else:
             raise UnsupportedMediaType(
                 f"unsupported content encoding {coding!r}: send gzip, deflate or none"
