@@ -1,0 +1,185 @@
+"""Per-minute flow-edge rollups, accumulated while a write is prepared.
+
+The writer feeds only newly inserted rows in here (a retried delivery adds
+nothing), then upserts the sums additively, so several collectors can write
+the same minute of the same edge concurrently. Edge semantics:
+
+- publish  service:<svc> -> channel:<system>:<channel>: producer stages;
+  `count` counts publishes, `errors` the failed ones.
+- consume  channel:<system>:<channel> -> service:<svc>, per consumer group:
+  `count` = processed + failed + dead-lettered outcomes, `received` =
+  receipts, `errors` = failed + dead-lettered, `retries` = retried stages.
+  `duration_hist` holds outcome durations, `e2e_hist` produce->consume
+  latency of outcomes.
+- call     service:<client> -> service:<server> from CLIENT->SERVER span pairs.
+"""
+
+import datetime as dt
+
+from collector import histogram
+from collector.batch import CONSUMER, PRODUCER
+
+PUBLISH, CONSUME, CALL = "publish", "consume", "call"
+OUTCOMES = frozenset(("processed", "failed", "deadlettered"))
+ERRORS = frozenset(("failed", "deadlettered"))
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MINUTE_NS = 60_000_000_000
+
+# count, received, errors, deadlettered, retries, duration_sum, e2e_count, e2e_sum
+_COUNT, _RECEIVED, _ERRORS, _DEAD, _RETRIES, _DSUM, _ECOUNT, _ESUM = range(8)
+
+
+def minute_of(time_ns: int) -> dt.datetime:
+    """The UTC minute a time (ns since the epoch) falls in."""
+    return _EPOCH + dt.timedelta(microseconds=(time_ns // _MINUTE_NS) * 60_000_000)
+
+
+def service_node(name: str) -> str:
+    return f"service:{name}"
+
+
+def channel_node(system: str, channel: str) -> str:
+    return f"channel:{system}:{channel}"
+
+
+def stage_edge(project_id, role, service, system, channel, group):
+    """(project, source, target, kind, group) of the edge a stage belongs to, or None.
+
+    A stage without a channel cannot be placed on the graph; it is still
+    stored and shown in journeys and failures.
+    """
+    if not channel:
+        return None
+    if role == PRODUCER:
+        return project_id, service_node(service), channel_node(system, channel), PUBLISH, ""
+    if role == CONSUMER:
+        return project_id, channel_node(system, channel), service_node(service), CONSUME, group
+    return None
+
+
+class Rollups:
+    """Sums per (project, minute, source, target, kind, consumer group)."""
+
+    def __init__(self):
+        self._rows: dict[tuple, list] = {}
+
+    def __len__(self):
+        return len(self._rows)
+
+    def _row(self, edge, time_ns):
+        project_id, source, target, kind, group = edge
+        key = (project_id, minute_of(time_ns), source, target, kind, group)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = [[0] * 8, histogram.empty(), histogram.empty()]
+        return row
+
+    def projects(self) -> set[int]:
+        return {key[0] for key in self._rows}
+
+    def add_stage(self, stage) -> None:
+        """Count one newly stored stage on its edge."""
+        edge = stage_edge(
+            stage.project_id,
+            stage.role,
+            stage.service,
+            stage.system,
+            stage.channel,
+            stage.consumer_group,
+        )
+        if edge is None:
+            return
+        sums, durations, _ = self._row(edge, stage.time_ns)
+        name = stage.stage
+        if stage.role == PRODUCER:
+            if name not in ("published", "failed"):
+                return
+            sums[_COUNT] += 1
+            if name == "failed":
+                sums[_ERRORS] += 1
+        elif name == "received":
+            sums[_RECEIVED] += 1
+            return
+        elif name == "retried":
+            sums[_RETRIES] += 1
+            return
+        elif name in OUTCOMES:
+            sums[_COUNT] += 1
+            if name in ERRORS:
+                sums[_ERRORS] += 1
+            if name == "deadlettered":
+                sums[_DEAD] += 1
+        else:
+            return
+        if stage.duration_ms is not None:
+            durations[histogram.bucket(stage.duration_ms)] += 1
+            sums[_DSUM] += stage.duration_ms
+
+    def add_e2e(self, edge, time_ns: int, e2e_ms: float) -> None:
+        """Add one produce->consume latency to a consume edge."""
+        sums, _, e2e = self._row(edge, time_ns)
+        e2e[histogram.bucket(e2e_ms)] += 1
+        sums[_ECOUNT] += 1
+        sums[_ESUM] += e2e_ms
+
+    def add_call(
+        self, project_id, client, server, time_ns, duration_ms: float, error: bool
+    ) -> None:
+        """Count one CLIENT->SERVER call between two different services."""
+        edge = (project_id, service_node(client), service_node(server), CALL, "")
+        sums, durations, _ = self._row(edge, time_ns)
+        sums[_COUNT] += 1
+        if error:
+            sums[_ERRORS] += 1
+        durations[histogram.bucket(duration_ms)] += 1
+        sums[_DSUM] += duration_ms
+
+    def params(self) -> list[tuple]:
+        """Upsert parameters, in key order so concurrent writers lock rows in the same order."""
+        out = []
+        for key in sorted(self._rows):
+            sums, durations, e2e = self._rows[key]
+            out.append(
+                (
+                    *key,
+                    sums[_COUNT],
+                    sums[_RECEIVED],
+                    sums[_ERRORS],
+                    sums[_DEAD],
+                    sums[_RETRIES],
+                    durations,
+                    sums[_DSUM],
+                    e2e,
+                    sums[_ECOUNT],
+                    sums[_ESUM],
+                )
+            )
+        return out
+
+
+UPSERT = """
+INSERT INTO collector_flowrollup AS r (
+    project_id, minute, source, target, kind, consumer_group,
+    count, received, errors, deadlettered, retries,
+    duration_hist, duration_sum_ms, e2e_hist, e2e_count, e2e_sum_ms
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s, %s::bigint[], %s, %s)
+ON CONFLICT (project_id, minute, source, target, kind, consumer_group) DO UPDATE SET
+    count = r.count + EXCLUDED.count,
+    received = r.received + EXCLUDED.received,
+    errors = r.errors + EXCLUDED.errors,
+    deadlettered = r.deadlettered + EXCLUDED.deadlettered,
+    retries = r.retries + EXCLUDED.retries,
+    duration_hist = es_array_add(r.duration_hist, EXCLUDED.duration_hist),
+    duration_sum_ms = r.duration_sum_ms + EXCLUDED.duration_sum_ms,
+    e2e_hist = es_array_add(r.e2e_hist, EXCLUDED.e2e_hist),
+    e2e_count = r.e2e_count + EXCLUDED.e2e_count,
+    e2e_sum_ms = r.e2e_sum_ms + EXCLUDED.e2e_sum_ms
+"""
+
+
+async def upsert(cursor, rollups: Rollups) -> None:
+    """Add the accumulated sums to collector_flowrollup (psycopg async cursor)."""
+    params = rollups.params()
+    if params:
+        await cursor.executemany(UPSERT, params)

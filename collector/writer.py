@@ -1,0 +1,910 @@
+"""The storage writer: a bounded queue in front of batched, deduplicating COPY.
+
+Receivers `await writer.submit(batch)`; the answer comes after the rows are
+committed, so a 200 to an exporter means the data is stored. A full queue
+raises Saturated (429) at once and an unreachable database StorageUnavailable
+(503): memory stays bounded and nothing is half-stored, because one request's
+rows always share one transaction.
+
+One task drains the queue and coalesces the waiting batches into a single
+transaction. Each table is loaded with binary COPY straight into the
+partitioned table inside a savepoint; OTLP delivery is at-least-once, so when
+that hits a row already stored (a retry) the savepoint is rolled back and the
+rows go through a temporary staging table and `INSERT ... ON CONFLICT DO
+NOTHING RETURNING`, which says which rows are new. Only new rows feed the
+flow rollups, so a retried batch is stored once and counted once.
+
+Time bounds: a row older than the retention window (its day would be dropped
+at once) or more than a day in the future (a broken clock) is refused rather
+than creating a partition that should not exist; `submit` reports refused rows
+in its WriteResult, and the rest of the request is stored.
+
+End-to-end latency (publish -> consume) is set on consume stages when the
+publish is known: in the same transaction or already stored. A publish that
+arrives after its consumers updates them then (`e2e_ms IS NULL` makes each
+count once). Two collectors committing a producer and its consumer at the
+same instant cannot see each other's rows, so that pair's latency is missed;
+the same holds for a CLIENT/SERVER call pair split across two concurrent
+collectors (never counted twice, at worst not counted).
+"""
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from django.conf import settings
+from psycopg import errors as pg_errors
+
+from collector import notify, partitions, rollups, stats
+from collector.batch import (
+    CONSUMER,
+    KIND_CLIENT,
+    KIND_SERVER,
+    ORIGIN_CLOUDEVENT,
+    PRODUCER,
+    STATUS_ERROR,
+    Batch,
+    Saturated,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DAY_NS = 86_400 * 10**9
+# CloudEvents without a `time` are stamped on receipt; a retry then carries a
+# different time, so such rows are deduplicated by key within this window.
+RECEIVE_TIME_WINDOW_NS = _DAY_NS
+# How far apart a publish and its consume stage may be looked for.
+E2E_WINDOW = dt.timedelta(days=1)
+CONNECT_TIMEOUT = 5
+# After a failed connection, submits fail fast for this long instead of queueing.
+DOWN_BACKOFF_S = 1.0
+
+
+def to_datetime(time_ns: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=time_ns // 1000)
+
+
+@dataclass
+class WriteResult:
+    """What became of one submitted batch."""
+
+    stored: int = 0  # rows newly stored (spans, stages, envelopes, logs)
+    duplicates: int = 0  # rows already stored by an earlier delivery
+    refused: int = 0  # items refused (time outside the accepted window)
+    reasons: list[str] = field(default_factory=list)
+
+    def refuse(self, reason: str) -> None:
+        self.refused += 1
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+@dataclass
+class _Table:
+    name: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    key: tuple[str, ...]  # columns that identify a row (RETURNING on the staging path)
+
+    @property
+    def column_list(self) -> str:
+        return ", ".join(self.columns)
+
+
+SPANS = _Table(
+    "collector_span",
+    (
+        "project_id", "trace_id", "span_id", "parent_span_id", "start_time", "duration_ns",
+        "service", "name", "kind", "status_code", "status_message", "attributes", "resource",
+        "events", "links", "scope",
+    ),
+    (
+        "int4", "bytea", "bytea", "bytea", "timestamptz", "int8", "text", "text", "int2",
+        "int2", "text", "jsonb", "jsonb", "jsonb", "jsonb", "text",
+    ),
+    ("project_id", "trace_id", "span_id", "start_time"),
+)  # fmt: skip
+STAGES = _Table(
+    "collector_stage",
+    (
+        "project_id", "time", "dedupe_key", "stage", "role", "system", "channel", "service",
+        "consumer_group", "trace_id", "span_id", "parent_span_id", "linked_trace_ids",
+        "linked_span_ids", "event_id", "event_source", "event_type", "error", "duration_ms",
+        "e2e_ms", "origin",
+    ),
+    (
+        "int4", "timestamptz", "bytea", "text", "text", "text", "text", "text", "text",
+        "bytea", "bytea", "bytea", "bytea[]", "bytea[]", "text", "text", "text", "text",
+        "float8", "float8", "int2",
+    ),
+    ("project_id", "dedupe_key", "time"),
+)  # fmt: skip
+ENVELOPES = _Table(
+    "collector_envelope",
+    (
+        "project_id", "time", "source", "event_id", "type", "subject", "datacontenttype",
+        "dataschema", "extensions", "data", "data_text", "data_base64", "data_size",
+        "truncated", "trace_id",
+    ),
+    (
+        "int4", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb",
+        "jsonb", "text", "bool", "int4", "bool", "bytea",
+    ),
+    ("project_id", "source", "event_id", "time"),
+)  # fmt: skip
+LOGS = _Table(
+    "collector_log",
+    (
+        "project_id", "time", "dedupe_key", "service", "severity_number", "severity_text",
+        "body", "trace_id", "span_id", "attributes",
+    ),
+    ("int4", "timestamptz", "bytea", "text", "int2", "text", "text", "bytea", "bytea", "jsonb"),
+    ("project_id", "dedupe_key", "time"),
+)  # fmt: skip
+
+
+class _Pending:
+    __slots__ = ("batch", "future", "result")
+
+    def __init__(self, batch: Batch, future: asyncio.Future):
+        self.batch = batch
+        self.future = future
+        self.result = WriteResult()
+
+
+class _Item:
+    """One row on its way in: the source object, its pending request and its tuple."""
+
+    __slots__ = ("row", "pending", "key", "time_ns", "values")
+
+    def __init__(self, row, pending, key, time_ns):
+        self.row = row
+        self.pending = pending
+        self.key = key  # the stage's dedupe key
+        self.time_ns = time_ns
+        self.values = None
+
+
+# ---- row encoding ------------------------------------------------------------------
+
+
+def _span_values(s) -> tuple:
+    return (
+        s.project_id, s.trace_id, s.span_id, s.parent_span_id, to_datetime(s.start_time_ns),
+        s.duration_ns, s.service, s.name, s.kind, s.status_code, s.status_message,
+        s.attributes or None, s.resource or None, s.events or None, s.links or None, s.scope,
+    )  # fmt: skip
+
+
+def _stage_values(s, key: bytes, e2e_ms) -> tuple:
+    linked_traces = [pair[0] for pair in s.linked] or None
+    linked_spans = [pair[1] for pair in s.linked] or None
+    return (
+        s.project_id, to_datetime(s.time_ns), key, s.stage, s.role, s.system, s.channel,
+        s.service, s.consumer_group, s.trace_id, s.span_id, s.parent_span_id, linked_traces,
+        linked_spans, s.event_id, s.event_source, s.event_type, s.error, s.duration_ms,
+        e2e_ms, s.origin,
+    )  # fmt: skip
+
+
+def _envelope_values(e) -> tuple:
+    return (
+        e.project_id, to_datetime(e.time_ns), e.source, e.event_id, e.type, e.subject,
+        e.datacontenttype, e.dataschema, e.extensions or None,
+        psycopg.types.json.Jsonb(e.data) if e.data is not None else None,
+        e.data_text, e.data_base64, e.data_size, e.truncated, e.trace_id,
+    )  # fmt: skip
+
+
+def _log_values(r) -> tuple:
+    return (
+        r.project_id, to_datetime(r.time_ns), r.dedupe_key(), r.service, r.severity_number,
+        r.severity_text, r.body, r.trace_id, r.span_id, r.attributes or None,
+    )  # fmt: skip
+
+
+# ---- the writer ----------------------------------------------------------------------
+
+
+class Writer:
+    """Bounded queue + one writing task. Use `await start()`, `submit()`, `await stop()`."""
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        max_items: int | None = None,
+        group_items: int = 20_000,
+        linger: float = 0.003,
+    ):
+        if conninfo is None:
+            from collector.db import conninfo as django_conninfo
+
+            conninfo = django_conninfo()
+        self.conninfo = conninfo
+        self.max_items = max_items or settings.QUEUE_MAX_ITEMS
+        # A transaction takes at most about this many items (one batch may exceed it).
+        self.group_items = group_items
+        # How long to wait for more batches when the queue is nearly empty.
+        self.linger = linger
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._items = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._staging_ready: set[str] = set()
+        self._known_days: set[dt.date] = set()
+        self._down_until = 0.0
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writing task (the database may still be down; submits then get 503)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="eventscope-writer")
+
+    async def stop(self) -> None:
+        """Refuse new batches, commit everything already queued, close the connection."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def ready(self) -> bool:
+        """True when the database answers SELECT 1."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.conninfo, connect_timeout=2, autocommit=True
+            ) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except (psycopg.Error, OSError):
+            return False
+
+    @property
+    def queued_items(self) -> int:
+        return self._items
+
+    # -- submitting ------------------------------------------------------------------
+
+    async def submit(self, batch: Batch) -> WriteResult:
+        """Queue `batch` and wait until its rows are committed.
+
+        Raises Saturated when the queue is full and StorageUnavailable when the
+        database cannot be reached or the write failed; in both cases none of
+        the batch's rows are stored.
+        """
+        if self._stopping or self._task is None:
+            raise StorageUnavailable("the collector is shutting down", retry_after=1)
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailable("the database is unreachable", retry_after=5)
+        size = batch.size
+        # A batch larger than the whole bound is still taken when the queue is empty.
+        if self._items and self._items + size > self.max_items:
+            raise Saturated(f"the write queue is full ({self._items} items waiting)", retry_after=1)
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(batch, future))
+        self._items += size
+        stats.set_queue_depth(self._items)
+        self._wakeup.set()
+        return await future
+
+    # -- the writing task --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._items < self.group_items and self.linger and not self._stopping:
+                # Let concurrent requests join this transaction: one commit for many.
+                await asyncio.sleep(self.linger)
+            group, items = [], 0
+            while self._queue and (
+                not group or items + self._queue[0].batch.size <= self.group_items
+            ):
+                pending = self._queue.popleft()
+                group.append(pending)
+                items += pending.batch.size
+            await self._write_group(group)
+            self._items -= items
+            stats.set_queue_depth(self._items)
+
+    async def _write_group(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._store(group)
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            log.warning("database unavailable, %d batch(es) refused: %s", len(group), exc)
+            await self._discard_connection()
+            self._down_until = time.monotonic() + DOWN_BACKOFF_S
+            self._fail(group, StorageUnavailable("the database is unreachable", retry_after=5))
+            self._fail_queued_while_down()
+            return
+        except psycopg.Error as exc:
+            if len(group) > 1:
+                # Do not let one request's unexpected row fail the others: retry alone.
+                for pending in group:
+                    await self._write_group([pending])
+                return
+            log.exception("write failed for a %s batch: %s", group[0].batch.signal, exc)
+            self._fail(group, StorageUnavailable(f"the write failed: {exc}", retry_after=5))
+            return
+        except Exception:
+            # A bug must not leave requests waiting forever or stop the writer.
+            log.exception("unexpected error while writing %d batch(es)", len(group))
+            await self._discard_connection()
+            self._fail(group, StorageUnavailable("the write failed", retry_after=5))
+            return
+        stats.observe_write(time.perf_counter() - started)
+        for pending in group:
+            if pending.result.refused:
+                stats.count("rejected", pending.batch.signal, pending.result.refused)
+            if not pending.future.done():
+                pending.future.set_result(pending.result)
+
+    def _fail(self, group, exc) -> None:
+        for pending in group:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    def _fail_queued_while_down(self) -> None:
+        # Waiting batches would hit the same dead server one transaction at a
+        # time; answering them now lets their exporters back off sooner.
+        failed = list(self._queue)
+        self._queue.clear()
+        self._items -= sum(p.batch.size for p in failed)
+        self._fail(failed, StorageUnavailable("the database is unreachable", retry_after=5))
+
+    async def _discard_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._staging_ready.clear()
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # the connection is already broken; nothing to save
+                log.debug("closing a broken connection failed", exc_info=True)
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo,
+                connect_timeout=CONNECT_TIMEOUT,
+                # A hung server must not hold acknowledgements forever.
+                options="-c statement_timeout=60000",
+            )
+            self._staging_ready.clear()
+        return self._conn
+
+    # -- one transaction -----------------------------------------------------------------
+
+    async def _store(self, group: list[_Pending]) -> None:
+        rows = _collect(group)
+        if not rows.any():
+            return
+        await self._ensure_partitions(rows.days())
+        conn = await self._connection()
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await _Transaction(self, cur, rows).run()
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise psycopg.OperationalError(f"the connection was lost: {exc}") from exc
+            raise
+
+    async def _ensure_partitions(self, days: set[dt.date]) -> None:
+        missing = days - self._known_days
+        if not missing:
+            return
+        # The DDL commits on its own short connection, so the data transaction
+        # never holds the partition lock.
+        await asyncio.to_thread(self._create_partitions, sorted(missing))
+        self._known_days |= missing
+
+    def _create_partitions(self, days) -> None:
+        with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT) as conn:
+            with conn.cursor() as cur:
+                partitions.ensure(cur, days)
+
+    async def staging_table(self, cur, table: _Table) -> str:
+        name = f"es_staging_{table.name}"
+        if name not in self._staging_ready:
+            # Temporary and per connection: no WAL, no contention between collectors.
+            await cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+            )
+            self._staging_ready.add(name)
+        return name
+
+
+# ---- preparing rows ---------------------------------------------------------------------
+
+
+class _Rows:
+    """The group's rows after in-group dedupe and the time-window check."""
+
+    def __init__(self):
+        self.spans: list[_Item] = []
+        self.stages: list[_Item] = []
+        self.envelopes: list[_Item] = []
+        self.logs: list[_Item] = []
+        # (project, source, event_id, time_ns) of envelopes stamped on receipt
+        self.receive_timed: set[tuple] = set()
+
+    def any(self) -> bool:
+        return bool(self.spans or self.stages or self.envelopes or self.logs)
+
+    def days(self) -> set[dt.date]:
+        days = set()
+        for items in (self.spans, self.stages, self.envelopes, self.logs):
+            for item in items:
+                days.add(to_datetime(item.time_ns).date())
+        return days
+
+
+def _window() -> tuple[int, int]:
+    """(oldest, newest) accepted times in ns: the retention window and one day ahead."""
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    oldest = today - dt.timedelta(days=settings.RETENTION_DAYS)
+    oldest_ns = int((oldest - _EPOCH).total_seconds()) * 10**9
+    return oldest_ns, time.time_ns() + _DAY_NS
+
+
+def _collect(group: list[_Pending]) -> _Rows:
+    rows = _Rows()
+    oldest_ns, newest_ns = _window()
+    seen: set[tuple] = set()
+
+    def accept(pending, kind: str, time_ns: int, key: tuple) -> bool:
+        if time_ns < oldest_ns:
+            pending.result.refuse(
+                f"{kind} time is older than the {settings.RETENTION_DAYS}-day retention window"
+            )
+            return False
+        if time_ns > newest_ns:
+            pending.result.refuse(f"{kind} time is more than a day in the future")
+            return False
+        if key in seen:
+            pending.result.duplicates += 1
+            return False
+        seen.add(key)
+        return True
+
+    for pending in group:
+        batch = pending.batch
+        for span in batch.spans:
+            key = ("span", span.project_id, span.trace_id, span.span_id, span.start_time_ns)
+            if accept(pending, "span", span.start_time_ns, key):
+                rows.spans.append(_Item(span, pending, None, span.start_time_ns))
+        for env in batch.envelopes:
+            key = ("env", env.project_id, env.source, env.event_id, env.time_ns)
+            if accept(pending, "event", env.time_ns, key):
+                rows.envelopes.append(_Item(env, pending, None, env.time_ns))
+                if not env.time_from_event:
+                    rows.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
+        for stage in batch.stages:
+            dedupe_key = stage.dedupe_key()
+            in_window = oldest_ns <= stage.time_ns <= newest_ns
+            key = ("stage", stage.project_id, dedupe_key, stage.time_ns)
+            if not in_window:
+                continue  # its span or envelope was refused (and counted) already
+            if key in seen:
+                pending.result.duplicates += 1
+                continue
+            seen.add(key)
+            rows.stages.append(_Item(stage, pending, dedupe_key, stage.time_ns))
+        for record in batch.logs:
+            dedupe_key = record.dedupe_key()
+            key = ("log", record.project_id, dedupe_key, record.time_ns)
+            if accept(pending, "log record", record.time_ns, key):
+                rows.logs.append(_Item(record, pending, None, record.time_ns))
+    return rows
+
+
+class _Transaction:
+    """Everything written for one group, inside one transaction."""
+
+    def __init__(self, writer: Writer, cur, rows: _Rows):
+        self.writer = writer
+        self.cur = cur
+        self.rows = rows
+        self.rollups = rollups.Rollups()
+        self.areas: dict[int, set[str]] = collections.defaultdict(set)
+
+    async def run(self) -> None:
+        rows = self.rows
+        if rows.receive_timed:
+            await self._drop_receive_time_retries()
+        e2e = await self._e2e_for_consumers()
+
+        new_spans = await self._insert(SPANS, rows.spans, _span_values)
+        for item in rows.stages:
+            item.values = _stage_values(item.row, item.key, e2e.get(id(item.row)))
+        new_stages = await self._insert(STAGES, rows.stages, None)
+        await self._insert(ENVELOPES, rows.envelopes, _envelope_values)
+        await self._insert(LOGS, rows.logs, _log_values)
+
+        for item in new_stages:
+            stage = item.row
+            self.rollups.add_stage(stage)
+            self.areas[stage.project_id].add(notify.STAGES)
+            if stage.stage in rollups.ERRORS:
+                self.areas[stage.project_id].add(notify.FAILURES)
+            latency = e2e.get(id(stage))
+            if latency is not None and stage.stage in rollups.OUTCOMES:
+                edge = rollups.stage_edge(
+                    stage.project_id, CONSUMER, stage.service, stage.system, stage.channel,
+                    stage.consumer_group,
+                )  # fmt: skip
+                if edge is not None:
+                    self.rollups.add_e2e(edge, stage.time_ns, latency)
+        await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
+        await self._calls(new_spans)
+
+        for project_id in self.rollups.projects():
+            self.areas[project_id].add(notify.FLOW)
+        await rollups.upsert(self.cur, self.rollups)
+        for project_id in sorted(self.areas):
+            for area in sorted(self.areas[project_id]):
+                # notify.send's query, awaited on this async cursor; delivered at commit.
+                await self.cur.execute(
+                    "SELECT pg_notify(%s, %s)", (notify.CHANNEL, notify.payload(project_id, area))
+                )
+
+    # -- inserting -------------------------------------------------------------------
+
+    async def _insert(self, table: _Table, items: list[_Item], encode) -> list[_Item]:
+        """Store `items`; returns the ones that were not stored before."""
+        if not items:
+            return []
+        if encode is not None:
+            for item in items:
+                item.values = encode(item.row)
+        try:
+            # Fast path: nothing is a retry, so COPY straight into the table.
+            async with self.cur.connection.transaction():
+                await self._copy(table.name, table, items)
+            new = items
+        except pg_errors.UniqueViolation:
+            new = await self._insert_new_only(table, items)
+        new_ids = {id(item) for item in new}
+        for item in items:
+            if id(item) in new_ids:
+                item.pending.result.stored += 1
+            else:
+                item.pending.result.duplicates += 1
+        return new
+
+    async def _copy(self, target: str, table: _Table, items: list[_Item]) -> None:
+        async with self.cur.copy(
+            f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(table.types)
+            for item in items:
+                await copy.write_row(item.values)
+
+    async def _insert_new_only(self, table: _Table, items: list[_Item]) -> list[_Item]:
+        staging = await self.writer.staging_table(self.cur, table)
+        await self._copy(staging, table, items)
+        key = ", ".join(table.key)
+        await self.cur.execute(
+            f"INSERT INTO {table.name} ({table.column_list}) "
+            f"SELECT {table.column_list} FROM {staging} "
+            f"ON CONFLICT DO NOTHING RETURNING {key}"
+        )
+        inserted = {tuple(_comparable(v) for v in row) for row in await self.cur.fetchall()}
+        await self.cur.execute(f"TRUNCATE {staging}")
+        positions = [table.columns.index(column) for column in table.key]
+        return [
+            item
+            for item in items
+            if tuple(_comparable(item.values[p]) for p in positions) in inserted
+        ]
+
+    # -- CloudEvents stamped on receipt ----------------------------------------------------
+
+    async def _drop_receive_time_retries(self) -> None:
+        """Drop envelope and stage rows whose event was stored within a day already."""
+        rows = self.rows
+        envs = [i for i in rows.envelopes if _receive_key(i.row) in rows.receive_timed]
+        stages = [
+            i
+            for i in rows.stages
+            if i.row.origin == ORIGIN_CLOUDEVENT
+            and (i.row.project_id, i.row.event_source, i.row.event_id, i.row.time_ns)
+            in rows.receive_timed
+        ]
+        lo, hi = _bounds([i.time_ns for i in envs + stages], RECEIVE_TIME_WINDOW_NS)
+        if envs:
+            await self.cur.execute(
+                "SELECT DISTINCT e.project_id, e.source, e.event_id "
+                "FROM unnest(%s::int[], %s::text[], %s::text[]) AS k(p, s, i) "
+                "JOIN collector_envelope e ON e.project_id = k.p AND e.source = k.s "
+                "AND e.event_id = k.i WHERE e.time BETWEEN %s AND %s",
+                (
+                    [i.row.project_id for i in envs],
+                    [i.row.source for i in envs],
+                    [i.row.event_id for i in envs],
+                    lo,
+                    hi,
+                ),
+            )
+            stored = {tuple(r) for r in await self.cur.fetchall()}
+            keep = []
+            for item in rows.envelopes:
+                env = item.row
+                if _receive_key(env) in rows.receive_timed and (
+                    (env.project_id, env.source, env.event_id) in stored
+                ):
+                    item.pending.result.duplicates += 1
+                else:
+                    keep.append(item)
+            rows.envelopes = keep
+        if stages:
+            await self.cur.execute(
+                "SELECT DISTINCT s.project_id, s.dedupe_key "
+                "FROM unnest(%s::int[], %s::bytea[]) AS k(p, d) "
+                "JOIN collector_stage s ON s.project_id = k.p AND s.dedupe_key = k.d "
+                "WHERE s.time BETWEEN %s AND %s",
+                ([i.row.project_id for i in stages], [i.key for i in stages], lo, hi),
+            )
+            stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
+            candidates = {id(i) for i in stages}
+            keep = []
+            for item in rows.stages:
+                if id(item) in candidates and (item.row.project_id, item.key) in stored:
+                    item.pending.result.duplicates += 1
+                else:
+                    keep.append(item)
+            rows.stages = keep
+
+    # -- end-to-end latency -------------------------------------------------------------------
+
+    async def _e2e_for_consumers(self) -> dict[int, float]:
+        """e2e_ms per consume stage (by id) whose publish is in this group or stored."""
+        by_context: dict[tuple, int] = {}
+        by_event: dict[tuple, int] = {}
+        consumers = []
+        for item in self.rows.stages:
+            s = item.row
+            if s.role == PRODUCER and s.stage == "published":
+                if s.trace_id and s.span_id:
+                    _keep_earliest(by_context, (s.project_id, s.trace_id, s.span_id), s.time_ns)
+                if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
+                    _keep_earliest(by_event, (s.project_id, s.event_source, s.event_id), s.time_ns)
+            elif s.role == CONSUMER and (
+                s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)
+            ):
+                consumers.append(s)
+        if not consumers:
+            return {}
+
+        missing_contexts, missing_events = set(), set()
+        for s in consumers:
+            if _publish_time(s, by_context, by_event) is None:
+                for trace_id, span_id in s.linked:
+                    missing_contexts.add((s.project_id, trace_id, span_id))
+                if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
+                    missing_events.add((s.project_id, s.event_source, s.event_id))
+        lo, hi = _bounds([s.time_ns for s in consumers], E2E_WINDOW.total_seconds() * 10**9)
+        if missing_contexts:
+            keys = sorted(missing_contexts)
+            await self.cur.execute(
+                "SELECT s.project_id, s.trace_id, s.span_id, min(s.time) "
+                "FROM unnest(%s::int[], %s::bytea[], %s::bytea[]) AS k(p, t, sp) "
+                "JOIN collector_stage s ON s.project_id = k.p AND s.trace_id = k.t "
+                "AND s.span_id = k.sp "
+                "WHERE s.stage = 'published' AND s.role = 'producer' "
+                "AND s.time BETWEEN %s AND %s GROUP BY 1, 2, 3",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+            )
+            for project_id, trace_id, span_id, when in await self.cur.fetchall():
+                _keep_earliest(by_context, (project_id, bytes(trace_id), bytes(span_id)), _ns(when))
+        if missing_events:
+            keys = sorted(missing_events, key=lambda k: (k[0], k[1] or "", k[2]))
+            await self.cur.execute(
+                "SELECT s.project_id, s.event_source, s.event_id, min(s.time) "
+                "FROM unnest(%s::int[], %s::text[], %s::text[]) AS k(p, src, i) "
+                "JOIN collector_stage s ON s.project_id = k.p AND s.event_id = k.i "
+                "AND s.event_source = k.src "
+                "WHERE s.stage = 'published' AND s.role = 'producer' "
+                "AND s.time BETWEEN %s AND %s GROUP BY 1, 2, 3",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+            )
+            for project_id, source, event_id, when in await self.cur.fetchall():
+                _keep_earliest(by_event, (project_id, source, event_id), _ns(when))
+
+        out = {}
+        for s in consumers:
+            published = _publish_time(s, by_context, by_event)
+            if published is not None:
+                out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
+        return out
+
+    async def _late_producers(self, publishes) -> None:
+        """Give stored consume stages their e2e latency when their publish arrives late."""
+        publishes = [p for p in publishes if p.stage == "published"]
+        if not publishes:
+            return
+        times = [p.time_ns for p in publishes]
+        lo, hi = _bounds(times, E2E_WINDOW.total_seconds() * 10**9)
+        found = []
+        contexts = [p for p in publishes if p.trace_id and p.span_id]
+        if contexts:
+            await self.cur.execute(
+                "UPDATE collector_stage c "
+                "SET e2e_ms = greatest(0, extract(epoch FROM c.time - k.t) * 1000) "
+                "FROM unnest(%s::int[], %s::bytea[], %s::bytea[], %s::timestamptz[]) "
+                "AS k(p, tr, sp, t) "
+                "WHERE c.project_id = k.p AND c.linked_trace_ids @> ARRAY[k.tr] "
+                "AND c.linked_span_ids @> ARRAY[k.sp] AND c.role = 'consumer' "
+                "AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
+                "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
+                "c.consumer_group, c.e2e_ms",
+                (
+                    [p.project_id for p in contexts],
+                    [p.trace_id for p in contexts],
+                    [p.span_id for p in contexts],
+                    [to_datetime(p.time_ns) for p in contexts],
+                    lo,
+                    hi,
+                ),
+            )
+            found += await self.cur.fetchall()
+        events = [p for p in publishes if p.origin == ORIGIN_CLOUDEVENT and p.event_id]
+        if events:
+            await self.cur.execute(
+                "UPDATE collector_stage c "
+                "SET e2e_ms = greatest(0, extract(epoch FROM c.time - k.t) * 1000) "
+                "FROM unnest(%s::int[], %s::text[], %s::text[], %s::timestamptz[]) "
+                "AS k(p, src, i, t) "
+                "WHERE c.project_id = k.p AND c.event_id = k.i AND c.event_source = k.src "
+                "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
+                "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
+                "c.consumer_group, c.e2e_ms",
+                (
+                    [p.project_id for p in events],
+                    [p.event_source for p in events],
+                    [p.event_id for p in events],
+                    [to_datetime(p.time_ns) for p in events],
+                    lo,
+                    hi,
+                ),
+            )
+            found += await self.cur.fetchall()
+        for project_id, when, stage, service, system, channel, group, e2e_ms in found:
+            if stage not in rollups.OUTCOMES:
+                continue
+            edge = rollups.stage_edge(project_id, CONSUMER, service, system, channel, group)
+            if edge is not None:
+                self.rollups.add_e2e(edge, _ns(when), e2e_ms)
+
+    # -- call edges ------------------------------------------------------------------------
+
+    async def _calls(self, new_spans: list[_Item]) -> None:
+        """Count each CLIENT->SERVER pair between two services once, when its second span lands.
+
+        A new SERVER span is paired with its CLIENT parent wherever that is
+        (this transaction's rows are already in the table); a new CLIENT span
+        only with SERVER children stored before, so a pair arriving together
+        is counted from the server side alone.
+        """
+        servers = [s.row for s in new_spans if s.row.kind == KIND_SERVER and s.row.parent_span_id]
+        clients = [s.row for s in new_spans if s.row.kind == KIND_CLIENT]
+        if not servers and not clients:
+            return
+        cur = self.cur
+        spans = servers + clients
+        lo, hi = _bounds([s.start_time_ns for s in spans], _DAY_NS)
+        if servers:
+            await cur.execute(
+                "SELECT k.i, c.service, c.start_time, c.duration_ns, c.status_code "
+                "FROM unnest(%s::int[], %s::int[], %s::bytea[], %s::bytea[]) AS k(i, p, t, sp) "
+                "JOIN collector_span c ON c.project_id = k.p AND c.trace_id = k.t "
+                "AND c.span_id = k.sp AND c.kind = %s "
+                "WHERE c.start_time BETWEEN %s AND %s",
+                (
+                    list(range(len(servers))),
+                    [s.project_id for s in servers],
+                    [s.trace_id for s in servers],
+                    [s.parent_span_id for s in servers],
+                    KIND_CLIENT,
+                    lo,
+                    hi,
+                ),
+            )
+            seen = set()
+            for index, client, start, duration_ns, status in await cur.fetchall():
+                if index in seen:
+                    continue
+                seen.add(index)
+                server = servers[index]
+                if client != server.service:
+                    self.rollups.add_call(
+                        server.project_id, client, server.service, _ns(start),
+                        duration_ns / 1e6,
+                        STATUS_ERROR in (status, server.status_code),
+                    )  # fmt: skip
+        if clients:
+            new_keys = {(s.row.project_id, s.row.trace_id, s.row.span_id) for s in new_spans}
+            await cur.execute(
+                "SELECT k.i, s.trace_id, s.span_id, s.service, s.status_code "
+                "FROM unnest(%s::int[], %s::int[], %s::bytea[], %s::bytea[]) AS k(i, p, t, sp) "
+                "JOIN collector_span s ON s.project_id = k.p AND s.trace_id = k.t "
+                "AND s.parent_span_id = k.sp AND s.kind = %s "
+                "WHERE s.start_time BETWEEN %s AND %s",
+                (
+                    list(range(len(clients))),
+                    [s.project_id for s in clients],
+                    [s.trace_id for s in clients],
+                    [s.span_id for s in clients],
+                    KIND_SERVER,
+                    lo,
+                    hi,
+                ),
+            )
+            for index, trace_id, span_id, server, status in await cur.fetchall():
+                client = clients[index]
+                if (client.project_id, bytes(trace_id), bytes(span_id)) in new_keys:
+                    continue  # a new server span: counted above
+                if server != client.service:
+                    self.rollups.add_call(
+                        client.project_id, client.service, server, client.start_time_ns,
+                        client.duration_ns / 1e6,
+                        STATUS_ERROR in (status, client.status_code),
+                    )  # fmt: skip
+
+
+# ---- small pieces --------------------------------------------------------------------------
+
+
+def _receive_key(env) -> tuple:
+    return (env.project_id, env.source, env.event_id, env.time_ns)
+
+
+def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
+    known = index.get(key)
+    if known is None or time_ns < known:
+        index[key] = time_ns
+
+
+def _publish_time(stage, by_context, by_event) -> int | None:
+    """The earliest known publish time of the message(s) a consume stage handles."""
+    times = [by_context.get((stage.project_id, t, s)) for t, s in stage.linked]
+    if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
+        times.append(by_event.get((stage.project_id, stage.event_source, stage.event_id)))
+    times = [t for t in times if t is not None]
+    return min(times) if times else None
+
+
+def _ns(value: dt.datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def _bounds(times_ns, margin_ns) -> tuple[dt.datetime, dt.datetime]:
+    """A time range around `times_ns`; it lets PostgreSQL skip the other daily partitions."""
+    margin = int(margin_ns)
+    return to_datetime(min(times_ns) - margin), to_datetime(max(times_ns) + margin)
+
+
+def _comparable(value):
+    # RETURNING gives datetimes in the session zone and bytes for bytea; compare in UTC.
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC)
+    return value

@@ -1,0 +1,405 @@
+"""The storage writer against the real PostgreSQL: dedupe, rollups, e2e, partitions."""
+
+import asyncio
+import datetime as dt
+import json
+import time
+
+import psycopg
+import pytest
+
+from collector import histogram
+from collector.batch import (
+    CONSUMER,
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    ORIGIN_CLOUDEVENT,
+    PRODUCER,
+    STATUS_ERROR,
+    Batch,
+    EnvelopeRow,
+    LogRow,
+    Saturated,
+    SpanRow,
+    StageRow,
+    StorageUnavailable,
+)
+from collector.db import conninfo
+from collector.writer import Writer
+
+MS = 1_000_000
+# A fixed minute, a little in the past, so every row lands in one rollup minute.
+BASE_NS = (time.time_ns() // 60_000_000_000 - 5) * 60_000_000_000
+
+
+def tid(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def sid(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def span(
+    project_id, trace, span_id, *, parent=None, kind=1, service="svc", at=0, ms=5, error=False
+):
+    return SpanRow(
+        project_id=project_id,
+        trace_id=tid(trace),
+        span_id=sid(span_id),
+        parent_span_id=sid(parent) if parent else None,
+        start_time_ns=BASE_NS + at * MS,
+        duration_ns=ms * MS,
+        service=service,
+        name="op",
+        kind=kind,
+        status_code=STATUS_ERROR if error else 0,
+        status_message="boom" if error else None,
+        attributes={"k": "v"},
+        resource={"service.name": service},
+    )
+
+
+def publish(project_id, trace, span_id, *, at=0, ms=2, service="orders", channel="orders"):
+    return StageRow(
+        project_id=project_id,
+        time_ns=BASE_NS + at * MS,
+        stage="published",
+        role=PRODUCER,
+        service=service,
+        system="kafka",
+        channel=channel,
+        trace_id=tid(trace),
+        span_id=sid(span_id),
+        duration_ms=ms,
+    )
+
+
+def consume(project_id, trace, span_id, linked, *, stage="processed", at=0, ms=30, error=None):
+    return StageRow(
+        project_id=project_id,
+        time_ns=BASE_NS + at * MS,
+        stage=stage,
+        role=CONSUMER,
+        service="payments",
+        system="kafka",
+        channel="orders",
+        consumer_group="payments",
+        trace_id=tid(trace),
+        span_id=sid(span_id),
+        linked=[(tid(t), sid(s)) for t, s in linked],
+        error=error,
+        duration_ms=ms,
+    )
+
+
+@pytest.fixture
+async def writer(telemetry_db):
+    w = Writer(conninfo(), linger=0)
+    await w.start()
+    yield w
+    await w.stop()
+
+
+@pytest.fixture
+async def pg(telemetry_db):
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        yield conn
+
+
+async def fetch(pg, sql, *params):
+    cur = await pg.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def edge(pg, kind):
+    rows = await fetch(
+        pg,
+        "SELECT source, target, consumer_group, count, received, errors, deadlettered, "
+        "duration_hist, e2e_hist, e2e_count FROM collector_flowrollup WHERE kind = %s",
+        kind,
+    )
+    assert len(rows) == 1, rows
+    return dict(
+        zip(
+            (
+                "source", "target", "group", "count", "received", "errors", "dead",
+                "duration_hist", "e2e_hist", "e2e_count",
+            ),
+            rows[0],
+            strict=True,
+        )
+    )  # fmt: skip
+
+
+def messaging_batch(project_id):
+    """A producer publishes three messages; a consumer receives and handles them."""
+    batch = Batch(project_id=project_id, signal="traces")
+    for n in (1, 2, 3):
+        batch.spans.append(span(project_id, n, 10 + n, kind=KIND_PRODUCER, service="orders"))
+        batch.stages.append(publish(project_id, n, 10 + n))
+    batch.stages.append(consume(project_id, 1, 21, [(1, 11)], at=40))
+    batch.stages.append(consume(project_id, 2, 22, [(2, 12)], at=250, stage="failed", error="x"))
+    batch.stages.append(consume(project_id, 3, 23, [(3, 13)], at=70, stage="deadlettered"))
+    batch.stages.append(consume(project_id, 3, 24, [(3, 13)], at=10, stage="received", ms=1))
+    for n, at in ((1, 40), (2, 250), (3, 70)):
+        batch.spans.append(
+            span(
+                project_id, n, 20 + n, parent=10 + n, kind=KIND_CONSUMER, service="payments", at=at
+            )
+        )
+    return batch
+
+
+async def test_a_batch_submitted_twice_is_stored_once_and_counted_once(writer, pg, project):
+    batch = messaging_batch(project.id)
+    first = await writer.submit(batch)
+    assert first.stored == batch.size and first.duplicates == 0
+    second = await writer.submit(messaging_batch(project.id))
+    assert second.stored == 0 and second.duplicates == batch.size
+
+    assert (await fetch(pg, "SELECT count(*) FROM collector_span"))[0][0] == 6
+    assert (await fetch(pg, "SELECT count(*) FROM collector_stage"))[0][0] == 7
+    published = await edge(pg, "publish")
+    assert published["count"] == 3 and published["errors"] == 0
+    consumed = await edge(pg, "consume")
+    assert consumed["count"] == 3 and consumed["received"] == 1
+
+
+async def test_coalesced_duplicates_in_one_transaction_are_stored_once(writer, pg, project):
+    results = await asyncio.gather(*(writer.submit(messaging_batch(project.id)) for _ in range(4)))
+    assert sum(r.stored for r in results) == 13
+    assert (await fetch(pg, "SELECT count(*) FROM collector_stage"))[0][0] == 7
+    assert (await edge(pg, "publish"))["count"] == 3
+
+
+async def test_publish_and_consume_edges_have_counts_errors_and_histograms(writer, pg, project):
+    await writer.submit(messaging_batch(project.id))
+    published = await edge(pg, "publish")
+    assert published["source"] == "service:orders"
+    assert published["target"] == "channel:kafka:orders"
+    assert published["duration_hist"][histogram.bucket(2)] == 3
+
+    consumed = await edge(pg, "consume")
+    assert consumed["source"] == "channel:kafka:orders"
+    assert consumed["target"] == "service:payments"
+    assert consumed["group"] == "payments"
+    assert consumed["count"] == 3  # processed + failed + dead-lettered; receipts apart
+    assert consumed["received"] == 1
+    assert consumed["errors"] == 2 and consumed["dead"] == 1
+    assert consumed["duration_hist"][histogram.bucket(30)] == 3
+    # produce -> consume latency of the three outcomes: 40, 250 and 70 ms
+    assert consumed["e2e_count"] == 3
+    assert consumed["e2e_hist"][histogram.bucket(40)] == 1
+    assert consumed["e2e_hist"][histogram.bucket(70)] == 1
+    assert consumed["e2e_hist"][histogram.bucket(250)] == 1
+    e2e = await fetch(pg, "SELECT stage, e2e_ms FROM collector_stage WHERE role = 'consumer'")
+    assert sorted(e2e) == [
+        ("deadlettered", 70.0), ("failed", 250.0), ("processed", 40.0), ("received", 10.0),
+    ]  # fmt: skip
+
+
+async def test_e2e_uses_a_publish_stored_by_an_earlier_request(writer, pg, project):
+    producer = Batch(project.id, "traces", stages=[publish(project.id, 7, 70)])
+    await writer.submit(producer)
+    consumer = Batch(project.id, "traces", stages=[consume(project.id, 7, 71, [(7, 70)], at=120)])
+    await writer.submit(consumer)
+    assert (await edge(pg, "consume"))["e2e_count"] == 1
+    rows = await fetch(pg, "SELECT e2e_ms FROM collector_stage WHERE role = 'consumer'")
+    assert rows == [(120.0,)]
+
+
+async def test_a_producer_arriving_after_its_consumer_still_gives_e2e_once(writer, pg, project):
+    consumer = Batch(project.id, "traces", stages=[consume(project.id, 8, 81, [(8, 80)], at=90)])
+    await writer.submit(consumer)
+    assert (await edge(pg, "consume"))["e2e_count"] == 0
+    producer = Batch(project.id, "traces", stages=[publish(project.id, 8, 80)])
+    await writer.submit(producer)
+    await writer.submit(Batch(project.id, "traces", stages=[publish(project.id, 8, 80)]))
+    consumed = await edge(pg, "consume")
+    assert consumed["e2e_count"] == 1
+    assert consumed["e2e_hist"][histogram.bucket(90)] == 1
+    assert consumed["count"] == 1  # the late producer adds latency, not another outcome
+
+
+async def test_cloudevents_journey_gets_e2e_by_source_and_id(writer, pg, project):
+    def ce(stage, role, at, service):
+        return StageRow(
+            project_id=project.id, time_ns=BASE_NS + at * MS, stage=stage, role=role,
+            service=service, system="rabbitmq", channel="invoices",
+            consumer_group="billing" if role == CONSUMER else "",
+            event_id="ev-1", event_source="/shop", event_type="InvoiceDue",
+            origin=ORIGIN_CLOUDEVENT,
+        )  # fmt: skip
+
+    await writer.submit(Batch(project.id, "events", stages=[ce("processed", CONSUMER, 300, "b")]))
+    await writer.submit(Batch(project.id, "events", stages=[ce("published", PRODUCER, 0, "a")]))
+    consumed = await edge(pg, "consume")
+    assert consumed["e2e_count"] == 1
+    assert consumed["e2e_hist"][histogram.bucket(300)] == 1
+
+
+async def test_call_edges_count_each_client_server_pair_once_across_batches(writer, pg, project):
+    pid = project.id
+    # pair 1 arrives together; pair 2 server first; pair 3 client first; pair 4 same service
+    await writer.submit(
+        Batch(
+            pid,
+            "traces",
+            spans=[
+                span(pid, 1, 1, kind=KIND_CLIENT, service="web", ms=12),
+                span(pid, 1, 2, parent=1, kind=KIND_SERVER, service="api"),
+                span(pid, 2, 2, parent=1, kind=KIND_SERVER, service="api"),
+                span(pid, 3, 1, kind=KIND_CLIENT, service="web", ms=80, error=True),
+                span(pid, 4, 1, kind=KIND_CLIENT, service="api"),
+                span(pid, 4, 2, parent=1, kind=KIND_SERVER, service="api"),
+            ],
+        )
+    )
+    second = Batch(
+        pid,
+        "traces",
+        spans=[
+            span(pid, 2, 1, kind=KIND_CLIENT, service="web", ms=12),
+            span(pid, 3, 2, parent=1, kind=KIND_SERVER, service="api"),
+        ],
+    )
+    await writer.submit(second)
+    await writer.submit(second)  # a retry changes nothing
+    call = await edge(pg, "call")
+    assert (call["source"], call["target"]) == ("service:web", "service:api")
+    assert call["count"] == 3
+    assert call["errors"] == 1
+    assert call["duration_hist"][histogram.bucket(12)] == 2
+    assert call["duration_hist"][histogram.bucket(80)] == 1
+
+
+async def test_partitions_are_created_on_demand_for_the_days_a_batch_touches(writer, pg, project):
+    two_days_ago = time.time_ns() - 2 * 86_400 * 10**9
+    batch = Batch(project.id, "traces", spans=[span(project.id, 1, 1)])
+    batch.spans[0].start_time_ns = two_days_ago
+    await writer.submit(batch)
+    day = dt.datetime.fromtimestamp(two_days_ago / 1e9, dt.UTC).date()
+    names = await fetch(
+        pg,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'collector_span'::regclass",
+    )
+    assert (f"collector_span_p{day:%Y%m%d}",) in names
+
+
+async def test_rows_outside_the_time_window_are_refused_and_the_rest_stored(writer, pg, project):
+    pid = project.id
+    batch = Batch(pid, "traces", spans=[span(pid, 1, 1), span(pid, 1, 2), span(pid, 1, 3)])
+    batch.spans[1].start_time_ns = time.time_ns() + 3 * 86_400 * 10**9
+    batch.spans[2].start_time_ns = time.time_ns() - 400 * 86_400 * 10**9
+    result = await writer.submit(batch)
+    assert result.stored == 1 and result.refused == 2
+    assert any("future" in reason for reason in result.reasons)
+    assert any("retention" in reason for reason in result.reasons)
+    assert (await fetch(pg, "SELECT count(*) FROM collector_span"))[0][0] == 1
+    far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).date()
+    names = await fetch(
+        pg, "SELECT relname FROM pg_class WHERE relname = %s", f"collector_span_p{far:%Y%m%d}"
+    )
+    assert names == []
+
+
+def _envelope_and_stage(pid, received_ns, from_event=False):
+    env = EnvelopeRow(
+        project_id=pid, time_ns=received_ns, source="/shop", event_id="e-9", type="OrderPlaced",
+        data={"total": 3}, data_size=12, time_from_event=from_event,
+    )  # fmt: skip
+    stage = StageRow(
+        project_id=pid, time_ns=received_ns, stage="published", role=PRODUCER, service="/shop",
+        channel="orders", system="kafka", event_id="e-9", event_source="/shop",
+        event_type="OrderPlaced", origin=ORIGIN_CLOUDEVENT,
+    )  # fmt: skip
+    return Batch(pid, "events", envelopes=[env], stages=[stage])
+
+
+async def test_cloudevents_without_time_are_deduplicated_across_receive_times(writer, pg, project):
+    now = time.time_ns()
+    await writer.submit(_envelope_and_stage(project.id, now))
+    retry = await writer.submit(_envelope_and_stage(project.id, now + 5_000 * MS))
+    assert retry.stored == 0 and retry.duplicates == 2
+    assert (await fetch(pg, "SELECT count(*) FROM collector_envelope"))[0][0] == 1
+    assert (await fetch(pg, "SELECT count(*) FROM collector_stage"))[0][0] == 1
+    assert (await edge(pg, "publish"))["count"] == 1
+    payload = await fetch(pg, "SELECT data FROM collector_envelope")
+    assert payload == [({"total": 3},)]
+
+
+async def test_logs_are_stored_once(writer, pg, project):
+    record = LogRow(project.id, BASE_NS, "payments", 17, "ERROR", "card declined", tid(1), sid(2))
+    await writer.submit(Batch(project.id, "logs", logs=[record]))
+    await writer.submit(Batch(project.id, "logs", logs=[record]))
+    assert (
+        await fetch(pg, "SELECT body FROM collector_log WHERE project_id = %s", project.id)
+    ) == [("card declined",)]
+    await pg.execute("DELETE FROM collector_log")
+
+
+async def test_commit_sends_one_hint_per_area_and_project(writer, project):
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as listener:
+        await listener.execute("LISTEN eventscope")
+        await writer.submit(messaging_batch(project.id))
+        hints = []
+        gen = listener.notifies(timeout=1.0)
+        async for note in gen:
+            hints.append(json.loads(note.payload))
+    assert sorted(h["area"] for h in hints) == ["failures", "flow", "stages"]
+    assert {h["project"] for h in hints} == {project.id}
+
+
+async def test_a_full_queue_answers_saturated_without_storing(telemetry_db, project):
+    w = Writer(conninfo(), max_items=10, linger=0)
+    await w.start()
+    try:
+        # Hold the writer's first transaction so the queue fills behind it.
+        big = Batch(project.id, "traces", spans=[span(project.id, 9, n) for n in range(1, 9)])
+        first = asyncio.create_task(w.submit(big))
+        await asyncio.sleep(0)
+        with pytest.raises(Saturated) as info:
+            await w.submit(
+                Batch(project.id, "traces", spans=[span(project.id, 9, n) for n in range(20, 25)])
+            )
+        assert info.value.status == 429 and info.value.retry_after >= 1
+        assert (await first).stored == 8
+    finally:
+        await w.stop()
+
+
+async def test_clean_shutdown_commits_everything_acknowledged(telemetry_db, pg, project):
+    w = Writer(conninfo(), linger=0.05)
+    await w.start()
+    batches = [
+        Batch(project.id, "traces", spans=[span(project.id, 100 + n, m) for m in range(1, 51)])
+        for n in range(20)
+    ]
+    tasks = [asyncio.create_task(w.submit(b)) for b in batches]
+    await asyncio.sleep(0)
+    await w.stop()
+    results = await asyncio.gather(*tasks)
+    assert sum(r.stored for r in results) == 1000
+    assert (await fetch(pg, "SELECT count(*) FROM collector_span"))[0][0] == 1000
+    with pytest.raises(StorageUnavailable):
+        await w.submit(batches[0])
+
+
+async def test_an_unreachable_database_answers_storage_unavailable(project):
+    w = Writer("host=127.0.0.1 port=1 user=postgres dbname=none connect_timeout=1", linger=0)
+    await w.start()
+    try:
+        assert await w.ready() is False
+        with pytest.raises(StorageUnavailable) as info:
+            await w.submit(Batch(project.id, "traces", spans=[span(project.id, 1, 1)]))
+        assert info.value.status == 503 and info.value.retry_after > 0
+    finally:
+        await w.stop()
+
+
+async def test_ready_is_true_with_a_database(writer):
+    assert await writer.ready() is True
