@@ -75,6 +75,24 @@ async def stop_asgi(server: _Server, task: asyncio.Task) -> None:
     await task
 
 
+def with_health(app, writer: Writer):
+    """`app` with GET /healthz (process up) and /readyz (database reachable) answered
+    in front of it, so the web port of `serve` has them however the app routes."""
+
+    async def health(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in ("/healthz", "/readyz"):
+            status, body = 200, b"ok\n"
+            if scope["path"] == "/readyz" and not await writer.ready():
+                status, body = 503, b"database unreachable\n"
+            headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return health
+
+
 # ---- background loops on the leader ------------------------------------------------
 
 
@@ -221,7 +239,8 @@ async def run(
         )
         grpc_server = await start_grpc_server(writer, ports.host, ports.otlp_grpc)
         if web_app is not None:
-            started.append(await start_asgi(web_app, ports.host, ports.web, "web app"))
+            web = with_health(web_app, writer)
+            started.append(await start_asgi(web, ports.host, ports.web, "web app"))
         if tasks is not None:
             leader = asyncio.create_task(lead(tasks, stop), name="leader")
         if on_started is not None:
