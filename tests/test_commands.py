@@ -55,6 +55,17 @@ def manage(*args, env=None) -> subprocess.Popen:
     )
 
 
+def createtoken(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "createtoken", *args],
+        cwd=ROOT,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def wait_http(url: str, process: subprocess.Popen) -> httpx.Response:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -138,14 +149,7 @@ def test_serve_runs_web_and_receivers_in_one_process(telemetry_db):
 
 
 def test_createtoken_prints_a_token_that_authenticates(transactional_db):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "createtoken", "billing", "--project", "team-a"],
-        cwd=ROOT,
-        env=command_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = createtoken("billing", "--project", "team-a")
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert token.startswith("es_") and "\n" not in token
@@ -154,23 +158,7 @@ def test_createtoken_prints_a_token_that_authenticates(transactional_db):
 
 @pytest.mark.django_db(transaction=True)
 def test_createtoken_token_is_stored_hashed_and_scoped():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "createtoken",
-            "grafana",
-            "--project",
-            "ops",
-            "--scope",
-            "read",
-        ],
-        cwd=ROOT,
-        env=command_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = createtoken("grafana", "--project", "ops", "--scope", "read")
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     found = ApiToken.objects.authenticate(token, Scope.READ)
@@ -180,14 +168,7 @@ def test_createtoken_token_is_stored_hashed_and_scoped():
 
 
 def test_createtoken_refuses_a_bad_project_slug(transactional_db):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "createtoken", "x", "--project", "Not A Slug"],
-        cwd=ROOT,
-        env=command_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = createtoken("x", "--project", "Not A Slug")
     assert result.returncode != 0
     assert "not a valid slug" in result.stderr
 
