@@ -361,6 +361,8 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
     payload = _payload(event, content_type)
 
     event_ns = parse_time(raw_time) if raw_time else None
+    if event_ns is not None:
+        _check_storable(event_ns, received_ns)
     time_ns = event_ns if event_ns is not None else received_ns
 
     context = parse_traceparent(_text_or_none(extensions.get("traceparent")))
@@ -410,6 +412,21 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
         origin=ORIGIN_CLOUDEVENT,
     )
     return envelope, stage_row
+
+
+def _check_storable(time_ns: int, received_ns: int) -> None:
+    """Refuse times the storage would drop at once (past retention) or that a
+    broken clock produced (over a day ahead), as the writer does for spans."""
+    received = dt.datetime.fromtimestamp(received_ns / 1e9, dt.UTC)
+    oldest = received.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+        days=settings.RETENTION_DAYS
+    )
+    if time_ns < int(oldest.timestamp()) * 1_000_000_000:
+        raise InvalidEvent(
+            f"'time' is older than the {settings.RETENTION_DAYS}-day retention window"
+        )
+    if time_ns > received_ns + 86_400 * 1_000_000_000:
+        raise InvalidEvent("'time' is more than a day in the future")
 
 
 def _text_or_none(value) -> str | None:

@@ -68,6 +68,16 @@ class Normalized:
         if len(self.reasons) < MAX_REASONS and reason not in self.reasons:
             self.reasons.append(reason)
 
+    def absorb(self, written) -> int:
+        """Count the items the writer refused (collector.writer.WriteResult); returns how many."""
+        refused = getattr(written, "refused", 0) or 0
+        if refused:
+            self.rejected += refused
+            for reason in getattr(written, "reasons", ()) or ():
+                if len(self.reasons) < MAX_REASONS and reason not in self.reasons:
+                    self.reasons.append(reason)
+        return refused
+
     @property
     def error_message(self) -> str:
         """An English summary for partial_success.error_message ('' when nothing was rejected)."""

@@ -82,10 +82,13 @@ class _Export:
         stats.count("rejected", self.signal, result.rejected)
         if result.batch.size:
             try:
-                await self.writer.submit(result.batch)
+                written = await self.writer.submit(result.batch)
             except IngestUnavailable as exc:
                 stats.count("dropped", self.signal, items)
                 await _abort_unavailable(context, exc)
+            refused = result.absorb(written)
+            stats.count("rejected", self.signal, refused)
+            items -= refused
         stats.count("accepted", self.signal, items)
         return self.respond(result.rejected, result.error_message)
 

@@ -269,10 +269,13 @@ class Receiver:
         stats.count("rejected", signal, result.rejected)
         if result.batch.size:
             try:
-                await self.writer.submit(result.batch)
+                written = await self.writer.submit(result.batch)
             except IngestUnavailable as exc:
                 stats.count("dropped", signal, items)
                 return rpc_status(exc.status, str(exc), fmt, _retry_after(exc))
+            refused = result.absorb(written)
+            stats.count("rejected", signal, refused)
+            items -= refused
         stats.count("accepted", signal, items)
         if signal == "traces":
             response = ExportTraceServiceResponse()
@@ -330,11 +333,19 @@ class Receiver:
             return json_response(400, {"error": result.rejected[0]["error"], **body})
         if result.batch.size:
             try:
-                await self.writer.submit(result.batch)
+                written = await self.writer.submit(result.batch)
             except IngestUnavailable as exc:
                 stats.count("dropped", "events", result.accepted)
                 return _events_unavailable(exc)
-        stats.count("accepted", "events", result.accepted)
+            # Events are checked against the storage window before this, so a
+            # refusal here is a race with midnight; it is still reported.
+            refused = getattr(written, "refused", 0) or 0
+            if refused:
+                stats.count("rejected", "events", refused)
+                body["accepted"] -= refused
+                reasons = "; ".join(getattr(written, "reasons", ()) or ())
+                body["rejected"].append({"index": None, "error": f"{refused} refused: {reasons}"})
+        stats.count("accepted", "events", body["accepted"])
         return json_response(202, body)
 
 

@@ -1,4 +1,5 @@
 import base64
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,9 +12,15 @@ from collector.redact import REDACTED
 from collector.traceparent import parse_traceparent, valid_tracestate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cloudevents"
-RECEIVED_NS = 1_751_600_000_000_000_000
+RECEIVED_NS = 1_751_600_000_000_000_000  # 2025-07-04
 STRUCTURED = {"content-type": "application/cloudevents+json"}
 BATCH = {"content-type": "application/cloudevents-batch+json"}
+
+
+@pytest.fixture(autouse=True)
+def fixtures_within_retention(settings):
+    # The fixtures carry fixed 2025 times; keep them inside the storage window.
+    settings.RETENTION_DAYS = (dt.date.today() - dt.date(2025, 7, 1)).days + 30
 
 
 def events(headers, body, **kw):
@@ -270,3 +277,24 @@ def test_a_bad_tracestate_is_dropped_but_the_traceparent_kept():
     envelope = events(STRUCTURED, body).batch.envelopes[0]
     assert envelope.trace_id is not None
     assert "tracestate" not in envelope.extensions
+
+
+def test_times_outside_the_storage_window_are_rejected(settings):
+    settings.RETENTION_DAYS = 7
+
+    def event(time):
+        return {"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "time": time}
+
+    body = json.dumps(
+        [
+            event("2025-06-20T00:00:00Z"),
+            event("2025-07-06T00:00:00Z"),
+            event("2025-07-03T23:00:00Z"),
+        ]
+    ).encode()
+    result = events(BATCH, body)
+    assert result.rejected == [
+        {"index": 0, "error": "'time' is older than the 7-day retention window"},
+        {"index": 1, "error": "'time' is more than a day in the future"},
+    ]
+    assert result.accepted == 1

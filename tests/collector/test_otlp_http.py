@@ -20,6 +20,7 @@ from collector.batch import Saturated, StorageUnavailable
 from collector.decode import decode_request
 from collector.models import ApiToken, Scope
 from tests.collector.receiver_harness import CollectingWriter, RefusingWriter, http_receiver
+from tests.collector.test_cloudevents import fixtures_within_retention  # noqa: F401 (autouse)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRACES_JSON = (FIXTURES / "otlp" / "traces_kafka_messaging.json").read_bytes()
