@@ -4,11 +4,13 @@ import asyncio
 import gzip
 import json
 import threading
+import time
 import zlib
 from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from google.protobuf.any_pb2 import Any
@@ -17,8 +19,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector import auth, stats
 from collector.batch import Saturated, StorageUnavailable
+from collector.db import conninfo
 from collector.decode import decode_request
 from collector.models import ApiToken, Scope
+from collector.writer import Writer
 from tests.collector.receiver_harness import CollectingWriter, RefusingWriter, http_receiver
 from tests.collector.test_cloudevents import fixtures_within_retention  # noqa: F401 (autouse)
 
@@ -414,3 +418,94 @@ async def test_cloudevents_in_all_three_modes_are_accepted(project, ingest_token
         "gift wrap, please",
         "text/plain; charset=utf-8",
     )
+
+
+# ---- through the real writer into PostgreSQL ------------------------------------------
+
+
+@pytest.fixture
+async def writer(telemetry_db):
+    storage = Writer(conninfo(), linger=0)
+    await storage.start()
+    yield storage
+    await storage.stop()
+
+
+async def counts(project_id):
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM collector_span WHERE project_id = %(p)s),"
+                " (SELECT count(*) FROM collector_stage WHERE project_id = %(p)s),"
+                " (SELECT count(*) FROM collector_envelope WHERE project_id = %(p)s),"
+                " (SELECT coalesce(sum(count), 0) FROM collector_flowrollup WHERE project_id = %(p)s)",
+                {"p": project_id},
+            )
+        ).fetchone()
+    return tuple(int(v) for v in row)
+
+
+def fresh_traces():
+    """The Kafka fixture moved to the present, so the storage window takes it."""
+    request = decode_request("traces", TRACES_JSON, "json")
+    shift = time.time_ns() - 1751540002000000000
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                span.start_time_unix_nano += shift
+                span.end_time_unix_nano += shift
+    return request
+
+
+async def test_a_retried_batch_is_stored_once(project, ingest_token, writer):
+    body = fresh_traces().SerializeToString()
+    event = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "order-77",
+            "source": "/shop/orders",
+            "type": "com.example.shop.order.created",
+            "eschannel": "shop.orders",
+            "essystem": "kafka",
+            "data": {"total": 1},
+        }
+    ).encode()
+    async with http_receiver(writer) as url:
+        for attempt in range(3):
+            response = await post(url, "/v1/traces", body, {**PROTOBUF, **bearer(ingest_token)})
+            assert response.status_code == 200
+            assert ExportTraceServiceResponse.FromString(response.content) == (
+                ExportTraceServiceResponse()
+            )
+            events = await post(url, "/v1/events", event, {**CE_HEADERS, **bearer(ingest_token)})
+            assert events.json() == {"accepted": 1, "rejected": []}
+            if attempt == 0:
+                first = await counts(project.pk)
+    assert first == (4, 4, 1, 4)  # 4 spans; 3 span stages + 1 event stage; 1 envelope
+    assert await counts(project.pk) == first
+
+
+async def test_rows_outside_the_storage_window_are_partial_success(
+    settings, project, ingest_token, writer
+):
+    settings.RETENTION_DAYS = 7
+    request = fresh_traces()
+    old = request.resource_spans[0].scope_spans[0].spans[0]
+    old.start_time_unix_nano -= 30 * 86_400 * 10**9
+    old.end_time_unix_nano -= 30 * 86_400 * 10**9
+    async with http_receiver(writer) as url:
+        response = await post(
+            url, "/v1/traces", request.SerializeToString(), {**PROTOBUF, **bearer(ingest_token)}
+        )
+    parsed = ExportTraceServiceResponse.FromString(response.content)
+    assert response.status_code == 200
+    assert parsed.partial_success.rejected_spans == 1
+    assert "retention window" in parsed.partial_success.error_message
+    assert (await counts(project.pk))[0] == 3
+
+
+async def test_readyz_follows_the_database(writer):
+    async with http_receiver(writer) as url:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url + "/readyz")
+    assert response.status_code == 200

@@ -7,6 +7,7 @@ OTLP/HTTP (protobuf, gzip) or OTLP/gRPC.
 
 import asyncio
 
+import psycopg
 import pytest
 from opentelemetry import propagate
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -23,9 +24,19 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collector import auth
 from collector.batch import CONSUMER, PRODUCER
+from collector.db import conninfo
+from collector.writer import Writer
 from tests.collector.receiver_harness import CollectingWriter, grpc_receiver, http_receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def writer(telemetry_db):
+    storage = Writer(conninfo(), linger=0)
+    await storage.start()
+    yield storage
+    await storage.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +97,7 @@ async def export(*providers: TracerProvider) -> None:
 
 
 def assert_shop_stages(writer: CollectingWriter, messages: int = 3) -> None:
+    """What the receivers handed to the writer: every span once, the right stages."""
     spans = writer.spans()
     assert len(spans) == 2 * messages
     assert len({(s.trace_id, s.span_id) for s in spans}) == 2 * messages
@@ -113,8 +125,53 @@ def assert_shop_stages(writer: CollectingWriter, messages: int = 3) -> None:
     assert sorted(s.stage for s in consumed.values()) == ["failed"] + ["processed"] * (messages - 1)
 
 
-async def test_http_protobuf_exporter_with_gzip(ingest_token):
-    writer = CollectingWriter()
+async def stored(project_id: int):
+    """(spans, stages, rollups) stored for the project, read back from PostgreSQL."""
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        spans = await (
+            await conn.execute(
+                "SELECT trace_id, span_id, service, kind FROM collector_span WHERE project_id = %s",
+                (project_id,),
+            )
+        ).fetchall()
+        stages = await (
+            await conn.execute(
+                "SELECT event_id, stage, role, service, channel, consumer_group, error, e2e_ms "
+                "FROM collector_stage WHERE project_id = %s ORDER BY event_id, role DESC",
+                (project_id,),
+            )
+        ).fetchall()
+        rollups = await (
+            await conn.execute(
+                "SELECT source, target, kind, consumer_group, sum(count), sum(errors) "
+                "FROM collector_flowrollup WHERE project_id = %s "
+                "GROUP BY 1, 2, 3, 4 ORDER BY kind DESC",
+                (project_id,),
+            )
+        ).fetchall()
+    return spans, stages, rollups
+
+
+def assert_shop_stored(spans, stages, rollups, messages: int = 3) -> None:
+    assert len(spans) == 2 * messages
+    assert len({(row[0], row[1]) for row in spans}) == 2 * messages  # each span exactly once
+    assert len(stages) == 2 * messages
+    for n in range(messages):
+        publish, consume = [row for row in stages if row[0] == f"order-{n}"]
+        assert publish[1:6] == ("published", PRODUCER, "orders", "shop.orders", "")
+        outcome = "failed" if n == messages - 1 else "processed"
+        assert consume[1:6] == (outcome, CONSUMER, "payments", "shop.orders", "payments")
+        assert consume[7] is not None and consume[7] >= 0  # produce -> consume latency
+    assert stages[-1][6] == "card declined"
+    assert rollups == [
+        ("service:orders", "channel:kafka:shop.orders", "publish", "", messages, 0),
+        ("channel:kafka:shop.orders", "service:payments", "consume", "payments", messages, 1),
+    ]
+
+
+async def test_http_protobuf_exporter_with_gzip_stores_every_span_once(
+    project, ingest_token, writer
+):
     async with http_receiver(writer) as url:
 
         def exporter():
@@ -128,11 +185,10 @@ async def test_http_protobuf_exporter_with_gzip(ingest_token):
         orders, payments = provider("orders", exporter()), provider("payments", exporter())
         run_shop(orders, payments)
         await export(orders, payments)
-    assert_shop_stages(writer)
+    assert_shop_stored(*await stored(project.pk))
 
 
-async def test_grpc_exporter(ingest_token):
-    writer = CollectingWriter()
+async def test_grpc_exporter_stores_every_span_once(project, ingest_token, writer):
     async with grpc_receiver(writer) as address:
 
         def exporter():
@@ -146,7 +202,27 @@ async def test_grpc_exporter(ingest_token):
         orders, payments = provider("orders", exporter()), provider("payments", exporter())
         run_shop(orders, payments)
         await export(orders, payments)
-    assert_shop_stages(writer)
+    assert_shop_stored(*await stored(project.pk))
+
+
+async def test_what_the_receivers_hand_to_the_writer(ingest_token):
+    collecting = CollectingWriter()
+    async with http_receiver(collecting) as url:
+        orders = provider(
+            "orders",
+            HttpSpanExporter(
+                endpoint=f"{url}/v1/traces", headers={"authorization": f"Bearer {ingest_token}"}
+            ),
+        )
+        payments = provider(
+            "payments",
+            HttpSpanExporter(
+                endpoint=f"{url}/v1/traces", headers={"authorization": f"Bearer {ingest_token}"}
+            ),
+        )
+        run_shop(orders, payments)
+        await export(orders, payments)
+    assert_shop_stages(collecting)
 
 
 async def test_an_exporter_without_token_exports_nothing(ingest_token):
