@@ -5,8 +5,21 @@ import contextlib
 
 import uvicorn
 
+from collector.db import conninfo
 from collector.receivers.otlp_grpc import start_grpc_server
 from collector.receivers.otlp_http import make_app
+from collector.writer import Writer
+
+
+@contextlib.asynccontextmanager
+async def running_writer():
+    """The real storage writer on the test database (needs `telemetry_db`), drained on exit."""
+    storage = Writer(conninfo(), linger=0)
+    await storage.start()
+    try:
+        yield storage
+    finally:
+        await storage.stop()
 
 
 class CollectingWriter:

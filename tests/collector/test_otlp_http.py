@@ -22,8 +22,12 @@ from collector.batch import Saturated, StorageUnavailable
 from collector.db import conninfo
 from collector.decode import decode_request
 from collector.models import ApiToken, Scope
-from collector.writer import Writer
-from tests.collector.receiver_harness import CollectingWriter, RefusingWriter, http_receiver
+from tests.collector.receiver_harness import (
+    CollectingWriter,
+    RefusingWriter,
+    http_receiver,
+    running_writer,
+)
 from tests.collector.test_cloudevents import fixtures_within_retention  # noqa: F401 (autouse)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -423,14 +427,6 @@ async def test_cloudevents_in_all_three_modes_are_accepted(project, ingest_token
 # ---- through the real writer into PostgreSQL ------------------------------------------
 
 
-@pytest.fixture
-async def writer(telemetry_db):
-    storage = Writer(conninfo(), linger=0)
-    await storage.start()
-    yield storage
-    await storage.stop()
-
-
 async def counts(project_id):
     async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
         row = await (
@@ -457,7 +453,7 @@ def fresh_traces():
     return request
 
 
-async def test_a_retried_batch_is_stored_once(project, ingest_token, writer):
+async def test_a_retried_batch_is_stored_once(project, ingest_token, telemetry_db):
     body = fresh_traces().SerializeToString()
     event = json.dumps(
         {
@@ -470,7 +466,7 @@ async def test_a_retried_batch_is_stored_once(project, ingest_token, writer):
             "data": {"total": 1},
         }
     ).encode()
-    async with http_receiver(writer) as url:
+    async with running_writer() as writer, http_receiver(writer) as url:
         for attempt in range(3):
             response = await post(url, "/v1/traces", body, {**PROTOBUF, **bearer(ingest_token)})
             assert response.status_code == 200
@@ -486,14 +482,14 @@ async def test_a_retried_batch_is_stored_once(project, ingest_token, writer):
 
 
 async def test_rows_outside_the_storage_window_are_partial_success(
-    settings, project, ingest_token, writer
+    settings, project, ingest_token, telemetry_db
 ):
     settings.RETENTION_DAYS = 7
     request = fresh_traces()
     old = request.resource_spans[0].scope_spans[0].spans[0]
     old.start_time_unix_nano -= 30 * 86_400 * 10**9
     old.end_time_unix_nano -= 30 * 86_400 * 10**9
-    async with http_receiver(writer) as url:
+    async with running_writer() as writer, http_receiver(writer) as url:
         response = await post(
             url, "/v1/traces", request.SerializeToString(), {**PROTOBUF, **bearer(ingest_token)}
         )
@@ -504,8 +500,8 @@ async def test_rows_outside_the_storage_window_are_partial_success(
     assert (await counts(project.pk))[0] == 3
 
 
-async def test_readyz_follows_the_database(writer):
-    async with http_receiver(writer) as url:
+async def test_readyz_follows_the_database(telemetry_db):
+    async with running_writer() as writer, http_receiver(writer) as url:
         async with httpx.AsyncClient() as client:
             response = await client.get(url + "/readyz")
     assert response.status_code == 200

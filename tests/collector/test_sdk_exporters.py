@@ -25,18 +25,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from collector import auth
 from collector.batch import CONSUMER, PRODUCER
 from collector.db import conninfo
-from collector.writer import Writer
-from tests.collector.receiver_harness import CollectingWriter, grpc_receiver, http_receiver
+from tests.collector.receiver_harness import (
+    CollectingWriter,
+    grpc_receiver,
+    http_receiver,
+    running_writer,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def writer(telemetry_db):
-    storage = Writer(conninfo(), linger=0)
-    await storage.start()
-    yield storage
-    await storage.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -170,9 +166,9 @@ def assert_shop_stored(spans, stages, rollups, messages: int = 3) -> None:
 
 
 async def test_http_protobuf_exporter_with_gzip_stores_every_span_once(
-    project, ingest_token, writer
+    project, ingest_token, telemetry_db
 ):
-    async with http_receiver(writer) as url:
+    async with running_writer() as writer, http_receiver(writer) as url:
 
         def exporter():
             return HttpSpanExporter(
@@ -188,8 +184,8 @@ async def test_http_protobuf_exporter_with_gzip_stores_every_span_once(
     assert_shop_stored(*await stored(project.pk))
 
 
-async def test_grpc_exporter_stores_every_span_once(project, ingest_token, writer):
-    async with grpc_receiver(writer) as address:
+async def test_grpc_exporter_stores_every_span_once(project, ingest_token, telemetry_db):
+    async with running_writer() as writer, grpc_receiver(writer) as address:
 
         def exporter():
             return GrpcSpanExporter(
