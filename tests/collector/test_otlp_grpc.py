@@ -1,6 +1,9 @@
 """The OTLP/gRPC receiver, through a real grpc.aio server and client."""
 
+import time
+
 import grpc
+import psycopg
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -8,8 +11,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from collector import auth
 from collector.batch import Saturated, StorageUnavailable
+from collector.db import conninfo
 from collector.decode import JSON, decode_request
-from tests.collector.receiver_harness import RefusingWriter, grpc_receiver
+from tests.collector.receiver_harness import RefusingWriter, grpc_receiver, running_writer
 from tests.collector.test_normalize import FIXTURES, traces
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,3 +99,34 @@ async def test_logs_with_bad_context_are_partial_success(ingest_token):
     assert isinstance(response, logs_service_pb2.ExportLogsServiceResponse)
     assert response.partial_success.rejected_log_records == 2
     assert "trace id must be 16 bytes" in response.partial_success.error_message
+
+
+async def test_logs_are_stored_with_their_trace_context(project, ingest_token, telemetry_db):
+    request = decode_request("logs", (FIXTURES / "logs_consumer_error.json").read_bytes(), JSON)
+    now = time.time_ns()
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        record.time_unix_nano = now if record.time_unix_nano else 0
+        record.observed_time_unix_nano = now + 1
+    async with running_writer() as writer, grpc_receiver(writer) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+            for _ in range(2):  # a retry stores nothing new
+                response = await stub.Export(
+                    request, metadata=(("authorization", f"Bearer {ingest_token}"),), timeout=10
+                )
+                assert response == logs_service_pb2.ExportLogsServiceResponse()
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT service, severity_number, body, trace_id, span_id, attributes "
+                "FROM collector_log WHERE project_id = %s ORDER BY severity_number DESC",
+                (project.pk,),
+            )
+        ).fetchall()
+    assert len(rows) == 2
+    service, severity, body, trace_id, span_id, attributes = rows[0]
+    assert (service, severity) == ("payments", 17)
+    assert body == "payment failed for order-1002: card declined"
+    assert bytes(trace_id).hex() == "0af7651916cd43dd8448eb211c80319c"
+    assert bytes(span_id).hex() == "b7ad6b7169203331"
+    assert attributes["db.password"] == "[REDACTED]"
