@@ -174,7 +174,7 @@ class _Item:
 # ---- row encoding ------------------------------------------------------------------
 
 
-def _span_values(s) -> tuple:
+def span_values(s) -> tuple:
     return (
         s.project_id, s.trace_id, s.span_id, s.parent_span_id, to_datetime(s.start_time_ns),
         s.duration_ns, s.service, s.name, s.kind, s.status_code, s.status_message,
@@ -182,7 +182,7 @@ def _span_values(s) -> tuple:
     )  # fmt: skip
 
 
-def _stage_values(s, key: bytes, e2e_ms) -> tuple:
+def stage_values(s, key: bytes, e2e_ms) -> tuple:
     linked_traces = [pair[0] for pair in s.linked] or None
     linked_spans = [pair[1] for pair in s.linked] or None
     return (
@@ -193,7 +193,7 @@ def _stage_values(s, key: bytes, e2e_ms) -> tuple:
     )  # fmt: skip
 
 
-def _envelope_values(e) -> tuple:
+def envelope_values(e) -> tuple:
     return (
         e.project_id, to_datetime(e.time_ns), e.source, e.event_id, e.type, e.subject,
         e.datacontenttype, e.dataschema, e.extensions or None,
@@ -202,7 +202,7 @@ def _envelope_values(e) -> tuple:
     )  # fmt: skip
 
 
-def _log_values(r) -> tuple:
+def log_values(r) -> tuple:
     return (
         r.project_id, to_datetime(r.time_ns), r.dedupe_key(), r.service, r.severity_number,
         r.severity_text, r.body, r.trace_id, r.span_id, r.attributes or None,
@@ -528,16 +528,26 @@ class _Transaction:
 
     async def run(self) -> None:
         rows = self.rows
+        # Every lookup below is a point lookup by key, so an index scan in a
+        # nested loop is always the right plan. A day partition created minutes
+        # ago has no statistics yet, and the planner would otherwise scan it
+        # whole (or its BRIN time range, once per key in LATERAL-less joins),
+        # getting slower as the day fills up.
+        await self.cur.execute(
+            "SELECT set_config('enable_seqscan', 'off', true), "
+            "set_config('enable_hashjoin', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true)"
+        )
         if rows.receive_timed:
             await self._drop_receive_time_retries()
         e2e = await self._e2e_for_consumers()
 
-        new_spans = await self._insert(SPANS, rows.spans, _span_values)
+        new_spans = await self._insert(SPANS, rows.spans, span_values)
         for item in rows.stages:
-            item.values = _stage_values(item.row, item.key, e2e.get(id(item.row)))
+            item.values = stage_values(item.row, item.key, e2e.get(id(item.row)))
         new_stages = await self._insert(STAGES, rows.stages, None)
-        await self._insert(ENVELOPES, rows.envelopes, _envelope_values)
-        await self._insert(LOGS, rows.logs, _log_values)
+        await self._insert(ENVELOPES, rows.envelopes, envelope_values)
+        await self._insert(LOGS, rows.logs, log_values)
 
         for item in new_stages:
             stage = item.row
@@ -633,7 +643,7 @@ class _Transaction:
         if envs:
             await self.cur.execute(
                 "SELECT DISTINCT e.project_id, e.source, e.event_id "
-                "FROM unnest(%s::int[], %s::text[], %s::text[]) AS k(p, s, i) "
+                "FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, s, i) "
                 "JOIN collector_envelope e ON e.project_id = k.p AND e.source = k.s "
                 "AND e.event_id = k.i WHERE e.time BETWEEN %s AND %s",
                 (
@@ -657,10 +667,9 @@ class _Transaction:
             rows.envelopes = keep
         if stages:
             await self.cur.execute(
-                "SELECT DISTINCT s.project_id, s.dedupe_key "
-                "FROM unnest(%s::int[], %s::bytea[]) AS k(p, d) "
-                "JOIN collector_stage s ON s.project_id = k.p AND s.dedupe_key = k.d "
-                "WHERE s.time BETWEEN %s AND %s",
+                "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
+                "WHERE EXISTS (SELECT FROM collector_stage s WHERE s.project_id = k.p "
+                "AND s.dedupe_key = k.d AND s.time BETWEEN %s AND %s)",
                 ([i.row.project_id for i in stages], [i.key for i in stages], lo, hi),
             )
             stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
@@ -705,12 +714,12 @@ class _Transaction:
         if missing_contexts:
             keys = sorted(missing_contexts)
             await self.cur.execute(
-                "SELECT s.project_id, s.trace_id, s.span_id, min(s.time) "
-                "FROM unnest(%s::int[], %s::bytea[], %s::bytea[]) AS k(p, t, sp) "
-                "JOIN collector_stage s ON s.project_id = k.p AND s.trace_id = k.t "
-                "AND s.span_id = k.sp "
-                "WHERE s.stage = 'published' AND s.role = 'producer' "
-                "AND s.time BETWEEN %s AND %s GROUP BY 1, 2, 3",
+                "SELECT k.p, k.t, k.sp, x.time "
+                "FROM unnest(%b::int[], %b::bytea[], %b::bytea[]) AS k(p, t, sp) "
+                "CROSS JOIN LATERAL (SELECT min(s.time) AS time FROM collector_stage s "
+                "WHERE s.project_id = k.p AND s.trace_id = k.t AND s.span_id = k.sp "
+                "AND s.stage = 'published' AND s.role = 'producer' "
+                "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
                 ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
             )
             for project_id, trace_id, span_id, when in await self.cur.fetchall():
@@ -718,12 +727,12 @@ class _Transaction:
         if missing_events:
             keys = sorted(missing_events, key=lambda k: (k[0], k[1] or "", k[2]))
             await self.cur.execute(
-                "SELECT s.project_id, s.event_source, s.event_id, min(s.time) "
-                "FROM unnest(%s::int[], %s::text[], %s::text[]) AS k(p, src, i) "
-                "JOIN collector_stage s ON s.project_id = k.p AND s.event_id = k.i "
-                "AND s.event_source = k.src "
-                "WHERE s.stage = 'published' AND s.role = 'producer' "
-                "AND s.time BETWEEN %s AND %s GROUP BY 1, 2, 3",
+                "SELECT k.p, k.src, k.i, x.time "
+                "FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, src, i) "
+                "CROSS JOIN LATERAL (SELECT min(s.time) AS time FROM collector_stage s "
+                "WHERE s.project_id = k.p AND s.event_id = k.i AND s.event_source = k.src "
+                "AND s.stage = 'published' AND s.role = 'producer' "
+                "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
                 ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
             )
             for project_id, source, event_id, when in await self.cur.fetchall():
@@ -741,52 +750,30 @@ class _Transaction:
         publishes = [p for p in publishes if p.stage == "published"]
         if not publishes:
             return
-        times = [p.time_ns for p in publishes]
-        lo, hi = _bounds(times, E2E_WINDOW.total_seconds() * 10**9)
-        found = []
+        lo, hi = _bounds([p.time_ns for p in publishes], E2E_WINDOW.total_seconds() * 10**9)
         contexts = [p for p in publishes if p.trace_id and p.span_id]
-        if contexts:
-            await self.cur.execute(
-                "UPDATE collector_stage c "
-                "SET e2e_ms = greatest(0, extract(epoch FROM c.time - k.t) * 1000) "
-                "FROM unnest(%s::int[], %s::bytea[], %s::bytea[], %s::timestamptz[]) "
-                "AS k(p, tr, sp, t) "
-                "WHERE c.project_id = k.p AND c.linked_trace_ids @> ARRAY[k.tr] "
-                "AND c.linked_span_ids @> ARRAY[k.sp] AND c.role = 'consumer' "
-                "AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
-                "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
-                "c.consumer_group, c.e2e_ms",
-                (
-                    [p.project_id for p in contexts],
-                    [p.trace_id for p in contexts],
-                    [p.span_id for p in contexts],
-                    [to_datetime(p.time_ns) for p in contexts],
-                    lo,
-                    hi,
-                ),
-            )
-            found += await self.cur.fetchall()
         events = [p for p in publishes if p.origin == ORIGIN_CLOUDEVENT and p.event_id]
-        if events:
-            await self.cur.execute(
-                "UPDATE collector_stage c "
-                "SET e2e_ms = greatest(0, extract(epoch FROM c.time - k.t) * 1000) "
-                "FROM unnest(%s::int[], %s::text[], %s::text[], %s::timestamptz[]) "
-                "AS k(p, src, i, t) "
-                "WHERE c.project_id = k.p AND c.event_id = k.i AND c.event_source = k.src "
-                "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
-                "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
-                "c.consumer_group, c.e2e_ms",
-                (
-                    [p.project_id for p in events],
-                    [p.event_source for p in events],
-                    [p.event_id for p in events],
-                    [to_datetime(p.time_ns) for p in events],
-                    lo,
-                    hi,
-                ),
+        found = []
+        if contexts:
+            found += await self._set_e2e(
+                "%b::bytea[], %b::bytea[]",
+                "c.linked_trace_ids @> ARRAY[k.a] AND c.linked_span_ids @> ARRAY[k.b]",
+                contexts,
+                [p.trace_id for p in contexts],
+                [p.span_id for p in contexts],
+                lo,
+                hi,
             )
-            found += await self.cur.fetchall()
+        if events:
+            found += await self._set_e2e(
+                "%b::text[], %b::text[]",
+                "c.event_id = k.b AND c.event_source = k.a",
+                events,
+                [p.event_source for p in events],
+                [p.event_id for p in events],
+                lo,
+                hi,
+            )
         for project_id, when, stage, service, system, channel, group, e2e_ms in found:
             if stage not in rollups.OUTCOMES:
                 continue
@@ -794,46 +781,88 @@ class _Transaction:
             if edge is not None:
                 self.rollups.add_e2e(edge, _ns(when), e2e_ms)
 
+    async def _set_e2e(self, key_types, match, publishes, first, second, lo, hi) -> list:
+        # LATERAL keeps each probe on the index that `match` names; `e2e_ms IS
+        # NULL` in the UPDATE makes a consume stage count once, whichever
+        # publish of a batch receive comes first.
+        await self.cur.execute(
+            "WITH m AS (SELECT x.project_id, x.dedupe_key, x.time, min(k.t) AS published "
+            f"FROM unnest(%b::int[], {key_types}, %b::timestamptz[]) AS k(p, a, b, t) "
+            "CROSS JOIN LATERAL (SELECT c.project_id, c.dedupe_key, c.time "
+            f"FROM collector_stage c WHERE c.project_id = k.p AND {match} "
+            "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s) AS x "
+            "GROUP BY 1, 2, 3) "
+            "UPDATE collector_stage c "
+            "SET e2e_ms = greatest(0, extract(epoch FROM c.time - m.published) * 1000) "
+            "FROM m WHERE c.project_id = m.project_id AND c.dedupe_key = m.dedupe_key "
+            "AND c.time = m.time AND c.e2e_ms IS NULL "
+            "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
+            "c.consumer_group, c.e2e_ms",
+            (
+                [p.project_id for p in publishes],
+                first,
+                second,
+                [to_datetime(p.time_ns) for p in publishes],
+                lo,
+                hi,
+            ),
+        )
+        return await self.cur.fetchall()
+
     # -- call edges ------------------------------------------------------------------------
 
     async def _calls(self, new_spans: list[_Item]) -> None:
         """Count each CLIENT->SERVER pair between two services once, when its second span lands.
 
-        A new SERVER span is paired with its CLIENT parent wherever that is
-        (this transaction's rows are already in the table); a new CLIENT span
-        only with SERVER children stored before, so a pair arriving together
-        is counted from the server side alone.
+        A new SERVER span is paired with its CLIENT parent wherever that is:
+        in this group, or stored before. A new CLIENT span is paired only with
+        SERVER children stored before and not in this group, so a pair that
+        arrives together is counted from the server side alone. Pairs found
+        inside the group cost no query, which is the common case when the
+        writer coalesces the exports of both services.
         """
         servers = [s.row for s in new_spans if s.row.kind == KIND_SERVER and s.row.parent_span_id]
         clients = [s.row for s in new_spans if s.row.kind == KIND_CLIENT]
         if not servers and not clients:
             return
-        cur = self.cur
-        spans = servers + clients
-        lo, hi = _bounds([s.start_time_ns for s in spans], _DAY_NS)
-        if servers:
-            await cur.execute(
+        in_group = {
+            (item.row.project_id, item.row.trace_id, item.row.span_id): item.row
+            for item in self.rows.spans
+            if item.row.kind == KIND_CLIENT
+        }
+        # Clients whose server child is new here are counted from the server side.
+        children = {(s.project_id, s.trace_id, s.parent_span_id) for s in servers}
+
+        lookup = []
+        for server in servers:
+            client = in_group.get((server.project_id, server.trace_id, server.parent_span_id))
+            if client is None:
+                lookup.append(server)
+            else:
+                self._add_call(client, server.service, server.status_code)
+        clients = [c for c in clients if (c.project_id, c.trace_id, c.span_id) not in children]
+        lo, hi = _bounds([s.start_time_ns for s in lookup + clients] or [0], _DAY_NS)
+        if lookup:
+            await self.cur.execute(
                 "SELECT k.i, c.service, c.start_time, c.duration_ns, c.status_code "
-                "FROM unnest(%s::int[], %s::int[], %s::bytea[], %s::bytea[]) AS k(i, p, t, sp) "
+                "FROM unnest(%b::int[], %b::bytea[], %b::bytea[]) WITH ORDINALITY AS k(p, t, sp, i) "
                 "JOIN collector_span c ON c.project_id = k.p AND c.trace_id = k.t "
-                "AND c.span_id = k.sp AND c.kind = %s "
-                "WHERE c.start_time BETWEEN %s AND %s",
+                "AND c.span_id = k.sp AND c.kind = %s WHERE c.start_time BETWEEN %s AND %s",
                 (
-                    list(range(len(servers))),
-                    [s.project_id for s in servers],
-                    [s.trace_id for s in servers],
-                    [s.parent_span_id for s in servers],
+                    [s.project_id for s in lookup],
+                    [s.trace_id for s in lookup],
+                    [s.parent_span_id for s in lookup],
                     KIND_CLIENT,
                     lo,
                     hi,
                 ),
             )
             seen = set()
-            for index, client, start, duration_ns, status in await cur.fetchall():
+            for index, client, start, duration_ns, status in await self.cur.fetchall():
                 if index in seen:
                     continue
                 seen.add(index)
-                server = servers[index]
+                server = lookup[index - 1]
                 if client != server.service:
                     self.rollups.add_call(
                         server.project_id, client, server.service, _ns(start),
@@ -842,14 +871,12 @@ class _Transaction:
                     )  # fmt: skip
         if clients:
             new_keys = {(s.row.project_id, s.row.trace_id, s.row.span_id) for s in new_spans}
-            await cur.execute(
+            await self.cur.execute(
                 "SELECT k.i, s.trace_id, s.span_id, s.service, s.status_code "
-                "FROM unnest(%s::int[], %s::int[], %s::bytea[], %s::bytea[]) AS k(i, p, t, sp) "
+                "FROM unnest(%b::int[], %b::bytea[], %b::bytea[]) WITH ORDINALITY AS k(p, t, sp, i) "
                 "JOIN collector_span s ON s.project_id = k.p AND s.trace_id = k.t "
-                "AND s.parent_span_id = k.sp AND s.kind = %s "
-                "WHERE s.start_time BETWEEN %s AND %s",
+                "AND s.parent_span_id = k.sp AND s.kind = %s WHERE s.start_time BETWEEN %s AND %s",
                 (
-                    list(range(len(clients))),
                     [s.project_id for s in clients],
                     [s.trace_id for s in clients],
                     [s.span_id for s in clients],
@@ -858,16 +885,19 @@ class _Transaction:
                     hi,
                 ),
             )
-            for index, trace_id, span_id, server, status in await cur.fetchall():
-                client = clients[index]
+            for index, trace_id, span_id, server, status in await self.cur.fetchall():
+                client = clients[index - 1]
                 if (client.project_id, bytes(trace_id), bytes(span_id)) in new_keys:
                     continue  # a new server span: counted above
-                if server != client.service:
-                    self.rollups.add_call(
-                        client.project_id, client.service, server, client.start_time_ns,
-                        client.duration_ns / 1e6,
-                        STATUS_ERROR in (status, client.status_code),
-                    )  # fmt: skip
+                self._add_call(client, server, status)
+
+    def _add_call(self, client, server_service: str, server_status: int) -> None:
+        if client.service != server_service:
+            self.rollups.add_call(
+                client.project_id, client.service, server_service, client.start_time_ns,
+                client.duration_ns / 1e6,
+                STATUS_ERROR in (client.status_code, server_status),
+            )  # fmt: skip
 
 
 # ---- small pieces --------------------------------------------------------------------------
