@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from collector import auth, stats
 from collector.batch import IngestUnavailable
+from collector.decode import PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_logs, normalize_traces
 from collector.receivers.otlp_http import count_data_points
 
@@ -153,6 +154,30 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return response
 
 
+def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
+    """An Export method that parses its request itself.
+
+    gRPC's own deserializer answers a malformed message with INTERNAL; OTLP
+    says bad data is INVALID_ARGUMENT, which exporters do not retry.
+    """
+    response_type = {
+        "traces": trace_service_pb2.ExportTraceServiceResponse,
+        "metrics": metrics_service_pb2.ExportMetricsServiceResponse,
+        "logs": logs_service_pb2.ExportLogsServiceResponse,
+    }[signal]
+
+    async def export(raw: bytes, context):
+        try:
+            request = decode_request(signal, raw, PROTOBUF)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return await servicer.Export(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=None, response_serializer=response_type.SerializeToString
+    )
+
+
 async def start_grpc_server(writer, host: str = "127.0.0.1", port: int = 4317) -> grpc.aio.Server:
     """Start the OTLP/gRPC receiver on host:port (0 = an ephemeral port).
 
@@ -167,9 +192,19 @@ async def start_grpc_server(writer, host: str = "127.0.0.1", port: int = 4317) -
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ]
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(writer), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(writer), server)
+    services = (
+        ("opentelemetry.proto.collector.trace.v1.TraceService", "traces", TraceService(writer)),
+        ("opentelemetry.proto.collector.metrics.v1.MetricsService", "metrics", MetricsService()),
+        ("opentelemetry.proto.collector.logs.v1.LogsService", "logs", LogsService(writer)),
+    )
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(
+                name, {"Export": _export_handler(signal, servicer)}
+            )
+            for name, signal, servicer in services
+        )
+    )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:

@@ -130,3 +130,21 @@ async def test_logs_are_stored_with_their_trace_context(project, ingest_token, t
     assert bytes(trace_id).hex() == "0af7651916cd43dd8448eb211c80319c"
     assert bytes(span_id).hex() == "b7ad6b7169203331"
     assert attributes["db.password"] == "[REDACTED]"
+
+
+async def test_a_malformed_message_is_invalid_argument(ingest_token):
+    async with grpc_receiver(None) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=None,
+                response_deserializer=None,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await export(
+                    b"\x0a\xff\xff\xff\xff\x0f",
+                    metadata=(("authorization", f"Bearer {ingest_token}"),),
+                    timeout=10,
+                )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "invalid protobuf ExportTraceServiceRequest" in caught.value.details()
