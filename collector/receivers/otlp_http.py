@@ -205,6 +205,8 @@ class Receiver:
 
     async def route(self, scope, receive) -> Response:
         path, method = scope["path"], scope["method"]
+        if path == EVENTS_PATH and method == "OPTIONS":
+            return _webhook_handshake(_headers(scope))
         if path in OTLP_PATHS or path == EVENTS_PATH:
             if method != "POST":
                 return Response(
@@ -347,6 +349,24 @@ class Receiver:
                 body["rejected"].append({"index": None, "error": f"{refused} refused: {reasons}"})
         stats.count("accepted", "events", body["accepted"])
         return json_response(202, body)
+
+
+def _webhook_handshake(headers: dict[str, str]) -> Response:
+    """The CloudEvents webhook abuse-protection handshake (OPTIONS with
+    WebHook-Request-Origin): senders such as Azure Event Grid ask before posting."""
+    origin = headers.get("webhook-request-origin")
+    if not origin:
+        return Response(
+            405, b"method not allowed: use POST\n", headers=[(b"allow", b"POST, OPTIONS")]
+        )
+    return Response(
+        200,
+        headers=[
+            (b"allow", b"POST, OPTIONS"),
+            (b"webhook-allowed-origin", origin.encode("latin-1")),
+            (b"webhook-allowed-rate", b"*"),
+        ],
+    )
 
 
 def _decode_events(headers, body, project_id, received_ns):

@@ -505,3 +505,16 @@ async def test_readyz_follows_the_database(telemetry_db):
         async with httpx.AsyncClient() as client:
             response = await client.get(url + "/readyz")
     assert response.status_code == 200
+
+
+async def test_the_cloudevents_webhook_handshake_is_answered():
+    async with http_receiver(None) as url:
+        async with httpx.AsyncClient() as client:
+            handshake = await client.options(
+                url + "/v1/events", headers={"WebHook-Request-Origin": "eventemitter.example.com"}
+            )
+            bare = await client.options(url + "/v1/events")
+    assert handshake.status_code == 200
+    assert handshake.headers["webhook-allowed-origin"] == "eventemitter.example.com"
+    assert handshake.headers["webhook-allowed-rate"] == "*"
+    assert bare.status_code == 405
