@@ -13,6 +13,7 @@ import psutil
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from google.protobuf.any_pb2 import Any
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -43,6 +44,18 @@ def fresh_token_cache():
     auth.forget()
     yield
     auth.forget()
+
+
+async def in_db(function, *args):
+    """Run ORM code from an async test on a worker thread that closes its connection."""
+
+    def run():
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    return await sync_to_async(run)()
 
 
 def bearer(token):
@@ -98,8 +111,8 @@ async def test_a_missing_token_is_401_with_an_rpc_status(ingest_token):
 
 
 async def test_invalid_revoked_and_read_tokens_are_401(project, ingest_token, read_token):
-    revoked, revoked_plain = await sync_to_async(ApiToken.issue)(project, "old", Scope.INGEST)
-    await sync_to_async(revoked.revoke)()
+    revoked, revoked_plain = await in_db(ApiToken.issue, project, "old", Scope.INGEST)
+    await in_db(revoked.revoke)
     async with http_receiver(None) as url:
         for token in ("es_nope", revoked_plain, read_token):
             response = await post(url, "/v1/traces", TRACES_JSON, {**JSON, **bearer(token)})
@@ -518,3 +531,16 @@ async def test_the_cloudevents_webhook_handshake_is_answered():
     assert handshake.headers["webhook-allowed-origin"] == "eventemitter.example.com"
     assert handshake.headers["webhook-allowed-rate"] == "*"
     assert bare.status_code == 405
+
+
+async def test_a_revoked_token_stops_working_when_its_cache_entry_expires(project, monkeypatch):
+    token, plaintext = await in_db(ApiToken.issue, project, "ci", Scope.INGEST)
+    header = f"Bearer {plaintext}"
+    assert await auth.project_for(header) == project.pk
+    await in_db(token.revoke)
+    assert await auth.project_for(header) == project.pk  # still cached
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)
+    auth.forget()
+    with pytest.raises(auth.Unauthorized, match="revoked"):
+        await auth.project_for(header)
+    assert await in_db(lambda: ApiToken.objects.get(pk=token.pk).last_used_at)
