@@ -746,68 +746,94 @@ class _Transaction:
         return out
 
     async def _late_producers(self, publishes) -> None:
-        """Give stored consume stages their e2e latency when their publish arrives late."""
+        """Give stored consume stages their e2e latency when their publish arrives late.
+
+        Candidates are the consume stages of the publishes' traces (a consumer
+        that continues the message's context, as the OpenTelemetry messaging
+        instrumentations do) and, for CloudEvents, of the same source and id.
+        A batch receive that only links to a producer in another trace gets
+        its latency only when the producer was stored first: probing the GIN
+        index of links with thousands of keys costs seconds per transaction.
+        No time range on purpose: with one, the planner prefers the BRIN time
+        index and reads the whole day. `e2e_ms IS NULL` in the UPDATE makes
+        each consume stage count once.
+        """
         publishes = [p for p in publishes if p.stage == "published"]
-        if not publishes:
+        contexts = {}
+        events = {}
+        for p in publishes:
+            if p.trace_id and p.span_id:
+                _keep_earliest(contexts, (p.project_id, p.trace_id, p.span_id), p.time_ns)
+            if p.origin == ORIGIN_CLOUDEVENT and p.event_id:
+                _keep_earliest(events, (p.project_id, p.event_source, p.event_id), p.time_ns)
+        if not contexts and not events:
             return
-        lo, hi = _bounds([p.time_ns for p in publishes], E2E_WINDOW.total_seconds() * 10**9)
-        contexts = [p for p in publishes if p.trace_id and p.span_id]
-        events = [p for p in publishes if p.origin == ORIGIN_CLOUDEVENT and p.event_id]
-        found = []
+        candidates = []
         if contexts:
-            found += await self._set_e2e(
-                "%b::bytea[], %b::bytea[]",
-                "c.linked_trace_ids @> ARRAY[k.a] AND c.linked_span_ids @> ARRAY[k.b]",
-                contexts,
-                [p.trace_id for p in contexts],
-                [p.span_id for p in contexts],
-                lo,
-                hi,
+            traces = sorted({(key[0], key[1]) for key in contexts})
+            await self.cur.execute(
+                "SELECT c.project_id, c.dedupe_key, c.time, c.linked_trace_ids, "
+                "c.linked_span_ids, c.event_source, c.event_id, c.origin "
+                "FROM unnest(%b::int[], %b::bytea[]) AS k(p, t) CROSS JOIN LATERAL "
+                "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
+                "AND c.role = 'consumer' AND c.e2e_ms IS NULL OFFSET 0) AS c",
+                ([t[0] for t in traces], [t[1] for t in traces]),
             )
+            candidates += await self.cur.fetchall()
         if events:
-            found += await self._set_e2e(
-                "%b::text[], %b::text[]",
-                "c.event_id = k.b AND c.event_source = k.a",
-                events,
-                [p.event_source for p in events],
-                [p.event_id for p in events],
-                lo,
-                hi,
+            await self.cur.execute(
+                "SELECT project_id, dedupe_key, time, linked_trace_ids, linked_span_ids, "
+                "event_source, event_id, origin FROM collector_stage "
+                "WHERE project_id = ANY(%b::int[]) AND event_id = ANY(%b::text[]) "
+                "AND role = 'consumer' AND e2e_ms IS NULL",
+                (sorted({key[0] for key in events}), sorted({key[2] for key in events})),
             )
-        for project_id, when, stage, service, system, channel, group, e2e_ms in found:
+            candidates += await self.cur.fetchall()
+        updates = {}
+        for project_id, key, when, traces, spans, source, event_id, origin in candidates:
+            times = [
+                contexts.get((project_id, bytes(t), bytes(s)))
+                for t, s in zip(traces or (), spans or (), strict=False)
+            ]
+            if origin == ORIGIN_CLOUDEVENT:
+                times.append(events.get((project_id, source, event_id)))
+            times = [t for t in times if t is not None]
+            if times:
+                consumed_ns = _ns(when)
+                updates[(project_id, bytes(key), when)] = max(0.0, (consumed_ns - min(times)) / 1e6)
+        if not updates:
+            return
+        keys = sorted(updates, key=lambda k: (k[0], k[1], k[2]))
+        await self.cur.execute(
+            "UPDATE collector_stage c SET e2e_ms = k.e2e "
+            "FROM unnest(%b::int[], %b::bytea[], %b::timestamptz[], %b::float8[]) "
+            "AS k(p, d, t, e2e) "
+            "WHERE c.project_id = k.p AND c.dedupe_key = k.d AND c.time = k.t "
+            "AND c.e2e_ms IS NULL "
+            "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
+            "c.consumer_group, c.e2e_ms",
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [updates[k] for k in keys],
+            ),
+        )
+        for (
+            project_id,
+            when,
+            stage,
+            service,
+            system,
+            channel,
+            group,
+            e2e_ms,
+        ) in await self.cur.fetchall():
             if stage not in rollups.OUTCOMES:
                 continue
             edge = rollups.stage_edge(project_id, CONSUMER, service, system, channel, group)
             if edge is not None:
                 self.rollups.add_e2e(edge, _ns(when), e2e_ms)
-
-    async def _set_e2e(self, key_types, match, publishes, first, second, lo, hi) -> list:
-        # LATERAL keeps each probe on the index that `match` names; `e2e_ms IS
-        # NULL` in the UPDATE makes a consume stage count once, whichever
-        # publish of a batch receive comes first.
-        await self.cur.execute(
-            "WITH m AS (SELECT x.project_id, x.dedupe_key, x.time, min(k.t) AS published "
-            f"FROM unnest(%b::int[], {key_types}, %b::timestamptz[]) AS k(p, a, b, t) "
-            "CROSS JOIN LATERAL (SELECT c.project_id, c.dedupe_key, c.time "
-            f"FROM collector_stage c WHERE c.project_id = k.p AND {match} "
-            "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s) AS x "
-            "GROUP BY 1, 2, 3) "
-            "UPDATE collector_stage c "
-            "SET e2e_ms = greatest(0, extract(epoch FROM c.time - m.published) * 1000) "
-            "FROM m WHERE c.project_id = m.project_id AND c.dedupe_key = m.dedupe_key "
-            "AND c.time = m.time AND c.e2e_ms IS NULL "
-            "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
-            "c.consumer_group, c.e2e_ms",
-            (
-                [p.project_id for p in publishes],
-                first,
-                second,
-                [to_datetime(p.time_ns) for p in publishes],
-                lo,
-                hi,
-            ),
-        )
-        return await self.cur.fetchall()
 
     # -- call edges ------------------------------------------------------------------------
 

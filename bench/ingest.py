@@ -1,0 +1,255 @@
+"""Ingest benchmark: sustained OTLP/HTTP protobuf ingest into a real collector process.
+
+What it measures, on a fresh database:
+
+1. collector throughput: several concurrent exporters POST pre-built
+   ExportTraceServiceRequest bodies (messaging producer/consumer spans with
+   links to their producers, some failing, plus HTTP client/server pairs, so
+   stages, e2e latency and call edges are all computed) and retry on
+   429/503 after Retry-After, as OpenTelemetry exporters do;
+2. correctness: every span sent is stored exactly once, the publish edge
+   counts every message once, nothing is lost;
+3. the baseline: the same rows loaded with plain psycopg binary COPY into
+   the same tables (no HTTP, no decoding, no dedupe, no rollups), and the
+   ratio between the two;
+4. overload: many exporters that do not back off, against a collector with a
+   small queue: it must answer 429/503 and its memory must stay bounded.
+"""
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = 2, 3, 4, 5
+
+
+# ---- workload ---------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    bodies: list[bytes]
+    spans: int  # spans in all bodies
+    messages: int  # published messages (one publish stage each)
+    consumed: int  # consumer stages
+    calls: int  # CLIENT->SERVER pairs between two services
+
+
+def _attr(span, key, value):
+    kv = span.attributes.add()
+    kv.key = key
+    if isinstance(value, int):
+        kv.value.int_value = value
+    else:
+        kv.value.string_value = value
+
+
+def _resource(request, service):
+    spans = request.resource_spans.add()
+    kv = spans.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", service
+    return spans.scope_spans.add()
+
+
+def build_workload(requests: int, messages_per_request: int, calls_per_request: int, seed=7):
+    """Pre-built request bodies; each request carries the producers of its own
+    messages, the consumers of the previous request's messages (joined to
+    producers already stored) and HTTP call pairs."""
+    rng = random.Random(seed)
+    now = time.time_ns() - 60 * 10**9
+    bodies, spans, consumed = [], 0, 0
+    previous: list[tuple[bytes, bytes, int]] = []
+    channels = ("orders", "payments", "shipments")
+    for r in range(requests):
+        request = ExportTraceServiceRequest()
+        producers = _resource(request, "orders")
+        consumers = _resource(request, "payments")
+        web = _resource(request, "web")
+        api = _resource(request, "api")
+        current = []
+        for m in range(messages_per_request):
+            trace_id, span_id = rng.randbytes(16), rng.randbytes(8)
+            start = now + (r * messages_per_request + m) * 100_000
+            span = producers.spans.add()
+            span.trace_id, span.span_id, span.name, span.kind = (
+                trace_id,
+                span_id,
+                "send",
+                KIND_PRODUCER,
+            )
+            span.start_time_unix_nano, span.end_time_unix_nano = start, start + 800_000
+            channel = channels[m % len(channels)]
+            _attr(span, "messaging.system", "kafka")
+            _attr(span, "messaging.destination.name", channel)
+            _attr(span, "messaging.operation.type", "send")
+            _attr(span, "messaging.message.id", f"m-{r}-{m}")
+            current.append((trace_id, span_id, start, channel))
+        for trace_id, parent_id, start, channel in previous:
+            span = consumers.spans.add()
+            span.trace_id, span.span_id, span.parent_span_id = trace_id, rng.randbytes(8), parent_id
+            span.name, span.kind, span.flags = "process", KIND_CONSUMER, 0x300
+            begin = start + rng.randint(2, 400) * 1_000_000
+            span.start_time_unix_nano, span.end_time_unix_nano = begin, begin + 12_000_000
+            _attr(span, "messaging.system", "kafka")
+            _attr(span, "messaging.destination.name", channel)
+            _attr(span, "messaging.operation.type", "process")
+            _attr(span, "messaging.consumer.group.name", "payments")
+            if rng.random() < 0.02:
+                span.status.code, span.status.message = 2, "card declined"
+            consumed += 1
+        for c in range(calls_per_request):
+            trace_id, client_id = rng.randbytes(16), rng.randbytes(8)
+            start = now + (r * calls_per_request + c) * 200_000
+            client = web.spans.add()
+            client.trace_id, client.span_id, client.name, client.kind = (
+                trace_id, client_id, "GET /stock", KIND_CLIENT,
+            )  # fmt: skip
+            client.start_time_unix_nano, client.end_time_unix_nano = start, start + 9_000_000
+            _attr(client, "http.request.method", "GET")
+            server = api.spans.add()
+            server.trace_id, server.span_id, server.parent_span_id = (
+                trace_id, rng.randbytes(8), client_id,
+            )  # fmt: skip
+            server.name, server.kind = "GET /stock", KIND_SERVER
+            server.start_time_unix_nano, server.end_time_unix_nano = (
+                start + 1_000_000, start + 8_000_000,
+            )  # fmt: skip
+            _attr(server, "http.route", "/stock")
+        previous = [(t, s, start, ch) for t, s, start, ch in current]
+        bodies.append(request.SerializeToString())
+        spans += messages_per_request + len(consumers.spans) + 2 * calls_per_request
+    return Workload(
+        bodies, spans, requests * messages_per_request, consumed, requests * calls_per_request
+    )
+
+
+# ---- driving a collector ----------------------------------------------------------------
+
+
+@dataclass
+class DriveResult:
+    seconds: float
+    acked_requests: int = 0
+    throttled: int = 0  # 429 answers
+    unavailable: int = 0  # 503 answers
+    errors: list[str] = field(default_factory=list)
+
+
+async def drive(url, token, bodies, clients, honour_retry_after=True, deadline=None) -> DriveResult:
+    """POST every body (each until acknowledged, unless `honour_retry_after` is False)."""
+    queue = list(reversed(range(len(bodies))))
+    result = DriveResult(0.0)
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(client):
+        while queue and (deadline is None or time.monotonic() < deadline):
+            index = queue.pop()
+            while True:
+                try:
+                    response = await client.post(url, content=bodies[index], headers=headers)
+                except httpx.HTTPError as exc:
+                    result.errors.append(repr(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                if response.status_code == 200:
+                    result.acked_requests += 1
+                    break
+                if response.status_code in (429, 503):
+                    if response.status_code == 429:
+                        result.throttled += 1
+                    else:
+                        result.unavailable += 1
+                    if not honour_retry_after:
+                        queue.insert(0, index)  # back of the line, sent again later
+                        break
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    continue
+                result.errors.append(f"{response.status_code}: {response.text[:200]}")
+                break
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ---- processes and databases ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(env, *args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, text=True,
+        capture_output=True, **kwargs,
+    )  # fmt: skip
+
+
+class Collector:
+    """A `manage.py collector` subprocess on free ports."""
+
+    def __init__(self, env):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "collector", "--otlp-http-port", str(self.port),
+             "--otlp-grpc-port", str(free_port())],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the collector exited: {self.process.stderr.read()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the collector did not become ready")
+
+    def rss(self) -> int:
+        return psutil.Process(self.process.pid).memory_info().rss
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+def machine(conninfo) -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    with psycopg.connect(conninfo) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": model,
+        "postgresql": version,
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,257 @@
+"""`make bench`: Eventscope's benchmarks, printed as Markdown.
+
+Needs a PostgreSQL server: BENCH_DATABASE_URL (a server URL; the database
+in it is dropped and recreated), else DATABASE_URL's server, else
+postgresql://postgres@127.0.0.1:5432. The benchmark database is
+`eventscope_bench` unless the URL names another.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import ingest  # noqa: E402
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
+BENCH_DB = "eventscope_bench"
+
+
+def bench_database_url() -> str:
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") if os.environ.get("BENCH_DATABASE_URL") else ""
+    return urlunsplit(parts._replace(path="/" + (name or BENCH_DB)))
+
+
+def recreate_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def count(conninfo, sql) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql).fetchone()[0] or 0
+
+
+def verify(conninfo, workload) -> dict:
+    """Everything sent is stored exactly once and counted once in the rollups."""
+    checks = {
+        "spans stored": (count(conninfo, "SELECT count(*) FROM collector_span"), workload.spans),
+        "distinct spans": (
+            count(conninfo, "SELECT count(DISTINCT (trace_id, span_id)) FROM collector_span"),
+            workload.spans,
+        ),
+        "stages stored": (
+            count(conninfo, "SELECT count(*) FROM collector_stage"),
+            workload.messages + workload.consumed,
+        ),
+        "publish edge count": (
+            count(conninfo, "SELECT sum(count) FROM collector_flowrollup WHERE kind = 'publish'"),
+            workload.messages,
+        ),
+        "consume edge count": (
+            count(conninfo, "SELECT sum(count) FROM collector_flowrollup WHERE kind = 'consume'"),
+            workload.consumed,
+        ),
+        "consume e2e latencies": (
+            count(
+                conninfo, "SELECT sum(e2e_count) FROM collector_flowrollup WHERE kind = 'consume'"
+            ),
+            workload.consumed,
+        ),
+        "call edge count": (
+            count(conninfo, "SELECT sum(count) FROM collector_flowrollup WHERE kind = 'call'"),
+            workload.calls,
+        ),
+    }
+    return checks
+
+
+def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
+    """Spans/s of plain binary COPY of the same rows (prepared beforehand, not timed)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from collector import writer
+    from collector.normalize import normalize_traces
+
+    spans, stages = [], []
+    for body in workload.bodies:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        batch = normalize_traces(request, 1).batch
+        spans += [writer.span_values(s) for s in batch.spans]
+        stages += [writer.stage_values(s, s.dedupe_key(), None) for s in batch.stages]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
+    ratio = len(stages) / max(1, len(spans))
+    started = time.perf_counter()
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+        step = max(1, int(chunk_spans * ratio))
+        for i, j in zip(range(0, len(spans), chunk_spans), range(0, 10**12, step), strict=False):
+            for table, rows in (
+                (writer.SPANS, spans[i : i + chunk_spans]),
+                (writer.STAGES, stages[j : j + step]),
+            ):
+                if not rows:
+                    continue
+                with cur.copy(
+                    f"COPY {table.name} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(table.types)
+                    for row in rows:
+                        copy.write_row(row)
+            conn.commit()
+    seconds = time.perf_counter() - started
+    return len(spans) / seconds, len(spans)
+
+
+def overload(env, token, workload, clients, seconds) -> dict:
+    """Exporters that never back off against a collector with a small queue."""
+    collector = ingest.Collector({**env, "EVENTSCOPE_QUEUE_MAX_ITEMS": "20000"})
+    idle_rss = collector.rss()
+    peak = [idle_rss]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], collector.rss())
+            except Exception:
+                return
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = asyncio.run(
+            ingest.drive(
+                collector.url + "/v1/traces",
+                token,
+                workload.bodies,
+                clients,
+                honour_retry_after=False,
+                deadline=time.monotonic() + seconds,
+            )
+        )
+    finally:
+        done.set()
+        sampler.join()
+        collector.stop()
+    return {
+        "clients": clients,
+        "acknowledged": result.acked_requests,
+        "429": result.throttled,
+        "503": result.unavailable,
+        "other errors": len(result.errors),
+        "idle_rss_mib": idle_rss / 2**20,
+        "peak_rss_mib": peak[0] / 2**20,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=150, help="messages per request")
+    parser.add_argument("--calls", type=int, default=50, help="HTTP call pairs per request")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--overload-clients", type=int, default=64)
+    parser.add_argument("--overload-seconds", type=float, default=15)
+    args = parser.parse_args(argv)
+
+    url = bench_database_url()
+    recreate_database(url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "EVENTSCOPE_LOG_LEVEL": "WARNING",
+        "EVENTSCOPE_INGEST_AUTH": "required",
+    }
+    os.environ.update(
+        DATABASE_URL=url,
+        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        EVENTSCOPE_LOG_LEVEL="WARNING",
+    )
+    import django
+
+    django.setup()
+    from collector.db import conninfo as django_conninfo
+
+    conninfo = django_conninfo()
+    ingest.manage(env, "migrate", "--verbosity", "0")
+    token = ingest.manage(env, "createtoken", "bench").stdout.strip()
+
+    print(f"building {args.requests} requests ...", file=sys.stderr)
+    workload = ingest.build_workload(args.requests, args.messages, args.calls)
+    collector = ingest.Collector(env)
+    try:
+        result = asyncio.run(
+            ingest.drive(collector.url + "/v1/traces", token, workload.bodies, args.clients)
+        )
+    finally:
+        collector.stop()
+    collector_rate = workload.spans / result.seconds
+    checks = verify(conninfo, workload)
+
+    print("raw COPY baseline ...", file=sys.stderr)
+    raw_rate, _ = raw_copy_rate(conninfo, workload)
+
+    print("overload ...", file=sys.stderr)
+    overload_workload = ingest.build_workload(args.requests, args.messages, args.calls, seed=11)
+    flood = overload(env, token, overload_workload, args.overload_clients, args.overload_seconds)
+
+    info = ingest.machine(conninfo)
+    print("## Ingest benchmark\n")
+    print(
+        f"Machine: {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['cpu']}; "
+        f"PostgreSQL {info['postgresql']}; Python {info['python']}.\n"
+    )
+    print(
+        f"Workload: {args.requests} OTLP/HTTP protobuf requests, {workload.spans} spans "
+        f"({workload.messages} publishes, {workload.consumed} consumes, {workload.calls} "
+        f"HTTP call pairs), {args.clients} concurrent exporters.\n"
+    )
+    print("| measure | value |\n|---|---|")
+    print(f"| collector (HTTP + decode + dedupe + rollups) | {collector_rate:,.0f} spans/s |")
+    print(f"| raw psycopg binary COPY of the same rows | {raw_rate:,.0f} spans/s |")
+    print(f"| ratio | {collector_rate / raw_rate:.2f} |")
+    print(
+        f"| elapsed | {result.seconds:.1f} s, 429: {result.throttled}, 503: {result.unavailable} |"
+    )
+    print()
+    print("| check | stored | expected |\n|---|---|---|")
+    ok = True
+    for name, (got, expected) in checks.items():
+        ok &= got == expected
+        print(f"| {name} | {got} | {expected} |")
+    print()
+    print(
+        f"Overload ({flood['clients']} exporters that never back off, "
+        f"EVENTSCOPE_QUEUE_MAX_ITEMS=20000, {args.overload_seconds:.0f} s): "
+        f"{flood['acknowledged']} requests acknowledged, {flood['429']} answered 429, "
+        f"{flood['503']} answered 503, {flood['other errors']} other errors; collector RSS "
+        f"{flood['idle_rss_mib']:.0f} MiB idle, {flood['peak_rss_mib']:.0f} MiB peak."
+    )
+    if result.errors:
+        print(f"\nErrors during the run: {result.errors[:5]}")
+    return 0 if ok and not result.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
