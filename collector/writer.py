@@ -279,6 +279,19 @@ class Writer:
 
     # -- submitting ------------------------------------------------------------------
 
+    def admit(self) -> None:
+        """Raise what `submit` would raise right now for a full queue or a dead database.
+
+        Receivers call it before reading and decoding a body, so an overloaded
+        collector spends its CPU on the requests it can take.
+        """
+        if self._stopping or self._task is None:
+            raise StorageUnavailable("the collector is shutting down", retry_after=1)
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailable("the database is unreachable", retry_after=5)
+        if self._items >= self.max_items:
+            raise Saturated(f"the write queue is full ({self._items} items waiting)", retry_after=1)
+
     async def submit(self, batch: Batch) -> WriteResult:
         """Queue `batch` and wait until its rows are committed.
 
@@ -286,10 +299,7 @@ class Writer:
         database cannot be reached or the write failed; in both cases none of
         the batch's rows are stored.
         """
-        if self._stopping or self._task is None:
-            raise StorageUnavailable("the collector is shutting down", retry_after=1)
-        if time.monotonic() < self._down_until:
-            raise StorageUnavailable("the database is unreachable", retry_after=5)
+        self.admit()
         size = batch.size
         # A batch larger than the whole bound is still taken when the queue is empty.
         if self._items and self._items + size > self.max_items:
