@@ -18,6 +18,7 @@ _lock = threading.Lock()
 _counters = {
     name: dict.fromkeys(SIGNALS, 0) for name in ("received", "accepted", "rejected", "dropped")
 }
+_refused_requests = dict.fromkeys(SIGNALS, 0)
 _queue_depth = 0
 _write_counts = [0] * (len(WRITE_BUCKETS) + 1)
 _write_sum = 0.0
@@ -28,6 +29,12 @@ def count(kind: str, signal: str, n: int) -> None:
     if n:
         with _lock:
             _counters[kind][signal] = _counters[kind].get(signal, 0) + n
+
+
+def refuse_request(signal: str) -> None:
+    """A request turned away (429/503) before its body was decoded, so its items are unknown."""
+    with _lock:
+        _refused_requests[signal] = _refused_requests.get(signal, 0) + 1
 
 
 def set_queue_depth(items: int) -> None:
@@ -52,6 +59,7 @@ def snapshot() -> dict:
     with _lock:
         return {
             **{kind: dict(values) for kind, values in _counters.items()},
+            "refused_requests": dict(_refused_requests),
             "queue_depth": _queue_depth,
             "writes": sum(_write_counts),
         }
@@ -67,6 +75,11 @@ def render() -> str:
             lines.append(f"# TYPE {name} counter")
             for signal, value in values.items():
                 lines.append(f'{name}{{signal="{signal}"}} {value}')
+        name = "eventscope_refused_requests_total"
+        lines.append(f"# HELP {name} Requests answered 429/503 before their body was decoded.")
+        lines.append(f"# TYPE {name} counter")
+        for signal, value in _refused_requests.items():
+            lines.append(f'{name}{{signal="{signal}"}} {value}')
         lines.append("# HELP eventscope_queue_depth Items waiting in the writer's queue.")
         lines.append("# TYPE eventscope_queue_depth gauge")
         lines.append(f"eventscope_queue_depth {_queue_depth}")

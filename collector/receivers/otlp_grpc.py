@@ -75,8 +75,16 @@ class _Export:
     def items(self, batch) -> int:
         raise NotImplementedError
 
+    def request_items(self, request) -> int:
+        raise NotImplementedError
+
     async def Export(self, request, context):  # noqa: N802 - the gRPC method name
         project_id = await _project(context)
+        try:
+            self.writer.admit()  # refuse before normalising when the writer cannot take it
+        except IngestUnavailable as exc:
+            stats.count("dropped", self.signal, self.request_items(request))
+            await _abort_unavailable(context, exc)
         result = self.normalize(request, project_id)
         items = self.items(result.batch)
         stats.count("received", self.signal, items + result.rejected)
@@ -100,6 +108,9 @@ class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
     def normalize(self, request, project_id):
         return normalize_traces(request, project_id)
 
+    def request_items(self, request):
+        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
     def items(self, batch):
         return len(batch.spans)
 
@@ -116,6 +127,9 @@ class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
 
     def normalize(self, request, project_id):
         return normalize_logs(request, project_id)
+
+    def request_items(self, request):
+        return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
 
     def items(self, batch):
         return len(batch.logs)

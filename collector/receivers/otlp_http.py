@@ -246,6 +246,10 @@ class Receiver:
             project_id = await auth.project_for(headers.get("authorization"))
             if unsupported is not None:
                 raise unsupported
+            if signal != "metrics":
+                # Refuse before reading and decoding: under overload the CPU
+                # goes to the requests that can be stored.
+                self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
             request, normalized = await _off_loop(
                 len(body),
@@ -261,6 +265,7 @@ class Receiver:
         except (DecodeError, BodyTooLarge, UnsupportedMediaType) as exc:
             return rpc_status(exc.status, str(exc), fmt)
         except IngestUnavailable as exc:
+            stats.refuse_request(signal)
             return rpc_status(exc.status, str(exc), fmt, _retry_after(exc))
 
         if signal == "metrics":
@@ -316,6 +321,7 @@ class Receiver:
     async def events(self, headers: dict[str, str], receive) -> Response:
         try:
             project_id = await auth.project_for(headers.get("authorization"))
+            self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
             result = await _off_loop(
                 len(body), _decode_events, headers, body, project_id, time.time_ns()
@@ -325,6 +331,7 @@ class Receiver:
         except (DecodeError, BodyTooLarge, UnsupportedMediaType) as exc:
             return json_response(exc.status, {"error": str(exc)})
         except IngestUnavailable as exc:
+            stats.refuse_request("events")
             return _events_unavailable(exc)
 
         stats.count("received", "events", result.accepted + len(result.rejected))

@@ -28,6 +28,9 @@ class CollectingWriter:
     def __init__(self):
         self.batches = []
 
+    def admit(self):
+        pass
+
     async def submit(self, batch):
         self.batches.append(batch)
 
@@ -52,6 +55,10 @@ class RefusingWriter:
         self.error = error
         self.submitted = 0
 
+    def admit(self):
+        # As the real writer does: refuse before the body is read and decoded.
+        raise self.error
+
     async def submit(self, batch):
         self.submitted += 1
         raise self.error
@@ -62,9 +69,16 @@ class RefusingWriter:
 
 @contextlib.asynccontextmanager
 async def http_receiver(writer):
-    """The OTLP/HTTP receiver served by uvicorn on 127.0.0.1:<ephemeral>; yields its base URL."""
+    """The OTLP/HTTP receiver served by uvicorn on 127.0.0.1:<ephemeral>; yields its base URL.
+
+    With `writer=None` the receiver gets a CollectingWriter (tests of answers
+    that are decided before anything is stored)."""
     config = uvicorn.Config(
-        make_app(writer), host="127.0.0.1", port=0, lifespan="off", log_level="warning"
+        make_app(writer if writer is not None else CollectingWriter()),
+        host="127.0.0.1",
+        port=0,
+        lifespan="off",
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -83,6 +97,7 @@ async def http_receiver(writer):
 @contextlib.asynccontextmanager
 async def grpc_receiver(writer):
     """The OTLP/gRPC receiver on 127.0.0.1:<ephemeral>; yields 'host:port'."""
+    writer = writer if writer is not None else CollectingWriter()
     server = await start_grpc_server(writer, "127.0.0.1", 0)
     try:
         yield f"127.0.0.1:{server.bound_port}"

@@ -234,7 +234,7 @@ async def test_it_rejects_gzip_bomb_with_flat_memory(ingest_token):
 )
 async def test_unstored_data_is_answered_with_retry_after(ingest_token, error, status):
     writer = RefusingWriter(error)
-    before = stats.snapshot()["dropped"]["traces"]
+    before = stats.snapshot()["refused_requests"]["traces"]
     async with http_receiver(writer) as url:
         response = await post(url, "/v1/traces", TRACES_JSON, {**JSON, **bearer(ingest_token)})
         events = await post(
@@ -243,14 +243,14 @@ async def test_unstored_data_is_answered_with_retry_after(ingest_token, error, s
             (FIXTURES / "cloudevents" / "structured_order_created.json").read_bytes(),
             {"content-type": "application/cloudevents+json", **bearer(ingest_token)},
         )
-    assert writer.submitted == 2
+    assert writer.submitted == 0  # refused at admission, before the body was decoded
     assert response.status_code == status
     assert response.headers["retry-after"] == str(error.retry_after)
     body = rpc_status(response, "json")
     retry = error_details_pb2.RetryInfo()
     assert any(isinstance(d, Any) and d.Unpack(retry) for d in body.details)
     assert retry.retry_delay.seconds == error.retry_after
-    assert stats.snapshot()["dropped"]["traces"] == before + 4
+    assert stats.snapshot()["refused_requests"]["traces"] == before + 1
     assert events.status_code == status
     assert events.headers["retry-after"] == str(error.retry_after)
 
