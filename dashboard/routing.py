@@ -1,3 +1,11 @@
 """Websocket routes (/ws/...). Each area adds its consumers here."""
 
-websocket_urlpatterns = []
+from django.urls import path
+
+from dashboard.views.failures import FailuresConsumer
+from dashboard.views.flow import FlowConsumer
+
+websocket_urlpatterns = [
+    path("ws/flow/", FlowConsumer.as_asgi()),
+    path("ws/failures/", FailuresConsumer.as_asgi()),
+]

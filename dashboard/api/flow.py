@@ -1,0 +1,16 @@
+"""GET /api/flow: the flow graph of a time window."""
+
+from django.views.decorators.http import require_GET
+
+from dashboard.access import api_view
+from dashboard.api import answers_bad_parameters, ok
+from dashboard.flowgraph import flow_graph
+from dashboard.query_params import parse_window
+
+
+@require_GET
+@api_view()
+@answers_bad_parameters
+def flow(request):
+    since, until = parse_window(request.GET, default="1h")
+    return ok(flow_graph(request.project.id, since, until))

@@ -1,0 +1,179 @@
+"""Failed and dead-lettered events of one project: the newest first, or grouped by
+(service, channel, error) with a trend.
+
+Both read the partial index collector_stage_failures (project_id, time DESC)
+WHERE stage IN ('failed', 'deadlettered'), so they cost the failures in the
+window, not the traffic.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection
+
+from dashboard.journeys import iso
+
+FAILURE_STAGES = ("failed", "deadlettered")
+TREND_BUCKETS = 24
+
+
+@dataclass
+class Filters:
+    """What the failures list is narrowed to; every field is optional."""
+
+    since: dt.datetime
+    until: dt.datetime
+    service: str = ""
+    channel: str = ""
+    system: str = ""
+    group: str = ""
+    error: str = ""
+
+    @classmethod
+    def from_params(cls, params, since, until) -> "Filters":
+        def text(name):
+            return (params.get(name) or "").strip()[:500]
+
+        return cls(
+            since=since,
+            until=until,
+            service=text("service"),
+            channel=text("channel"),
+            system=text("system"),
+            group=text("group"),
+            error=text("error"),
+        )
+
+    def where(self, project_id: int) -> tuple[str, list]:
+        clauses = [
+            "project_id = %s",
+            "stage IN ('failed', 'deadlettered')",
+            "time >= %s",
+            "time < %s",
+        ]
+        params: list = [project_id, self.since, self.until]
+        for column, value in (
+            ("service", self.service),
+            ("channel", self.channel),
+            ("system", self.system),
+            ("consumer_group", self.group),
+            ("error", self.error),
+        ):
+            if value:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+    def query(self) -> dict:
+        """The non-empty filters, for links and the page's live connection."""
+        return {
+            k: v
+            for k, v in (
+                ("service", self.service),
+                ("channel", self.channel),
+                ("system", self.system),
+                ("group", self.group),
+                ("error", self.error),
+            )
+            if v
+        }
+
+
+def failures(
+    project_id: int, filters: Filters, limit: int, after=None
+) -> tuple[list[dict], list | None]:
+    """Newest-first failures, and the cursor for the next page (None at the end).
+
+    `after` is the (time, dedupe_key hex) of the last row of the previous
+    page; keyset pagination stays fast on deep pages and stable while new
+    failures arrive.
+    """
+    where, params = filters.where(project_id)
+    if after is not None:
+        where += " AND (time, dedupe_key) < (%s, %s)"
+        params += [dt.datetime.fromisoformat(after[0]), bytes.fromhex(after[1])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT time, dedupe_key, event_id, event_source, trace_id, span_id, service, channel,
+                   system, consumer_group, stage, error
+            FROM collector_stage WHERE {where}
+            ORDER BY time DESC, dedupe_key DESC LIMIT %s
+            """,
+            [*params, limit + 1],
+        )
+        rows = cursor.fetchall()
+    items = [
+        {
+            "event_id": r[2],
+            "source": r[3],
+            "trace_id": bytes(r[4]).hex() if r[4] is not None else None,
+            "span_id": bytes(r[5]).hex() if r[5] is not None else None,
+            "service": r[6],
+            "channel": r[7],
+            "system": r[8],
+            "group": r[9],
+            "stage": r[10],
+            "error": r[11],
+            "time": iso(r[0]),
+            "_key": (r[0].isoformat(), bytes(r[1]).hex()),
+        }
+        for r in rows[:limit]
+    ]
+    cursor_key = list(items[-1]["_key"]) if len(rows) > limit else None
+    for item in items:
+        del item["_key"]
+    return items, cursor_key
+
+
+def groups(
+    project_id: int, filters: Filters, limit: int, offset: int = 0
+) -> tuple[list[dict], int | None]:
+    """Counts per (service, channel, system, error) with a per-bucket trend, most first.
+
+    One pass groups by key and trend bucket; the few hundred (group, bucket)
+    rows are folded here, which is cheaper than a correlated trend per group.
+    """
+    where, params = filters.where(project_id)
+    span = (filters.until - filters.since).total_seconds()
+    width = max(span / TREND_BUCKETS, 1.0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT service, channel, system, coalesce(error, ''),
+                   least(floor(extract(epoch FROM time - %s) / %s)::int, %s) AS bucket,
+                   count(*), count(*) FILTER (WHERE stage = 'deadlettered'), min(time), max(time)
+            FROM collector_stage WHERE {where}
+            GROUP BY 1, 2, 3, 4, 5
+            """,
+            [filters.since, width, TREND_BUCKETS - 1, *params],
+        )
+        rows = cursor.fetchall()
+    folded: dict[tuple, dict] = {}
+    for service, channel, system, error, bucket, n, dead, first, last in rows:
+        group = folded.get((service, channel, system, error))
+        if group is None:
+            group = folded[(service, channel, system, error)] = {
+                "service": service,
+                "channel": channel,
+                "system": system,
+                "error": error,
+                "count": 0,
+                "deadlettered": 0,
+                "first": first,
+                "last": last,
+                "trend": [0] * TREND_BUCKETS,
+            }
+        group["count"] += n
+        group["deadlettered"] += dead
+        group["first"] = min(group["first"], first)
+        group["last"] = max(group["last"], last)
+        group["trend"][max(0, min(bucket, TREND_BUCKETS - 1))] += n
+    ordered = sorted(
+        folded.values(),
+        key=lambda g: (-g["count"], -g["last"].timestamp(), g["service"], g["channel"], g["error"]),
+    )
+    page = ordered[offset : offset + limit]
+    for group in page:
+        group["first"], group["last"] = iso(group["first"]), iso(group["last"])
+    return page, (offset + limit if len(ordered) > offset + limit else None)

@@ -1,0 +1,104 @@
+"""The flow graph of one project over a time window, read from the per-minute rollups.
+
+Nodes are services and channels; edges are publishes (service → channel),
+consumes (channel → service, one per consumer group) and calls (service →
+service). One indexed range scan over collector_flowrollup sums every edge:
+counts with sum(), histograms bucket by bucket (`sum(duration_hist[i])` for
+each fixed bucket, a single pass with no unnest), and the percentiles come
+from the summed histograms.
+"""
+
+import datetime as dt
+
+from django.db import connection
+
+from collector import histogram
+
+KINDS = ("publish", "consume", "call")
+
+
+def _bucket_sums(column: str) -> str:
+    # SQL arrays are 1-based; the bucket count is fixed (collector.histogram).
+    return ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.SIZE + 1))
+
+
+FLOW_SQL = f"""
+SELECT source, target, kind, consumer_group,
+       sum(count), sum(received), sum(errors), sum(deadlettered), sum(retries),
+       {_bucket_sums("duration_hist")},
+       {_bucket_sums("e2e_hist")}
+FROM collector_flowrollup
+WHERE project_id = %s AND minute >= %s AND minute < %s
+GROUP BY source, target, kind, consumer_group
+"""
+
+
+def parse_node(node_id: str) -> dict:
+    """{"id", "kind", "name", "system"} of a node id (service:<name>, channel:<system>:<name>)."""
+    kind, _, rest = node_id.partition(":")
+    if kind == "channel":
+        system, _, name = rest.partition(":")
+        return {"id": node_id, "kind": "channel", "name": name, "system": system}
+    return {"id": node_id, "kind": "service", "name": rest, "system": ""}
+
+
+def _round(value):
+    return None if value is None else round(value, 3)
+
+
+def flow_graph(project_id: int, since: dt.datetime, until: dt.datetime) -> dict:
+    """The graph as /api/flow returns it: {"nodes": [...], "edges": [...]}.
+
+    The window is aligned to whole minutes (rollups are per minute), so
+    `since` is rounded down; the rate divides by the window's length.
+    """
+    since_minute = since.replace(second=0, microsecond=0)
+    seconds = max((until - since).total_seconds(), 1.0)
+    with connection.cursor() as cursor:
+        cursor.execute(FLOW_SQL, [project_id, since_minute, until])
+        rows = cursor.fetchall()
+    size = histogram.SIZE
+    nodes: dict[str, dict] = {}
+    edges = []
+    for row in rows:
+        source, target, kind, group = row[:4]
+        count, received, errors, dead, retries = (int(v or 0) for v in row[4:9])
+        durations = [int(v or 0) for v in row[9 : 9 + size]]
+        e2e = [int(v or 0) for v in row[9 + size : 9 + 2 * size]]
+        # A consume edge counts receipts too: a consumer that only reports
+        # receives (no process span) still shows its traffic.
+        shown = max(count, received) if kind == "consume" else count
+        for node_id in (source, target):
+            if node_id not in nodes:
+                nodes[node_id] = parse_node(node_id)
+        edges.append(
+            {
+                "source": source,
+                "target": target,
+                "kind": kind,
+                "group": group,
+                "count": shown,
+                "rate_per_s": round(shown / seconds, 6),
+                "errors": errors,
+                "deadlettered": dead,
+                "retries": retries,
+                "p50_ms": _round(histogram.percentile(durations, 0.5)),
+                "p95_ms": _round(histogram.percentile(durations, 0.95)),
+                "e2e_p95_ms": _round(histogram.percentile(e2e, 0.95)),
+            }
+        )
+    edges.sort(
+        key=lambda e: (
+            KINDS.index(e["kind"]) if e["kind"] in KINDS else 9,
+            e["source"],
+            e["target"],
+            e["group"],
+        )
+    )
+    ordered_nodes = sorted(nodes.values(), key=lambda n: (n["kind"], n["system"], n["name"]))
+    return {
+        "since": since_minute,
+        "until": until,
+        "nodes": ordered_nodes,
+        "edges": edges,
+    }

@@ -1,0 +1,388 @@
+"""Traces and event journeys: every span, stage, payload and log of one event's way
+through the system, for one project.
+
+A journey crosses traces: a batch consumer starts its own trace and points
+back at its producers with span links, so the stages whose
+`linked_trace_ids` contain this trace (GIN index) belong to it, and so do
+the spans of those consumers. Each read is one indexed query per table on
+(project_id, trace_id) or (project_id, event_id).
+"""
+
+import datetime as dt
+
+from django.db import connection
+
+MAX_SPANS = 20_000  # a trace larger than this is cut, and says so
+MAX_STAGES = 5_000
+MAX_LOGS = 1_000
+MAX_LINKED_TRACES = 50
+
+SPAN_KINDS = {
+    0: "unspecified",
+    1: "internal",
+    2: "server",
+    3: "client",
+    4: "producer",
+    5: "consumer",
+}
+STATUS = {0: "unset", 1: "ok", 2: "error"}
+
+
+class NotFound(LookupError):
+    """Nothing with that id in this project."""
+
+
+def parse_trace_id(text: str) -> bytes:
+    """A 32-hex-digit trace id as bytes; ValueError with a message otherwise."""
+    value = (text or "").strip().lower()
+    if len(value) != 32:
+        raise ValueError(f"trace id {text!r} must be 32 hexadecimal digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"trace id {text!r} must be 32 hexadecimal digits") from None
+
+
+def _hex(value) -> str | None:
+    return bytes(value).hex() if value is not None else None
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """RFC 3339 UTC with a Z, as the API writes times."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _rows(sql: str, params) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [c.name for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+STAGE_COLUMNS = """time, stage, role, system, channel, service, consumer_group, trace_id, span_id,
+    parent_span_id, linked_trace_ids, event_id, event_source, event_type, error, duration_ms,
+    e2e_ms, origin"""
+
+
+def _stage(row: dict) -> dict:
+    return {
+        "time": iso(row["time"]),
+        "stage": row["stage"],
+        "role": row["role"],
+        "service": row["service"],
+        "system": row["system"],
+        "channel": row["channel"],
+        "group": row["consumer_group"],
+        "trace_id": _hex(row["trace_id"]),
+        "span_id": _hex(row["span_id"]),
+        "parent_span_id": _hex(row["parent_span_id"]),
+        "linked_trace_ids": [_hex(t) for t in row["linked_trace_ids"] or ()],
+        "event_id": row["event_id"],
+        "event_source": row["event_source"],
+        "event_type": row["event_type"],
+        "error": row["error"],
+        "duration_ms": row["duration_ms"],
+        "e2e_ms": row["e2e_ms"],
+        "origin": "span" if row["origin"] == 1 else "cloudevent",
+    }
+
+
+def _span(row: dict) -> dict:
+    return {
+        "trace_id": _hex(row["trace_id"]),
+        "span_id": _hex(row["span_id"]),
+        "parent_span_id": _hex(row["parent_span_id"]),
+        "service": row["service"],
+        "name": row["name"],
+        "kind": SPAN_KINDS.get(row["kind"], str(row["kind"])),
+        "start": iso(row["start_time"]),
+        "start_ns": int(row["start_time"].timestamp() * 1e6) * 1000,
+        "duration_ms": row["duration_ns"] / 1e6,
+        "status": STATUS.get(row["status_code"], str(row["status_code"])),
+        "status_message": row["status_message"],
+        "attributes": row["attributes"] or {},
+        "events": row["events"] or [],
+        "links": row["links"] or [],
+    }
+
+
+def _envelope(row: dict) -> dict:
+    return {
+        "source": row["source"],
+        "id": row["event_id"],
+        "type": row["type"],
+        "time": iso(row["time"]),
+        "subject": row["subject"],
+        "datacontenttype": row["datacontenttype"],
+        "dataschema": row["dataschema"],
+        "extensions": row["extensions"] or {},
+        "data": row["data"],
+        "data_text": row["data_text"],
+        "data_base64": row["data_base64"],
+        "data_size": row["data_size"],
+        "truncated": row["truncated"],
+        "trace_id": _hex(row["trace_id"]),
+    }
+
+
+def _log(row: dict) -> dict:
+    return {
+        "time": iso(row["time"]),
+        "service": row["service"],
+        "severity": row["severity_text"] or str(row["severity_number"]),
+        "severity_number": row["severity_number"],
+        "body": row["body"],
+        "trace_id": _hex(row["trace_id"]),
+        "span_id": _hex(row["span_id"]),
+        "attributes": row["attributes"] or {},
+    }
+
+
+def _stages_of_traces(project_id: int, trace_ids: list[bytes]) -> list[dict]:
+    """Stages in these traces, and consumers elsewhere that link to them."""
+    return _rows(
+        f"""
+        SELECT {STAGE_COLUMNS} FROM collector_stage
+        WHERE project_id = %s AND trace_id = ANY(%s)
+        UNION
+        SELECT {STAGE_COLUMNS} FROM collector_stage
+        WHERE project_id = %s AND linked_trace_ids && %s::bytea[]
+        ORDER BY time LIMIT %s
+        """,
+        [project_id, trace_ids, project_id, trace_ids, MAX_STAGES],
+    )
+
+
+def _spans_of_traces(project_id: int, trace_ids: list[bytes]) -> list[dict]:
+    return _rows(
+        """
+        SELECT trace_id, span_id, parent_span_id, start_time, duration_ns, service, name,
+               kind, status_code, status_message, attributes, events, links
+        FROM collector_span WHERE project_id = %s AND trace_id = ANY(%s)
+        ORDER BY start_time, span_id LIMIT %s
+        """,
+        [project_id, trace_ids, MAX_SPANS + 1],
+    )
+
+
+def _logs_of_traces(project_id: int, trace_ids: list[bytes]) -> list[dict]:
+    return _rows(
+        """
+        SELECT time, service, severity_number, severity_text, body, trace_id, span_id, attributes
+        FROM collector_log WHERE project_id = %s AND trace_id = ANY(%s)
+        ORDER BY time LIMIT %s
+        """,
+        [project_id, trace_ids, MAX_LOGS],
+    )
+
+
+def _envelopes(project_id: int, keys: set[tuple[str, str]]) -> list[dict]:
+    if not keys:
+        return []
+    ids = sorted({event_id for _, event_id in keys})
+    rows = _rows(
+        """
+        SELECT time, source, event_id, type, subject, datacontenttype, dataschema, extensions,
+               data, data_text, data_base64, data_size, truncated, trace_id
+        FROM collector_envelope WHERE project_id = %s AND event_id = ANY(%s)
+        ORDER BY time LIMIT 200
+        """,
+        [project_id, ids],
+    )
+    return [r for r in rows if (r["source"], r["event_id"]) in keys or ("", r["event_id"]) in keys]
+
+
+def _journey(project_id: int, trace_ids: list[bytes], stage_rows: list[dict]) -> dict:
+    """Spans, stages, envelopes and logs of the traces, plus linked consumer traces."""
+    linked = {bytes(r["trace_id"]) for r in stage_rows if r["trace_id"] is not None}
+    all_traces = list(dict.fromkeys([*trace_ids, *sorted(linked)]))[: MAX_LINKED_TRACES + 1]
+    spans = _spans_of_traces(project_id, all_traces) if all_traces else []
+    truncated = len(spans) > MAX_SPANS
+    spans = spans[:MAX_SPANS]
+    keys = {
+        (r["event_source"] or "", r["event_id"]) for r in stage_rows if r["event_id"] is not None
+    }
+    stages = [_stage(r) for r in stage_rows]
+    return {
+        "spans": [_span(r) for r in spans],
+        "stages": stages,
+        "envelopes": [_envelope(r) for r in _envelopes(project_id, keys)],
+        "logs": [_log(r) for r in (_logs_of_traces(project_id, all_traces) if all_traces else [])],
+        "traces": [t.hex() for t in all_traces],
+        "truncated": truncated,
+    }
+
+
+def trace(project_id: int, trace_id: bytes) -> dict:
+    """The trace with its spans and stages in time order (NotFound if it has neither)."""
+    stage_rows = _stages_of_traces(project_id, [trace_id])
+    journey = _journey(project_id, [trace_id], stage_rows)
+    if not journey["spans"] and not journey["stages"]:
+        raise NotFound(f"no trace {trace_id.hex()} in this project")
+    journey["trace_id"] = trace_id.hex()
+    journey.update(_bounds(journey))
+    return journey
+
+
+def event(project_id: int, event_id: str, source: str | None = None) -> dict:
+    """An event's envelope(s) and journey: its stages plus everything in their traces."""
+    params = [project_id, event_id]
+    where = "project_id = %s AND event_id = %s"
+    if source:
+        where += " AND (event_source = %s OR event_source IS NULL)"
+        params.append(source)
+    own = _rows(
+        f"SELECT {STAGE_COLUMNS} FROM collector_stage WHERE {where} ORDER BY time LIMIT %s",
+        [*params, MAX_STAGES],
+    )
+    envelope_rows = _rows(
+        """
+        SELECT time, source, event_id, type, subject, datacontenttype, dataschema, extensions,
+               data, data_text, data_base64, data_size, truncated, trace_id
+        FROM collector_envelope WHERE project_id = %s AND event_id = %s
+        ORDER BY time LIMIT 50
+        """,
+        [project_id, event_id],
+    )
+    if source:
+        envelope_rows = [r for r in envelope_rows if r["source"] == source]
+    if not own and not envelope_rows:
+        raise NotFound(f"no event {event_id!r} in this project")
+    trace_ids = list(
+        dict.fromkeys(
+            [bytes(r["trace_id"]) for r in own if r["trace_id"] is not None]
+            + [bytes(r["trace_id"]) for r in envelope_rows if r["trace_id"] is not None]
+        )
+    )[:MAX_LINKED_TRACES]
+    stage_rows = _stages_of_traces(project_id, trace_ids) if trace_ids else []
+    seen = {(r["time"], r["stage"], r["service"], _hex(r["span_id"])) for r in stage_rows}
+    stage_rows += [
+        r for r in own if (r["time"], r["stage"], r["service"], _hex(r["span_id"])) not in seen
+    ]
+    stage_rows.sort(key=lambda r: r["time"])
+    journey = _journey(project_id, trace_ids, stage_rows)
+    journey["envelopes"] = [_envelope(r) for r in envelope_rows] or journey["envelopes"]
+    journey["event_id"] = event_id
+    journey["source"] = source or (envelope_rows[0]["source"] if envelope_rows else None)
+    journey["envelope"] = journey["envelopes"][0] if journey["envelopes"] else None
+    journey["errors"] = [s for s in journey["stages"] if s["error"]]
+    journey.update(_bounds(journey))
+    return journey
+
+
+def _bounds(journey: dict) -> dict:
+    """Start, end and length of the journey, for laying out the waterfall."""
+    starts = [s["start_ns"] for s in journey["spans"]]
+    ends = [s["start_ns"] + int(s["duration_ms"] * 1e6) for s in journey["spans"]]
+    for stage in journey["stages"]:
+        moment = dt.datetime.fromisoformat(stage["time"].replace("Z", "+00:00"))
+        ns = int(moment.timestamp() * 1e6) * 1000
+        stage["time_ns"] = ns
+        starts.append(ns)
+        ends.append(ns + int((stage["duration_ms"] or 0) * 1e6))
+    if not starts:
+        return {"start_ns": 0, "duration_ms": 0.0}
+    start = min(starts)
+    return {"start_ns": start, "duration_ms": (max(ends) - start) / 1e6}
+
+
+def find(project_id: int, query: str, source: str | None = None) -> tuple[str, str] | None:
+    """Where a search box entry leads: ("trace", id) or ("event", id), or None."""
+    text = (query or "").strip()
+    if not text:
+        return None
+    if source:
+        return ("event", text)
+    if len(text) == 32:
+        try:
+            trace_id = parse_trace_id(text)
+        except ValueError:
+            trace_id = None
+        if trace_id is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """SELECT 1 FROM collector_span WHERE project_id = %s AND trace_id = %s
+                       UNION ALL
+                       SELECT 1 FROM collector_stage WHERE project_id = %s AND trace_id = %s
+                       LIMIT 1""",
+                    [project_id, trace_id, project_id, trace_id],
+                )
+                if cursor.fetchone():
+                    return ("trace", text.lower())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT 1 FROM collector_stage WHERE project_id = %s AND event_id = %s
+               UNION ALL
+               SELECT 1 FROM collector_envelope WHERE project_id = %s AND event_id = %s
+               LIMIT 1""",
+            [project_id, text, project_id, text],
+        )
+        if cursor.fetchone():
+            return ("event", text)
+    return None
+
+
+def waterfall(journey: dict) -> list[dict]:
+    """Rows for the waterfall: spans depth-first under their parents, and stages
+    that have no span of their own (CloudEvents) as markers, all offset from
+    the journey's start."""
+    start = journey["start_ns"]
+    spans = journey["spans"]
+    by_id = {(s["trace_id"], s["span_id"]): s for s in spans}
+    children: dict = {}
+    roots = []
+    for span in spans:
+        parent = (span["trace_id"], span["parent_span_id"])
+        if span["parent_span_id"] and parent in by_id:
+            children.setdefault(parent, []).append(span)
+        else:
+            roots.append(span)
+    items = [(s["start_ns"], 0, s) for s in roots]
+    items += [
+        (s["time_ns"], 1, s)
+        for s in journey["stages"]
+        if s["origin"] != "span" or s["span_id"] is None
+    ]
+    items.sort(key=lambda item: (item[0], item[1]))
+    rows: list[dict] = []
+    # An explicit stack: a 10k-span chain would overflow Python's recursion limit.
+    stack = [(item, 0) for item in reversed(items)]
+    while stack:
+        (_, is_stage, node), depth = stack.pop()
+        if is_stage:
+            rows.append(
+                {
+                    "depth": depth,
+                    "service": node["service"],
+                    "name": f"{node['stage']} {node['channel']}".strip(),
+                    "kind": "stage",
+                    "offset_ms": (node["time_ns"] - start) / 1e6,
+                    "duration_ms": node["duration_ms"] or 0,
+                    "status": "error" if node["error"] else "ok",
+                    "error": node["error"],
+                    "id": node["event_id"] or "",
+                }
+            )
+            continue
+        rows.append(
+            {
+                "depth": depth,
+                "service": node["service"],
+                "name": node["name"],
+                "kind": node["kind"],
+                "offset_ms": (node["start_ns"] - start) / 1e6,
+                "duration_ms": node["duration_ms"],
+                "status": node["status"],
+                "error": node["status_message"],
+                "id": node["span_id"],
+                "trace_id": node["trace_id"],
+                "attributes": node["attributes"],
+            }
+        )
+        kids = sorted(
+            children.get((node["trace_id"], node["span_id"]), ()), key=lambda s: s["start_ns"]
+        )
+        stack.extend(((k["start_ns"], 0, k), depth + 1) for k in reversed(kids))
+    return rows

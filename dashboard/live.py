@@ -1,0 +1,271 @@
+"""Live pages: PostgreSQL NOTIFY hints → Channels groups → coalesced pushes.
+
+The writer sends a tiny hint after each commit (collector.notify): "project P
+changed in area A". Each web process holds ONE listening connection on
+`collector.notify.CHANNEL`, opened lazily when the first websocket connects
+and reopened with backoff if the database goes away. Every hint is forwarded
+to the Channels group ``live.<project>.<area>``.
+
+A live page subclasses `LiveConsumer`, names the areas it shows and
+implements `push()`, which re-reads PostgreSQL and sends whatever the page
+needs (an htmx out-of-band fragment through `send_fragment`, or JSON through
+`send_json`). Hints carry no data: PostgreSQL stays the single source of
+truth, a burst of hints costs at most one push per second per connection,
+and a reconnecting page simply gets a fresh `push()`.
+
+Example::
+
+    class LagConsumer(LiveConsumer):
+        areas = ("lag",)
+
+        async def push(self):
+            await self.send_fragment("lag/page.html#table", {"rows": await self.rows()})
+
+and in dashboard/routing.py: ``path("ws/lag/", LagConsumer.as_asgi())``.
+"""
+
+import asyncio
+import collections
+import json
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+
+from collector import notify
+from collector.models import Membership, Project, Role
+from dashboard.access import SESSION_PROJECT
+
+log = logging.getLogger(__name__)
+
+# Close codes in the private 4000-4999 range, mirroring HTTP 401 / 403.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+def group_name(project_id: int, area: str) -> str:
+    """The Channels group that receives hints for one project and area."""
+    return f"live.{project_id}.{area}"
+
+
+class HintListener:
+    """The process's single LISTEN connection, forwarding hints to Channels groups.
+
+    Started on first use from a running event loop; if that loop goes away
+    (a test's loop ends) the next `ensure_started()` starts a fresh task on
+    the current loop. After a reconnect, every group a consumer of this
+    process has joined gets a synthetic hint: hints sent while the
+    connection was down are lost, and a re-read is how pages catch up.
+    """
+
+    backoff_initial = 0.5
+    backoff_max = 30.0
+
+    def __init__(self):
+        self._task: asyncio.Task | None = None
+        self.groups: collections.Counter = collections.Counter()
+        self.connected = asyncio.Event()
+
+    def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+            return
+        self.connected = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="eventscope-live-listener")
+
+    def join(self, group: str) -> None:
+        self.groups[group] += 1
+
+    def leave(self, group: str) -> None:
+        self.groups[group] -= 1
+        if self.groups[group] <= 0:
+            del self.groups[group]
+
+    async def stop(self) -> None:
+        """Close the listening connection (tests and shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        import psycopg
+
+        from collector.db import conninfo
+
+        delay = self.backoff_initial
+        first = True
+        while True:
+            try:
+                info = await database_sync_to_async(conninfo)()
+                async with await psycopg.AsyncConnection.connect(info, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {notify.CHANNEL}")
+                    self.connected.set()
+                    delay = self.backoff_initial
+                    if not first:
+                        await self._resync()
+                    first = False
+                    async for message in conn.notifies():
+                        await self._forward(message.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.warning(
+                    "live hints: listening connection lost (%s); retry in %.1fs", exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    async def _forward(self, raw: str) -> None:
+        try:
+            hint = json.loads(raw)
+            group = group_name(int(hint["project"]), str(hint["area"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("live hints: ignoring malformed payload %r", raw[:200])
+            return
+        await get_channel_layer().group_send(group, {"type": "live.hint", "hint": hint})
+
+    async def _resync(self) -> None:
+        layer = get_channel_layer()
+        for group in list(self.groups):
+            await layer.group_send(group, {"type": "live.hint", "hint": {"resync": True}})
+
+
+listener = HintListener()
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Base of every live page's websocket.
+
+    Subclasses set `areas` (hint areas from collector.notify) and implement
+    `push()`. On connect the consumer checks that `scope["user"]` is signed
+    in (else closes with 4401) and a member of the project named by
+    ``?project=<slug>`` or remembered in the session (else 4403), sets
+    `self.project` and `self.params` (the query string, a dict of first
+    values), joins ``live.<project>.<area>`` for each area and pushes once,
+    so a reconnecting page is current. Hints then trigger `push()` at most
+    once per `min_interval` seconds, with a trailing push so the last change
+    is never lost.
+    """
+
+    areas: tuple[str, ...] = ("flow",)
+    role: str = Role.VIEWER
+    min_interval: float = 1.0
+
+    project: Project | None = None
+
+    async def connect(self):
+        self.project = None
+        self._groups: list[str] = []
+        self._dirty = False
+        self._timer: asyncio.Task | None = None
+        self._last_push = float("-inf")
+        self.params = {k: v[0] for k, v in parse_qs(self.scope["query_string"].decode()).items()}
+        # Accept first: a close before accepting turns into an HTTP 403 and
+        # the browser never sees why; a close code tells the page what to do.
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        project = await self._project_for(user)
+        if project is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.project = project
+        for area in self.areas:
+            group = group_name(project.pk, area)
+            await self.channel_layer.group_add(group, self.channel_name)
+            listener.join(group)
+            self._groups.append(group)
+        listener.ensure_started()
+        await self._push_now()
+
+    async def disconnect(self, code):
+        for group in getattr(self, "_groups", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+            listener.leave(group)
+        self._groups = []
+        timer = getattr(self, "_timer", None)
+        if timer is not None and not timer.done():
+            timer.cancel()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Pages may send {"params": {...}} to change their filters; the next push uses them."""
+        if not text_data or self.project is None:
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            return
+        params = message.get("params") if isinstance(message, dict) else None
+        if isinstance(params, dict):
+            self.params = {str(k): str(v) for k, v in params.items() if v not in (None, "")}
+            self._last_push = float("-inf")
+            self._schedule()
+
+    async def live_hint(self, event):
+        self._schedule()
+
+    async def push(self):
+        """Re-read PostgreSQL for `self.project` and send the page its new state."""
+        raise NotImplementedError
+
+    # ---- sending ---------------------------------------------------------------
+
+    async def send_json(self, data) -> None:
+        await self.send(text_data=json.dumps(data, separators=(",", ":"), default=str))
+
+    async def send_fragment(self, template_name: str, context: dict) -> None:
+        """Render a template (or "page.html#partial") and send it for htmx's ws extension.
+
+        The fragment's top element should carry an id and ``hx-swap-oob``.
+        """
+        html = await database_sync_to_async(render_to_string)(template_name, context)
+        await self.send(text_data=html)
+
+    # ---- coalescing ------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._dirty = True
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Hints arriving while a push runs set _dirty again and go round once more.
+        while self._dirty:
+            wait = self._last_push + self.min_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._push_now()
+
+    async def _push_now(self) -> None:
+        self._dirty = False
+        self._last_push = asyncio.get_running_loop().time()
+        try:
+            await self.push()
+        except Exception:
+            log.exception("live push failed for %s", type(self).__name__)
+
+    @database_sync_to_async
+    def _project_for(self, user):
+        projects = Project.objects.for_user(user)
+        slug = self.params.get("project")
+        if slug:
+            project = projects.filter(slug=slug).first()
+        else:
+            session = self.scope.get("session")
+            remembered = session.get(SESSION_PROJECT) if session is not None else None
+            project = projects.filter(pk=remembered).first() if remembered else None
+            project = project or projects.order_by("name").first()
+        if project is None or not Membership.has_role(user, project.pk, self.role):
+            return None
+        return project

@@ -1,0 +1,1 @@
+"""Server-rendered pages: flow graph, journeys, failures, tokens and members."""

@@ -1,0 +1,202 @@
+// The flow graph: services and channels laid out left to right (dagre), edge
+// width by rate, colour by error share. The graph arrives as JSON, first
+// embedded in the page, then from /ws/flow/ whenever the rollups change.
+// Telemetry strings only ever go through textContent or cytoscape labels
+// (drawn on a canvas), never innerHTML.
+(function () {
+  "use strict";
+
+  var container = document.getElementById("flow-graph");
+  var tip = document.getElementById("flow-tip");
+  var table = document.querySelector("#flow-edges tbody");
+  var status = document.getElementById("flow-status");
+  if (!container) return;
+
+  var COLORS = { ok: "#7d8aa3", warn: "#d98b00", err: "#d64545" };
+
+  function edgeId(e) { return "e|" + e.source + "|" + e.target + "|" + e.kind + "|" + e.group; }
+  function errorShare(e) { return e.count > 0 ? e.errors / e.count : 0; }
+  function colorOf(e) {
+    var share = errorShare(e);
+    if (e.errors === 0) return COLORS.ok;
+    return share < 0.05 ? COLORS.warn : COLORS.err;
+  }
+  function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
+
+  function failuresUrlForNode(n) {
+    var q = new URLSearchParams();
+    if (n.kind === "service") q.set("service", n.name);
+    else { q.set("channel", n.name); if (n.system) q.set("system", n.system); }
+    return "/failures/?" + q.toString();
+  }
+  function failuresUrlForEdge(e, nodes) {
+    var q = new URLSearchParams();
+    [e.source, e.target].forEach(function (id) {
+      var n = nodes[id];
+      if (!n) return;
+      if (n.kind === "channel") { q.set("channel", n.name); if (n.system) q.set("system", n.system); }
+      else if (e.kind !== "call" || id === e.target) q.set("service", n.name);
+    });
+    if (e.group) q.set("group", e.group);
+    return "/failures/?" + q.toString();
+  }
+
+  var cy = cytoscape({
+    container: container,
+    wheelSensitivity: 0.3,
+    minZoom: 0.2,
+    maxZoom: 3,
+    style: [
+      { selector: "node", style: {
+        "label": "data(label)", "font-size": 11, "color": "#1d2330", "text-valign": "bottom",
+        "text-margin-y": 4, "text-wrap": "ellipsis", "text-max-width": 140,
+        "background-color": "#2f6fed", "width": 26, "height": 26,
+      } },
+      { selector: "node[kind = 'channel']", style: {
+        "shape": "round-rectangle", "background-color": "#8a5cf6", "width": 34, "height": 18,
+      } },
+      { selector: "edge", style: {
+        "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
+        "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
+        "label": "data(label)", "font-size": 9, "color": "#6b7385", "text-rotation": "autorotate",
+        "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1,
+      } },
+      { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
+      { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": "#2f6fed" } },
+    ],
+  });
+
+  var nodesById = {};
+  var edgesById = {};
+
+  function layout() {
+    cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 110, edgeSep: 10, padding: 20, animate: false }).run();
+    cy.fit(undefined, 30);
+  }
+
+  function render(graph) {
+    var maxRate = 0;
+    graph.edges.forEach(function (e) { maxRate = Math.max(maxRate, e.rate_per_s); });
+    var structural = false;
+    var seen = {};
+    nodesById = {};
+    graph.nodes.forEach(function (n) {
+      nodesById[n.id] = n;
+      seen[n.id] = true;
+      var label = n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name;
+      var el = cy.getElementById(n.id);
+      if (el.empty()) { cy.add({ group: "nodes", data: { id: n.id, label: label, kind: n.kind } }); structural = true; }
+      else el.data({ label: label, kind: n.kind });
+    });
+    edgesById = {};
+    graph.edges.forEach(function (e) {
+      var id = edgeId(e);
+      edgesById[id] = e;
+      seen[id] = true;
+      var width = maxRate > 0 ? 1.5 + 8 * Math.sqrt(e.rate_per_s / maxRate) : 1.5;
+      var data = { width: width, color: colorOf(e), kind: e.kind, label: e.rate_per_s >= 0.01 ? fmt(e.rate_per_s, 2) + "/s" : String(e.count) };
+      var el = cy.getElementById(id);
+      if (el.empty()) {
+        cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
+        structural = true;
+      } else el.data(data);
+    });
+    cy.elements().forEach(function (el) {
+      if (!seen[el.id()]) { el.remove(); structural = true; }
+    });
+    if (structural) layout();
+    renderTable(graph);
+    if (status) status.firstChild.textContent = graph.edges.length + " edge" + (graph.edges.length === 1 ? "" : "s") + " · ";
+  }
+
+  function cell(row, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    row.appendChild(td);
+    return td;
+  }
+
+  function renderTable(graph) {
+    if (!table) return;
+    var rows = [];
+    graph.edges.forEach(function (e) {
+      var tr = document.createElement("tr");
+      tr.dataset.edge = [e.source, e.target, e.kind, e.group].join("|");
+      cell(tr, e.source); cell(tr, e.target); cell(tr, e.kind); cell(tr, e.group);
+      cell(tr, fmt(e.rate_per_s, 2), "num");
+      cell(tr, String(e.count), "num").dataset.count = "";
+      cell(tr, String(e.errors), "num");
+      cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
+      rows.push(tr);
+    });
+    if (!rows.length) {
+      var tr = document.createElement("tr");
+      tr.className = "empty";
+      var td = cell(tr, "No traffic in this window yet.", "muted");
+      td.colSpan = 10;
+      rows.push(tr);
+    }
+    table.replaceChildren.apply(table, rows);
+  }
+
+  function showTip(evt, lines) {
+    tip.replaceChildren();
+    lines.forEach(function (line, i) {
+      var div = document.createElement("div");
+      div.textContent = line;
+      if (i === 0) div.className = "tip-title";
+      tip.appendChild(div);
+    });
+    var pos = evt.renderedPosition || { x: 0, y: 0 };
+    tip.style.left = Math.min(pos.x + 12, container.clientWidth - 200) + "px";
+    tip.style.top = pos.y + 12 + "px";
+    tip.hidden = false;
+  }
+
+  cy.on("mouseover", "edge", function (evt) {
+    var e = edgesById[evt.target.id()];
+    if (!e) return;
+    var share = e.count > 0 ? (100 * e.errors / e.count).toFixed(1) + " %" : "0 %";
+    showTip(evt, [
+      e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""),
+      e.kind + ": " + fmt(e.rate_per_s, 2) + " msg/s (" + e.count + ")",
+      "errors: " + e.errors + " (" + share + ")",
+      "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
+      "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",
+    ]);
+  });
+  cy.on("mouseover", "node", function (evt) {
+    var n = nodesById[evt.target.id()];
+    if (!n) return;
+    var inRate = 0, outRate = 0, errors = 0;
+    Object.keys(edgesById).forEach(function (id) {
+      var e = edgesById[id];
+      if (e.target === n.id) { inRate += e.rate_per_s; errors += e.errors; }
+      if (e.source === n.id) outRate += e.rate_per_s;
+    });
+    showTip(evt, [
+      n.name, n.kind + (n.system ? " · " + n.system : ""),
+      "in " + inRate.toFixed(2) + " msg/s · out " + outRate.toFixed(2) + " msg/s",
+      "errors: " + errors,
+    ]);
+  });
+  cy.on("mouseout", function () { tip.hidden = true; });
+  cy.on("tap", "node", function (evt) {
+    var n = nodesById[evt.target.id()];
+    if (n) window.location.href = failuresUrlForNode(n);
+  });
+  cy.on("tap", "edge", function (evt) {
+    var e = edgesById[evt.target.id()];
+    if (e) window.location.href = failuresUrlForEdge(e, nodesById);
+  });
+
+  var initial = JSON.parse(document.getElementById("flow-data").textContent);
+  render(initial);
+  window.eventscopeFlow = { cy: cy, render: render };
+
+  EventscopeLive.connect(container.dataset.ws, function (text) {
+    var message = JSON.parse(text);
+    if (message.type === "flow" && !message.error) render(message);
+  });
+})();

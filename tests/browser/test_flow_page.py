@@ -1,0 +1,67 @@
+"""The flow graph in real Chromium: sign in, see the graph, and watch it change
+live as spans arrive through OTLP."""
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.browser.conftest import sign_in
+from tests.dashboard.world import order_journey
+
+pytestmark = pytest.mark.browser
+
+
+def send_otlp(collector_url: str, document: dict, token: str) -> None:
+    """POST OTLP JSON to the real receiver, as an exporter would."""
+    req = urllib.request.Request(
+        f"{collector_url}/v1/traces",
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as response:
+        assert response.status == 200
+
+
+def edge_count(page, source, target, kind, group=""):
+    row = page.locator(f'#flow-edges tr[data-edge="{source}|{target}|{kind}|{group}"] [data-count]')
+    return int(row.text_content()) if row.count() else 0
+
+
+def test_sign_in_is_required_and_works(browser_page, web_server, viewer):
+    browser_page.goto(f"{web_server}/")
+    assert "/login/" in browser_page.url
+    browser_page.fill("#id_username", viewer.username)
+    browser_page.fill("#id_password", "wrong")
+    browser_page.click("button[type=submit]")
+    assert "didn't match" in browser_page.text_content(".error")
+    sign_in(browser_page, web_server, viewer.username)
+    assert browser_page.locator("h1").first.text_content() == "Flow"
+
+
+def test_new_edges_and_counts_appear_without_a_reload(
+    signed_in, web_server, collector, ingest_token
+):
+    page = signed_in
+    page.goto(f"{web_server}/?window=15m")
+    page.wait_for_selector("[data-live-state].live-on")
+    page.evaluate("window.__sameDocument = true")
+    assert edge_count(page, "service:orders", "channel:kafka:orders", "publish") == 0
+
+    send_otlp(collector, order_journey(event_id="evt-a")[0], ingest_token)
+    publish_row = '#flow-edges tr[data-edge="service:orders|channel:kafka:orders|publish|"]'
+    page.wait_for_selector(publish_row)
+    assert edge_count(page, "service:orders", "channel:kafka:orders", "publish") == 1
+    assert (
+        page.evaluate("window.eventscopeFlow.cy.getElementById('channel:kafka:orders').length") == 1
+    )
+
+    send_otlp(collector, order_journey(event_id="evt-b")[0], ingest_token)
+    page.wait_for_function(
+        """() => { const c = document.querySelector('#flow-edges tr[data-edge="service:orders|channel:kafka:orders|publish|"] [data-count]');
+                   return c && c.textContent === '2'; }"""
+    )
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    edges = page.evaluate("window.eventscopeFlow.cy.edges().length")
+    assert edges >= 4  # publish, two consumes + audit, and the web → orders call
+    page.screenshot(path="/tmp/eventscope-flow.png")

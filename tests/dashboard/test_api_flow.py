@@ -1,0 +1,83 @@
+"""GET /api/flow: the graph from the rollups, per CONTRACT §3."""
+
+import pytest
+
+from tests.dashboard.world import store_order
+
+pytestmark = pytest.mark.usefixtures("telemetry_db")
+
+
+def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, project):
+    store_order(project.id)
+    client.force_login(viewer)
+    response = client.get("/api/flow?window=1h")
+    assert response.status_code == 200
+    graph = response.json()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert nodes["service:orders"] == {
+        "id": "service:orders",
+        "kind": "service",
+        "name": "orders",
+        "system": "",
+    }
+    assert nodes["channel:kafka:orders"] == {
+        "id": "channel:kafka:orders",
+        "kind": "channel",
+        "name": "orders",
+        "system": "kafka",
+    }
+    edges = {(e["source"], e["target"], e["kind"], e["group"]): e for e in graph["edges"]}
+    publish = edges[("service:orders", "channel:kafka:orders", "publish", "")]
+    assert publish["count"] == 1 and publish["errors"] == 0
+    assert publish["p50_ms"] is not None and publish["p95_ms"] <= 10
+    email = edges[("channel:kafka:orders", "service:email", "consume", "email")]
+    assert email["count"] == 1 and email["errors"] == 1
+    payments = edges[("channel:kafka:orders", "service:payments", "consume", "payments")]
+    assert payments["errors"] == 0
+    assert payments["e2e_p95_ms"] is not None and 20 <= payments["e2e_p95_ms"] <= 100
+    assert payments["rate_per_s"] == pytest.approx(1 / 3600, rel=0.05)
+    call = edges[("service:web", "service:orders", "call", "")]
+    assert call["count"] == 1
+    assert set(publish) == {
+        "source",
+        "target",
+        "kind",
+        "group",
+        "count",
+        "rate_per_s",
+        "errors",
+        "deadlettered",
+        "retries",
+        "p50_ms",
+        "p95_ms",
+        "e2e_p95_ms",
+    }
+
+
+def test_flow_window_excludes_older_traffic(client, viewer, project):
+    import time
+
+    store_order(project.id, start_ns=time.time_ns() - 3 * 3600 * 10**9)
+    client.force_login(viewer)
+    assert client.get("/api/flow?window=1h").json()["edges"] == []
+    assert client.get("/api/flow?window=6h").json()["edges"] != []
+
+
+def test_flow_accepts_since_until_and_rejects_bad_windows(client, viewer, project):
+    client.force_login(viewer)
+    ok = client.get("/api/flow?since=2026-01-01T00:00:00Z&until=2026-01-01T01:00:00Z")
+    assert ok.status_code == 200 and ok.json()["edges"] == []
+    bad = client.get("/api/flow?window=2y")
+    assert bad.status_code == 400 and "window" in bad.json()["error"]
+    backwards = client.get("/api/flow?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z")
+    assert backwards.status_code == 400
+
+
+def test_flow_works_with_a_read_token_and_not_an_ingest_token(
+    client, project, read_token, ingest_token
+):
+    store_order(project.id)
+    ok = client.get("/api/flow", HTTP_AUTHORIZATION=f"Bearer {read_token}")
+    assert ok.status_code == 200 and ok.json()["edges"]
+    assert client.get("/api/flow", HTTP_AUTHORIZATION=f"Bearer {ingest_token}").status_code == 401
+    assert client.get("/api/flow").status_code == 401

@@ -1,0 +1,90 @@
+"""The live-update base: NOTIFY hints reach the right websockets, coalesced,
+and only members of the project get them."""
+
+import asyncio
+import json
+
+import psycopg
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from collector import notify
+from collector.db import conninfo
+from dashboard.live import LiveConsumer, listener
+
+pytestmark = pytest.mark.usefixtures("telemetry_db")
+
+
+class CountingConsumer(LiveConsumer):
+    """Pushes a counter, so tests can see each push."""
+
+    areas = ("flow", "failures")
+
+    async def push(self):
+        self.pushes = getattr(self, "pushes", 0) + 1
+        await self.send_json({"push": self.pushes, "project": self.project.slug})
+
+
+async def connect(user, query=""):
+    communicator = WebsocketCommunicator(CountingConsumer.as_asgi(), f"/ws/test/?{query}")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def hint(project_id, area):
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (notify.CHANNEL, notify.payload(project_id, area))
+        )
+
+
+@pytest.fixture
+async def stop_listener():
+    yield
+    await listener.stop()
+
+
+async def test_a_hint_pushes_fresh_state_and_bursts_are_coalesced(viewer, project, stop_listener):
+    ws = await connect(viewer, "project=shop")
+    first = json.loads(await ws.receive_from(timeout=3))
+    assert first == {"push": 1, "project": "shop"}  # a (re)connecting page is brought up to date
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    await asyncio.sleep(1.1)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for _ in range(20):
+        await hint(project.id, "flow")
+    second = json.loads(await ws.receive_from(timeout=3))  # the first hint after a quiet second
+    assert second["push"] == 2
+    third = json.loads(await ws.receive_from(timeout=3))  # trailing push: the last change is seen
+    assert third["push"] == 3
+    assert loop.time() - began >= 0.9  # not sooner than a second after the previous push
+    assert await ws.receive_nothing(timeout=1.5)  # 20 hints gave two pushes
+    await ws.disconnect()
+
+
+async def test_hints_of_other_projects_and_areas_are_not_pushed(
+    viewer, project, other_project, stop_listener
+):
+    ws = await connect(viewer, "project=shop")
+    await ws.receive_from(timeout=3)
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    await hint(other_project.id, "flow")
+    await hint(project.id, "lag")
+    assert await ws.receive_nothing(timeout=1.2)
+    await hint(project.id, "failures")
+    assert json.loads(await ws.receive_from(timeout=3))["push"] == 2
+    await ws.disconnect()
+
+
+async def test_anonymous_users_are_closed_with_4401():
+    ws = await connect(AnonymousUser())
+    assert (await ws.receive_output(timeout=3))["code"] == 4401
+
+
+async def test_non_members_are_closed_with_4403(other_viewer, project):
+    ws = await connect(other_viewer, "project=shop")
+    assert (await ws.receive_output(timeout=3))["code"] == 4403
