@@ -9,6 +9,7 @@ the spans of those consumers. Each read is one indexed query per table on
 """
 
 import datetime as dt
+import json
 
 from django.db import connection
 
@@ -41,6 +42,12 @@ def parse_trace_id(text: str) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise ValueError(f"trace id {text!r} must be 32 hexadecimal digits") from None
+
+
+def _json(value):
+    # Django's psycopg setup hands jsonb over as text and decodes it in model
+    # fields; raw queries decode it here.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _hex(value) -> str | None:
@@ -102,9 +109,9 @@ def _span(row: dict) -> dict:
         "duration_ms": row["duration_ns"] / 1e6,
         "status": STATUS.get(row["status_code"], str(row["status_code"])),
         "status_message": row["status_message"],
-        "attributes": row["attributes"] or {},
-        "events": row["events"] or [],
-        "links": row["links"] or [],
+        "attributes": _json(row["attributes"]) or {},
+        "events": _json(row["events"]) or [],
+        "links": _json(row["links"]) or [],
     }
 
 
@@ -117,8 +124,8 @@ def _envelope(row: dict) -> dict:
         "subject": row["subject"],
         "datacontenttype": row["datacontenttype"],
         "dataschema": row["dataschema"],
-        "extensions": row["extensions"] or {},
-        "data": row["data"],
+        "extensions": _json(row["extensions"]) or {},
+        "data": _json(row["data"]),
         "data_text": row["data_text"],
         "data_base64": row["data_base64"],
         "data_size": row["data_size"],
@@ -136,7 +143,7 @@ def _log(row: dict) -> dict:
         "body": row["body"],
         "trace_id": _hex(row["trace_id"]),
         "span_id": _hex(row["span_id"]),
-        "attributes": row["attributes"] or {},
+        "attributes": _json(row["attributes"]) or {},
     }
 
 

@@ -22,6 +22,8 @@
     return share < 0.05 ? COLORS.warn : COLORS.err;
   }
   function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
+  // Rates span 0.0003/s to thousands/s: two significant digits below 1.
+  function fmtRate(v) { return v >= 1 || v === 0 ? Number(v).toFixed(2) : Number(v).toPrecision(2); }
 
   function failuresUrlForNode(n) {
     var q = new URLSearchParams();
@@ -72,6 +74,8 @@
   function layout() {
     cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 110, edgeSep: 10, padding: 20, animate: false }).run();
     cy.fit(undefined, 30);
+    // A handful of nodes would otherwise be blown up to fill the panel.
+    if (cy.zoom() > 1.1) { cy.zoom(1.1); cy.center(); }
   }
 
   function render(graph) {
@@ -94,7 +98,7 @@
       edgesById[id] = e;
       seen[id] = true;
       var width = maxRate > 0 ? 1.5 + 8 * Math.sqrt(e.rate_per_s / maxRate) : 1.5;
-      var data = { width: width, color: colorOf(e), kind: e.kind, label: e.rate_per_s >= 0.01 ? fmt(e.rate_per_s, 2) + "/s" : String(e.count) };
+      var data = { width: width, color: colorOf(e), kind: e.kind, label: fmtRate(e.rate_per_s) + "/s" };
       var el = cy.getElementById(id);
       if (el.empty()) {
         cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
@@ -124,7 +128,7 @@
       var tr = document.createElement("tr");
       tr.dataset.edge = [e.source, e.target, e.kind, e.group].join("|");
       cell(tr, e.source); cell(tr, e.target); cell(tr, e.kind); cell(tr, e.group);
-      cell(tr, fmt(e.rate_per_s, 2), "num");
+      cell(tr, fmtRate(e.rate_per_s), "num");
       cell(tr, String(e.count), "num").dataset.count = "";
       cell(tr, String(e.errors), "num");
       cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
@@ -160,7 +164,7 @@
     var share = e.count > 0 ? (100 * e.errors / e.count).toFixed(1) + " %" : "0 %";
     showTip(evt, [
       e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""),
-      e.kind + ": " + fmt(e.rate_per_s, 2) + " msg/s (" + e.count + ")",
+      e.kind + ": " + fmtRate(e.rate_per_s) + " msg/s (" + e.count + " in window)",
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",

@@ -1,0 +1,69 @@
+"""Pages: sign-in, the flow window picker, search, journeys and the failures page."""
+
+import pytest
+
+from tests.dashboard.world import store_order
+
+pytestmark = pytest.mark.usefixtures("telemetry_db")
+
+
+def test_pages_require_sign_in(client):
+    for url in ("/", "/failures/", "/search/", "/tokens/", f"/traces/{'a' * 32}"):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/login/"), url
+
+
+def test_login_form_signs_in(client, viewer):
+    response = client.post("/login/", {"username": "vera", "password": "correct horse battery"})
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_flow_page_shows_edges_and_a_bad_window_is_explained(client, viewer, project):
+    store_order(project.id)
+    client.force_login(viewer)
+    html = client.get("/?window=1h").content.decode()
+    assert 'data-edge="service:orders|channel:kafka:orders|publish|"' in html
+    assert "ws/flow/?window=1h" in html
+    bad = client.get("/?since=yesterday")
+    assert bad.status_code == 400 and "RFC 3339" in bad.content.decode()
+
+
+def test_search_finds_traces_and_events(client, viewer, project):
+    ids = store_order(project.id, event_id="evt-77")
+    client.force_login(viewer)
+    assert client.get(f"/search/?q={ids['trace']}")["Location"] == f"/traces/{ids['trace']}"
+    assert client.get("/search/?q=evt-77")["Location"] == "/events/evt-77"
+    source = client.get("/search/?q=evt-77&source=/shop")
+    assert source["Location"] == "/events/evt-77?source=%2Fshop"
+    assert client.get("/search/?q=nothing-here").status_code == 404
+
+
+def test_event_page_shows_the_journey_and_error(client, viewer, project):
+    ids = store_order(project.id, event_id="evt-9")
+    client.force_login(viewer)
+    html = client.get("/events/evt-9").content.decode()
+    assert "SMTP 550 mailbox unavailable" in html
+    assert ids["audit_trace"] in html  # the linked consumer's trace is part of the journey
+    assert 'id="waterfall-data"' in html
+
+
+def test_failures_page_groups_and_links_to_the_event(client, viewer, project):
+    store_order(project.id, event_id="evt-5")
+    client.force_login(viewer)
+    html = client.get("/failures/?service=email").content.decode()
+    assert 'href="/events/evt-5"' in html and "SMTP 550" in html
+    assert "ws/failures/?service=email" in html
+    assert "No failed" in client.get("/failures/?service=payments").content.decode()
+
+
+def test_project_picker_switches_projects(client, viewer, other_project):
+    from collector.models import Membership
+
+    Membership.objects.create(user=viewer, project=other_project, role="viewer")
+    client.force_login(viewer)
+    html = client.get("/").content.decode()
+    assert 'id="project-picker"' in html
+    client.get("/?project=other")
+    assert client.get("/api/flow").status_code == 200
+    assert client.session["project_id"] == other_project.pk

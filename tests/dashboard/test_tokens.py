@@ -1,0 +1,87 @@
+"""Tokens and members pages: admins only; secrets shown once; a project keeps an admin."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from collector.models import ApiToken, Membership, Role, Scope
+
+
+def test_only_admins_manage_tokens_and_members(client, viewer, editor):
+    for user in (viewer, editor):
+        client.force_login(user)
+        assert client.get("/tokens/").status_code == 403
+        assert client.get("/members/").status_code == 403
+        assert client.post("/tokens/", {"name": "x", "scope": "read"}).status_code == 403
+    assert not ApiToken.objects.exists()
+
+
+def test_a_created_token_is_shown_once_and_works(client, admin_user, project):
+    client.force_login(admin_user)
+    response = client.post("/tokens/", {"name": "grafana", "scope": Scope.READ})
+    assert response.status_code == 200
+    secret = response.context["new_secret"]
+    assert secret in response.content.decode()
+    assert ApiToken.objects.authenticate(secret, Scope.READ).project == project
+    listing = client.get("/tokens/").content.decode()
+    assert "grafana" in listing and secret not in listing
+    client.logout()
+    assert client.get("/api/flow", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
+
+
+def test_revoking_a_token_stops_it(client, admin_user, project):
+    token, secret = ApiToken.issue(project, "old", Scope.READ)
+    client.force_login(admin_user)
+    assert client.post(f"/tokens/{token.pk}/revoke").status_code == 302
+    assert ApiToken.objects.authenticate(secret, Scope.READ) is None
+
+
+def test_tokens_of_another_project_cannot_be_revoked(client, admin_user, other_project):
+    token, _ = ApiToken.issue(other_project, "theirs", Scope.READ)
+    client.force_login(admin_user)
+    assert client.post(f"/tokens/{token.pk}/revoke").status_code == 404
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+def test_bad_token_forms_say_what_is_wrong(client, admin_user):
+    client.force_login(admin_user)
+    response = client.post("/tokens/", {"name": "", "scope": "read"})
+    assert response.status_code == 400 and "name" in response.content.decode()
+    response = client.post("/tokens/", {"name": "x", "scope": "root"})
+    assert response.status_code == 400 and "Scope must be" in response.content.decode()
+
+
+def test_admins_add_change_and_remove_members(client, admin_user, project):
+    newcomer = get_user_model().objects.create_user("nina", password="pw-pw-pw-pw")
+    client.force_login(admin_user)
+    assert client.post("/members/", {"username": "nina", "role": Role.VIEWER}).status_code == 302
+    membership = Membership.objects.get(user=newcomer, project=project)
+    client.post(f"/members/{membership.pk}", {"role": Role.EDITOR})
+    membership.refresh_from_db()
+    assert membership.role == Role.EDITOR
+    client.post(f"/members/{membership.pk}", {"action": "remove"})
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    missing = client.post("/members/", {"username": "ghost", "role": Role.VIEWER})
+    assert missing.status_code == 400 and "no user" in missing.content.decode()
+
+
+def test_the_last_admin_cannot_be_removed_or_demoted(client, admin_user, project):
+    client.force_login(admin_user)
+    mine = Membership.objects.get(user=admin_user, project=project)
+    assert client.post(f"/members/{mine.pk}", {"action": "remove"}).status_code == 400
+    assert client.post(f"/members/{mine.pk}", {"role": Role.VIEWER}).status_code == 400
+    mine.refresh_from_db()
+    assert mine.role == Role.ADMIN
+
+
+@pytest.mark.django_db
+def test_forms_need_a_csrf_token(admin_user):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(admin_user)
+    assert strict.post("/tokens/", {"name": "x", "scope": "read"}).status_code == 403
+    page = strict.get("/tokens/")
+    token = page.cookies["csrftoken"].value
+    ok = strict.post("/tokens/", {"name": "x", "scope": "read", "csrfmiddlewaretoken": token})
+    assert ok.status_code == 200
