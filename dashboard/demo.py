@@ -5,5 +5,767 @@ Entry point (used by `manage.py demo` and `manage.py serve --demo`):
 
     run(endpoint: str, stop: threading.Event, headers: dict | None = None) -> None
 
-blocks until `stop` is set. Implementation below.
+blocks until `stop` is set.
+
+The shop, one TracerProvider per service so each has its own `service.name`:
+
+- `storefront` calls `orders` (POST /orders, a CLIENT and a SERVER span: a
+  call edge). `orders` publishes OrderPlaced to the Kafka topic `shop.orders`.
+- `payments`, `shipping`, `analytics` consume `shop.orders` one message at a
+  time with the current messaging conventions; `email` receives batches (one
+  receive span linking every message's producer) and uses the legacy names.
+- `payments` retries gateway timeouts, then publishes PaymentCaptured to the
+  RabbitMQ queue `payments.captured`, consumed by `ledger`.
+- `shipping` retries an invalid address twice, then dead-letters the order
+  to `shop.orders.dlq`. `email` fails a bounced address without retrying.
+- `analytics` is slow for 90 s out of every 120 s, so its lag climbs and
+  then drains.
+- `shipping` hands shipments to `notifications`, which reports them as
+  CloudEvents (published and processed) to `/v1/events`.
+
+The shop is a discrete-event simulation on the wall clock: every decision is
+drawn from one seedable random generator in a fixed order, and a span is
+recorded once its (back-dated) end time has passed, so a seed gives the same
+story at any speed.
 """
+
+import dataclasses
+import datetime as dt
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE = 2.0  # orders per second
+VERSION = "1.4.2"
+SERVICES = (
+    "storefront",
+    "orders",
+    "payments",
+    "shipping",
+    "email",
+    "analytics",
+    "ledger",
+)
+ORDERS_TOPIC = "shop.orders"
+DEAD_LETTER_TOPIC = "shop.orders.dlq"
+PARTITIONS = 3
+# Published through RabbitMQ's default exchange, so the producer's
+# destination (the routing key) and the consumer's (the queue) are one name.
+CAPTURED_QUEUE = "payments.captured"
+NOTIFICATIONS_SUBJECT = "shop.notifications"
+MAX_ATTEMPTS = 3
+EMAIL_POLL_S = 1.0
+EMAIL_MAX_BATCH = 20
+ANALYTICS_CYCLE_S = 120.0
+ANALYTICS_SLOW_S = 90.0
+# Under an order rate it can never catch up with, analytics skips messages
+# older than this rather than keep an ever-growing backlog in memory.
+ANALYTICS_MAX_DELAY_S = 900.0
+
+# Per-order odds of the things that go wrong.
+OUT_OF_STOCK = 0.01
+GATEWAY_TIMEOUT = 0.04
+BAD_ADDRESS = 0.03
+BOUNCED_EMAIL = 0.04
+
+MS = 1_000_000
+S = 1_000_000_000
+PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class OutOfStock(Exception):
+    """An order for an item the warehouse no longer has (HTTP 409)."""
+
+
+class PaymentGatewayTimeout(TimeoutError):
+    """The card processor did not answer in time; worth retrying."""
+
+
+class InvalidShippingAddress(ValueError):
+    """The carrier rejected the address; retrying cannot help."""
+
+
+class MailboxUnavailable(ConnectionError):
+    """The customer's mail server bounced the confirmation."""
+
+
+# ---- telemetry ------------------------------------------------------------------
+
+
+class Telemetry:
+    """One TracerProvider per service, each with its own resource and span processor."""
+
+    def __init__(self, make_processor: Callable[[], SpanProcessor]):
+        self.providers = {}
+        for service in SERVICES:
+            provider = TracerProvider(
+                resource=Resource.create(
+                    {
+                        "service.name": service,
+                        "service.namespace": "shop",
+                        "service.version": VERSION,
+                        "deployment.environment.name": "demo",
+                    }
+                ),
+                # run() shuts down explicitly; an atexit hook per provider
+                # would flush them again at interpreter exit.
+                shutdown_on_exit=False,
+            )
+            provider.add_span_processor(make_processor())
+            self.providers[service] = provider
+
+    @classmethod
+    def otlp(cls, endpoint: str, headers: dict | None = None) -> "Telemetry":
+        """Export each service's spans over OTLP/HTTP protobuf to `{endpoint}/v1/traces`."""
+        url = f"{endpoint.rstrip('/')}/v1/traces"
+        return cls(
+            lambda: BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=url, headers=dict(headers or {}), timeout=10),
+                schedule_delay_millis=1000,
+            )
+        )
+
+    def tracer(self, service: str) -> trace.Tracer:
+        return self.providers[service].get_tracer("eventscope.demo", VERSION)
+
+    def shutdown(self) -> None:
+        """Flush and stop every service's exporter."""
+        for provider in self.providers.values():
+            provider.shutdown()
+
+
+class CloudEventSender:
+    """Posts CloudEvents batches from a thread of its own, so a slow or absent
+    collector never stalls the shop; when the queue is full, events are dropped."""
+
+    def __init__(self, endpoint: str, headers: dict | None = None):
+        self.url = f"{endpoint.rstrip('/')}/v1/events"
+        self.client = httpx.Client(headers=dict(headers or {}), timeout=5.0)
+        self.pending: queue.Queue = queue.Queue(maxsize=1000)
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._deliver, name="demo-cloudevents", daemon=True)
+        self.thread.start()
+
+    def send(self, events: list[dict]) -> None:
+        try:
+            self.pending.put_nowait(events)
+        except queue.Full:
+            self.dropped += len(events)
+
+    def close(self) -> None:
+        """Deliver what is queued (waiting a few seconds at most), then stop."""
+        try:
+            self.pending.put(None, timeout=5)
+        except queue.Full:
+            pass
+        self.thread.join(timeout=10)
+        self.client.close()
+
+    def _deliver(self) -> None:
+        failing = False
+        while (events := self.pending.get()) is not None:
+            try:
+                response = self.client.post(
+                    self.url,
+                    json=events,
+                    headers={"content-type": "application/cloudevents-batch+json"},
+                )
+                problem = None if response.is_success else f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                problem = str(exc) or type(exc).__name__
+            # One warning per outage, not one per batch.
+            if problem and not failing:
+                log.warning("the demo's CloudEvents are not accepted at %s: %s", self.url, problem)
+            failing = problem is not None
+
+
+# ---- the simulation ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Order:
+    number: int
+    id: str
+    customer: str
+    total: float
+    items: int
+    out_of_stock: bool
+    gateway_timeout: bool
+    bad_address: bool
+    bounced_email: bool
+
+
+@dataclasses.dataclass
+class Message:
+    """A record on the simulated broker: the body plus the headers that carry
+    the producer's trace context, as Kafka and AMQP headers do."""
+
+    order: Order
+    id: str
+    destination: str
+    headers: dict
+    published_ns: int
+    available_ns: int = 0
+    partition: int = 0
+    offset: int = 0
+
+    def context(self):
+        return PROPAGATOR.extract(self.headers)
+
+    def span_context(self):
+        return trace.get_current_span(self.context()).get_span_context()
+
+
+@dataclasses.dataclass
+class Consumer:
+    """One consumer-group member: handles one message at a time, in order."""
+
+    service: str
+    group: str
+    busy_until_ns: int = 0
+
+
+@dataclasses.dataclass
+class Attempt:
+    start_ns: int
+    end_ns: int
+    error: Exception | None = None
+    retried: bool = False
+    dead_letter: bool = False
+
+
+@dataclasses.dataclass
+class Tally:
+    orders: int = 0
+    published: int = 0
+    processed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cloudevents: int = 0
+
+
+class Scheduler:
+    """Actions due at simulated times, run in time order (ties in the order added)."""
+
+    def __init__(self):
+        self._heap: list = []
+        self._sequence = itertools.count()
+        self.current_ns = 0
+
+    def at(self, due_ns: int, action: Callable, *args) -> None:
+        heapq.heappush(self._heap, (due_ns, next(self._sequence), action, args))
+
+    def next_due(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def run_until(self, now_ns: int) -> int:
+        """Run every action due by `now_ns` (including ones they schedule); returns how many."""
+        ran = 0
+        while self._heap and self._heap[0][0] <= now_ns:
+            self.current_ns, _, action, args = heapq.heappop(self._heap)
+            action(*args)
+            ran += 1
+        return ran
+
+
+class Shop:
+    """The shop's services and broker; `advance(now_ns)` plays everything up to now."""
+
+    def __init__(
+        self,
+        tracer: Callable[[str], trace.Tracer],
+        *,
+        start_ns: int,
+        rate: float = DEFAULT_RATE,
+        seed: int | None = None,
+        send_events: Callable[[list[dict]], None] | None = None,
+    ):
+        if not rate > 0:
+            raise ValueError(f"the order rate must be positive, got {rate!r}")
+        self.tracer = tracer
+        self.start_ns = start_ns
+        self.rate = rate
+        self.random = random.Random(seed)
+        self.send_events = send_events
+        self.scheduler = Scheduler()
+        self.tally = Tally()
+        self.offsets = dict.fromkeys(range(PARTITIONS), 0)
+        self.payments = Consumer("payments", "payments")
+        self.shipping = Consumer("shipping", "shipping")
+        self.analytics = Consumer("analytics", "analytics")
+        self.ledger = Consumer("ledger", "ledger")
+        self.email_inbox: list[Message] = []
+        self.scheduler.at(start_ns + self._next_gap(), self._arrive)
+        self.scheduler.at(start_ns + int(EMAIL_POLL_S * S), self._poll_email)
+
+    def advance(self, now_ns: int) -> int:
+        """Play the shop up to `now_ns`; returns the number of actions run."""
+        return self.scheduler.run_until(now_ns)
+
+    def next_due(self) -> int:
+        due = self.scheduler.next_due()
+        return due if due is not None else self.start_ns
+
+    # -- randomness, always drawn in simulation order --
+
+    def _ms(self, low: float, high: float) -> int:
+        return int(self.random.uniform(low, high) * MS)
+
+    def _next_gap(self) -> int:
+        return int(self.random.expovariate(self.rate) * S) + 1
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+
+    def _chance(self, odds: float) -> bool:
+        return self.random.random() < odds
+
+    # -- storefront -> orders -> shop.orders --
+
+    def _arrive(self) -> None:
+        self.tally.orders += 1
+        number = self.tally.orders
+        order = Order(
+            number=number,
+            id=f"ord-{number:06d}",
+            customer=f"cus-{self.random.randint(1, 5000):05d}",
+            total=round(self.random.uniform(8, 400), 2),
+            items=self.random.randint(1, 6),
+            out_of_stock=self._chance(OUT_OF_STOCK),
+            gateway_timeout=self._chance(GATEWAY_TIMEOUT),
+            bad_address=self._chance(BAD_ADDRESS),
+            bounced_email=self._chance(BOUNCED_EMAIL),
+        )
+        arrived = self._current
+        duration = self._ms(25, 90)
+        self.scheduler.at(arrived + duration, self._checkout, order, arrived, duration)
+        self.scheduler.at(arrived + self._next_gap(), self._arrive)
+
+    def _checkout(self, order: Order, start: int, duration: int) -> None:
+        end = start + duration
+        storefront, orders = self.tracer("storefront"), self.tracer("orders")
+        client = storefront.start_span(
+            "POST",
+            kind=SpanKind.CLIENT,
+            start_time=start,
+            attributes={
+                "http.request.method": "POST",
+                "url.full": "http://orders:8080/orders",
+                "server.address": "orders",
+                "server.port": 8080,
+            },
+        )
+        carrier: dict = {}
+        PROPAGATOR.inject(carrier, context=trace.set_span_in_context(client))
+        server = orders.start_span(
+            "POST /orders",
+            context=PROPAGATOR.extract(carrier),
+            kind=SpanKind.SERVER,
+            start_time=start + MS,
+            attributes={
+                "http.request.method": "POST",
+                "http.route": "/orders",
+                "url.path": "/orders",
+                "url.scheme": "http",
+                "server.address": "orders",
+                "server.port": 8080,
+                "network.protocol.version": "1.1",
+                "shop.order.id": order.id,
+            },
+        )
+        status = 409 if order.out_of_stock else 201
+        if order.out_of_stock:
+            # A 4xx is the client's failure, not the server's (HTTP semconv).
+            client.set_status(Status(StatusCode.ERROR, "409 Conflict: item out of stock"))
+            client.set_attribute("error.type", "409")
+        else:
+            self._publish_order(order, trace.set_span_in_context(server), start + duration // 2)
+        server.set_attribute("http.response.status_code", status)
+        client.set_attribute("http.response.status_code", status)
+        server.end(end_time=end - MS)
+        client.end(end_time=end)
+
+    def _publish_order(self, order: Order, parent, start: int) -> None:
+        key = order.customer
+        partition = zlib.crc32(key.encode()) % PARTITIONS
+        offset = self.offsets[partition]
+        self.offsets[partition] += 1
+        message = Message(order, self._uuid(), ORDERS_TOPIC, {}, 0, 0, partition, offset)
+        end = start + self._ms(1, 6)
+        self._send(
+            "orders",
+            message,
+            parent,
+            start,
+            end,
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.name": "send",
+                "messaging.kafka.message.key": key,
+                "messaging.destination.partition.id": str(partition),
+                "messaging.client.id": "orders-1",
+                "shop.event.type": "OrderPlaced",
+            },
+        )
+        self._deliver(message, self.payments, self._pay)
+        self._deliver(message, self.shipping, self._ship)
+        self._deliver(message, self.analytics, self._analyse)
+        message.available_ns = end + self._ms(2, 20)
+        self.email_inbox.append(message)
+
+    def _send(self, service: str, message: Message, parent, start: int, end: int, attributes):
+        """A PRODUCER span for `message`, its context injected into the message headers."""
+        span = self.tracer(service).start_span(
+            f"{attributes['messaging.operation.name']} {message.destination}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            start_time=start,
+            attributes={
+                "messaging.destination.name": message.destination,
+                "messaging.operation.type": "send",
+                "messaging.message.id": message.id,
+                **attributes,
+            },
+        )
+        PROPAGATOR.inject(message.headers, context=trace.set_span_in_context(span))
+        span.end(end_time=end)
+        message.published_ns = end
+        if message.destination != DEAD_LETTER_TOPIC:
+            self.tally.published += 1
+
+    # -- single-message Kafka consumers --
+
+    def _deliver(self, message: Message, consumer: Consumer, handle: Callable) -> None:
+        """Queue a message for a consumer: it starts once polled and once the
+        consumer is done with everything before it."""
+        arrival = message.published_ns + self._ms(2, 20)
+        start = max(arrival, consumer.busy_until_ns)
+        handle(message, consumer, start)
+
+    def _plan(
+        self,
+        start: int,
+        low_ms: float,
+        high_ms: float,
+        error: Exception | None,
+        failures: int,
+        dead_letter: bool,
+    ) -> list[Attempt]:
+        """Attempts of one message: `failures` failed ones (retried with
+        backoff), then a success, or a dead letter when `dead_letter`."""
+        attempts = []
+        for number in range(failures + (0 if dead_letter else 1)):
+            end = start + self._ms(low_ms, high_ms)
+            failed = number < failures
+            last = number == failures - 1 and dead_letter
+            attempts.append(
+                Attempt(start, end, error if failed else None, failed and not last, last)
+            )
+            start = end + self._ms(100, 150) * (2**number)
+        return attempts
+
+    def _pay(self, message: Message, consumer: Consumer, start: int) -> None:
+        error = PaymentGatewayTimeout("card processor did not answer within 3s")
+        attempts = self._plan(start, 20, 120, error, int(message.order.gateway_timeout), False)
+        self._schedule(message, consumer, attempts, then=self._capture_payment)
+
+    def _ship(self, message: Message, consumer: Consumer, start: int) -> None:
+        bad = message.order.bad_address
+        error = InvalidShippingAddress(f"carrier rejected the address of {message.order.id}")
+        attempts = self._plan(start, 10, 60, error, MAX_ATTEMPTS if bad else 0, bad)
+        self._schedule(message, consumer, attempts, then=self._notify_shipment)
+
+    def _analyse(self, message: Message, consumer: Consumer, start: int) -> None:
+        if start - message.published_ns > ANALYTICS_MAX_DELAY_S * S:
+            return
+        phase = ((start - self.start_ns) / S) % ANALYTICS_CYCLE_S
+        slow = phase < ANALYTICS_SLOW_S
+        low, high = (1200, 2500) if slow else (10, 40)
+        self._schedule(message, consumer, self._plan(start, low, high, None, 0, False))
+
+    def _schedule(self, message, consumer, attempts, then=None) -> None:
+        consumer.busy_until_ns = attempts[-1].end_ns
+        for attempt in attempts:
+            self.scheduler.at(attempt.end_ns, self._process, message, consumer, attempt, then)
+
+    def _process(self, message: Message, consumer: Consumer, attempt: Attempt, then) -> None:
+        """A CONSUMER span, parented on the producer's context from the message headers."""
+        span = self.tracer(consumer.service).start_span(
+            f"process {message.destination}",
+            context=message.context(),
+            kind=SpanKind.CONSUMER,
+            start_time=attempt.start_ns,
+            attributes=self._consumer_attributes(message, consumer),
+        )
+        if attempt.error is not None:
+            self._fail(span, attempt.error, attempt.end_ns, retried=attempt.retried)
+            if attempt.dead_letter:
+                self._publish_dead_letter(message, consumer, span, attempt.end_ns)
+            elif not attempt.retried:
+                self.tally.failed += 1
+        else:
+            self.tally.processed += 1
+            if then is not None:
+                then(message, span, attempt.end_ns)
+        span.end(end_time=attempt.end_ns)
+
+    def _consumer_attributes(self, message: Message, consumer: Consumer) -> dict:
+        if message.destination == CAPTURED_QUEUE:
+            return {
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": CAPTURED_QUEUE,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "consume",
+                "messaging.message.id": message.id,
+                "messaging.rabbitmq.destination.routing_key": CAPTURED_QUEUE,
+                "messaging.rabbitmq.message.delivery_tag": message.offset + 1,
+            }
+        return {
+            "messaging.system": "kafka",
+            "messaging.destination.name": message.destination,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": consumer.group,
+            "messaging.message.id": message.id,
+            "messaging.kafka.message.key": message.order.customer,
+            "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset,
+        }
+
+    def _fail(self, span, error: Exception, at_ns: int, *, retried: bool) -> None:
+        try:
+            raise error
+        except Exception as raised:
+            span.record_exception(raised, timestamp=at_ns - MS)
+        span.set_attribute("error.type", type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+        if retried:
+            # The SDK has no notion of a retry; Eventscope's stage attribute says it.
+            span.set_attribute("eventscope.stage", "retried")
+            self.tally.retried += 1
+
+    def _publish_dead_letter(self, message: Message, consumer: Consumer, parent, at_ns: int):
+        """Hand a message that keeps failing to shop.orders.dlq, from inside
+        the last failed attempt: Eventscope reads the parent as dead-lettered."""
+        dead_letter = Message(message.order, message.id, DEAD_LETTER_TOPIC, {}, 0)
+        self._send(
+            consumer.service,
+            dead_letter,
+            trace.set_span_in_context(parent),
+            at_ns - MS,
+            at_ns,
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.name": "send",
+                "messaging.kafka.message.key": message.order.customer,
+                "shop.dead_letter.reason": f"failed {MAX_ATTEMPTS} times",
+                "shop.dead_letter.source": f"{message.destination}/{message.partition}",
+            },
+        )
+        self.tally.dead_lettered += 1
+
+    # -- payments -> RabbitMQ -> ledger --
+
+    def _capture_payment(self, message: Message, parent, at_ns: int) -> None:
+        start = at_ns - self._ms(2, 5)
+        captured = Message(message.order, self._uuid(), CAPTURED_QUEUE, {}, 0)
+        captured.offset = self.tally.processed
+        self._send(
+            "payments",
+            captured,
+            trace.set_span_in_context(parent),
+            start,
+            at_ns - MS,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.name": "publish",
+                "messaging.rabbitmq.destination.routing_key": CAPTURED_QUEUE,
+                "shop.event.type": "PaymentCaptured",
+            },
+        )
+        arrival = captured.published_ns + self._ms(1, 4)
+        start = max(arrival, self.ledger.busy_until_ns)
+        self._schedule(captured, self.ledger, self._plan(start, 4, 25, None, 0, False))
+
+    # -- email: batch receive with links, legacy attribute names --
+
+    def _poll_email(self) -> None:
+        now = self._current
+        batch = [m for m in self.email_inbox if m.available_ns <= now][:EMAIL_MAX_BATCH]
+        if not batch:
+            self.scheduler.at(now + int(EMAIL_POLL_S * S), self._poll_email)
+            return
+        taken = {id(m) for m in batch}
+        self.email_inbox = [m for m in self.email_inbox if id(m) not in taken]
+        received = now + self._ms(2, 8)
+        ends = []
+        start = received
+        for _ in batch:
+            end = start + self._ms(30, 150)
+            ends.append((start, end))
+            start = end
+        self.scheduler.at(start, self._send_emails, batch, now, received, ends)
+        self.scheduler.at(max(start, now + int(EMAIL_POLL_S * S)), self._poll_email)
+
+    def _legacy_attributes(self, operation: str) -> dict:
+        return {
+            "messaging.system": "kafka",
+            "messaging.destination": ORDERS_TOPIC,
+            "messaging.destination_kind": "topic",
+            "messaging.operation": operation,
+            "messaging.kafka.consumer_group": "email",
+            "messaging.kafka.client_id": "email-1",
+        }
+
+    def _send_emails(self, batch, polled: int, received: int, ends) -> None:
+        tracer = self.tracer("email")
+        receive = tracer.start_span(
+            f"{ORDERS_TOPIC} receive",
+            kind=SpanKind.CONSUMER,
+            start_time=polled,
+            # Per-message attributes go on the links: a batch has no one message id.
+            links=[
+                Link(
+                    m.span_context(),
+                    {"messaging.message_id": m.id, "messaging.kafka.partition": m.partition},
+                )
+                for m in batch
+            ],
+            attributes={
+                **self._legacy_attributes("receive"),
+                "messaging.batch.message_count": len(batch),
+            },
+        )
+        receive.end(end_time=received)
+        for message, (start, end) in zip(batch, ends, strict=True):
+            span = tracer.start_span(
+                f"{ORDERS_TOPIC} process",
+                context=trace.set_span_in_context(receive),
+                kind=SpanKind.CONSUMER,
+                start_time=start,
+                links=[Link(message.span_context())],
+                attributes={
+                    **self._legacy_attributes("process"),
+                    "messaging.message_id": message.id,
+                    "messaging.kafka.message_key": message.order.customer,
+                    "messaging.kafka.partition": message.partition,
+                },
+            )
+            if message.order.bounced_email:
+                error = MailboxUnavailable(f"550 mailbox unavailable for {message.order.customer}")
+                self._fail(span, error, end, retried=False)
+                self.tally.failed += 1
+            else:
+                self.tally.processed += 1
+            span.end(end_time=end)
+
+    # -- shipping -> notifications, reported as CloudEvents --
+
+    def _notify_shipment(self, message: Message, parent, at_ns: int) -> None:
+        if self.send_events is None:
+            return
+        published = at_ns + self._ms(2, 6)
+        processed = published + self._ms(15, 80)
+        self.scheduler.at(
+            processed,
+            self._report_notification,
+            message,
+            parent.get_span_context(),
+            published,
+            processed,
+        )
+
+    def _report_notification(self, message: Message, context, published: int, processed: int):
+        traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+        common = {
+            "specversion": "1.0",
+            "id": f"ntf-{message.order.id}",
+            "source": "/shop/notifications",
+            "type": "com.example.shop.ShipmentNotice",
+            "subject": message.order.id,
+            "datacontenttype": "application/json",
+            "traceparent": traceparent,
+            "essystem": "nats",
+            "eschannel": NOTIFICATIONS_SUBJECT,
+            "data": {"order": message.order.id, "customer": message.order.customer},
+        }
+        events = [
+            {
+                **common,
+                "time": _rfc3339(published),
+                "esstage": "published",
+                "esservice": "notifications",
+            },
+            {
+                **common,
+                "time": _rfc3339(processed),
+                "esstage": "processed",
+                "esservice": "push",
+                "esgroup": "push",
+                "esduration": round((processed - published) / MS, 3),
+            },
+        ]
+        self.tally.cloudevents += len(events)
+        self.send_events(events)
+
+    @property
+    def _current(self) -> int:
+        """The simulated time of the action being run."""
+        return self.scheduler.current_ns
+
+
+def _rfc3339(time_ns: int) -> str:
+    moment = dt.datetime.fromtimestamp(time_ns // 1000 / 1e6, dt.UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# ---- entry point --------------------------------------------------------------------
+
+
+def run(
+    endpoint: str,
+    stop: threading.Event,
+    headers: dict | None = None,
+    *,
+    rate: float = DEFAULT_RATE,
+    seed: int | None = None,
+) -> Tally:
+    """Run the shop against the collector at `endpoint` until `stop` is set.
+
+    `headers` go with every export (e.g. `{"authorization": "Bearer …"}`).
+    Spans still buffered are flushed before returning; returns the tally.
+    """
+    telemetry = Telemetry.otlp(endpoint, headers)
+    events = CloudEventSender(endpoint, headers)
+    try:
+        shop = Shop(
+            telemetry.tracer, start_ns=time.time_ns(), rate=rate, seed=seed, send_events=events.send
+        )
+        log.info("demo shop: %.1f orders/s to %s", rate, endpoint)
+        while not stop.is_set():
+            shop.advance(time.time_ns())
+            wait = (shop.next_due() - time.time_ns()) / S
+            stop.wait(min(max(wait, 0.0), 0.5))
+        return shop.tally
+    finally:
+        events.close()
+        telemetry.shutdown()

@@ -1,0 +1,431 @@
+"""The demo shop, seen from outside: what its OpenTelemetry SDK exports over OTLP/HTTP.
+
+A small HTTP server here stands in for a collector (for the shop, it is the
+outside world): it decodes the protobuf export requests with
+opentelemetry-proto, exactly as sent on the wire.
+"""
+
+import gzip
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from dashboard import demo
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER, CLIENT, PRODUCER, CONSUMER = (
+    PbSpan.SPAN_KIND_SERVER,
+    PbSpan.SPAN_KIND_CLIENT,
+    PbSpan.SPAN_KIND_PRODUCER,
+    PbSpan.SPAN_KIND_CONSUMER,
+)
+
+
+class OtlpSink(http.server.ThreadingHTTPServer):
+    """Accepts OTLP/HTTP protobuf traces and CloudEvents batches, and keeps them."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _SinkHandler)
+        self.spans: list[dict] = []
+        self.events: list[dict] = []
+        self.authorizations: set[str] = set()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+class _SinkHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self.server.lock:
+            self.server.authorizations.add(self.headers.get("authorization", ""))
+            if self.path == "/v1/traces":
+                assert self.headers["content-type"] == "application/x-protobuf"
+                request = ExportTraceServiceRequest.FromString(body)
+                self.server.spans.extend(_flatten(request))
+                answer = ExportTraceServiceResponse().SerializeToString()
+                content_type = "application/x-protobuf"
+            elif self.path == "/v1/events":
+                self.server.events.extend(json.loads(body))
+                answer, content_type = b'{"accepted": 2, "rejected": []}', "application/json"
+            else:
+                self.send_error(404)
+                return
+        self.send_response(200)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+def _value(any_value):
+    which = any_value.WhichOneof("value")
+    return getattr(any_value, which) if which else None
+
+
+def _flatten(request) -> list[dict]:
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    {
+                        "service": resource["service.name"],
+                        "name": span.name,
+                        "kind": span.kind,
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent": span.parent_span_id.hex(),
+                        "start": span.start_time_unix_nano,
+                        "end": span.end_time_unix_nano,
+                        "error": span.status.code == PbStatus.STATUS_CODE_ERROR,
+                        "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
+                        "events": [event.name for event in span.events],
+                        "links": [(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                    }
+                )
+    return spans
+
+
+@pytest.fixture(scope="module")
+def shop_run():
+    """Three seconds of the shop at 25 orders/s, exported to a local sink."""
+    with OtlpSink() as sink:
+        stop = threading.Event()
+        result = {}
+        thread = threading.Thread(
+            target=lambda: result.update(
+                tally=demo.run(sink.url, stop, {"authorization": "Bearer es_demo"}, rate=25, seed=7)
+            )
+        )
+        thread.start()
+        time.sleep(3)
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "run() did not return after stop was set"
+        yield sink, result["tally"]
+
+
+@pytest.fixture(scope="module")
+def spans(shop_run):
+    return shop_run[0].spans
+
+
+def by_id(spans):
+    return {span["span_id"]: span for span in spans}
+
+
+def test_every_service_exports_spans_under_its_own_name(spans):
+    assert set(demo.SERVICES) <= {span["service"] for span in spans}
+
+
+def test_headers_go_with_every_export(shop_run):
+    sink, _ = shop_run
+    assert sink.authorizations == {"Bearer es_demo"}
+
+
+def test_spans_still_buffered_at_stop_are_flushed(shop_run):
+    sink, tally = shop_run
+    publishes = [s for s in sink.spans if s["kind"] == PRODUCER and "dlq" not in s["name"]]
+    assert len(publishes) == tally.published > 0
+    assert tally.orders >= 40
+
+
+def test_storefront_calls_orders_over_http(spans):
+    spans_by_id = by_id(spans)
+    servers = [s for s in spans if s["service"] == "orders" and s["kind"] == SERVER]
+    assert servers
+    for server in servers:
+        client = spans_by_id[server["parent"]]
+        assert (client["service"], client["kind"]) == ("storefront", CLIENT)
+        assert client["trace_id"] == server["trace_id"]
+        assert server["attributes"]["http.route"] == "/orders"
+    statuses = Counter(s["attributes"]["http.response.status_code"] for s in servers)
+    assert statuses[201] > 0
+
+
+def test_orders_publish_with_the_current_kafka_conventions(spans):
+    spans_by_id = by_id(spans)
+    publishes = [s for s in spans if s["service"] == "orders" and s["kind"] == PRODUCER]
+    assert publishes
+    for span in publishes:
+        attributes = span["attributes"]
+        assert attributes["messaging.system"] == "kafka"
+        assert attributes["messaging.destination.name"] == "shop.orders"
+        assert attributes["messaging.operation.type"] == "send"
+        assert attributes["messaging.operation.name"] == "send"
+        assert attributes["messaging.message.id"]
+        assert attributes["messaging.kafka.message.key"].startswith("cus-")
+        assert attributes["messaging.destination.partition.id"] in {"0", "1", "2"}
+        assert spans_by_id[span["parent"]]["kind"] == SERVER
+
+
+def test_single_message_consumers_are_children_of_the_producer(spans):
+    spans_by_id = by_id(spans)
+    for service in ("payments", "shipping", "analytics"):
+        consumed = [s for s in spans if s["service"] == service and s["kind"] == CONSUMER]
+        assert consumed, service
+        for span in consumed:
+            producer = spans_by_id[span["parent"]]
+            assert producer["kind"] == PRODUCER and producer["service"] == "orders"
+            assert producer["trace_id"] == span["trace_id"]
+            assert span["attributes"]["messaging.consumer.group.name"] == service
+            assert span["attributes"]["messaging.operation.type"] == "process"
+            assert (
+                span["attributes"]["messaging.message.id"]
+                == producer["attributes"]["messaging.message.id"]
+            )
+            assert span["start"] >= producer["end"]
+
+
+def test_email_receives_batches_linking_each_producer_with_legacy_names(spans):
+    spans_by_id = by_id(spans)
+    receives = [s for s in spans if s["service"] == "email" and s["name"].endswith("receive")]
+    assert receives
+    assert max(len(s["links"]) for s in receives) >= 3
+    for receive in receives:
+        attributes = receive["attributes"]
+        assert attributes["messaging.operation"] == "receive"
+        assert attributes["messaging.destination"] == "shop.orders"
+        assert attributes["messaging.kafka.consumer_group"] == "email"
+        assert "messaging.destination.name" not in attributes
+        assert attributes["messaging.batch.message_count"] == len(receive["links"])
+        for trace_id, span_id in receive["links"]:
+            assert spans_by_id[span_id]["trace_id"] == trace_id
+            assert spans_by_id[span_id]["kind"] == PRODUCER
+    processes = [s for s in spans if s["service"] == "email" and s["name"].endswith("process")]
+    assert processes
+    for process in processes:
+        assert process["attributes"]["messaging.operation"] == "process"
+        assert spans_by_id[process["parent"]] in receives
+        [(trace_id, span_id)] = process["links"]
+        assert spans_by_id[span_id]["service"] == "orders"
+
+
+def test_payments_publish_to_rabbitmq_for_the_ledger(spans):
+    spans_by_id = by_id(spans)
+    ledger = [s for s in spans if s["service"] == "ledger"]
+    assert ledger
+    for span in ledger:
+        producer = spans_by_id[span["parent"]]
+        assert producer["service"] == "payments"
+        assert producer["attributes"]["messaging.system"] == "rabbitmq"
+        assert producer["attributes"]["messaging.destination.name"] == "payments.captured"
+        assert span["attributes"]["messaging.destination.name"] == "payments.captured"
+        assert spans_by_id[producer["parent"]]["service"] == "payments"
+
+
+def test_failures_carry_an_error_type_and_an_exception_event(spans):
+    failed = [s for s in spans if s["error"] and s["kind"] == CONSUMER]
+    assert failed
+    for span in failed:
+        assert span["attributes"]["error.type"]
+        assert "exception" in span["events"]
+    assert {"payments", "email", "shipping"} & {s["service"] for s in failed}
+
+
+def test_messages_that_keep_failing_are_retried_then_dead_lettered(spans):
+    spans_by_id = by_id(spans)
+    dead_letters = [s for s in spans if s["name"] == "send shop.orders.dlq"]
+    assert dead_letters
+    for dead_letter in dead_letters:
+        assert dead_letter["kind"] == PRODUCER
+        assert dead_letter["attributes"]["messaging.destination.name"] == "shop.orders.dlq"
+        last_attempt = spans_by_id[dead_letter["parent"]]
+        assert last_attempt["error"] and last_attempt["service"] == "shipping"
+        message_id = last_attempt["attributes"]["messaging.message.id"]
+        attempts = [
+            s
+            for s in spans
+            if s["service"] == "shipping"
+            and s["kind"] == CONSUMER
+            and s["attributes"].get("messaging.message.id") == message_id
+        ]
+        assert len(attempts) == demo.MAX_ATTEMPTS
+        retried = [s for s in attempts if s["attributes"].get("eventscope.stage") == "retried"]
+        assert len(retried) == demo.MAX_ATTEMPTS - 1
+
+
+def test_notifications_are_reported_as_cloudevents_on_the_order_trace(shop_run):
+    sink, _ = shop_run
+    assert sink.events
+    trace_ids = {span["trace_id"] for span in sink.spans}
+    stages = Counter(event["esstage"] for event in sink.events)
+    assert stages["published"] == stages["processed"] > 0
+    for event in sink.events:
+        assert event["specversion"] == "1.0" and event["id"].startswith("ntf-ord-")
+        assert event["traceparent"].split("-")[1] in trace_ids
+
+
+# ---- the simulation over a longer stretch, without a network ----
+
+
+def simulate(seconds, seed=3, rate=2.0):
+    exporter = InMemorySpanExporter()
+    telemetry = demo.Telemetry(lambda: SimpleSpanProcessor(exporter))
+    events = []
+    start = 1_700_000_000 * demo.S
+    shop = demo.Shop(
+        telemetry.tracer, start_ns=start, rate=rate, seed=seed, send_events=events.extend
+    )
+    shop.advance(start + int(seconds * demo.S))
+    telemetry.shutdown()
+    return shop, exporter.get_finished_spans(), start
+
+
+def test_the_slow_consumer_falls_behind_and_catches_up():
+    shop, spans, start = simulate(240)
+    spans_by_id = {span.context.span_id: span for span in spans}
+    # analytics' lag: how long each message waited after it was published
+    lag = [
+        (span.start_time - start, span.start_time - spans_by_id[span.parent.span_id].end_time)
+        for span in spans
+        if span.resource.attributes["service.name"] == "analytics"
+    ]
+    slow_end = demo.ANALYTICS_SLOW_S * demo.S
+    worst = max(waited for at, waited in lag if at < slow_end)
+    assert worst > 30 * demo.S
+    # by the end of the fast phase it is back to near-real time
+    caught_up = [waited for at, waited in lag if at > demo.ANALYTICS_CYCLE_S * demo.S - 5 * demo.S]
+    assert caught_up and min(caught_up) < demo.S
+
+
+def test_failures_stay_a_few_percent_of_consumed_messages():
+    shop, spans, _ = simulate(600)
+    consumed = [s for s in spans if s.kind.name == "CONSUMER" and "receive" not in s.name]
+    errors = [s for s in consumed if s.status.status_code.name == "ERROR"]
+    assert 0.01 < len(errors) / len(consumed) < 0.05
+    assert shop.tally.dead_lettered > 0 and shop.tally.retried > 0 and shop.tally.failed > 0
+
+
+def test_a_seed_replays_the_same_story():
+    def story(seed):
+        _, spans, start = simulate(30, seed=seed)
+        return [
+            (
+                s.resource.attributes["service.name"],
+                s.name,
+                s.start_time - start,
+                s.status.status_code,
+            )
+            for s in spans
+        ]
+
+    assert story(11) == story(11)
+    assert story(11) != story(12)
+
+
+def test_it_refuses_a_rate_that_is_not_positive():
+    with pytest.raises(ValueError, match="rate must be positive"):
+        demo.Shop(lambda service: None, start_ns=0, rate=0)
+
+
+# ---- manage.py demo ----
+
+
+def test_the_command_runs_for_a_duration_with_a_token():
+    with OtlpSink() as sink:
+        output = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "demo",
+                "--endpoint",
+                sink.url,
+                "--rate",
+                "20",
+                "--duration",
+                "1.5",
+                "--token",
+                "es_secret",
+                "--seed",
+                "1",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(),
+        )
+        assert output.returncode == 0, output.stderr
+        assert "Demo shop stopped:" in output.stdout
+        assert sink.authorizations == {"Bearer es_secret"}
+        assert {"storefront", "orders"} <= {span["service"] for span in sink.spans}
+
+
+def test_the_command_stops_cleanly_on_sigterm():
+    with OtlpSink() as sink:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--endpoint", sink.url, "--rate", "20"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        try:
+            assert process.stdout.readline().startswith("Demo shop:")
+            time.sleep(1)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, stderr
+        assert "Demo shop stopped:" in stdout
+        assert sink.spans
+
+
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        (["--rate", "0"], "--rate must be a positive"),
+        (["--duration", "-1"], "--duration must be a positive"),
+        (["--endpoint", "collector:4318"], r"--endpoint must be an http\(s\) URL"),
+    ],
+)
+def test_the_command_explains_bad_arguments(arguments, problem):
+    with pytest.raises(CommandError, match=problem):
+        call_command("demo", *arguments)
+
+
+def _env():
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    return env
