@@ -15,6 +15,7 @@
   var OVERSCAN = 20;
   var sizer = box.querySelector(".waterfall-sizer");
   sizer.style.height = rows.length * ROW + "px";
+  box.style.height = Math.max(Math.min(rows.length * ROW + 4, window.innerHeight * 0.6), 3 * ROW) + "px";
   box.dataset.rows = String(rows.length);
 
   function fmtMs(ms) {

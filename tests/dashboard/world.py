@@ -9,6 +9,7 @@ audit (rabbitmq-free batch consumer in its own trace) links back to the publish.
 import asyncio
 import json
 import os
+import threading
 import time
 
 from collector.cloudevents import normalize_events
@@ -186,7 +187,20 @@ def store(*batches) -> None:
             for batch in batches:
                 await writer.submit(batch)
 
-    asyncio.run(write())
+    # A thread of its own: browser tests call this while Playwright's loop runs here.
+    errors = []
+    worker = threading.Thread(target=lambda: _run(write, errors))
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+def _run(coroutine_function, errors) -> None:
+    try:
+        asyncio.run(coroutine_function())
+    except BaseException as exc:
+        errors.append(exc)
 
 
 def store_order(project_id: int, **kwargs) -> dict:
