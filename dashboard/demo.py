@@ -152,6 +152,18 @@ class Telemetry:
             provider.shutdown()
 
 
+class _QuietThread(logging.Filter):
+    """Drops httpx's per-request INFO lines logged from one thread, which would
+    otherwise log every CloudEvents post of the demo."""
+
+    def __init__(self, thread_name: str):
+        super().__init__()
+        self.thread_name = thread_name
+
+    def filter(self, record):
+        return record.threadName != self.thread_name or record.levelno > logging.INFO
+
+
 class CloudEventSender:
     """Posts CloudEvents batches from a thread of its own, so a slow or absent
     collector never stalls the shop; when the queue is full, events are dropped."""
@@ -162,6 +174,8 @@ class CloudEventSender:
         self.pending: queue.Queue = queue.Queue(maxsize=1000)
         self.dropped = 0
         self.thread = threading.Thread(target=self._deliver, name="demo-cloudevents", daemon=True)
+        self.quiet = _QuietThread(self.thread.name)
+        logging.getLogger("httpx").addFilter(self.quiet)
         self.thread.start()
 
     def send(self, events: list[dict]) -> None:
@@ -178,6 +192,7 @@ class CloudEventSender:
             pass
         self.thread.join(timeout=10)
         self.client.close()
+        logging.getLogger("httpx").removeFilter(self.quiet)
 
     def _deliver(self) -> None:
         failing = False

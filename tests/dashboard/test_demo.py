@@ -5,6 +5,7 @@ outside world): it decodes the protobuf export requests with
 opentelemetry-proto, exactly as sent on the wire.
 """
 
+import asyncio
 import gzip
 import http.server
 import json
@@ -429,3 +430,82 @@ def _env():
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     return env
+
+
+# ---- end to end, through the real receivers and writer ----
+
+
+async def test_the_demo_through_the_collector_fills_the_flow_graph(
+    project, ingest_token, telemetry_db
+):
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    from tests.collector.receiver_harness import http_receiver, running_writer
+
+    stop = threading.Event()
+    async with running_writer() as writer, http_receiver(writer) as url:
+        headers = {"authorization": f"Bearer {ingest_token}"}
+        running = asyncio.create_task(
+            asyncio.to_thread(demo.run, url, stop, headers, rate=25, seed=7)
+        )
+        await asyncio.sleep(3)
+        stop.set()
+        tally = await running
+
+    def stored():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT source, target, kind, consumer_group, sum(count), sum(received),"
+                    " sum(errors), sum(deadlettered), sum(retries), sum(e2e_count)"
+                    " FROM collector_flowrollup WHERE project_id = %s"
+                    " GROUP BY 1, 2, 3, 4",
+                    [project.pk],
+                )
+                edges = {row[:4]: row[4:] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT service, stage, channel, consumer_group, count(*)"
+                    " FROM collector_stage WHERE project_id = %s GROUP BY 1, 2, 3, 4",
+                    [project.pk],
+                )
+                stages = {row[:4]: row[4] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT count(*) FROM collector_envelope WHERE project_id = %s"
+                    " AND source = '/shop/notifications'",
+                    [project.pk],
+                )
+                return edges, stages, cursor.fetchone()[0]
+        finally:
+            connection.close()
+
+    edges, stages, envelopes = await sync_to_async(stored)()
+
+    def edge(source, target, kind, group=""):
+        assert (source, target, kind, group) in edges, sorted(edges)
+        return edges[(source, target, kind, group)]
+
+    orders_topic = "channel:kafka:shop.orders"
+    assert edge("service:storefront", "service:orders", "call")[0] > 0
+    assert (
+        edge("service:orders", orders_topic, "publish")[0]
+        == stages[("orders", "published", "shop.orders", "")]
+    )
+    for group in ("payments", "shipping", "analytics"):
+        count, _, _, _, _, e2e_count = edge(orders_topic, f"service:{group}", "consume", group)
+        assert count > 0 and e2e_count > 0, group
+    # email: legacy attribute names, batch receives
+    count, received, errors, *_ = edge(orders_topic, "service:email", "consume", "email")
+    assert count > 0 and received > 0
+    captured = "channel:rabbitmq:payments.captured"
+    assert edge("service:payments", captured, "publish")[0] > 0
+    assert edge(captured, "service:ledger", "consume")[0] > 0
+    # retries and dead letters on shipping, failures on email
+    _, _, errors, deadlettered, retries, _ = edge(
+        orders_topic, "service:shipping", "consume", "shipping"
+    )
+    assert deadlettered == tally.dead_lettered > 0
+    assert retries >= 2 * deadlettered and errors >= deadlettered
+    assert stages[("shipping", "deadlettered", "shop.orders", "shipping")] == tally.dead_lettered
+    assert stages[("shipping", "published", "shop.orders.dlq", "")] == tally.dead_lettered
+    assert envelopes == tally.cloudevents > 0
