@@ -2,10 +2,12 @@
 
 from django.urls import path
 
+from dashboard.alerts.views import AlertsConsumer
 from dashboard.views.failures import FailuresConsumer
 from dashboard.views.flow import FlowConsumer
 
 websocket_urlpatterns = [
+    path("ws/alerts/", AlertsConsumer.as_asgi()),
     path("ws/flow/", FlowConsumer.as_asgi()),
     path("ws/failures/", FailuresConsumer.as_asgi()),
 ]

@@ -224,3 +224,13 @@ RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)
 ROLLUP_RETENTION_DAYS = env_int("EVENTSCOPE_ROLLUP_RETENTION_DAYS", 90, minimum=1)
 BROKERS = env_list("EVENTSCOPE_BROKERS", "", sep=";")
 WEBHOOK_ALLOW_PRIVATE = env_bool("EVENTSCOPE_WEBHOOK_ALLOW_PRIVATE", False)
+
+# ---- Eventscope: alerts and webhooks ------------------------------------------
+# Undelivered webhook notifications are retried with backoff for this long.
+WEBHOOK_RETRY_HOURS = env_int("EVENTSCOPE_WEBHOOK_RETRY_HOURS", 24, minimum=1)
+# Per-request timeout; a claimed delivery is re-claimable after 3x this long.
+WEBHOOK_TIMEOUT_SECONDS = env_int("EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# How often the worker evaluates alert rules.
+ALERT_EVALUATION_SECONDS = env_int("EVENTSCOPE_ALERT_EVALUATION_SECONDS", 15, minimum=1)
+# Where people reach the web UI; links in notifications point here.
+PUBLIC_URL = env_str("EVENTSCOPE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -1,0 +1,369 @@
+"""JSON API of alert rules, webhooks and alert instances (CONTRACT §4).
+
+Reading needs the viewer role (a session or a read token); changes need the
+editor role and a signed-in session. Errors are {"error": "..."} with the
+status that fits: 400 for input that is wrong (the message says which
+field and why), 404 for an id not in the project.
+"""
+
+import datetime as dt
+import json
+import uuid
+
+from django.db import transaction
+from django.db.models import Prefetch, Q
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from collector.models import Role
+from dashboard.access import api_view, json_error
+from dashboard.alerts import outbox, sender
+from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
+from dashboard.alerts.models import Alert, AlertRule, Attempt, Delivery, State, Webhook
+from dashboard.alerts.rules import Invalid
+from dashboard.alerts.transports import rfc3339
+from dashboard.query_params import (
+    BadParameter,
+    decode_cursor,
+    encode_cursor,
+    parse_limit,
+    parse_window,
+)
+
+DELIVERIES_PER_ALERT = 20
+DELIVERIES_PER_WEBHOOK = 50
+
+
+# ---- shapes ----------------------------------------------------------------------
+
+
+def rule_json(rule: AlertRule) -> dict:
+    return {
+        "id": rule.pk,
+        "name": rule.name,
+        "kind": rule.kind,
+        "params": rule.params,
+        "for_seconds": rule.for_seconds,
+        "repeat_seconds": rule.repeat_seconds,
+        "webhooks": sorted(w.pk for w in rule.webhooks.all()),
+        "enabled": rule.enabled,
+        "muted_until": rfc3339(rule.muted_until),
+        "created_at": rfc3339(rule.created_at),
+        "updated_at": rfc3339(rule.updated_at),
+        "last_evaluated_at": rfc3339(rule.last_evaluated_at),
+        "last_error": rule.last_error or None,
+    }
+
+
+def webhook_json(webhook: Webhook, with_secret: bool = False) -> dict:
+    data = {
+        "id": webhook.pk,
+        "name": webhook.name,
+        "url": webhook.url,
+        "format": webhook.format,
+        "secret_hint": webhook.secret_hint,
+        "created_at": rfc3339(webhook.created_at),
+        "updated_at": rfc3339(webhook.updated_at),
+    }
+    if with_secret:
+        data["secret"] = webhook.secret
+    return data
+
+
+def attempt_json(attempt: Attempt) -> dict:
+    return {
+        "at": rfc3339(attempt.at),
+        "status_code": attempt.status_code,
+        "error": attempt.error or None,
+        "duration_ms": attempt.duration_ms,
+        "next_retry_at": rfc3339(attempt.next_retry_at),
+    }
+
+
+def delivery_json(delivery: Delivery) -> dict:
+    return {
+        "id": delivery.pk,
+        "webhook": delivery.webhook_id,
+        "alert": delivery.alert_id,
+        "event": delivery.event,
+        "message_id": delivery.message_id,
+        "status": delivery.status,
+        "created_at": rfc3339(delivery.created_at),
+        "delivered_at": rfc3339(delivery.delivered_at),
+        "next_attempt_at": rfc3339(delivery.next_attempt_at)
+        if delivery.status == "pending"
+        else None,
+        "give_up_at": rfc3339(delivery.give_up_at),
+        "last_error": delivery.last_error or None,
+        "attempts": [attempt_json(a) for a in delivery.attempts.all()],
+    }
+
+
+def alert_json(alert: Alert) -> dict:
+    return {
+        "id": alert.pk,
+        "rule": alert.rule_id,
+        "rule_name": alert.rule.name,
+        "kind": alert.rule.kind,
+        "state": alert.state,
+        "fingerprint": alert.fingerprint,
+        "labels": alert.labels,
+        "value": alert.value,
+        "summary": alert.summary,
+        "started_at": rfc3339(alert.started_at),
+        "firing_at": rfc3339(alert.firing_at),
+        "resolved_at": rfc3339(alert.resolved_at),
+        "last_notified_at": rfc3339(alert.last_notified_at),
+        "deliveries": [delivery_json(d) for d in alert.recent_deliveries],
+    }
+
+
+def _deliveries_prefetch(to_attr="recent_deliveries"):
+    return Prefetch(
+        "deliveries",
+        queryset=Delivery.objects.order_by("-created_at", "-id").prefetch_related("attempts"),
+        to_attr=to_attr,
+    )
+
+
+# ---- plumbing ----------------------------------------------------------------------
+
+
+def _body(request):
+    try:
+        return json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"the body is not valid JSON: {exc}") from None
+
+
+def _page(queryset, params, descending=False):
+    """Id-ordered page of `queryset` and the next cursor."""
+    limit = parse_limit(params)
+    cursor = decode_cursor(params)
+    if cursor is not None and not (isinstance(cursor, int) and not isinstance(cursor, bool)):
+        raise BadParameter("cursor is not one this API returned")
+    if descending:
+        queryset = queryset.order_by("-pk")
+        if cursor is not None:
+            queryset = queryset.filter(pk__lt=cursor)
+    else:
+        queryset = queryset.order_by("pk")
+        if cursor is not None:
+            queryset = queryset.filter(pk__gt=cursor)
+    items = list(queryset[: limit + 1])
+    following = items[limit - 1].pk if len(items) > limit else None
+    return items[:limit], (encode_cursor(following) if following is not None else None)
+
+
+def _methods(**handlers):
+    """One URL, a view per method (each with its own role)."""
+
+    @csrf_exempt
+    def dispatch(request, *args, **kwargs):
+        handler = handlers.get(request.method.lower())
+        if handler is None:
+            allowed = ", ".join(m.upper() for m in handlers)
+            response = json_error(405, f"method {request.method} not allowed (use {allowed})")
+            response["Allow"] = allowed
+            return response
+        try:
+            return handler(request, *args, **kwargs)
+        except (Invalid, BadParameter) as exc:
+            return json_error(400, str(exc))
+
+    return dispatch
+
+
+def _guard(view):
+    """Turn input errors raised inside an authenticated view into 400s."""
+
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except (Invalid, BadParameter) as exc:
+            return json_error(400, str(exc))
+
+    return wrapped
+
+
+# ---- alert rules -------------------------------------------------------------------
+
+
+@api_view(Role.VIEWER)
+def _list_rules(request):
+    rules = AlertRule.objects.filter(project=request.project).prefetch_related("webhooks")
+    items, following = _page(rules, request.GET)
+    return JsonResponse({"items": [rule_json(r) for r in items], "next_cursor": following})
+
+
+@api_view(Role.EDITOR)
+@_guard
+def _create_rule(request):
+    rule = save_rule(request.project, _body(request))
+    return JsonResponse(rule_json(rule), status=201)
+
+
+def _rule_or_404(request, rule_id):
+    return AlertRule.objects.filter(project=request.project, pk=rule_id).first()
+
+
+@api_view(Role.VIEWER)
+def _get_rule(request, rule_id):
+    rule = _rule_or_404(request, rule_id)
+    if rule is None:
+        return json_error(404, f"no alert rule {rule_id} in this project")
+    return JsonResponse(rule_json(rule))
+
+
+@api_view(Role.EDITOR)
+@_guard
+def _update_rule(request, rule_id):
+    rule = _rule_or_404(request, rule_id)
+    if rule is None:
+        return json_error(404, f"no alert rule {rule_id} in this project")
+    rule = save_rule(request.project, _body(request), rule)
+    return JsonResponse(rule_json(rule))
+
+
+@api_view(Role.EDITOR)
+def _delete_rule(request, rule_id):
+    rule = _rule_or_404(request, rule_id)
+    if rule is None:
+        return json_error(404, f"no alert rule {rule_id} in this project")
+    delete_rule(rule)
+    return HttpResponse(status=204)
+
+
+alert_rules = _methods(get=_list_rules, post=_create_rule)
+alert_rule = _methods(get=_get_rule, put=_update_rule, delete=_delete_rule)
+
+
+# ---- webhooks ----------------------------------------------------------------------
+
+
+def _webhook_or_none(request, webhook_id):
+    return Webhook.objects.filter(project=request.project, pk=webhook_id).first()
+
+
+def _shows_secret(request) -> bool:
+    # Secrets are for the people who configure receivers, not every reader.
+    from collector.models import Membership
+
+    return request.api_token is None and Membership.has_role(
+        request.user, request.project.pk, Role.EDITOR
+    )
+
+
+@api_view(Role.VIEWER)
+def _list_webhooks(request):
+    items, following = _page(Webhook.objects.filter(project=request.project), request.GET)
+    show = _shows_secret(request)
+    return JsonResponse({"items": [webhook_json(w, show) for w in items], "next_cursor": following})
+
+
+@api_view(Role.EDITOR)
+@_guard
+def _create_webhook(request):
+    fields = clean_webhook(_body(request))
+    webhook = Webhook.objects.create(project=request.project, **fields)
+    return JsonResponse(webhook_json(webhook, with_secret=True), status=201)
+
+
+@api_view(Role.VIEWER)
+def _get_webhook(request, webhook_id):
+    webhook = _webhook_or_none(request, webhook_id)
+    if webhook is None:
+        return json_error(404, f"no webhook {webhook_id} in this project")
+    data = webhook_json(webhook, _shows_secret(request))
+    deliveries = webhook.deliveries.prefetch_related("attempts").order_by("-created_at", "-id")
+    data["deliveries"] = [delivery_json(d) for d in deliveries[:DELIVERIES_PER_WEBHOOK]]
+    return JsonResponse(data)
+
+
+@api_view(Role.EDITOR)
+@_guard
+def _update_webhook(request, webhook_id):
+    webhook = _webhook_or_none(request, webhook_id)
+    if webhook is None:
+        return json_error(404, f"no webhook {webhook_id} in this project")
+    fields = clean_webhook(_body(request), webhook)
+    for name, value in fields.items():
+        setattr(webhook, name, value)
+    webhook.updated_at = timezone.now()
+    webhook.save()
+    return JsonResponse(webhook_json(webhook, with_secret=True))
+
+
+@api_view(Role.EDITOR)
+def _delete_webhook(request, webhook_id):
+    webhook = _webhook_or_none(request, webhook_id)
+    if webhook is None:
+        return json_error(404, f"no webhook {webhook_id} in this project")
+    webhook.delete()
+    return HttpResponse(status=204)
+
+
+def send_test(webhook: Webhook) -> Delivery:
+    """Queue a test notification and send it right away (the person is waiting);
+    it is recorded like any delivery but not retried."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        delivery = outbox.enqueue(webhook, outbox.sample_notification(webhook, now), now)
+        # Claimed before it commits, so a running sender leaves it to us; and
+        # tried once: a failed test is shown, not retried for hours.
+        Delivery.objects.filter(pk=delivery.pk).update(
+            give_up_at=now, claim_token=token, claimed_until=now + sender.lease()
+        )
+    sender.send(delivery.pk, token)
+    delivery.refresh_from_db()
+    return delivery
+
+
+@api_view(Role.EDITOR)
+def _test_webhook(request, webhook_id):
+    webhook = _webhook_or_none(request, webhook_id)
+    if webhook is None:
+        return json_error(404, f"no webhook {webhook_id} in this project")
+    delivery = send_test(webhook)
+    return JsonResponse(delivery_json(delivery))
+
+
+webhooks = _methods(get=_list_webhooks, post=_create_webhook)
+webhook = _methods(get=_get_webhook, put=_update_webhook, delete=_delete_webhook)
+webhook_test = _methods(post=_test_webhook)
+
+
+# ---- alert instances -------------------------------------------------------------------
+
+
+def alerts_queryset(project, params, now: dt.datetime | None = None):
+    """Open alerts, plus those resolved within the window (default 24h);
+    `state=` and `rule=` narrow it."""
+    since, _until = parse_window(params, default="24h", now=now)
+    alerts = Alert.objects.filter(project=project).filter(
+        Q(state__in=(State.PENDING, State.FIRING)) | Q(resolved_at__gte=since)
+    )
+    state = params.get("state")
+    if state:
+        if state not in State.values:
+            raise BadParameter(f"state={state!r}: expected one of {', '.join(State.values)}")
+        alerts = alerts.filter(state=state)
+    rule = params.get("rule")
+    if rule:
+        if not rule.isdigit():
+            raise BadParameter(f"rule={rule!r} is not a rule id")
+        alerts = alerts.filter(rule_id=int(rule))
+    return alerts.select_related("rule").prefetch_related(_deliveries_prefetch())
+
+
+@api_view(Role.VIEWER)
+def _list_alerts(request):
+    items, following = _page(alerts_queryset(request.project, request.GET), request.GET, True)
+    for alert in items:
+        alert.recent_deliveries = alert.recent_deliveries[:DELIVERIES_PER_ALERT]
+    return JsonResponse({"items": [alert_json(a) for a in items], "next_cursor": following})
+
+
+alerts = _methods(get=_list_alerts)

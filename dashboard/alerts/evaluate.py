@@ -1,0 +1,196 @@
+"""Alert evaluation: findings of each rule → alert state → queued notifications.
+
+Per alert instance (rule + label set, one fingerprint):
+
+    (condition holds)  → pending, since now
+    pending, held for_seconds → firing: notify "firing" once
+    firing, repeat_seconds since the last notice → notify "repeat"
+    (condition gone)   → firing: resolved, notify "resolved" once;
+                         pending: dropped (nobody was told about it)
+
+A rule's evaluation, its state changes, its Delivery rows and the live-page
+hint commit in one transaction, so a notification is queued if and only if
+the state change it announces is stored. A muted rule keeps tracking state
+but queues nothing; once unmuted, receivers are told what they missed.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from collector import notify
+from dashboard.alerts.models import OPEN_STATES, Alert, AlertRule, State
+from dashboard.alerts.outbox import notify_webhooks
+from dashboard.alerts.rules import KINDS, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_rule(rule_id: int, now: dt.datetime | None = None) -> dict:
+    """Evaluate one rule and apply the result in one transaction.
+
+    Returns counts of what changed: {"pending", "firing", "repeat", "resolved",
+    "dropped"}.
+    """
+    now = now or timezone.now()
+    changes = dict.fromkeys(("pending", "firing", "repeat", "resolved", "dropped"), 0)
+    with transaction.atomic():
+        # The row lock serialises evaluations of one rule (a second leader
+        # after a takeover, an edit racing the worker).
+        rule = (
+            AlertRule.objects.select_for_update()
+            .select_related("project")
+            .filter(pk=rule_id)
+            .first()
+        )
+        if rule is None:
+            return changes
+        findings, error = [], ""
+        if rule.enabled:
+            try:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    findings = KINDS[rule.kind].evaluate(cursor, rule.project, rule.params, now)
+            except Exception as exc:  # a broken query must not stop other rules
+                log.warning("alert rule %s (%s) failed: %s", rule.pk, rule.kind, exc)
+                error = f"{type(exc).__name__}: {exc}"
+        if error:
+            # Without an answer, keep every alert as it is rather than resolve it.
+            _save_evaluation(rule, now, error)
+            return changes
+        _apply(rule, findings, now, changes)
+        _save_evaluation(rule, now, "")
+        if any(changes.values()):
+            with connection.cursor() as cursor:
+                notify.send(cursor, rule.project_id, notify.ALERTS)
+    return changes
+
+
+def _save_evaluation(rule: AlertRule, now, error: str) -> None:
+    AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_error=error)
+
+
+def _apply(rule: AlertRule, findings, now, changes) -> None:
+    open_alerts = {
+        a.fingerprint: a
+        for a in Alert.objects.select_for_update().filter(rule=rule, state__in=OPEN_STATES)
+    }
+    muted = rule.is_muted(now)
+    seen = set()
+    for finding in findings:
+        key = fingerprint(rule.pk, finding.labels)
+        if key in seen:
+            continue
+        seen.add(key)
+        alert = open_alerts.get(key)
+        if alert is None:
+            alert = Alert(
+                project=rule.project,
+                rule=rule,
+                fingerprint=key,
+                labels=finding.labels,
+                started_at=now,
+            )
+            changes["pending"] += 1
+        alert.rule = rule
+        alert.value = finding.value
+        alert.summary = finding.summary
+        alert.last_seen_at = now
+        if alert.state == State.PENDING and now - alert.started_at >= dt.timedelta(
+            seconds=rule.for_seconds
+        ):
+            alert.state = State.FIRING
+            alert.firing_at = now
+        alert.save()
+        if alert.state == State.FIRING and not muted:
+            _notify_firing(rule, alert, now, changes)
+    for key, alert in open_alerts.items():
+        if key in seen:
+            continue
+        if alert.state == State.PENDING:
+            alert.delete()
+            changes["dropped"] += 1
+            continue
+        alert.rule = rule
+        resolve(alert, now, notify=not muted)
+        changes["resolved"] += 1
+
+
+def _notify_firing(rule: AlertRule, alert: Alert, now, changes) -> None:
+    if alert.notified_state != State.FIRING:
+        event = "firing"
+    elif rule.repeat_seconds and now - alert.last_notified_at >= dt.timedelta(
+        seconds=rule.repeat_seconds
+    ):
+        event = "repeat"
+    else:
+        return
+    notify_webhooks(alert, event, now)
+    alert.notified_state = State.FIRING
+    alert.last_notified_at = now
+    alert.save(update_fields=["notified_state", "last_notified_at"])
+    changes[event] += 1
+
+
+def resolve(alert: Alert, now: dt.datetime, notify: bool = True) -> None:
+    """Resolve a firing alert; receivers that were told it fired are told it ended."""
+    alert.state = State.RESOLVED
+    alert.resolved_at = now
+    if notify and alert.notified_state == State.FIRING:
+        notify_webhooks(alert, "resolved", now)
+        alert.last_notified_at = now
+        alert.notified_state = State.RESOLVED
+    alert.save()
+
+
+def close_rule_alerts(rule: AlertRule, now: dt.datetime | None = None) -> int:
+    """Resolve every open alert of a rule (it is being disabled or deleted), in the
+    caller's transaction; returns how many."""
+    now = now or timezone.now()
+    closed = 0
+    for alert in Alert.objects.select_for_update().filter(rule=rule, state__in=OPEN_STATES):
+        alert.rule = rule
+        if alert.state == State.PENDING:
+            alert.delete()
+        else:
+            resolve(alert, now, notify=not rule.is_muted(now))
+        closed += 1
+    if closed:
+        with connection.cursor() as cursor:
+            notify.send(cursor, rule.project_id, notify.ALERTS)
+    return closed
+
+
+def evaluate_all(now: dt.datetime | None = None) -> dict[int, dict]:
+    """Evaluate every rule once (enabled ones, and disabled ones with open alerts)."""
+    now = now or timezone.now()
+    results = {}
+    for rule_id in AlertRule.objects.order_by("pk").values_list("pk", flat=True):
+        results[rule_id] = evaluate_rule(rule_id, now)
+    return results
+
+
+def _evaluate_all_in_thread() -> None:
+    close_old_connections()
+    try:
+        evaluate_all()
+    finally:
+        close_old_connections()
+
+
+async def run(stop: asyncio.Event) -> None:
+    """The worker loop: evaluate every rule every EVENTSCOPE_ALERT_EVALUATION_SECONDS."""
+    interval = settings.ALERT_EVALUATION_SECONDS
+    log.info("alert evaluation every %ss", interval)
+    while not stop.is_set():
+        try:
+            await sync_to_async(_evaluate_all_in_thread, thread_sensitive=True)()
+        except Exception:
+            log.exception("alert evaluation failed; trying again in %ss", interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

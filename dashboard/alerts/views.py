@@ -1,0 +1,286 @@
+"""Pages: current alerts (live) with the rules, the rule form, webhooks with
+their delivery log. Viewers read; editors change."""
+
+import datetime as dt
+
+from channels.db import database_sync_to_async
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from collector.models import Role
+from dashboard.access import can, page_view
+from dashboard.alerts.api import alerts_queryset, send_test
+from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
+from dashboard.alerts.models import AlertRule, Format, Kind, Webhook
+from dashboard.alerts.rules import KINDS, Invalid
+from dashboard.live import LiveConsumer
+
+MUTE_CHOICES = (("3600", "1 hour"), ("14400", "4 hours"), ("86400", "1 day"), ("604800", "1 week"))
+DELIVERIES_SHOWN = 50
+
+
+def _require_editor(request):
+    if not can(request, Role.EDITOR):
+        raise PermissionDenied("this needs the editor role")
+
+
+def _project_url(request, path):
+    return f"{path}?project={request.project.slug}"
+
+
+def live_context(project, now=None) -> dict:
+    alerts = list(alerts_queryset(project, {}, now).order_by("-pk")[:200])
+    for alert in alerts:
+        alert.recent_deliveries = alert.recent_deliveries[:5]
+    return {
+        "alerts": alerts,
+        "firing": sum(1 for a in alerts if a.state == "firing"),
+        "pending": sum(1 for a in alerts if a.state == "pending"),
+    }
+
+
+@page_view()
+def alerts_page(request):
+    context = live_context(request.project)
+    if request.htmx:
+        return render(request, "alerts/page.html#live", context)
+    rules = AlertRule.objects.filter(project=request.project).prefetch_related("webhooks")
+    context.update(
+        area="alerts",
+        rules=rules,
+        now=timezone.now(),
+        editor=can(request, Role.EDITOR),
+        mute_choices=MUTE_CHOICES,
+    )
+    return render(request, "alerts/page.html", context)
+
+
+def _param_fields(selected_kind: str, values: dict) -> list[dict]:
+    """Every parameter of every kind once, tagged with the kinds that use it,
+    so the form can show only the current kind's (static/js/alerts.js)."""
+    fields: dict[str, dict] = {}
+    for kind_name, kind in KINDS.items():
+        for param in kind.params:
+            entry = fields.setdefault(
+                param.name,
+                {
+                    "name": param.name,
+                    "type": param.type,
+                    "help": param.help,
+                    "kinds": [],
+                    "choices": param.choices,
+                    "default": param.default,
+                },
+            )
+            entry["kinds"].append(kind_name)
+    for entry in fields.values():
+        value = values.get(entry["name"], "")
+        if isinstance(value, list):
+            value = ",".join(value)
+        entry["value"] = "" if value is None else value
+        entry["shown"] = selected_kind in entry["kinds"]
+        entry["kinds"] = " ".join(entry["kinds"])
+    return list(fields.values())
+
+
+def _form_data(post) -> dict:
+    kind = post.get("kind", "")
+    params = {}
+    if kind in KINDS:
+        for param in KINDS[kind].params:
+            value = post.get(f"param_{param.name}", "").strip()
+            if value != "":
+                params[param.name] = value
+    return {
+        "name": post.get("name", ""),
+        "kind": kind,
+        "params": params,
+        "for_seconds": post.get("for_seconds", "0").strip() or "0",
+        "repeat_seconds": post.get("repeat_seconds", "0").strip() or "0",
+        "webhooks": [int(w) for w in post.getlist("webhooks") if w.isdigit()],
+        "enabled": post.get("enabled") == "on",
+    }
+
+
+@page_view(Role.EDITOR)
+def rule_form(request, rule_id=None):
+    rule = None
+    if rule_id is not None:
+        rule = get_object_or_404(AlertRule, project=request.project, pk=rule_id)
+    error = None
+    if request.method == "POST":
+        data = _form_data(request.POST)
+        for name in ("for_seconds", "repeat_seconds"):
+            if isinstance(data[name], str) and data[name].isdigit():
+                data[name] = int(data[name])
+        if rule is not None:
+            data["muted_until"] = rule.muted_until
+        try:
+            saved = save_rule(request.project, data, rule)
+        except Invalid as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"Rule “{saved.name}” saved.")
+            return redirect(_project_url(request, "/alerts/"))
+        values = data
+    elif rule is not None:
+        values = {
+            "name": rule.name,
+            "kind": rule.kind,
+            "params": rule.params,
+            "for_seconds": rule.for_seconds,
+            "repeat_seconds": rule.repeat_seconds,
+            "webhooks": [w.pk for w in rule.webhooks.all()],
+            "enabled": rule.enabled,
+        }
+    else:
+        values = {
+            "name": "",
+            "kind": "failed_events",
+            "params": {},
+            "for_seconds": 60,
+            "repeat_seconds": 14400,
+            "webhooks": [],
+            "enabled": True,
+        }
+    context = {
+        "area": "alerts",
+        "rule": rule,
+        "values": values,
+        "error": error,
+        "kinds": Kind.choices,
+        "param_fields": _param_fields(values["kind"], values["params"]),
+        "webhooks": Webhook.objects.filter(project=request.project),
+    }
+    return render(request, "alerts/rule_form.html", context, status=400 if error else 200)
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def mute_rule(request, rule_id):
+    rule = get_object_or_404(AlertRule, project=request.project, pk=rule_id)
+    seconds = request.POST.get("seconds", "0")
+    if not seconds.isdigit():
+        messages.error(request, "Choose how long to mute for.")
+        return redirect(_project_url(request, "/alerts/"))
+    until = timezone.now() + dt.timedelta(seconds=int(seconds)) if int(seconds) else None
+    AlertRule.objects.filter(pk=rule.pk).update(muted_until=until, updated_at=timezone.now())
+    if until:
+        messages.success(request, f"“{rule.name}” muted until {until:%Y-%m-%d %H:%M} UTC.")
+    else:
+        messages.success(request, f"“{rule.name}” unmuted.")
+    return redirect(_project_url(request, "/alerts/"))
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def remove_rule(request, rule_id):
+    rule = get_object_or_404(AlertRule, project=request.project, pk=rule_id)
+    delete_rule(rule)
+    messages.success(request, f"Rule “{rule.name}” deleted.")
+    return redirect(_project_url(request, "/alerts/"))
+
+
+def _webhook_values(post) -> dict:
+    return {k: post.get(k, "") for k in ("name", "url", "format", "secret")}
+
+
+@page_view()
+def webhooks_page(request):
+    error, values = None, {"name": "", "url": "", "format": Format.JSON, "secret": ""}
+    if request.method == "POST":
+        _require_editor(request)
+        values = _webhook_values(request.POST)
+        try:
+            fields = clean_webhook(values)
+        except Invalid as exc:
+            error = str(exc)
+        else:
+            webhook = Webhook.objects.create(project=request.project, **fields)
+            messages.success(request, f"Webhook “{webhook.name}” created.")
+            return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+    context = {
+        "area": "webhooks",
+        "webhooks": Webhook.objects.filter(project=request.project).prefetch_related("rules"),
+        "values": values,
+        "error": error,
+        "formats": Format.choices,
+        "editor": can(request, Role.EDITOR),
+    }
+    return render(request, "alerts/webhooks.html", context, status=400 if error else 200)
+
+
+@page_view()
+def webhook_page(request, webhook_id):
+    webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
+    error = None
+    values = {"name": webhook.name, "url": webhook.url, "format": webhook.format, "secret": ""}
+    if request.method == "POST":
+        _require_editor(request)
+        values = _webhook_values(request.POST)
+        data = dict(values)
+        if not data["secret"]:
+            data.pop("secret")  # empty keeps the current secret
+        try:
+            fields = clean_webhook(data, webhook)
+        except Invalid as exc:
+            error = str(exc)
+        else:
+            for name, value in fields.items():
+                setattr(webhook, name, value)
+            webhook.updated_at = timezone.now()
+            webhook.save()
+            messages.success(request, "Webhook saved.")
+            return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+    deliveries = webhook.deliveries.select_related("alert__rule").prefetch_related("attempts")
+    context = {
+        "area": "webhooks",
+        "webhook": webhook,
+        "values": values,
+        "error": error,
+        "formats": Format.choices,
+        "editor": can(request, Role.EDITOR),
+        "deliveries": deliveries.order_by("-created_at", "-id")[:DELIVERIES_SHOWN],
+    }
+    return render(request, "alerts/webhook.html", context, status=400 if error else 200)
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def test_webhook(request, webhook_id):
+    webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
+    delivery = send_test(webhook)
+    if delivery.status == "delivered":
+        attempt = delivery.attempts.last()
+        messages.success(request, f"Test notification delivered (HTTP {attempt.status_code}).")
+    else:
+        messages.error(request, f"Test notification failed: {delivery.last_error}")
+    return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def remove_webhook(request, webhook_id):
+    webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
+    webhook.delete()
+    messages.success(request, f"Webhook “{webhook.name}” deleted.")
+    return redirect(_project_url(request, "/webhooks/"))
+
+
+class AlertsConsumer(LiveConsumer):
+    """/ws/alerts/: re-renders the current alerts as an htmx out-of-band swap."""
+
+    areas = ("alerts",)
+
+    async def push(self):
+        html = await database_sync_to_async(self._render)()
+        await self.send(text_data=html)
+
+    def _render(self) -> str:
+        context = live_context(self.project)
+        context["oob"] = True
+        return render_to_string("alerts/page.html#live", context)
