@@ -13,6 +13,7 @@ import datetime as dt
 from django.db import connection
 
 from collector import histogram
+from dashboard import flowhours
 
 KINDS = ("publish", "consume", "call")
 
@@ -22,15 +23,35 @@ def _bucket_sums(column: str) -> str:
     return ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.SIZE + 1))
 
 
-FLOW_SQL = f"""
-SELECT source, target, kind, consumer_group,
-       sum(count), sum(received), sum(errors), sum(deadlettered), sum(retries),
+_SUMS = f"""sum(count), sum(received), sum(errors), sum(deadlettered), sum(retries),
        {_bucket_sums("duration_hist")},
-       {_bucket_sums("e2e_hist")}
+       {_bucket_sums("e2e_hist")}"""
+
+MINUTES_SQL = f"""
+SELECT source, target, kind, consumer_group, {_SUMS}
 FROM collector_flowrollup
 WHERE project_id = %s AND minute >= %s AND minute < %s
 GROUP BY source, target, kind, consumer_group
 """
+
+# Whole hours from the hourly table, the ragged ends from the minute rows.
+MIXED_SQL = f"""
+SELECT source, target, kind, consumer_group, {_SUMS}
+FROM (
+    SELECT source, target, kind, consumer_group, count, received, errors, deadlettered,
+           retries, duration_hist, e2e_hist
+    FROM dashboard_flowhour WHERE project_id = %s AND hour >= %s AND hour < %s
+    UNION ALL
+    SELECT source, target, kind, consumer_group, count, received, errors, deadlettered,
+           retries, duration_hist, e2e_hist
+    FROM collector_flowrollup
+    WHERE project_id = %s AND ((minute >= %s AND minute < %s) OR (minute >= %s AND minute < %s))
+) AS r
+GROUP BY source, target, kind, consumer_group
+"""
+
+# Below this, minute rows are cheap enough and the hourly table is not consulted.
+HOURS_FROM = dt.timedelta(hours=3)
 
 
 def parse_node(node_id: str) -> dict:
@@ -40,6 +61,23 @@ def parse_node(node_id: str) -> dict:
         system, _, name = rest.partition(":")
         return {"id": node_id, "kind": "channel", "name": name, "system": system}
     return {"id": node_id, "kind": "service", "name": rest, "system": ""}
+
+
+def _query(cursor, project_id: int, since: dt.datetime, until: dt.datetime) -> tuple[str, list]:
+    """The SQL for the window: minute rows only, or hours in the middle and minutes at the ends."""
+    if until - since >= HOURS_FROM:
+        through = flowhours.compacted_through(cursor)
+        if through is not None:
+            first_hour = flowhours.floor_hour(since)
+            if first_hour < since:
+                first_hour += dt.timedelta(hours=1)
+            last_hour = min(flowhours.floor_hour(until), through)
+            if last_hour > first_hour:
+                return MIXED_SQL, [
+                    project_id, first_hour, last_hour,
+                    project_id, since, first_hour, last_hour, until,
+                ]  # fmt: skip
+    return MINUTES_SQL, [project_id, since, until]
 
 
 def _round(value):
@@ -55,7 +93,7 @@ def flow_graph(project_id: int, since: dt.datetime, until: dt.datetime) -> dict:
     since_minute = since.replace(second=0, microsecond=0)
     seconds = max((until - since).total_seconds(), 1.0)
     with connection.cursor() as cursor:
-        cursor.execute(FLOW_SQL, [project_id, since_minute, until])
+        cursor.execute(*_query(cursor, project_id, since_minute, until))
         rows = cursor.fetchall()
     size = histogram.SIZE
     nodes: dict[str, dict] = {}

@@ -15,4 +15,6 @@ TASKS = {
     "alerts": "dashboard.alerts.evaluate:run",
     # webhook delivery from the outbox, with retries
     "webhooks": "dashboard.alerts.sender:run",
+    # hourly flow rollups for long flow-graph windows
+    "flow_hours": "dashboard.flowhours:run",
 }

@@ -15,6 +15,8 @@ TELEMETRY_TABLES = (
     "collector_stage",
     "collector_envelope",
     "collector_flowrollup",
+    "dashboard_flowhour",
+    "dashboard_flowhour_state",
 )
 
 

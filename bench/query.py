@@ -1,0 +1,332 @@
+"""Query benchmark: dashboard reads on a database holding 10 million spans over 7 days.
+
+Fills a separate database (`eventscope_bench_query` on the benchmark server,
+see bench/run.py; reused when already filled with the same size) with the
+real schema (Django migrations) and server-side generate_series INSERTs of
+a realistic shop: 20 services, 30 channels, two consumer groups per channel
+and a call edge per service; five spans per trace (HTTP root, publish, two
+consumers, an internal step), three messaging stages per trace, 1 % of
+consumes failing, and per-minute flow rollups for every edge.
+
+Then it measures server time (Django's full request handling, in process,
+no network) of /api/flow for 1 h and 7 d, a trace by id, the failures page,
+and /api/failures (list and grouped), and prints a Markdown table.
+
+    python bench/query.py [--spans 10000000] [--runs 40] [--refill]
+"""
+
+import argparse
+import datetime as dt
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
+BENCH_DB = "eventscope_bench_query"
+SERVICES, CHANNELS, DAYS, SPANS_PER_TRACE = 20, 30, 7, 5
+AHEAD = 2  # hours of data past the fill time
+
+
+def database_url() -> str:
+    server = (
+        os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
+    )
+    return urlunsplit(urlsplit(server)._replace(path="/" + BENCH_DB))
+
+
+def filled_with(url: str) -> int:
+    """Spans the benchmark database holds, or 0 if it is missing, half-filled or out of date.
+
+    The data runs AHEAD hours past the fill time, so a fill stays usable
+    (a full last hour, a full week) for AHEAD hours.
+    """
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT spans FROM bench_fill WHERE done AND filled_at > now() - %s",
+                (dt.timedelta(hours=AHEAD),),
+            ).fetchone()
+            return row[0] if row else 0
+    except psycopg.Error:
+        return 0
+
+
+def recreate(url: str) -> None:
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+
+
+# One statement per day partition, so two connections can load in parallel.
+# Trace i starts at start + i * step; every id is derived from i, so the
+# benchmark can name a trace without reading one.
+SPANS_SQL = f"""
+INSERT INTO collector_span (project_id, trace_id, span_id, parent_span_id, start_time,
+    duration_ns, service, name, kind, status_code, status_message, attributes, resource, scope)
+SELECT %(project)s, t.trace_id, s.span_id, s.parent, s.start_time, s.duration_ns, s.service,
+       s.name, s.kind, s.status, CASE WHEN s.status = 2 THEN 'payment declined' END, s.attrs,
+       jsonb_build_object('service.name', s.service), 'shop'
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
+CROSS JOIN LATERAL (SELECT decode(md5('t' || i), 'hex') AS trace_id,
+    %(start)s::timestamptz + i * %(step)s * interval '1 microsecond' AS t0,
+    (i %% {CHANNELS})::int AS c, 'svc-' || lpad(((i %% {CHANNELS}) %% {SERVICES})::text, 2, '0') AS producer,
+    'svc-' || lpad((((i %% {CHANNELS}) + 3) %% {SERVICES})::text, 2, '0') AS g1,
+    'svc-' || lpad((((i %% {CHANNELS}) + 7) %% {SERVICES})::text, 2, '0') AS g2,
+    'topic-' || lpad((i %% {CHANNELS})::text, 2, '0') AS channel,
+    (i %% 100 = 0) AS failing) AS t
+CROSS JOIN LATERAL (VALUES
+    (substr(decode(md5('a' || i), 'hex'), 1, 8), NULL::bytea, t.t0, 40000000::bigint, t.producer,
+     'POST /orders', 2::smallint, 0::smallint, '{{"http.route": "/orders"}}'::jsonb),
+    (substr(decode(md5('b' || i), 'hex'), 1, 8), substr(decode(md5('a' || i), 'hex'), 1, 8),
+     t.t0 + interval '10 ms', 3000000, t.producer, t.channel || ' publish', 4, 0,
+     jsonb_build_object('messaging.system', 'kafka', 'messaging.destination.name', t.channel,
+                        'messaging.operation.type', 'send', 'messaging.message.id', 'evt-' || i)),
+    (substr(decode(md5('c' || i), 'hex'), 1, 8), substr(decode(md5('b' || i), 'hex'), 1, 8),
+     t.t0 + interval '60 ms', 20000000, t.g1, t.channel || ' process', 5, 0,
+     jsonb_build_object('messaging.system', 'kafka', 'messaging.destination.name', t.channel,
+                        'messaging.consumer.group.name', t.g1, 'messaging.message.id', 'evt-' || i)),
+    (substr(decode(md5('d' || i), 'hex'), 1, 8), substr(decode(md5('b' || i), 'hex'), 1, 8),
+     t.t0 + interval '80 ms', 12000000, t.g2, t.channel || ' process', 5,
+     CASE WHEN t.failing THEN 2 ELSE 0 END,
+     jsonb_build_object('messaging.system', 'kafka', 'messaging.destination.name', t.channel,
+                        'messaging.consumer.group.name', t.g2, 'messaging.message.id', 'evt-' || i)),
+    (substr(decode(md5('e' || i), 'hex'), 1, 8), substr(decode(md5('c' || i), 'hex'), 1, 8),
+     t.t0 + interval '65 ms', 5000000, t.g1, 'SELECT orders', 1, 0,
+     '{{"db.system": "postgresql"}}'::jsonb)
+) AS s(span_id, parent, start_time, duration_ns, service, name, kind, status, attrs)
+"""
+
+STAGES_SQL = f"""
+INSERT INTO collector_stage (project_id, time, dedupe_key, stage, role, system, channel, service,
+    consumer_group, trace_id, span_id, parent_span_id, linked_trace_ids, linked_span_ids,
+    event_id, error, duration_ms, e2e_ms, origin)
+SELECT %(project)s, s.time, decode(md5(s.k || i), 'hex'), s.stage, s.role, 'kafka', t.channel,
+       s.service, s.grp, t.trace_id, substr(decode(md5(s.k || i), 'hex'), 1, 8), s.parent,
+       CASE WHEN s.role = 'consumer' THEN ARRAY[t.trace_id] END,
+       CASE WHEN s.role = 'consumer' THEN ARRAY[s.parent] END,
+       'evt-' || i, s.error, s.ms, s.e2e, 1
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
+CROSS JOIN LATERAL (SELECT decode(md5('t' || i), 'hex') AS trace_id,
+    %(start)s::timestamptz + i * %(step)s * interval '1 microsecond' AS t0,
+    'svc-' || lpad(((i %% {CHANNELS}) %% {SERVICES})::text, 2, '0') AS producer,
+    'svc-' || lpad((((i %% {CHANNELS}) + 3) %% {SERVICES})::text, 2, '0') AS g1,
+    'svc-' || lpad((((i %% {CHANNELS}) + 7) %% {SERVICES})::text, 2, '0') AS g2,
+    'topic-' || lpad((i %% {CHANNELS})::text, 2, '0') AS channel,
+    (i %% 100 = 0) AS failing) AS t
+CROSS JOIN LATERAL (VALUES
+    ('b', t.t0 + interval '10 ms', 'published', 'producer', t.producer, '',
+     substr(decode(md5('a' || i), 'hex'), 1, 8), NULL::text, 3.0::float8, NULL::float8),
+    ('c', t.t0 + interval '60 ms', 'processed', 'consumer', t.g1, t.g1,
+     substr(decode(md5('b' || i), 'hex'), 1, 8), NULL, 20.0, 50.0),
+    ('d', t.t0 + interval '80 ms', CASE WHEN t.failing THEN 'failed' ELSE 'processed' END,
+     'consumer', t.g2, t.g2, substr(decode(md5('b' || i), 'hex'), 1, 8),
+     CASE WHEN t.failing THEN 'payment declined: card ' || (i %% 7) END, 12.0, 70.0)
+) AS s(k, time, stage, role, service, grp, parent, error, ms, e2e)
+"""
+
+# Every edge is active every minute, as in a shop doing ~200 orders a minute.
+ROLLUPS_SQL = f"""
+WITH edges AS (
+    SELECT 'service:svc-' || lpad((c %% {SERVICES})::text, 2, '0') AS source,
+           'channel:kafka:topic-' || lpad(c::text, 2, '0') AS target, 'publish' AS kind, '' AS grp
+    FROM generate_series(0, {CHANNELS} - 1) AS c
+    UNION ALL
+    SELECT 'channel:kafka:topic-' || lpad(c::text, 2, '0'),
+           'service:svc-' || lpad(((c + o) %% {SERVICES})::text, 2, '0'), 'consume',
+           'svc-' || lpad(((c + o) %% {SERVICES})::text, 2, '0')
+    FROM generate_series(0, {CHANNELS} - 1) AS c, (VALUES (3), (7)) AS g(o)
+    UNION ALL
+    SELECT 'service:svc-' || lpad(s::text, 2, '0'),
+           'service:svc-' || lpad(((s + 1) %% {SERVICES})::text, 2, '0'), 'call', ''
+    FROM generate_series(0, {SERVICES} - 1) AS s
+)
+INSERT INTO collector_flowrollup (project_id, minute, source, target, kind, consumer_group,
+    count, received, errors, deadlettered, retries, duration_hist, duration_sum_ms, e2e_hist,
+    e2e_count, e2e_sum_ms)
+SELECT %(project)s, m, e.source, e.target, e.kind, e.grp, n, 0, n / 100, 0, 0,
+       ARRAY[0, 0, 1, 2, n - 6, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]::bigint[], n * 15.0,
+       CASE WHEN e.kind = 'consume'
+            THEN ARRAY[0, 0, 0, 0, 0, 1, n - 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]::bigint[]
+            ELSE ARRAY[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]::bigint[] END,
+       CASE WHEN e.kind = 'consume' THEN n ELSE 0 END, CASE WHEN e.kind = 'consume' THEN n * 60.0 ELSE 0 END
+FROM generate_series(date_trunc('minute', %(start)s::timestamptz),
+                     date_trunc('minute', %(end)s::timestamptz), interval '1 minute') AS m
+CROSS JOIN edges AS e
+CROSS JOIN LATERAL (SELECT 6 + (hashtext(e.source || e.target || m::text) & 7) AS n) AS x
+"""
+
+
+def fill(url: str, spans: int) -> dict:
+    """Load the benchmark data; returns what was loaded."""
+    recreate(url)
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"],
+        env=env, check=True, cwd=ROOT,
+    )  # fmt: skip
+    from collector import partitions
+
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=AHEAD)
+    start = end - dt.timedelta(days=DAYS)
+    traces = spans // SPANS_PER_TRACE
+    step_us = (end - start).total_seconds() * 1e6 / traces
+    with psycopg.connect(url, autocommit=True) as conn:
+        project = conn.execute(
+            "INSERT INTO collector_project (name, slug, created_at) VALUES ('Bench', 'bench', now()) "
+            "RETURNING id"
+        ).fetchone()[0]
+        conn.execute("CREATE TABLE bench_fill (spans bigint, traces bigint, start timestamptz, "
+                     "step_us float8, project int, done bool, filled_at timestamptz DEFAULT now())")  # fmt: skip
+        conn.execute(
+            "INSERT INTO bench_fill VALUES (%s, %s, %s, %s, %s, false)",
+            (spans, traces, start, step_us, project),
+        )
+        with conn.transaction(), conn.cursor() as cur:
+            days = [start.date() + dt.timedelta(days=d) for d in range(DAYS + 2)]
+            partitions.ensure(cur, days)
+
+    chunks = 8
+    size = -(-traces // chunks)
+    jobs = [
+        (sql, k * size, min(traces, (k + 1) * size) - 1)
+        for sql in (SPANS_SQL, STAGES_SQL)
+        for k in range(chunks)
+    ]
+    lock = threading.Lock()
+
+    def worker():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = off")
+            while True:
+                with lock:
+                    if not jobs:
+                        return
+                    sql, first, last = jobs.pop(0)
+                params = {
+                    "project": project,
+                    "first": first,
+                    "last": last,
+                    "start": start,
+                    "step": step_us,
+                }
+                conn.execute(sql, params)
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(ROLLUPS_SQL, {"project": project, "start": start, "end": end})
+    for t in threads:
+        t.join()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("UPDATE bench_fill SET done = true")
+    return {"seconds": time.monotonic() - began, "traces": traces}
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("EVENTSCOPE_SECURE_COOKIES", "0")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from collector.models import Membership, Project
+
+    settings.ALLOWED_HOSTS = ["*"]
+    # Only the routes measured here, so the figures do not depend on other areas' views.
+    settings.ROOT_URLCONF = "dashboard.core_urls"
+    with psycopg.connect(url) as conn:
+        traces, start, step_us, project_id = conn.execute(
+            "SELECT traces, start, step_us, project FROM bench_fill"
+        ).fetchone()
+    project = Project.objects.get(pk=project_id)
+    from dashboard import flowhours
+
+    began = time.perf_counter()
+    flowhours.compact_now()  # what the worker does once a minute
+    compact_ms = (time.perf_counter() - began) * 1000
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    Membership.objects.get_or_create(user=user, project=project)
+    client = Client()
+    client.force_login(user)
+    # A trace from the last day: the one a user would look up after an alert.
+    trace_no = traces - traces // 14
+    trace_hex = __import__("hashlib").md5(f"t{trace_no}".encode()).hexdigest()
+    cases = [
+        ("GET /api/flow?window=1h", "/api/flow?window=1h"),
+        ("GET /api/flow?window=24h", "/api/flow?window=24h"),
+        ("GET /api/flow?window=7d", "/api/flow?window=7d"),
+        ("GET /api/traces/<id>", f"/api/traces/{trace_hex}"),
+        ("GET /traces/<id> (page)", f"/traces/{trace_hex}"),
+        ("GET /failures/ (page, 24h)", "/failures/"),
+        ("GET /api/failures?window=24h", "/api/failures?window=24h"),
+        ("GET /api/failures?group_by=error&window=7d", "/api/failures?group_by=error&window=7d"),
+    ]
+    results = []
+    for label, path in cases:
+        for _ in range(3):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.status_code, response.content[:300])
+        times = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            response = client.get(path)
+            times.append((time.perf_counter() - began) * 1000)
+        results.append(
+            (label, percentile(times, 0.5), percentile(times, 0.95), len(response.content))
+        )
+    results.append(("hourly compaction pass (worker, once)", compact_ms, compact_ms, 0))
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spans", type=int, default=10_000_000)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--refill", action="store_true", help="refill even if the data is there")
+    args = parser.parse_args(argv)
+    url = database_url()
+    filled = filled_with(url)
+    if args.refill or filled != args.spans:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+        print(f"filling {BENCH_DB} with {args.spans:,} spans ...", file=sys.stderr)
+        loaded = fill(url, args.spans)
+        print(f"filled in {loaded['seconds']:.0f} s", file=sys.stderr)
+    with psycopg.connect(url) as conn:
+        spans = conn.execute("SELECT count(*) FROM collector_span").fetchone()[0]
+        stages = conn.execute("SELECT count(*) FROM collector_stage").fetchone()[0]
+        rollups = conn.execute("SELECT count(*) FROM collector_flowrollup").fetchone()[0]
+    results = measure(url, args.runs)
+    print(f"\n### Queries ({spans:,} spans, {stages:,} stages, {rollups:,} rollup rows, 7 days)\n")
+    print("| request | p50 ms | p95 ms | response bytes |")
+    print("|---|---:|---:|---:|")
+    for label, p50, p95, size in results:
+        print(f"| `{label}` | {p50:.1f} | {p95:.1f} | {size:,} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
