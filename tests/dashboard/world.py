@@ -208,3 +208,17 @@ def store_order(project_id: int, **kwargs) -> dict:
     document, ids = order_journey(**kwargs)
     store(traces_batch(document, project_id))
     return ids
+
+
+def store_big_trace(project_id: int, spans: int) -> str:
+    """One trace of `spans` spans (a root and its children); returns its id."""
+    trace = new_trace_id()
+    start = time.time_ns() - 60 * 10**9
+    root = new_span_id()
+    rows = [span(trace, root, "GET /report", KIND_SERVER, start, 5000)]
+    for i in range(spans - 1):
+        rows.append(
+            span(trace, new_span_id(), f"SELECT row {i}", 1, start + i * 400_000, 0.3, parent=root)
+        )
+    store(traces_batch(request({"reports": rows}), project_id))
+    return trace
