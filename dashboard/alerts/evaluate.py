@@ -55,7 +55,9 @@ def evaluate_rule(rule_id: int, now: dt.datetime | None = None) -> dict:
         if rule.enabled:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
-                    findings = KINDS[rule.kind].evaluate(cursor, rule.project, rule.params, now)
+                    # Defaults filled in, so rules saved before a parameter existed still work.
+                    params = KINDS[rule.kind].validate(rule.params)
+                    findings = KINDS[rule.kind].evaluate(cursor, rule.project, params, now)
             except Exception as exc:  # a broken query must not stop other rules
                 log.warning("alert rule %s (%s) failed: %s", rule.pk, rule.kind, exc)
                 error = f"{type(exc).__name__}: {exc}"

@@ -148,7 +148,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None =
         request = client.build_request(
             "POST", target, content=body, headers=request_headers, extensions=extensions
         )
-        with client.send(request, stream=True, follow_redirects=False) as response:
+        response = client.send(request, stream=True, follow_redirects=False)
+        try:
             chunks, size, truncated = [], 0, False
             for chunk in response.iter_raw():
                 chunks.append(chunk)
@@ -158,6 +159,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None =
                     break
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("the response took too long to arrive")
+        finally:
+            response.close()
     return Response(
         status_code=response.status_code,
         headers={k.lower(): v for k, v in response.headers.items()},

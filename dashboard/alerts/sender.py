@@ -111,7 +111,7 @@ def record(delivery, token, at, status_code, duration_ms, error: TransportError 
             done = at + dt.timedelta(milliseconds=duration_ms)
             if error.permanent or done >= current.give_up_at:
                 current.status = DeliveryStatus.FAILED
-                if not error.permanent:
+                if not error.permanent and current.attempt_count > 1:
                     current.last_error = (
                         f"gave up after {current.attempt_count} attempts: {error.message}"
                     )
