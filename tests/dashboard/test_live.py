@@ -88,3 +88,28 @@ async def test_anonymous_users_are_closed_with_4401():
 async def test_non_members_are_closed_with_4403(other_viewer, project):
     ws = await connect(other_viewer, "project=shop")
     assert (await ws.receive_output(timeout=3))["code"] == 4403
+
+
+async def test_websockets_from_another_origin_are_refused():
+    from dashboard.asgi import application
+
+    ws = WebsocketCommunicator(
+        application,
+        "/ws/flow/",
+        headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")],
+    )
+    connected, _ = await ws.connect()
+    assert not connected
+
+
+async def test_websockets_from_the_same_origin_reach_the_consumer():
+    from dashboard.asgi import application
+
+    ws = WebsocketCommunicator(
+        application,
+        "/ws/flow/",
+        headers=[(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1")],
+    )
+    connected, _ = await ws.connect()
+    assert connected  # accepted, then closed: nobody is signed in
+    assert (await ws.receive_output(timeout=3))["code"] == 4401
