@@ -509,3 +509,15 @@ async def test_the_demo_through_the_collector_fills_the_flow_graph(
     assert stages[("shipping", "deadlettered", "shop.orders", "shipping")] == tally.dead_lettered
     assert stages[("shipping", "published", "shop.orders.dlq", "")] == tally.dead_lettered
     assert envelopes == tally.cloudevents > 0
+
+
+def test_an_overloaded_shop_keeps_a_bounded_backlog(monkeypatch):
+    monkeypatch.setattr(demo, "MAX_BACKLOG_S", 20.0)
+    shop, _, start = simulate(90, rate=40)
+    now = start + 90 * demo.S
+    horizon = int(demo.MAX_BACKLOG_S * demo.S)
+    assert shop.email_inbox
+    assert all(m.published_ns >= now - horizon - 2 * demo.S for m in shop.email_inbox)
+    for consumer in (shop.payments, shop.shipping, shop.analytics):
+        # nothing is planned further ahead than the longest allowed wait plus one message
+        assert consumer.busy_until_ns - now < horizon + 10 * demo.S, consumer.service
