@@ -73,6 +73,9 @@ PARTITIONS = 3
 CAPTURED_QUEUE = "payments.captured"
 NOTIFICATIONS_SUBJECT = "shop.notifications"
 MAX_ATTEMPTS = 3
+# An export (retries included) gives up after this; it also bounds how long
+# stopping takes when the collector has gone away.
+EXPORT_TIMEOUT_S = 5.0
 EMAIL_POLL_S = 0.5
 EMAIL_MAX_BATCH = 10
 ANALYTICS_CYCLE_S = 120.0
@@ -140,7 +143,9 @@ class Telemetry:
         url = f"{endpoint.rstrip('/')}/v1/traces"
         return cls(
             lambda: BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=url, headers=dict(headers or {}), timeout=10),
+                OTLPSpanExporter(
+                    endpoint=url, headers=dict(headers or {}), timeout=EXPORT_TIMEOUT_S
+                ),
                 schedule_delay_millis=1000,
             )
         )
@@ -149,9 +154,18 @@ class Telemetry:
         return self.providers[service].get_tracer("eventscope.demo", VERSION)
 
     def shutdown(self) -> None:
-        """Flush and stop every service's exporter."""
-        for provider in self.providers.values():
-            provider.shutdown()
+        """Flush and stop every service's exporter.
+
+        All at once: with the collector gone, each exporter retries until its
+        timeout, and one after the other would take seven times as long."""
+        stopping = [
+            threading.Thread(target=provider.shutdown, name=f"demo-stop-{service}")
+            for service, provider in self.providers.items()
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
 
 class _QuietThread(logging.Filter):

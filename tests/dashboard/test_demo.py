@@ -521,3 +521,15 @@ def test_an_overloaded_shop_keeps_a_bounded_backlog(monkeypatch):
     for consumer in (shop.payments, shop.shipping, shop.analytics):
         # nothing is planned further ahead than the longest allowed wait plus one message
         assert consumer.busy_until_ns - now < horizon + 10 * demo.S, consumer.service
+
+
+def test_it_stops_promptly_when_the_collector_is_gone():
+    with OtlpSink() as sink:
+        url = sink.url
+    # nothing listens there any more: every export fails and is retried
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    tally = demo.run(url, stop, rate=20, seed=5)
+    assert tally.orders > 0
+    assert time.monotonic() - started < 1.0 + demo.EXPORT_TIMEOUT_S + 2
