@@ -252,8 +252,8 @@ class Message:
     order: Order
     id: str
     destination: str
-    headers: dict
-    published_ns: int
+    headers: dict = dataclasses.field(default_factory=dict)
+    published_ns: int = 0
     available_ns: int = 0
     partition: int = 0
     offset: int = 0
@@ -285,6 +285,8 @@ class Attempt:
 
 @dataclasses.dataclass
 class Tally:
+    """What the shop did, for the command's closing line and for tests."""
+
     orders: int = 0
     published: int = 0
     processed: int = 0
@@ -441,7 +443,7 @@ class Shop:
         partition = zlib.crc32(key.encode()) % PARTITIONS
         offset = self.offsets[partition]
         self.offsets[partition] += 1
-        message = Message(order, self._uuid(), ORDERS_TOPIC, {}, 0, 0, partition, offset)
+        message = Message(order, self._uuid(), ORDERS_TOPIC, partition=partition, offset=offset)
         end = start + self._ms(1, 6)
         self._send(
             "orders",
@@ -597,7 +599,7 @@ class Shop:
     def _publish_dead_letter(self, message: Message, consumer: Consumer, parent, at_ns: int):
         """Hand a message that keeps failing to shop.orders.dlq, from inside
         the last failed attempt: Eventscope reads the parent as dead-lettered."""
-        dead_letter = Message(message.order, message.id, DEAD_LETTER_TOPIC, {}, 0)
+        dead_letter = Message(message.order, message.id, DEAD_LETTER_TOPIC)
         self._send(
             consumer.service,
             dead_letter,
@@ -618,7 +620,7 @@ class Shop:
 
     def _capture_payment(self, message: Message, parent, at_ns: int) -> None:
         start = at_ns - self._ms(2, 5)
-        captured = Message(message.order, self._uuid(), CAPTURED_QUEUE, {}, 0)
+        captured = Message(message.order, self._uuid(), CAPTURED_QUEUE)
         captured.offset = self.tally.processed
         self._send(
             "payments",
