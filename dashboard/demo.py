@@ -34,6 +34,7 @@ import dataclasses
 import datetime as dt
 import heapq
 import itertools
+import json
 import logging
 import queue
 import random
@@ -242,6 +243,12 @@ class Order:
     gateway_timeout: bool
     bad_address: bool
     bounced_email: bool
+
+    def body(self) -> bytes:
+        """The OrderPlaced payload as it would go on the wire."""
+        return json.dumps(
+            {"order": self.id, "customer": self.customer, "total": self.total, "items": self.items}
+        ).encode()
 
 
 @dataclasses.dataclass
@@ -456,6 +463,7 @@ class Shop:
                 "messaging.operation.name": "send",
                 "messaging.kafka.message.key": key,
                 "messaging.destination.partition.id": str(partition),
+                "messaging.message.body.size": len(order.body()),
                 "messaging.client.id": "orders-1",
                 "shop.event.type": "OrderPlaced",
             },
@@ -743,7 +751,11 @@ class Shop:
             "traceparent": traceparent,
             "essystem": "nats",
             "eschannel": NOTIFICATIONS_SUBJECT,
-            "data": {"order": message.order.id, "customer": message.order.customer},
+            "data": {
+                "order": message.order.id,
+                "customer": message.order.customer,
+                "items": message.order.items,
+            },
         }
         events = [
             {

@@ -194,6 +194,7 @@ def test_orders_publish_with_the_current_kafka_conventions(spans):
         assert attributes["messaging.message.id"]
         assert attributes["messaging.kafka.message.key"].startswith("cus-")
         assert attributes["messaging.destination.partition.id"] in {"0", "1", "2"}
+        assert attributes["messaging.message.body.size"] > 20
         assert spans_by_id[span["parent"]]["kind"] == SERVER
 
 
