@@ -534,3 +534,23 @@ def test_it_stops_promptly_when_the_collector_is_gone():
     tally = demo.run(url, stop, rate=20, seed=5)
     assert tally.orders > 0
     assert time.monotonic() - started < 1.0 + demo.EXPORT_TIMEOUT_S + 2
+
+
+def test_the_demo_talks_to_eventscope_only_over_its_public_endpoints():
+    import ast
+
+    for path in ("dashboard/demo.py", "dashboard/management/commands/demo.py"):
+        tree = ast.parse((ROOT / path).read_text())
+        imported = {
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+            )
+        }
+        assert not {
+            m for m in imported if m.split(".")[0] == "collector" or m.startswith("django.db")
+        }, path
