@@ -14,6 +14,8 @@ import os
 import threading
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 # Playwright's sync API runs an event loop in this thread; Django's async
 # safety check would otherwise refuse the ORM calls the tests make between
@@ -56,6 +58,12 @@ class ServerThread:
             except BaseException as exc:  # surfaced to the test by __enter__
                 self._error = exc
                 self._ready.set()
+            finally:
+                # Views and token checks ran in asgiref's threads; their
+                # kept-alive connections would block dropping the test database.
+                await sync_to_async(connections.close_all)()
+                await sync_to_async(connections.close_all, thread_sensitive=False)()
+                connections.close_all()
 
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(run())
@@ -118,8 +126,16 @@ def web_server(telemetry_db):
 
         return application
 
-    with ServerThread(_uvicorn(app), "eventscope-web") as url:
-        yield url
+    # Each request runs in a thread of its own; a connection kept alive
+    # there outlives the thread and would block dropping the test database.
+    database = connections["default"].settings_dict
+    kept = database["CONN_MAX_AGE"]
+    database["CONN_MAX_AGE"] = 0
+    try:
+        with ServerThread(_uvicorn(app), "eventscope-web") as url:
+            yield url
+    finally:
+        database["CONN_MAX_AGE"] = kept
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dashboard.views.failures import FailuresConsumer
 from dashboard.views.flow import FlowConsumer
 from tests.dashboard.world import store_order
 
-pytestmark = pytest.mark.usefixtures("telemetry_db")
+pytestmark = pytest.mark.usefixtures("telemetry_db", "consumer_connections")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collector import notify
 from collector.db import conninfo
 from dashboard.live import LiveConsumer, listener
 
-pytestmark = pytest.mark.usefixtures("telemetry_db")
+pytestmark = pytest.mark.usefixtures("telemetry_db", "consumer_connections")
 
 
 class CountingConsumer(LiveConsumer):
