@@ -320,7 +320,9 @@ def main(argv=None) -> int:
         stages = conn.execute("SELECT count(*) FROM collector_stage").fetchone()[0]
         rollups = conn.execute("SELECT count(*) FROM collector_flowrollup").fetchone()[0]
     results = measure(url, args.runs)
-    print(f"\n### Queries ({spans:,} spans, {stages:,} stages, {rollups:,} rollup rows, 7 days)\n")
+    print(
+        f"\n## Query benchmark\n\n{spans:,} spans, {stages:,} stages, {rollups:,} rollup rows over 7 days; server time in process, {args.runs} runs each.\n"
+    )
     print("| request | p50 ms | p95 ms | response bytes |")
     print("|---|---:|---:|---:|")
     for label, p50, p95, size in results:
