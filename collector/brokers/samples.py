@@ -1,0 +1,326 @@
+"""From readings to stored lag: samples, time lag, status, group state, hint.
+
+Every source (OTLP metrics, Prometheus scrapes, direct pollers) turns what
+the broker says into `Reading`s and calls `store()` (or `store_async()`),
+which in one transaction:
+1. reads the recent history of the partitions it was given,
+2. fills in lag, time lag (exact, interpolated or drain estimate) and the
+   consume rate, and evaluates each partition's status over the window,
+3. appends the samples, upserts each group's present state,
+4. and sends the "lag" live hint, delivered only if all of it commits.
+"""
+
+import asyncio
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from collector import notify
+from collector.brokers import lag as lagmath
+from collector.brokers.models import DRAIN_ESTIMATE, EXACT, INTERPOLATED
+
+# Enough points for interpolation across a long backlog without reading
+# unbounded history on every poll.
+HISTORY_POINTS = 120
+HISTORY_HORIZON = dt.timedelta(hours=6)
+
+
+@dataclass(slots=True)
+class Reading:
+    """What a broker says about one partition of one consumer group, now.
+
+    Offsets may be absent (RabbitMQ has none of its own); `oldest_at` is the
+    write time of the oldest message still waiting, when the broker gives it
+    (then the time lag is exact); `depth_based` asks for a drain estimate
+    rather than interpolation; `active_at` is when the consumer last acted.
+    Times are Unix seconds.
+    """
+
+    system: str
+    channel: str
+    group: str
+    partition: str = ""
+    end_offset: int | None = None
+    committed_offset: int | None = None
+    lag: int | None = None
+    oldest_at: float | None = None
+    active_at: float | None = None
+    time: float | None = None
+    depth_based: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.system, self.channel, self.group, self.partition)
+
+
+def _partition_sort(value: str):
+    return (0, int(value), "") if re.fullmatch(r"\d+", value) else (1, 0, value)
+
+
+def _ts(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _history(cursor, project_id, readings, now) -> dict[tuple, list[lagmath.Point]]:
+    groups = sorted({(r.system, r.channel, r.group) for r in readings})
+    cursor.execute(
+        """
+        SELECT system, channel, consumer_group, partition, extract(epoch FROM time)::float8,
+               end_offset, committed_offset, lag, extract(epoch FROM active_at)::float8
+        FROM (
+            SELECT s.*, row_number() OVER (
+                PARTITION BY system, channel, consumer_group, partition ORDER BY time DESC
+            ) AS n
+            FROM brokers_lagsample s
+            WHERE project_id = %s AND time > %s AND time <= %s
+              AND (system, channel, consumer_group) IN (
+                  SELECT unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]))
+        ) recent
+        WHERE n <= %s
+        ORDER BY time
+        """,
+        [
+            project_id,
+            now - HISTORY_HORIZON,
+            now,
+            [g[0] for g in groups],
+            [g[1] for g in groups],
+            [g[2] for g in groups],
+            HISTORY_POINTS,
+        ],
+    )
+    history: dict[tuple, list[lagmath.Point]] = {}
+    for system, channel, group, partition, t, end, committed, lag, active in cursor.fetchall():
+        history.setdefault((system, channel, group, partition), []).append(
+            lagmath.Point(t, end, committed, lag, active)
+        )
+    return history
+
+
+def _time_lag(reading: Reading, lag, points, rate, t):
+    """(seconds, method, estimated) for one reading."""
+    if lag == 0:
+        return 0.0, EXACT, False
+    if lag is None:
+        return None, "", False
+    if reading.oldest_at is not None:
+        return max(0.0, t - reading.oldest_at), EXACT, False
+    if reading.depth_based:
+        seconds = lagmath.drain_seconds(lag, rate)
+        if seconds is not None:
+            return seconds, DRAIN_ESTIMATE, True
+    if reading.committed_offset is not None:
+        history = [(p.time, p.end_offset) for p in points]
+        seconds, extrapolated = lagmath.interpolate_time_lag(history, reading.committed_offset, t)
+        if seconds is not None:
+            return seconds, INTERPOLATED, extrapolated
+    seconds = lagmath.drain_seconds(lag, rate)
+    if seconds is not None:
+        return seconds, DRAIN_ESTIMATE, True
+    return None, "", False
+
+
+def store(
+    cursor,
+    project_id: int,
+    readings: list[Reading],
+    source: str,
+    now: dt.datetime | None = None,
+    window: float | None = None,
+    complete: bool = False,
+) -> list[dict]:
+    """Evaluate and store readings in the cursor's transaction; the groups' new states.
+
+    `complete` says the readings are everything `source` reports: groups it
+    reported before and not now (a deleted queue or consumer) are removed.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    window = float(window or settings.LAG_WINDOW_SECONDS)
+    now_s = now.timestamp()
+    history = _history(cursor, project_id, readings, now) if readings else {}
+    samples, by_group = [], {}
+    for reading in readings:
+        t = min(reading.time or now_s, now_s)
+        end, committed, lag = reading.end_offset, reading.committed_offset, reading.lag
+        if lag is None and end is not None and committed is not None:
+            lag = max(0, end - committed)
+        if end is None and lag is not None and committed is not None:
+            end = committed + lag
+        points = [p for p in history.get(reading.key, []) if p.time < t]
+        points.append(lagmath.Point(t, end, committed, lag, reading.active_at))
+        rate = lagmath.consume_rate(points)
+        seconds, method, estimated = _time_lag(reading, lag, points, rate, t)
+        status, reason = lagmath.partition_status(points, now_s, window)
+        samples.append(
+            (
+                project_id,
+                _ts(t),
+                *reading.key,
+                end,
+                committed,
+                lag,
+                seconds,
+                method,
+                estimated,
+                rate,
+                _ts(reading.active_at) if reading.active_at is not None else None,
+                source,
+            )
+        )
+        by_group.setdefault(reading.key[:3], []).append(
+            {
+                "partition": reading.partition,
+                "lag": lag,
+                "lag_seconds": seconds,
+                "lag_seconds_method": method or None,
+                "estimated": estimated,
+                "end_offset": end,
+                "committed_offset": committed,
+                "consume_rate": rate,
+                "status": status,
+                "reason": reason,
+            }
+        )
+    if samples:
+        cursor.executemany(
+            """
+            INSERT INTO brokers_lagsample (project_id, time, system, channel, consumer_group,
+                partition, end_offset, committed_offset, lag, lag_seconds, lag_seconds_method,
+                estimated, consume_rate, active_at, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            samples,
+        )
+    states = []
+    for (system, channel, group), partitions in sorted(by_group.items()):
+        partitions.sort(key=lambda p: _partition_sort(p["partition"]))
+        status, reason = lagmath.group_status(partitions)
+        lags = [p["lag"] for p in partitions if p["lag"] is not None]
+        timed = [p for p in partitions if p["lag_seconds"] is not None]
+        slowest = max(timed, key=lambda p: p["lag_seconds"]) if timed else None
+        state = {
+            "system": system,
+            "channel": channel,
+            "group": group,
+            "lag": sum(lags) if lags else None,
+            "lag_seconds": slowest["lag_seconds"] if slowest else None,
+            "lag_seconds_method": slowest["lag_seconds_method"] if slowest else None,
+            "estimated": bool(slowest and slowest["estimated"]),
+            "status": status,
+            "reason": reason,
+            "partitions": partitions,
+        }
+        cursor.execute(
+            """
+            INSERT INTO brokers_groupstate (project_id, system, channel, consumer_group, lag,
+                lag_seconds, lag_seconds_method, estimated, status, reason, partitions,
+                updated_at, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
+            ON CONFLICT (project_id, system, channel, consumer_group) DO UPDATE SET
+                lag = EXCLUDED.lag, lag_seconds = EXCLUDED.lag_seconds,
+                lag_seconds_method = EXCLUDED.lag_seconds_method,
+                estimated = EXCLUDED.estimated, status = EXCLUDED.status,
+                reason = EXCLUDED.reason, partitions = EXCLUDED.partitions,
+                updated_at = EXCLUDED.updated_at, source = EXCLUDED.source
+            """,
+            [
+                project_id,
+                system,
+                channel,
+                group,
+                state["lag"],
+                state["lag_seconds"],
+                state["lag_seconds_method"] or "",
+                state["estimated"],
+                status,
+                reason,
+                json.dumps(partitions),
+                now,
+                source,
+            ],
+        )
+        states.append(state)
+    if complete:
+        keys = sorted(by_group)
+        cursor.execute(
+            """
+            DELETE FROM brokers_groupstate
+            WHERE project_id = %s AND source = %s
+              AND (system, channel, consumer_group) NOT IN (
+                  SELECT unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]))
+            """,
+            [project_id, source, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+        )
+    if states or complete:
+        notify.send(cursor, project_id, notify.LAG)
+    return states
+
+
+def broker_answered(cursor, project_id: int, source: str, system: str, now=None) -> None:
+    """Record that a broker answered its poll (clears "unreachable")."""
+    now = now or dt.datetime.now(dt.UTC)
+    cursor.execute(
+        """
+        INSERT INTO brokers_brokerstate (project_id, source, system, error, error_since,
+            last_ok_at, updated_at)
+        VALUES (%s, %s, %s, '', NULL, %s, %s)
+        ON CONFLICT (project_id, source) DO UPDATE SET
+            error = '', error_since = NULL, last_ok_at = EXCLUDED.last_ok_at,
+            updated_at = EXCLUDED.updated_at, system = EXCLUDED.system
+        """,
+        [project_id, source, system, now, now],
+    )
+
+
+def broker_failed(cursor, project_id: int, source: str, system: str, error: str, now=None):
+    """Record that a broker did not answer; `error_since` keeps the first failure's time."""
+    now = now or dt.datetime.now(dt.UTC)
+    cursor.execute(
+        """
+        INSERT INTO brokers_brokerstate (project_id, source, system, error, error_since,
+            last_ok_at, updated_at)
+        VALUES (%s, %s, %s, %s, %s, NULL, %s)
+        ON CONFLICT (project_id, source) DO UPDATE SET
+            error = EXCLUDED.error,
+            error_since = CASE WHEN brokers_brokerstate.error = ''
+                               THEN EXCLUDED.error_since
+                               ELSE brokers_brokerstate.error_since END,
+            updated_at = EXCLUDED.updated_at
+        """,
+        [project_id, source, system, error[:500] or "no answer", now, now],
+    )
+    notify.send(cursor, project_id, notify.LAG)
+
+
+def prune(cursor, older_than: dt.datetime, batch: int = 50_000) -> int:
+    """Delete samples older than `older_than`, in bounded batches; rows deleted."""
+    total = 0
+    while True:
+        cursor.execute(
+            """
+            DELETE FROM brokers_lagsample WHERE id IN (
+                SELECT id FROM brokers_lagsample WHERE time < %s LIMIT %s)
+            """,
+            [older_than, batch],
+        )
+        total += cursor.rowcount
+        if cursor.rowcount < batch:
+            return total
+
+
+def store_sync(project_id: int, readings: list[Reading], source: str, **kwargs) -> list[dict]:
+    """`store()` on its own connection, committed on return."""
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
+        return store(cursor, project_id, readings, source, **kwargs)
+
+
+async def store_async(project_id: int, readings: list[Reading], source: str, **kwargs):
+    """`store()` from async code, committed before it returns."""
+    return await asyncio.to_thread(store_sync, project_id, readings, source, **kwargs)

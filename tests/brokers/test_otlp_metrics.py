@@ -1,0 +1,153 @@
+"""OTLP broker metrics: kafkametrics and rabbitmq receiver payloads become lag."""
+
+import json
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
+from collector.batch import StorageUnavailable
+from collector.brokers import lag
+from collector.brokers.otlp_metrics import ingest_metrics, readings_from_request
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brokers"
+
+
+def kafkametrics() -> ExportMetricsServiceRequest:
+    return json_format.Parse(
+        (FIXTURES / "kafkametrics.json").read_text(), ExportMetricsServiceRequest()
+    )
+
+
+def _gauge(name, points, resource=None):
+    return {
+        "resourceMetrics": [
+            {
+                "resource": {"attributes": resource or []},
+                "scopeMetrics": [{"metrics": [{"name": name, "gauge": {"dataPoints": points}}]}],
+            }
+        ]
+    }
+
+
+def _attr(key, value):
+    kind = "intValue" if isinstance(value, int) else "stringValue"
+    return {"key": key, "value": {kind: str(value)}}
+
+
+def test_kafkametrics_gives_lag_per_partition_and_minus_one_is_unknown():
+    readings, rejected, _ = readings_from_request(kafkametrics())
+    assert rejected == 0
+    by_key = {(r.group, r.partition): r for r in readings}
+    assert set(by_key) == {("billing", "0"), ("billing", "1"), ("billing", "2"), ("shipping", "0")}
+    assert (by_key["billing", "0"].end_offset, by_key["billing", "0"].committed_offset) == (
+        1500,
+        1200,
+    )
+    assert by_key["billing", "0"].lag == 300
+    assert by_key["billing", "1"].lag == 0
+    # -1: no committed offset yet; unknown, never a negative lag
+    assert by_key["billing", "2"].lag is None
+    assert by_key["billing", "2"].committed_offset is None
+    assert all(r.system == "kafka" and r.channel == "orders" for r in readings)
+
+
+def test_it_rejects_points_it_cannot_place_and_keeps_the_good_ones():
+    request = json_format.ParseDict(
+        _gauge(
+            "kafka.consumer_group.lag",
+            [
+                {
+                    "attributes": [_attr("group", "g"), _attr("topic", "t"), _attr("partition", 0)],
+                    "asInt": "5",
+                },
+                {"attributes": [_attr("topic", "t"), _attr("partition", 1)], "asInt": "7"},
+                {
+                    "attributes": [
+                        _attr("group", "g"),
+                        _attr("topic", "t"),
+                        _attr("partition", "zero"),
+                    ],
+                    "asInt": "7",
+                },
+            ],
+        ),
+        ExportMetricsServiceRequest(),
+    )
+    readings, rejected, reasons = readings_from_request(request)
+    assert rejected == 2
+    assert [(r.group, r.partition) for r in readings] == [("g", "0")]
+    assert "without attribute 'group'" in " ".join(reasons)
+
+
+def test_other_metrics_are_ignored_not_rejected():
+    request = json_format.ParseDict(
+        _gauge("process.cpu.utilization", [{"asDouble": 0.5}]), ExportMetricsServiceRequest()
+    )
+    assert readings_from_request(request)[:2] == ([], 0)
+
+
+def test_rabbitmq_receiver_metrics_give_queue_depth():
+    resource = [_attr("rabbitmq.queue.name", "payments"), _attr("rabbitmq.vhost.name", "shop")]
+    payload = _gauge(
+        "rabbitmq.message.current",
+        [
+            {"attributes": [_attr("state", "ready")], "asInt": "120"},
+            {"attributes": [_attr("state", "unacknowledged")], "asInt": "30"},
+        ],
+        resource,
+    )
+    metrics = payload["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    metrics.append(
+        {
+            "name": "rabbitmq.message.acknowledged",
+            "sum": {
+                "aggregationTemporality": 2,
+                "isMonotonic": True,
+                "dataPoints": [{"asInt": "4000"}],
+            },
+        }
+    )
+    metrics.append({"name": "rabbitmq.consumer.count", "sum": {"dataPoints": [{"asInt": "2"}]}})
+    readings, rejected, _ = readings_from_request(
+        json_format.ParseDict(payload, ExportMetricsServiceRequest())
+    )
+    assert rejected == 0
+    (reading,) = readings
+    assert (reading.system, reading.channel, reading.group) == ("rabbitmq", "shop/payments", "")
+    assert reading.lag == 150
+    assert (reading.committed_offset, reading.end_offset) == (4000, 4150)
+    assert reading.active_at is not None and reading.depth_based
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_stores_and_current_reports_the_groups(project):
+    rejected, message = async_to_sync(ingest_metrics)(project.id, kafkametrics())
+    assert (rejected, message) == (0, "")
+    items = lag.current(project.id)
+    billing = next(i for i in items if i["group"] == "billing")
+    assert billing["lag"] == 300
+    assert billing["system"] == "kafka" and billing["channel"] == "orders"
+    assert [p["lag"] for p in billing["partitions"]] == [300, 0, None]
+    assert billing["status"] == "ok"
+    assert billing["updated_at"].endswith("Z")
+    json.dumps(items)  # the API serialises this as it is
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_answers_storage_unavailable_when_the_database_is_down(project):
+    from django.db import connections
+
+    # Port 1 on loopback refuses at once: a database that is down.
+    settings_dict = connections["default"].settings_dict
+    original = settings_dict["PORT"]
+    settings_dict["PORT"] = "1"
+    try:
+        with pytest.raises(StorageUnavailable):
+            await ingest_metrics(project.id, kafkametrics())
+    finally:
+        settings_dict["PORT"] = original
