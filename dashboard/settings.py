@@ -223,6 +223,11 @@ QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
 RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)
 ROLLUP_RETENTION_DAYS = env_int("EVENTSCOPE_ROLLUP_RETENTION_DAYS", 90, minimum=1)
 BROKERS = env_list("EVENTSCOPE_BROKERS", "", sep=";")
+# Broker pollers run this often; one broker slower than the timeout is marked unreachable.
+BROKER_POLL_SECONDS = env_int("EVENTSCOPE_BROKER_POLL_SECONDS", 15, minimum=1)
+BROKER_TIMEOUT_SECONDS = env_int("EVENTSCOPE_BROKER_TIMEOUT_SECONDS", 10, minimum=1)
+# The sliding window over which a consumer group's lag status is judged.
+LAG_WINDOW_SECONDS = env_int("EVENTSCOPE_LAG_WINDOW_SECONDS", 600, minimum=10)
 WEBHOOK_ALLOW_PRIVATE = env_bool("EVENTSCOPE_WEBHOOK_ALLOW_PRIVATE", False)
 
 # ---- Eventscope: alerts and webhooks ------------------------------------------
