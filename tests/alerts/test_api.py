@@ -1,0 +1,180 @@
+"""The JSON API of alert rules, webhooks and alerts, through Django's test client."""
+
+import json
+
+import pytest
+
+from dashboard.alerts import sender
+from dashboard.alerts.evaluate import evaluate_rule
+from dashboard.alerts.models import AlertRule, Webhook
+
+
+def send(client, method, url, data=None):
+    return getattr(client, method)(url, json.dumps(data), content_type="application/json")
+
+
+@pytest.fixture
+def as_editor(client, editor):
+    client.force_login(editor)
+    return client
+
+
+RULE = {
+    "name": "Billing failing",
+    "kind": "failed_events",
+    "params": {"threshold": 3},
+    "for_seconds": 60,
+    "repeat_seconds": 3600,
+}
+
+
+def test_an_editor_creates_reads_updates_and_deletes_a_rule(as_editor, project):
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    created = send(as_editor, "post", "/api/alert-rules", {**RULE, "webhooks": [hook.pk]})
+    assert created.status_code == 201, created.content
+    rule = created.json()
+    assert rule["params"]["threshold"] == 3 and rule["params"]["window_seconds"] == 300
+    assert rule["webhooks"] == [hook.pk] and rule["enabled"] is True
+    listed = as_editor.get("/api/alert-rules").json()
+    assert [r["id"] for r in listed["items"]] == [rule["id"]] and listed["next_cursor"] is None
+    updated = send(
+        as_editor,
+        "put",
+        f"/api/alert-rules/{rule['id']}",
+        {"muted_until": "2030-01-01T00:00:00Z", "for_seconds": 0},
+    )
+    assert updated.status_code == 200
+    assert updated.json()["muted_until"] == "2030-01-01T00:00:00Z"
+    assert updated.json()["name"] == "Billing failing"
+    assert as_editor.delete(f"/api/alert-rules/{rule['id']}").status_code == 204
+    assert as_editor.get(f"/api/alert-rules/{rule['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kind": "nope"}, "kind must be one of lag, lag_seconds"),
+        ({"params": {"threshold": "lots"}}, "params.threshold must be a whole number"),
+        ({"kind": "error_rate", "params": {}}, "params.threshold is required"),
+        ({"kind": "error_rate", "params": {"threshold": 2}}, "params.threshold must be at most 1"),
+        ({"kind": "lag", "params": {"threshold": "x"}}, "params.threshold must be a number"),
+        ({"params": {"treshold": 1}}, "params.treshold is not a parameter of this kind"),
+        ({"kind": "lag_status", "params": {"statuses": ["late"]}}, "'late' is not one of"),
+        ({"name": ""}, "name is required"),
+        ({"for_seconds": -1}, "for_seconds must be between 0 and"),
+        ({"repeat_seconds": 5}, "repeat_seconds must be 0 (never repeat) or at least 60"),
+        ({"webhooks": [999999]}, "webhooks: no webhook 999999 in this project"),
+        ({"enabled": "yes"}, "enabled must be true or false"),
+        ({"muted_until": "soon"}, "muted_until must be an RFC 3339 time"),
+        ({"colour": "red"}, "colour is not a field of an alert rule"),
+    ],
+)
+def test_bad_rules_get_a_400_that_says_what_is_wrong(as_editor, change, message):
+    response = send(as_editor, "post", "/api/alert-rules", {**RULE, **change})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert not AlertRule.objects.exists()
+
+
+def test_a_body_that_is_not_json_is_a_400(as_editor):
+    response = as_editor.post("/api/alert-rules", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("the body is not valid JSON")
+
+
+def test_viewers_and_tokens_read_but_do_not_change(client, viewer, read_token, project):
+    client.force_login(viewer)
+    assert client.get("/api/alert-rules").status_code == 200
+    assert send(client, "post", "/api/alert-rules", RULE).status_code == 403
+    client.logout()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    assert client.get("/api/webhooks", **auth).status_code == 200
+    response = client.post("/api/webhooks", "{}", content_type="application/json", **auth)
+    assert response.status_code == 403
+    assert client.get("/api/alerts").status_code == 401
+
+
+def test_another_projects_rule_is_not_found(as_editor, other_project):
+    rule = AlertRule.objects.create(project=other_project, name="x", kind="dead_letters")
+    assert as_editor.get(f"/api/alert-rules/{rule.pk}").status_code == 404
+    assert send(as_editor, "put", f"/api/alert-rules/{rule.pk}", {"name": "y"}).status_code == 404
+
+
+def test_webhooks_get_a_generated_secret_and_given_ones_are_checked(as_editor):
+    created = send(
+        as_editor, "post", "/api/webhooks", {"name": "ops", "url": "https://example.com/hook"}
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert body["format"] == "json" and body["secret"].startswith("whsec_")
+    for change, message in (
+        ({"secret": "whsec_!!"}, "secret: the part after whsec_ is not valid base64"),
+        ({"secret": "whsec_c2hvcnQ="}, "secret: the key must be 24 to 64 bytes, this one is 5"),
+        ({"secret": "abc"}, "secret must start with whsec_"),
+        ({"format": "xml"}, "format must be one of json, alertmanager, slack"),
+    ):
+        payload = {"name": "x", "url": "https://example.com/h", **change}
+        bad = send(as_editor, "post", "/api/webhooks", payload)
+        assert bad.status_code == 400 and bad.json()["error"].startswith(message)
+
+
+def test_a_webhook_to_a_private_address_is_refused_when_saved(as_editor, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    for url in ("http://169.254.169.254/", "http://localhost:9000/", "http://10.0.0.1/"):
+        response = send(as_editor, "post", "/api/webhooks", {"name": "x", "url": url})
+        assert response.status_code == 400 and "not allowed" in response.json()["error"]
+    response = send(as_editor, "post", "/api/webhooks", {"name": "x", "url": "ftp://x.org/"})
+    assert "http:// or https://" in response.json()["error"]
+
+
+def test_secrets_are_hidden_from_viewers(client, viewer, project):
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    client.force_login(viewer)
+    body = client.get(f"/api/webhooks/{hook.pk}").json()
+    assert "secret" not in body and body["secret_hint"] == f"whsec_…{hook.secret[-4:]}"
+
+
+def test_test_send_and_alerts_show_deliveries_with_attempts(as_editor, project, receiver, t0):
+    from tests.alerts.conftest import Reply, insert_stages
+
+    hook = send(as_editor, "post", "/api/webhooks", {"name": "ops", "url": receiver.url}).json()
+    tested = as_editor.post(f"/api/webhooks/{hook['id']}/test")
+    assert tested.status_code == 200 and tested.json()["status"] == "delivered"
+    assert tested.json()["attempts"][0]["status_code"] == 200
+
+    insert_stages(project.id, [(t0, "failed", "billing", "kafka", "orders", "g")])
+    rule = send(
+        as_editor,
+        "post",
+        "/api/alert-rules",
+        {
+            **RULE,
+            "params": {"threshold": 0, "window_seconds": 3600},
+            "for_seconds": 0,
+            "webhooks": [hook["id"]],
+        },
+    ).json()
+    receiver.script(Reply(503, headers={"Retry-After": "60"}))
+    evaluate_rule(rule["id"], t0)
+    sender.deliver_due(t0)
+    (alert,) = as_editor.get("/api/alerts?state=firing").json()["items"]
+    assert alert["rule"] == rule["id"] and alert["state"] == "firing"
+    assert alert["labels"]["channel"] == "orders"
+    (delivery,) = alert["deliveries"]
+    assert delivery["status"] == "pending" and delivery["event"] == "firing"
+    (attempt,) = delivery["attempts"]
+    assert attempt["status_code"] == 503 and attempt["error"].startswith("HTTP 503")
+    assert attempt["next_retry_at"] is not None
+    webhook = as_editor.get(f"/api/webhooks/{hook['id']}").json()
+    assert sorted(d["event"] for d in webhook["deliveries"]) == ["firing", "test"]
+    assert as_editor.get("/api/alerts?state=nope").status_code == 400
+
+
+def test_lists_are_paginated(as_editor, project):
+    for n in range(5):
+        AlertRule.objects.create(project=project, name=f"r{n}", kind="dead_letters")
+    first = as_editor.get("/api/alert-rules?limit=2").json()
+    second = as_editor.get(f"/api/alert-rules?limit=2&cursor={first['next_cursor']}").json()
+    third = as_editor.get(f"/api/alert-rules?limit=2&cursor={second['next_cursor']}").json()
+    names = [r["name"] for page in (first, second, third) for r in page["items"]]
+    assert names == ["r0", "r1", "r2", "r3", "r4"] and third["next_cursor"] is None

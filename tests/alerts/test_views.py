@@ -1,0 +1,104 @@
+"""The alerts and webhooks pages, and the live alerts websocket."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+
+from dashboard.alerts.evaluate import evaluate_rule
+from dashboard.alerts.models import AlertRule, Webhook
+from dashboard.alerts.views import AlertsConsumer
+from dashboard.live import listener
+from tests.alerts.conftest import insert_stages
+
+
+def test_viewers_see_rules_without_edit_controls(client, viewer, project):
+    AlertRule.objects.create(project=project, name="Dead letters", kind="dead_letters")
+    client.force_login(viewer)
+    page = client.get("/alerts/").content.decode()
+    assert "Dead letters" in page and "New rule" not in page and ">Mute<" not in page
+    assert client.get("/alerts/rules/new").status_code == 403
+    assert client.post("/webhooks/", {"name": "x", "url": "https://e.com/"}).status_code == 403
+
+
+def test_an_editor_creates_mutes_and_deletes_a_rule_through_the_pages(client, editor, project):
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    client.force_login(editor)
+    form = client.get("/alerts/rules/new").content.decode()
+    assert 'name="param_threshold"' in form and 'name="kind"' in form
+    bad = client.post(
+        "/alerts/rules/new", {"name": "Lagging", "kind": "lag", "param_threshold": "many"}
+    )
+    assert bad.status_code == 400 and "params.threshold must be a number" in bad.content.decode()
+    created = client.post(
+        "/alerts/rules/new",
+        {
+            "name": "Lagging",
+            "kind": "lag",
+            "param_threshold": "1000",
+            "param_channel": "orders",
+            "for_seconds": "120",
+            "repeat_seconds": "3600",
+            "webhooks": [str(hook.pk)],
+            "enabled": "on",
+        },
+    )
+    assert created.status_code == 302
+    rule = AlertRule.objects.get(name="Lagging")
+    assert rule.params["threshold"] == 1000 and rule.params["channel"] == "orders"
+    assert list(rule.webhooks.all()) == [hook]
+    client.post(f"/alerts/rules/{rule.pk}/mute", {"seconds": "3600"})
+    rule.refresh_from_db()
+    assert rule.is_muted()
+    assert "muted until" in client.get("/alerts/").content.decode()
+    client.post(f"/alerts/rules/{rule.pk}/mute", {"seconds": "0"})
+    rule.refresh_from_db()
+    assert not rule.is_muted()
+    client.post(f"/alerts/rules/{rule.pk}/delete")
+    assert not AlertRule.objects.exists()
+
+
+def test_the_webhook_page_shows_its_delivery_log_and_sends_a_test(
+    client, editor, project, receiver
+):
+    client.force_login(editor)
+    created = client.post("/webhooks/", {"name": "ops", "url": receiver.url, "format": "slack"})
+    hook = Webhook.objects.get(name="ops")
+    assert created.status_code == 302 and hook.secret.startswith("whsec_")
+    client.post(f"/webhooks/{hook.pk}/test")
+    page = client.get(f"/webhooks/{hook.pk}/").content.decode()
+    assert "delivered" in page and "HTTP 200" in page
+    assert receiver.requests[0].json()["text"].startswith("🧪")
+    bad = client.post(f"/webhooks/{hook.pk}/", {"name": "ops", "url": "http://"})
+    assert bad.status_code == 400
+
+
+@pytest.fixture
+async def close_connections():
+    yield
+    await listener.stop()
+    await database_sync_to_async(connections.close_all)()
+
+
+@pytest.mark.usefixtures("telemetry_db", "close_connections")
+async def test_a_firing_alert_reaches_the_live_page(viewer, project):
+    ws = WebsocketCommunicator(AlertsConsumer.as_asgi(), "/ws/alerts/?project=shop")
+    ws.scope["user"] = viewer
+    assert (await ws.connect())[0]
+    first = await ws.receive_from(timeout=5)
+    assert 'id="alerts-live"' in first and "All quiet" in first
+    await asyncio.wait_for(listener.connected.wait(), 5)
+
+    def fire():
+        now = dt.datetime.now(dt.UTC)
+        insert_stages(project.id, [(now, "deadlettered", "billing", "kafka", "orders", "g")])
+        rule = AlertRule.objects.create(project=project, name="DLQ", kind="dead_letters")
+        evaluate_rule(rule.pk, now)
+
+    await database_sync_to_async(fire)()
+    pushed = await ws.receive_from(timeout=5)
+    assert 'hx-swap-oob="true"' in pushed and "DLQ" in pushed and "firing" in pushed
+    await ws.disconnect()
