@@ -154,7 +154,9 @@ def collector(telemetry_db):
         yield url
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in this
+# thread while it is open, which async tests in other packages cannot share.
+@pytest.fixture(scope="package")
 def chromium():
     from playwright.sync_api import sync_playwright
 
