@@ -295,3 +295,48 @@ def test_alerts_are_scoped_to_their_project(project, other_project, failing, t0)
     rule = make_rule(other_project, for_seconds=0)
     evaluate_rule(rule.pk, t0)
     assert not Alert.objects.exists()
+
+
+@pytest.fixture
+def lagging(project, t0):
+    from collector.brokers.models import GroupState
+
+    for channel, group, lag, seconds, status in (
+        ("orders", "billing", 5000, 120.0, "warning"),
+        ("orders", "mail", 10, 0.5, "ok"),
+        ("refunds", "billing", 3000, None, "stalled"),
+    ):
+        GroupState.objects.create(
+            project_id=project.id,
+            system="rabbitmq",
+            channel=channel,
+            consumer_group=group,
+            lag=lag,
+            lag_seconds=seconds,
+            status=status,
+            reason="not consuming" if status == "stalled" else "",
+            updated_at=t0,
+        )
+
+
+@pytest.mark.parametrize(
+    "kind, params, expected",
+    [
+        ("lag", {"threshold": 1000}, {("orders", "billing"): 5000, ("refunds", "billing"): 3000}),
+        ("lag", {"threshold": 1000, "channel": "orders"}, {("orders", "billing"): 5000}),
+        ("lag_seconds", {"threshold": 60}, {("orders", "billing"): 120}),
+        ("lag_status", {}, {("orders", "billing"): 1, ("refunds", "billing"): 3}),
+        ("lag_status", {"statuses": ["stalled"]}, {("refunds", "billing"): 3}),
+    ],
+)
+def test_lag_rules_read_the_current_consumer_lag(project, lagging, t0, kind, params, expected):
+    rule = make_rule(project, kind=kind, params=params, for_seconds=0)
+    evaluate_rule(rule.pk, t0)
+    found = {
+        (a.labels["channel"], a.labels["group"]): a.value for a in Alert.objects.filter(rule=rule)
+    }
+    assert found == expected
+    assert all(
+        set(a.labels) == {"project", "system", "channel", "group"}
+        for a in Alert.objects.filter(rule=rule)
+    )
