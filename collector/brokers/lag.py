@@ -31,6 +31,7 @@ reason.
 """
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from collector.brokers.models import DRAIN_ESTIMATE, EXACT, INTERPOLATED  # noqa: F401
@@ -214,38 +215,39 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def current(project_id: int) -> list[dict]:
+def current(project_id: int, cursor=None) -> list[dict]:
     """The present lag of every consumer group of a project, worst first.
 
     One item per (system, channel, group), the same shape as /api/lag:
     {"system", "channel", "group", "lag", "lag_seconds", "lag_seconds_method",
     "estimated", "status", "reason", "partitions": [...], "updated_at",
     "error"} where `error` says "unreachable since …" when the broker that
-    reports this group stopped answering.
+    reports this group stopped answering. Reads through `cursor` when given
+    (a psycopg cursor of a background loop), else Django's connection.
     """
-    from django.db import connection
+    if cursor is None:
+        from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT g.system, g.channel, g.consumer_group, g.lag, g.lag_seconds,
-                   g.lag_seconds_method, g.estimated, g.status, g.reason, g.partitions,
-                   g.updated_at, b.error, b.error_since
-            FROM brokers_groupstate g
-            LEFT JOIN brokers_brokerstate b
-              ON b.project_id = g.project_id AND b.source = g.source AND b.error <> ''
-            WHERE g.project_id = %s
-            """,
-            [project_id],
-        )
-        rows = cursor.fetchall()
+        with connection.cursor() as cursor:
+            return current(project_id, cursor)
+    cursor.execute(
+        """
+        SELECT g.system, g.channel, g.consumer_group, g.lag, g.lag_seconds,
+               g.lag_seconds_method, g.estimated, g.status, g.reason, g.partitions,
+               g.updated_at, b.error, b.error_since
+        FROM brokers_groupstate g
+        LEFT JOIN brokers_brokerstate b
+          ON b.project_id = g.project_id AND b.source = g.source AND b.error <> ''
+        WHERE g.project_id = %s
+        """,
+        [project_id],
+    )
+    rows = cursor.fetchall()
     items = []
     for row in rows:
         (system, channel, group, lag, lag_seconds, method, estimated, status, reason) = row[:9]
         partitions, updated_at, error, error_since = row[9:]
         if isinstance(partitions, str):
-            import json
-
             partitions = json.loads(partitions)
         items.append(
             {

@@ -1,0 +1,226 @@
+"""The worker loop that polls the brokers named in EVENTSCOPE_BROKERS.
+
+URL forms (`;`-separated in the setting):
+
+  rabbitmq+http://user:pass@host:15672     RabbitMQ management API (https too)
+  nats://[user:pass@]host:4222             NATS JetStream consumers
+  redis://[:pass@]host:6379/0              Redis Streams consumer groups (rediss too)
+  prometheus+http://host:9308/metrics      a Prometheus text endpoint: kafka_exporter,
+                                           rabbitmq_prometheus, prometheus-nats-exporter
+
+Any of them may end in `?project=<slug>` (or `#project=<slug>` for
+Prometheus paths with their own query) to file the figures under that
+project; the default is EVENTSCOPE_DEFAULT_PROJECT.
+
+Every broker is polled concurrently with its own timeout, so one that is
+down or slow is marked "unreachable since …" while the others keep being
+read. Old samples are pruned here too.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from collector.brokers import nats as nats_poller
+from collector.brokers import prometheus, rabbitmq, redis_streams, samples
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 600
+SYSTEMS = {
+    "rabbitmq+http": "rabbitmq",
+    "rabbitmq+https": "rabbitmq",
+    "nats": "nats",
+    "tls": "nats",
+    "redis": "redis",
+    "rediss": "redis",
+    "prometheus+http": "prometheus",
+    "prometheus+https": "prometheus",
+}
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One configured broker: how to reach it and how it is named on the page."""
+
+    kind: str  # rabbitmq | nats | redis | prometheus
+    url: str  # with credentials, without the project parameter
+    source: str  # without credentials: safe to store and show
+    project: str  # project slug
+
+    async def poll(self, timeout: float) -> list[samples.Reading]:
+        if self.kind == "rabbitmq":
+            return await rabbitmq.poll(self.url, timeout)
+        if self.kind == "nats":
+            return await nats_poller.poll(self.url, timeout)
+        if self.kind == "redis":
+            return await redis_streams.poll(self.url, timeout)
+        return await scrape(self.url, timeout)
+
+
+def _without_credentials(parts) -> str:
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def parse_broker(url: str, default_project: str | None = None) -> Broker:
+    """A Broker from one EVENTSCOPE_BROKERS entry; ImproperlyConfigured says what is wrong."""
+    url = url.strip()
+    parts = urlsplit(url)
+    kind = SYSTEMS.get(parts.scheme.lower())
+    if kind is None:
+        raise ImproperlyConfigured(
+            f"EVENTSCOPE_BROKERS: {url.split('@')[-1]!r} has scheme {parts.scheme!r}; "
+            "expected rabbitmq+http(s)://, nats://, redis(s):// or prometheus+http(s)://"
+        )
+    if not parts.hostname:
+        raise ImproperlyConfigured(f"EVENTSCOPE_BROKERS: {parts.scheme}:// URL without a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"EVENTSCOPE_BROKERS: bad port in {_without_credentials(parts._replace(netloc=''))}"
+        ) from None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    fragment = dict(parse_qsl(parts.fragment))
+    project = fragment.get("project") or dict(query).get("project")
+    query = [(k, v) for k, v in query if k != "project"]
+    parts = parts._replace(query=urlencode(query), fragment="")
+    return Broker(
+        kind=kind,
+        url=urlunsplit(parts),
+        source=_without_credentials(parts),
+        project=project or default_project or settings.DEFAULT_PROJECT,
+    )
+
+
+def configured_brokers() -> list[Broker]:
+    return [parse_broker(url) for url in settings.BROKERS]
+
+
+async def scrape(url: str, timeout: float) -> list[samples.Reading]:
+    """Readings from one Prometheus text endpoint."""
+    target = url.removeprefix("prometheus+")
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.get(target, headers={"Accept": "text/plain;version=0.0.4"})
+        response.raise_for_status()
+    found, errors = prometheus.readings(response.text, now=time.time())
+    if errors:
+        log.warning("%s: %d line(s) not in Prometheus text format, e.g. %s", url, *errors[:1])
+    return found
+
+
+def _project_id(slug: str) -> int | None:
+    from django.db import connection
+
+    from collector.models import Project
+
+    # Runs in a worker thread once at start: do not leave its connection idle.
+    try:
+        if slug == settings.DEFAULT_PROJECT:
+            return Project.default().pk
+        return Project.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    finally:
+        connection.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"no answer within the timeout (slow or down): {type(exc).__name__}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _record_failure(project_id, broker, error):
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
+        samples.broker_failed(cursor, project_id, broker.source, broker.kind, error)
+
+
+def _record_success(project_id, broker, readings, window):
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
+        samples.store(cursor, project_id, readings, broker.source, window=window, complete=True)
+        samples.broker_answered(cursor, project_id, broker.source, broker.kind)
+
+
+async def poll_broker(
+    broker: Broker, project_id: int, timeout: float | None = None, window=None
+) -> bool:
+    """Poll one broker and store what it said (or that it did not answer); True on success."""
+    timeout = float(timeout or settings.BROKER_TIMEOUT_SECONDS)
+    try:
+        # The overall deadline also covers a broker that accepts the
+        # connection and then trickles (many pages, slow answers).
+        readings = await asyncio.wait_for(broker.poll(timeout), timeout * 3)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = _describe(exc)
+        log.warning("%s unreachable: %s", broker.source, error)
+        await asyncio.to_thread(_record_failure, project_id, broker, error)
+        return False
+    await asyncio.to_thread(_record_success, project_id, broker, readings, window)
+    return True
+
+
+def _prune():
+    import psycopg
+
+    from collector.db import conninfo
+
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.RETENTION_DAYS)
+    with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
+        deleted = samples.prune(cursor, cutoff)
+        # Groups nobody reported for the whole retention period are gone.
+        cursor.execute("DELETE FROM brokers_groupstate WHERE updated_at < %s", [cutoff])
+    if deleted:
+        log.info("lag samples: pruned %d older than %s", deleted, cutoff.date())
+
+
+async def run(stop: asyncio.Event, interval: float | None = None) -> None:
+    """The worker loop: poll every configured broker every `interval` seconds until `stop`."""
+    interval = float(interval or settings.BROKER_POLL_SECONDS)
+    brokers = []
+    for broker in configured_brokers():
+        project_id = await asyncio.to_thread(_project_id, broker.project)
+        if project_id is None:
+            log.error("%s: no project %r; not polled", broker.source, broker.project)
+            continue
+        brokers.append((broker, project_id))
+    if brokers:
+        log.info("polling %s", ", ".join(b.source for b, _ in brokers))
+    last_prune = float("-inf")
+    while not stop.is_set():
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(poll_broker(b, project_id) for b, project_id in brokers), return_exceptions=True
+        )
+        for (broker, _), result in zip(brokers, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("%s: poll failed: %s", broker.source, _describe(result))
+        if started - last_prune >= PRUNE_EVERY_SECONDS:
+            try:
+                await asyncio.to_thread(_prune)
+                last_prune = started
+            except Exception as exc:
+                log.warning("lag sample retention failed, retrying later: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started)))

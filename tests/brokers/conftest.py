@@ -1,0 +1,57 @@
+"""Lag tests share: committed-data tables emptied around each test, a way to
+read the present through a connection of its own, and polling until a
+broker's own statistics have caught up."""
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from collector.brokers import lag
+from collector.db import conninfo
+
+LAG_TABLES = ("brokers_lagsample", "brokers_groupstate", "brokers_brokerstate")
+
+
+@pytest.fixture
+def lag_db(transactional_db):
+    """Pollers write through their own connections, so data must really commit."""
+    from django.db import connection
+
+    def truncate():
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(LAG_TABLES)}")
+
+    truncate()
+    yield
+    truncate()
+
+
+def read_current(project_id: int) -> list[dict]:
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        return lag.current(project_id, cursor)
+
+
+def group_item(project_id: int, system: str, channel: str, group: str = "") -> dict | None:
+    for item in read_current(project_id):
+        if (item["system"], item["channel"], item["group"]) == (system, channel, group):
+            return item
+    return None
+
+
+async def poll_until(poll, check, timeout: float = 20.0, pause: float = 0.3):
+    """Poll (a coroutine function) until `check()` returns a truthy value; return it.
+
+    Brokers publish their own statistics on a timer (RabbitMQ's management
+    plugin every few seconds), so a figure may need a few polls to show.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        await poll()
+        found = await asyncio.to_thread(check)
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last: {found!r}")
+        await asyncio.sleep(pause)

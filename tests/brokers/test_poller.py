@@ -1,0 +1,110 @@
+"""EVENTSCOPE_BROKERS parsing and the worker loop."""
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from collector.brokers import samples
+from collector.brokers.poller import parse_broker, run
+from tests.brokers.conftest import group_item, read_current
+
+
+@pytest.mark.parametrize(
+    "url, kind, source",
+    [
+        (
+            "rabbitmq+http://guest:secret@127.0.0.1:15672",
+            "rabbitmq",
+            "rabbitmq+http://127.0.0.1:15672",
+        ),
+        ("nats://user:pw@127.0.0.1:4222", "nats", "nats://127.0.0.1:4222"),
+        ("redis://:pw@127.0.0.1:6379/0", "redis", "redis://127.0.0.1:6379/0"),
+        (
+            "prometheus+http://127.0.0.1:9308/metrics",
+            "prometheus",
+            "prometheus+http://127.0.0.1:9308/metrics",
+        ),
+    ],
+)
+def test_each_url_form_is_understood_and_its_credentials_never_shown(url, kind, source):
+    broker = parse_broker(url, default_project="default")
+    assert (broker.kind, broker.source, broker.project) == (kind, source, "default")
+    assert broker.url.split("://")[1] == url.split("://")[1]
+
+
+def test_a_project_can_be_named_in_the_url():
+    broker = parse_broker(
+        "prometheus+http://h:7777/metrics?family=queue_coarse_metrics&project=shop"
+    )
+    assert broker.project == "shop"
+    assert broker.url == "prometheus+http://h:7777/metrics?family=queue_coarse_metrics"
+    assert parse_broker("redis://h:6379/0#project=ops").project == "ops"
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("kafka://h:9092", "has scheme 'kafka'"),
+        ("redis://", "without a host"),
+        ("nats://h:notaport", "bad port"),
+    ],
+)
+def test_a_bad_url_says_what_is_wrong(url, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        parse_broker(url)
+
+
+def test_a_bad_url_error_does_not_echo_the_password():
+    with pytest.raises(ImproperlyConfigured) as caught:
+        parse_broker("amqp://guest:hunter2@h:5672")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_groups_of_an_unreachable_broker_say_since_when(lag_db, project):
+    source = "redis://10.0.0.9:6379/0"
+    reading = samples.Reading("redis", "orders", "billing", lag=3, end_offset=9)
+    samples.store_sync(project.id, [reading], source)
+    assert group_item(project.id, "redis", "orders", "billing")["error"] is None
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        samples.broker_failed(cursor, project.id, source, "redis", "ConnectionError: refused")
+    item = group_item(project.id, "redis", "orders", "billing")
+    assert item["error"].startswith("unreachable since 20")
+    assert "ConnectionError: refused" in item["error"]
+    assert item["lag"] == 3  # the last known figures stay visible
+
+
+async def test_the_worker_loop_polls_configured_brokers_until_stopped(lag_db, project, settings):
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    key = f"es-lag-{uuid.uuid4().hex[:10]}"
+    client.xgroup_create(key, "mailer", id="$", mkstream=True)
+    client.xadd(key, {"n": "1"})
+    settings.BROKERS = [f"redis://127.0.0.1:6379/0?project={project.slug}"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(stop, interval=0.2))
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if await asyncio.to_thread(group_item, project.id, "redis", key, "mailer"):
+                break
+        item = await asyncio.to_thread(group_item, project.id, "redis", key, "mailer")
+        assert item["lag"] == 1
+        # a deleted stream's group disappears on the next poll
+        client.delete(key)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            items = await asyncio.to_thread(read_current, project.id)
+            if not any(i["channel"] == key for i in items):
+                break
+        assert not any(i["channel"] == key for i in items)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        client.delete(key)
+        client.close()

@@ -1,0 +1,284 @@
+"""Direct pollers against the real RabbitMQ, NATS JetStream and Redis on this machine.
+
+Each test builds a backlog with a consumer that does not consume, polls,
+sees the lag with the right numbers, consumes, polls, and sees it fall and
+the status return to ok; a consumer that takes messages but acknowledges
+none, over several polls, is reported as stalled. Names are unique per test
+and everything is deleted afterwards.
+"""
+
+import asyncio
+import time
+import uuid
+
+import nats
+import pika
+import psycopg
+import pytest
+import redis
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from collector.brokers.poller import parse_broker, poll_broker
+from collector.db import conninfo
+from tests.brokers.conftest import group_item, poll_until
+
+RABBITMQ_URL = "rabbitmq+http://guest:guest@127.0.0.1:15672"
+NATS_URL = "nats://127.0.0.1:4222"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+WINDOW = 600
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+# ---- RabbitMQ ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rabbit_queue():
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = connection.channel()
+    name = unique("es-lag-")
+    channel.queue_declare(name)
+    yield connection, channel, name
+    if channel.is_open:
+        channel.queue_delete(name)
+    if connection.is_open:
+        connection.close()
+
+
+async def test_rabbitmq_backlog_rises_then_drains_back_to_ok(lag_db, project, rabbit_queue):
+    connection, channel, queue = rabbit_queue
+    broker = parse_broker(RABBITMQ_URL)
+
+    async def poll():
+        assert await poll_broker(broker, project.id, window=WINDOW)
+
+    for n in range(25):
+        channel.basic_publish("", queue, f"order {n}".encode())
+    backlog = await poll_until(
+        poll, lambda: (i := group_item(project.id, "rabbitmq", queue)) and i["lag"] == 25 and i
+    )
+    assert backlog["partitions"][0]["committed_offset"] == 0
+    # Nobody consumes: the acknowledgement counter does not move. A short
+    # window leaves out the polls from before the management plugin's
+    # statistics showed the messages.
+    await asyncio.sleep(1.0)
+    for _ in range(2):
+        assert await poll_broker(broker, project.id, window=0.9)
+    stuck = group_item(project.id, "rabbitmq", queue)
+    assert stuck["status"] == "stopped"
+    assert "no consumer activity" in stuck["reason"]
+
+    for _ in range(25):
+        method, _, _ = channel.basic_get(queue)
+        channel.basic_ack(method.delivery_tag)
+    drained = await poll_until(
+        poll,
+        lambda: (i := group_item(project.id, "rabbitmq", queue)) and i["lag"] == 0 and i,
+    )
+    assert drained["status"] == "ok"
+    assert drained["lag_seconds"] == 0
+    assert drained["partitions"][0]["committed_offset"] == 25
+
+
+async def test_rabbitmq_consumer_holding_messages_without_acks_is_stalled(
+    lag_db, project, rabbit_queue
+):
+    connection, channel, queue = rabbit_queue
+    for n in range(10):
+        channel.basic_publish("", queue, f"payment {n}".encode())
+    holder = connection.channel()
+    holder.basic_qos(prefetch_count=4)
+    held = []
+    holder.basic_consume(queue, lambda ch, method, props, body: held.append(method))
+    deadline = time.monotonic() + 10
+    while len(held) < 4 and time.monotonic() < deadline:
+        connection.process_data_events(time_limit=0.1)
+    assert len(held) == 4
+    broker = parse_broker(RABBITMQ_URL)
+
+    async def poll():
+        # The window is short so polls from before the statistics caught up
+        # (lag 0 then) soon fall out of it.
+        assert await poll_broker(broker, project.id, window=2.0)
+
+    def stalled():
+        item = group_item(project.id, "rabbitmq", queue)
+        return item if item and item["status"] == "stalled" else None
+
+    item = await poll_until(poll, stalled)
+    assert item["lag"] == 10
+    assert "stayed at 0" in item["reason"]
+    holder.close()
+
+
+# ---- NATS JetStream --------------------------------------------------------------------------
+
+
+async def _jetstream():
+    nc = await nats.connect(NATS_URL)
+    return nc, nc.jetstream()
+
+
+async def test_nats_backlog_has_exact_time_lag_and_drains_to_ok(lag_db, project):
+    nc, js = await _jetstream()
+    stream, subject = unique("ESLAG"), unique("eslag.")
+    await js.add_stream(name=stream, subjects=[subject])
+    try:
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="mailer", ack_policy=AckPolicy.EXPLICIT)
+        )
+        await js.publish(subject, b"first")
+        await asyncio.sleep(1.2)
+        for n in range(29):
+            await js.publish(subject, f"order {n}".encode())
+        broker = parse_broker(NATS_URL)
+        assert await poll_broker(broker, project.id, window=WINDOW)
+        item = group_item(project.id, "nats", stream, "mailer")
+        assert item["lag"] == 30
+        # The oldest waiting message was written 1.2 s before the others.
+        assert item["lag_seconds_method"] == "exact"
+        assert 1.2 <= item["lag_seconds"] < 10
+
+        subscription = await js.pull_subscribe(subject, durable="mailer", stream=stream)
+        for message in await subscription.fetch(30, timeout=5):
+            await message.ack_sync()
+        assert await poll_broker(broker, project.id, window=WINDOW)
+        item = group_item(project.id, "nats", stream, "mailer")
+        assert (item["lag"], item["lag_seconds"], item["status"]) == (0, 0, "ok")
+        assert item["partitions"][0]["committed_offset"] == 30
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def test_nats_consumer_fetching_without_acks_is_stalled(lag_db, project):
+    nc, js = await _jetstream()
+    stream, subject = unique("ESLAG"), unique("eslag.")
+    await js.add_stream(name=stream, subjects=[subject])
+    try:
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(durable_name="audit", ack_policy=AckPolicy.EXPLICIT, ack_wait=60),
+        )
+        for n in range(10):
+            await js.publish(subject, f"event {n}".encode())
+        subscription = await js.pull_subscribe(subject, durable="audit", stream=stream)
+        broker = parse_broker(NATS_URL)
+        await subscription.fetch(4, timeout=5)  # taken, never acknowledged
+        assert await poll_broker(broker, project.id, window=WINDOW)
+        await asyncio.sleep(0.05)
+        await subscription.fetch(4, timeout=5)
+        assert await poll_broker(broker, project.id, window=WINDOW)
+        item = group_item(project.id, "nats", stream, "audit")
+        assert item["lag"] == 10
+        assert item["status"] == "stalled", item["reason"]
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+# ---- Redis Streams ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_stream():
+    client = redis.Redis.from_url(REDIS_URL)
+    key = unique("es-lag-")
+    client.xgroup_create(key, "billing", id="$", mkstream=True)
+    yield client, key
+    client.delete(key)
+    client.close()
+
+
+async def test_redis_backlog_has_exact_time_lag_and_drains_to_ok(lag_db, project, redis_stream):
+    client, key = redis_stream
+    first_id = client.xadd(key, {"n": "0"})
+    await asyncio.sleep(1.1)
+    for n in range(1, 20):
+        client.xadd(key, {"n": str(n)})
+    broker = parse_broker(REDIS_URL)
+    assert await poll_broker(broker, project.id, window=WINDOW)
+    item = group_item(project.id, "redis", key, "billing")
+    assert item["lag"] == 20
+    assert item["lag_seconds_method"] == "exact"
+    expected = time.time() - int(first_id.decode().split("-")[0]) / 1000
+    assert item["lag_seconds"] == pytest.approx(expected, abs=0.5)
+
+    entries = client.xreadgroup("billing", "worker-1", {key: ">"}, count=100)[0][1]
+    client.xack(key, "billing", *[entry_id for entry_id, _ in entries])
+    assert await poll_broker(broker, project.id, window=WINDOW)
+    item = group_item(project.id, "redis", key, "billing")
+    assert (item["lag"], item["lag_seconds"], item["status"]) == (0, 0, "ok")
+    assert item["partitions"][0]["end_offset"] == 20
+
+
+async def test_redis_reader_that_never_acks_is_stalled(lag_db, project, redis_stream):
+    client, key = redis_stream
+    for n in range(6):
+        client.xadd(key, {"n": str(n)})
+    client.xreadgroup("billing", "worker-1", {key: ">"}, count=3)
+    broker = parse_broker(REDIS_URL)
+    assert await poll_broker(broker, project.id, window=WINDOW)
+    client.xreadgroup("billing", "worker-1", {key: ">"}, count=3)  # still reading, no acks
+    assert await poll_broker(broker, project.id, window=WINDOW)
+    item = group_item(project.id, "redis", key, "billing")
+    assert item["lag"] == 6
+    assert item["status"] == "stalled", item["reason"]
+    # pending entries count toward the time lag: exact, from the oldest pending id
+    assert item["lag_seconds_method"] == "exact"
+
+
+# ---- a broker that is down or slow -----------------------------------------------------------
+
+
+async def test_a_down_broker_is_unreachable_since_its_first_failure_and_others_keep_working(
+    lag_db, project, redis_stream
+):
+    client, key = redis_stream
+    client.xadd(key, {"n": "1"})
+    down = parse_broker("redis://127.0.0.1:1/0")
+    healthy = parse_broker(REDIS_URL)
+
+    # A TCP server that accepts and never answers: a slow broker.
+    async def silent(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    slow = parse_broker(f"prometheus+http://127.0.0.1:{port}/metrics")
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            poll_broker(down, project.id, timeout=0.5),
+            poll_broker(slow, project.id, timeout=0.5),
+            poll_broker(healthy, project.id, timeout=5),
+        )
+        assert results == [False, False, True]
+        assert time.monotonic() - started < 5
+    finally:
+        server.close()
+    assert group_item(project.id, "redis", key, "billing")["lag"] == 1
+
+    with psycopg.connect(conninfo()) as conn:
+        states = dict(
+            conn.execute(
+                "SELECT source, error FROM brokers_brokerstate WHERE project_id = %s",
+                [project.id],
+            ).fetchall()
+        )
+        since = conn.execute(
+            "SELECT error_since FROM brokers_brokerstate WHERE source = %s", [down.source]
+        ).fetchone()[0]
+    assert states[healthy.source] == ""
+    assert "Connect" in states[down.source]
+    assert "no answer within the timeout" in states[slow.source]
+    # A second failure keeps the time it started failing.
+    assert not await poll_broker(down, project.id, timeout=0.5)
+    with psycopg.connect(conninfo()) as conn:
+        again = conn.execute(
+            "SELECT error_since FROM brokers_brokerstate WHERE source = %s", [down.source]
+        ).fetchone()[0]
+    assert again == since
