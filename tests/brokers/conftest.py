@@ -10,6 +10,7 @@ import pytest
 
 from collector.brokers import lag
 from collector.db import conninfo
+from tests.dashboard.conftest import consumer_connections  # noqa: F401 - shared fixture
 
 LAG_TABLES = ("brokers_lagsample", "brokers_groupstate", "brokers_brokerstate")
 

@@ -1,0 +1,74 @@
+// Consumer lag pages. htmx's websocket extension swaps in the server's
+// fresh fragment (#lag-live or #lag-group-live); this draws the uPlot
+// charts inside it after every swap and shows whether the page is live.
+(function () {
+  "use strict";
+
+  var stateEl = document.querySelector("[data-live-state]");
+  function setState(text, cls) {
+    if (!stateEl) return;
+    stateEl.textContent = text;
+    stateEl.className = cls;
+    document.body.dataset.live = cls;
+  }
+
+  function parse(el, attr) {
+    try { return JSON.parse(el.getAttribute(attr)); } catch (e) { return null; }
+  }
+
+  function sparkline(el) {
+    var data = parse(el, "data-spark");
+    el.textContent = "";
+    if (!data || data[0].length < 2) {
+      el.textContent = data && data[1].length ? String(data[1][0]) : "—";
+      el.classList.add("muted");
+      return;
+    }
+    new uPlot({
+      width: 120, height: 28, pxAlign: false, cursor: { show: false }, select: { show: false },
+      legend: { show: false }, scales: { x: { time: false } },
+      axes: [{ show: false }, { show: false }],
+      series: [{}, { stroke: "#d9822b", fill: "rgba(217,130,43,.15)", width: 1.5, points: { show: false } }],
+    }, data, el);
+  }
+
+  function chart(el) {
+    var series = parse(el, "data-series");
+    el.textContent = "";
+    if (!series || series.t.length === 0) {
+      el.textContent = "No samples in this window.";
+      el.classList.add("muted");
+      return;
+    }
+    var width = Math.max(280, el.clientWidth || el.parentNode.clientWidth || 600);
+    new uPlot({
+      width: width, height: 260,
+      scales: { msgs: { auto: true }, secs: { auto: true } },
+      axes: [
+        {},
+        { scale: "msgs", label: "messages", size: 60 },
+        { scale: "secs", label: "seconds", side: 1, grid: { show: false }, size: 60 },
+      ],
+      series: [
+        {},
+        { label: "lag (messages)", scale: "msgs", stroke: "#d9822b", width: 2 },
+        { label: "lag (seconds)", scale: "secs", stroke: "#3b6fd8", width: 2, dash: [6, 4] },
+      ],
+    }, [series.t, series.lag, series.lag_seconds], el);
+  }
+
+  function draw(root) {
+    (root || document).querySelectorAll("[data-spark]").forEach(sparkline);
+    (root || document).querySelectorAll("[data-series]").forEach(chart);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { draw(document); });
+  document.body.addEventListener("htmx:oobAfterSwap", function (evt) { draw(evt.detail.target); });
+  document.body.addEventListener("htmx:afterSwap", function (evt) { draw(evt.detail.target); });
+  document.body.addEventListener("htmx:wsOpen", function () { setState("live", "live-on"); });
+  document.body.addEventListener("htmx:wsClose", function (evt) {
+    var code = evt.detail && evt.detail.event && evt.detail.event.code;
+    if (code === 4401 || code === 4403) setState("no access — reload to sign in", "live-off");
+    else setState("reconnecting…", "live-off");
+  });
+})();

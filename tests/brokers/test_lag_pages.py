@@ -1,0 +1,185 @@
+"""GET /api/lag, the lag pages and their live updates."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from collector.brokers import samples
+from collector.brokers.samples import Reading
+from dashboard.lag.views import LagConsumer
+from dashboard.live import listener
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def store(project, readings, seconds_ago=0, source="test"):
+    return samples.store_sync(
+        project.id, readings, source, now=NOW - dt.timedelta(seconds=seconds_ago)
+    )
+
+
+@pytest.fixture
+def groups(lag_db, project, other_project):
+    """A healthy Kafka group, a stalled RabbitMQ queue, and another project's group."""
+    for age, committed in ((120, 100), (60, 150), (0, 200)):
+        store(
+            project,
+            [
+                Reading(
+                    "kafka",
+                    "orders",
+                    "billing",
+                    "0",
+                    end_offset=220,
+                    committed_offset=committed,
+                    time=(NOW - dt.timedelta(seconds=age)).timestamp(),
+                ),
+                Reading(
+                    "kafka",
+                    "orders",
+                    "billing",
+                    "1",
+                    end_offset=230,
+                    committed_offset=committed,
+                    time=(NOW - dt.timedelta(seconds=age)).timestamp(),
+                ),
+            ],
+            seconds_ago=age,
+        )
+    for age in (120, 60, 0):
+        t = (NOW - dt.timedelta(seconds=age)).timestamp()
+        store(
+            project,
+            [
+                Reading(
+                    "rabbitmq",
+                    "payments",
+                    "",
+                    lag=40,
+                    committed_offset=7,
+                    end_offset=47,
+                    active_at=t,
+                    time=t,
+                    depth_based=True,
+                )
+            ],
+            seconds_ago=age,
+        )
+    store(other_project, [Reading("redis", "secret-stream", "spy", lag=9, end_offset=9)])
+
+
+def test_the_api_needs_a_session_or_a_read_token(client, groups, read_token):
+    assert client.get("/api/lag").status_code == 401
+    response = client.get("/api/lag", HTTP_AUTHORIZATION=f"Bearer {read_token}")
+    assert response.status_code == 200
+
+
+def test_the_api_lists_groups_worst_first_with_partitions(client, groups, viewer):
+    client.force_login(viewer)
+    body = client.get("/api/lag").json()
+    assert [(i["system"], i["channel"], i["status"]) for i in body["items"]] == [
+        ("rabbitmq", "payments", "stalled"),
+        ("kafka", "orders", "ok"),
+    ]
+    kafka = body["items"][1]
+    assert kafka["lag"] == 50  # catching up: 20 + 30 left of 120 + 130
+    assert [p["partition"] for p in kafka["partitions"]] == ["0", "1"]
+    assert kafka["partitions"][1]["end_offset"] == 230
+    assert kafka["lag_seconds_method"] == "interpolated"
+    assert kafka["updated_at"].endswith("Z")
+    assert body["next_cursor"] is None
+    # another project's groups never show
+    assert "secret-stream" not in str(body)
+
+
+def test_the_api_filters_and_paginates(client, groups, viewer):
+    client.force_login(viewer)
+    only = client.get("/api/lag?system=kafka").json()["items"]
+    assert [i["channel"] for i in only] == ["orders"]
+    assert client.get("/api/lag?status=stalled,stopped").json()["items"][0]["channel"] == "payments"
+    first = client.get("/api/lag?limit=1").json()
+    assert len(first["items"]) == 1 and first["next_cursor"]
+    second = client.get(f"/api/lag?limit=1&cursor={first['next_cursor']}").json()
+    assert second["items"][0]["channel"] == "orders" and second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [("status=late", "status='late'"), ("limit=0", "limit must be"), ("cursor=%%%", "cursor")],
+)
+def test_bad_api_parameters_are_400_with_a_message(client, groups, viewer, query, message):
+    client.force_login(viewer)
+    response = client.get(f"/api/lag?{query}")
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_the_page_shows_groups_by_severity_with_reasons(client, groups, viewer):
+    client.force_login(viewer)
+    page = client.get("/lag/").content.decode()
+    assert page.index("payments") < page.index("orders")
+    assert "consumer active" in page and "stayed at 7" in page
+    assert 'ws-connect="/ws/lag/?project=shop"' in page
+    assert "uPlot-1.6.32.iife.min.js" in page
+    assert "secret-stream" not in page
+
+
+def test_an_unreachable_broker_is_named_on_the_page(client, lag_db, project, viewer):
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        samples.broker_failed(cursor, project.id, "nats://10.1.1.1:4222", "nats", "timed out")
+    client.force_login(viewer)
+    page = client.get("/lag/").content.decode()
+    assert "nats://10.1.1.1:4222" in page and "unreachable since" in page
+    body = client.get("/api/lag").json()
+    assert body["brokers"][0]["source"] == "nats://10.1.1.1:4222"
+
+
+def test_the_group_page_shows_partitions_history_and_failure_links(client, groups, viewer):
+    client.force_login(viewer)
+    response = client.get("/lag/kafka/orders/billing/?window=15m")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="lag-partitions"' in page and "?partition=1" in page
+    assert "/failures/?channel=orders" in page and "group=billing" in page
+    assert 'data-series="{&quot;t&quot;: [' in page
+    queue = client.get("/lag/rabbitmq/payments/-/")
+    assert queue.status_code == 200 and b"stalled" in queue.content
+    assert client.get("/lag/kafka/orders/nobody/").status_code == 404
+    assert client.get("/lag/kafka/orders/billing/?window=2y").status_code == 400
+
+
+def test_hostile_names_are_escaped(client, lag_db, project, viewer):
+    store(project, [Reading("kafka", "<script>alert(1)</script>", "g", "0", lag=1, end_offset=2)])
+    client.force_login(viewer)
+    page = client.get("/lag/").content.decode()
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+@pytest.mark.usefixtures("lag_db", "consumer_connections")
+async def test_new_samples_are_pushed_to_the_open_page(groups, project, viewer):
+    communicator = WebsocketCommunicator(LagConsumer.as_asgi(), "/ws/lag/?project=shop")
+    communicator.scope["user"] = viewer
+    connected, _ = await communicator.connect()
+    assert connected
+    try:
+        first = await communicator.receive_from(timeout=5)
+        assert 'id="lag-live" hx-swap-oob="true"' in first and "payments" in first
+        await asyncio.wait_for(listener.connected.wait(), 5)
+        await asyncio.to_thread(
+            samples.store_sync,
+            project.id,
+            [Reading("redis", "invoices", "mailer", lag=1234, end_offset=1234)],
+            "test",
+        )
+        pushed = await communicator.receive_from(timeout=5)
+        assert "invoices" in pushed and "1234" in pushed
+    finally:
+        await communicator.disconnect()
+        await listener.stop()
