@@ -57,14 +57,23 @@
     }, [series.t, series.lag, series.lag_seconds], el);
   }
 
-  function draw(root) {
-    (root || document).querySelectorAll("[data-spark]").forEach(sparkline);
-    (root || document).querySelectorAll("[data-series]").forEach(chart);
+  // After an out-of-band swap the event's target is the element that was
+  // replaced, so every swap rescans the page for charts not drawn yet.
+  function draw() {
+    document.querySelectorAll("[data-spark]:not([data-drawn])").forEach(function (el) {
+      el.setAttribute("data-drawn", "");
+      sparkline(el);
+    });
+    document.querySelectorAll("[data-series]:not([data-drawn])").forEach(function (el) {
+      el.setAttribute("data-drawn", "");
+      chart(el);
+    });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { draw(document); });
-  document.body.addEventListener("htmx:oobAfterSwap", function (evt) { draw(evt.detail.target); });
-  document.body.addEventListener("htmx:afterSwap", function (evt) { draw(evt.detail.target); });
+  document.addEventListener("DOMContentLoaded", draw);
+  ["htmx:oobAfterSwap", "htmx:afterSwap", "htmx:wsAfterMessage"].forEach(function (name) {
+    document.body.addEventListener(name, draw);
+  });
   document.body.addEventListener("htmx:wsOpen", function () { setState("live", "live-on"); });
   document.body.addEventListener("htmx:wsClose", function (evt) {
     var code = evt.detail && evt.detail.event && evt.detail.event.code;
