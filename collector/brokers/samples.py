@@ -149,27 +149,32 @@ def store(
             lag = max(0, end - committed)
         if end is None and lag is not None and committed is not None:
             end = committed + lag
-        points = [p for p in history.get(reading.key, []) if p.time < t]
+        known = history.get(reading.key, [])
+        points = [p for p in known if p.time < t]
         points.append(lagmath.Point(t, end, committed, lag, reading.active_at))
+        # OTLP is delivered at least once: a retried export repeats a sample
+        # time, which is stored once.
+        repeated = any(abs(p.time - t) < 1e-5 for p in known)
         rate = lagmath.consume_rate(points)
         seconds, method, estimated = _time_lag(reading, lag, points, rate, t)
         status, reason = lagmath.partition_status(points, now_s, window)
-        samples.append(
-            (
-                project_id,
-                _ts(t),
-                *reading.key,
-                end,
-                committed,
-                lag,
-                seconds,
-                method,
-                estimated,
-                rate,
-                _ts(reading.active_at) if reading.active_at is not None else None,
-                source,
+        if not repeated:
+            samples.append(
+                (
+                    project_id,
+                    _ts(t),
+                    *reading.key,
+                    end,
+                    committed,
+                    lag,
+                    seconds,
+                    method,
+                    estimated,
+                    rate,
+                    _ts(reading.active_at) if reading.active_at is not None else None,
+                    source,
+                )
             )
-        )
         by_group.setdefault(reading.key[:3], []).append(
             {
                 "partition": reading.partition,

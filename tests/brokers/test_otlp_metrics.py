@@ -1,6 +1,8 @@
 """OTLP broker metrics: kafkametrics and rabbitmq receiver payloads become lag."""
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ from asgiref.sync import async_to_sync
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
 )
 
 from collector.batch import StorageUnavailable
@@ -151,3 +154,55 @@ async def test_it_answers_storage_unavailable_when_the_database_is_down(project)
             await ingest_metrics(project.id, kafkametrics())
     finally:
         settings_dict["PORT"] = original
+
+
+def _fresh_kafkametrics(lag_value: int) -> ExportMetricsServiceRequest:
+    """The fixture with its data points moved to now and one lag changed."""
+    request = kafkametrics()
+    now_ns = time.time_ns()
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in getattr(metric, metric.WhichOneof("data")).data_points:
+                    point.time_unix_nano = now_ns
+                    if metric.name == "kafka.consumer_group.lag" and point.as_int == 300:
+                        point.as_int = lag_value
+    return request
+
+
+async def test_post_v1_metrics_stores_lag_and_a_retry_is_stored_once(lag_db, project, ingest_token):
+    import httpx
+
+    from tests.brokers.conftest import read_current
+    from tests.collector.receiver_harness import http_receiver, running_writer
+
+    request = _fresh_kafkametrics(300)
+    bad = request.resource_metrics[0].scope_metrics[0].metrics.add()
+    bad.name = "kafka.consumer_group.lag"
+    point = bad.gauge.data_points.add()
+    point.as_int = 4  # no group, topic or partition: rejected, the rest kept
+    body = request.SerializeToString()
+    headers = {
+        "Content-Type": "application/x-protobuf",
+        "Authorization": f"Bearer {ingest_token}",
+    }
+    async with running_writer() as writer, http_receiver(writer) as url:
+        async with httpx.AsyncClient() as client:
+            for _ in range(2):  # the exporter retried
+                response = await client.post(f"{url}/v1/metrics", content=body, headers=headers)
+                assert response.status_code == 200
+    answer = ExportMetricsServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_data_points == 1
+    assert "without attribute 'group'" in answer.partial_success.error_message
+    items = await asyncio.to_thread(read_current, project.id)
+    assert next(i for i in items if i["group"] == "billing")["lag"] == 300
+
+    def sample_count():
+        import psycopg
+
+        from collector.db import conninfo
+
+        with psycopg.connect(conninfo()) as conn:
+            return conn.execute("SELECT count(*) FROM brokers_lagsample").fetchone()[0]
+
+    assert await asyncio.to_thread(sample_count) == 4  # 3 billing partitions + shipping
