@@ -220,7 +220,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
 
     One item per (system, channel, group), the same shape as /api/lag:
     {"system", "channel", "group", "lag", "lag_seconds", "lag_seconds_method",
-    "estimated", "status", "reason", "partitions": [...], "updated_at",
+    "estimated", "consume_rate", "status", "reason", "partitions": [...], "updated_at",
     "error"} where `error` says "unreachable since …" when the broker that
     reports this group stopped answering. Reads through `cursor` when given
     (a psycopg cursor of a background loop), else Django's connection.
@@ -234,7 +234,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
         """
         SELECT g.system, g.channel, g.consumer_group, g.lag, g.lag_seconds,
                g.lag_seconds_method, g.estimated, g.status, g.reason, g.partitions,
-               g.updated_at, b.error, b.error_since
+               g.updated_at, b.error, b.error_since, g.consume_rate
         FROM brokers_groupstate g
         LEFT JOIN brokers_brokerstate b
           ON b.project_id = g.project_id AND b.source = g.source AND b.error <> ''
@@ -246,7 +246,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
     items = []
     for row in rows:
         (system, channel, group, lag, lag_seconds, method, estimated, status, reason) = row[:9]
-        partitions, updated_at, error, error_since = row[9:]
+        partitions, updated_at, error, error_since, rate = row[9:]
         if isinstance(partitions, str):
             partitions = json.loads(partitions)
         items.append(
@@ -258,6 +258,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
                 "lag_seconds": lag_seconds,
                 "lag_seconds_method": method or None,
                 "estimated": estimated,
+                "consume_rate": rate,
                 "status": status,
                 "reason": reason,
                 "partitions": partitions,

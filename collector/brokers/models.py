@@ -46,11 +46,16 @@ class LagSample(models.Model):
 
     class Meta:
         indexes = [
-            # Serves both "history of this group" (page, interpolation) and
-            # "the latest samples of these partitions" (status windows).
+            # "History of this group" for charts.
             models.Index(
                 fields=["project_id", "system", "channel", "consumer_group", "time"],
                 name="brokers_sample_group_time",
+            ),
+            # "The latest samples of this partition": every store reads them
+            # (ORDER BY time DESC LIMIT n per partition) for time lag and status.
+            models.Index(
+                fields=["project_id", "system", "channel", "consumer_group", "partition", "-time"],
+                name="brokers_sample_partition_time",
             ),
             # Retention deletes by time alone.
             models.Index(fields=["time"], name="brokers_sample_time"),
@@ -68,6 +73,7 @@ class GroupState(models.Model):
     lag_seconds = models.FloatField(null=True)
     lag_seconds_method = models.TextField(default="")
     estimated = models.BooleanField(default=False)
+    consume_rate = models.FloatField(null=True)  # messages/s, all partitions
     status = models.TextField(default="ok")
     reason = models.TextField(default="")
     partitions = models.JSONField(default=list)

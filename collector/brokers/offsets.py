@@ -104,6 +104,7 @@ def rabbitmq_reading(
         active_at=time if consumers and time else None,
         time=time,
         depth_based=True,
+        counter=True,
     )
 
 

@@ -50,6 +50,9 @@ class Reading:
     active_at: float | None = None
     time: float | None = None
     depth_based: bool = False
+    # The committed offset is a statistics counter (RabbitMQ acks) that
+    # restarts with the broker: going down means a reset, not a rewind.
+    counter: bool = False
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -65,30 +68,35 @@ def _ts(seconds: float) -> dt.datetime:
 
 
 def _history(cursor, project_id, readings, now) -> dict[tuple, list[lagmath.Point]]:
-    groups = sorted({(r.system, r.channel, r.group) for r in readings})
+    keys = sorted({r.key for r in readings})
+    # One index range scan per partition, newest first, bounded both in
+    # count and in age: the cost of a poll does not grow with retention.
     cursor.execute(
         """
-        SELECT system, channel, consumer_group, partition, extract(epoch FROM time)::float8,
-               end_offset, committed_offset, lag, extract(epoch FROM active_at)::float8
-        FROM (
-            SELECT s.*, row_number() OVER (
-                PARTITION BY system, channel, consumer_group, partition ORDER BY time DESC
-            ) AS n
+        SELECT k.system, k.channel, k.consumer_group, k.partition, recent.t, recent.end_offset,
+               recent.committed_offset, recent.lag, recent.active
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+             AS k(system, channel, consumer_group, partition)
+        CROSS JOIN LATERAL (
+            SELECT extract(epoch FROM s.time)::float8 AS t, s.end_offset, s.committed_offset,
+                   s.lag, extract(epoch FROM s.active_at)::float8 AS active
             FROM brokers_lagsample s
-            WHERE project_id = %s AND time > %s AND time <= %s
-              AND (system, channel, consumer_group) IN (
-                  SELECT unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]))
+            WHERE s.project_id = %s AND s.system = k.system AND s.channel = k.channel
+              AND s.consumer_group = k.consumer_group AND s.partition = k.partition
+              AND s.time > %s AND s.time <= %s
+            ORDER BY s.time DESC
+            LIMIT %s
         ) recent
-        WHERE n <= %s
-        ORDER BY time
+        ORDER BY recent.t
         """,
         [
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
             project_id,
             now - HISTORY_HORIZON,
             now,
-            [g[0] for g in groups],
-            [g[1] for g in groups],
-            [g[2] for g in groups],
             HISTORY_POINTS,
         ],
     )
@@ -151,6 +159,10 @@ def store(
             end = committed + lag
         known = history.get(reading.key, [])
         points = [p for p in known if p.time < t]
+        if reading.counter and committed is not None:
+            restarted = [i for i, p in enumerate(points) if (p.committed_offset or 0) > committed]
+            if restarted:
+                points = points[restarted[-1] + 1 :]
         points.append(lagmath.Point(t, end, committed, lag, reading.active_at))
         # OTLP is delivered at least once: a retried export repeats a sample
         # time, which is stored once.
@@ -205,6 +217,7 @@ def store(
         status, reason = lagmath.group_status(partitions)
         lags = [p["lag"] for p in partitions if p["lag"] is not None]
         timed = [p for p in partitions if p["lag_seconds"] is not None]
+        rates = [p["consume_rate"] for p in partitions if p["consume_rate"] is not None]
         slowest = max(timed, key=lambda p: p["lag_seconds"]) if timed else None
         state = {
             "system": system,
@@ -214,6 +227,7 @@ def store(
             "lag_seconds": slowest["lag_seconds"] if slowest else None,
             "lag_seconds_method": slowest["lag_seconds_method"] if slowest else None,
             "estimated": bool(slowest and slowest["estimated"]),
+            "consume_rate": sum(rates) if rates else None,
             "status": status,
             "reason": reason,
             "partitions": partitions,
@@ -221,13 +235,14 @@ def store(
         cursor.execute(
             """
             INSERT INTO brokers_groupstate (project_id, system, channel, consumer_group, lag,
-                lag_seconds, lag_seconds_method, estimated, status, reason, partitions,
-                updated_at, source)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
+                lag_seconds, lag_seconds_method, estimated, consume_rate, status, reason,
+                partitions, updated_at, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
             ON CONFLICT (project_id, system, channel, consumer_group) DO UPDATE SET
                 lag = EXCLUDED.lag, lag_seconds = EXCLUDED.lag_seconds,
                 lag_seconds_method = EXCLUDED.lag_seconds_method,
-                estimated = EXCLUDED.estimated, status = EXCLUDED.status,
+                estimated = EXCLUDED.estimated, consume_rate = EXCLUDED.consume_rate,
+                status = EXCLUDED.status,
                 reason = EXCLUDED.reason, partitions = EXCLUDED.partitions,
                 updated_at = EXCLUDED.updated_at, source = EXCLUDED.source
             """,
@@ -240,6 +255,7 @@ def store(
                 state["lag_seconds"],
                 state["lag_seconds_method"] or "",
                 state["estimated"],
+                state["consume_rate"],
                 status,
                 reason,
                 json.dumps(partitions),

@@ -108,3 +108,47 @@ async def test_the_worker_loop_polls_configured_brokers_until_stopped(lag_db, pr
         await asyncio.wait_for(task, 5)
         client.delete(key)
         client.close()
+
+
+@pytest.fixture
+def exporter():
+    """kafka_exporter's captured output served over HTTP on an ephemeral port."""
+    import http.server
+    import threading
+    from pathlib import Path
+
+    text = (
+        Path(__file__).resolve().parent.parent / "fixtures/brokers/kafka_exporter.txt"
+    ).read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(text if self.path == "/metrics" else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_scraped_kafka_exporter_gives_the_lag_it_reports(lag_db, project, exporter):
+    from collector.brokers.poller import poll_broker
+
+    assert await poll_broker(parse_broker(f"prometheus+{exporter}/metrics"), project.id)
+    billing = await asyncio.to_thread(group_item, project.id, "kafka", "orders", "billing")
+    assert billing["lag"] == 300
+    assert [(p["partition"], p["lag"]) for p in billing["partitions"]] == [
+        ("0", 300),
+        ("1", 0),
+        ("2", None),
+    ]
+    # a wrong path is an unreachable broker with the HTTP status, not a crash
+    assert not await poll_broker(parse_broker(f"prometheus+{exporter}/nope"), project.id)

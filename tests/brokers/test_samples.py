@@ -1,0 +1,78 @@
+"""Storing readings: lag filled in, time lag chosen, state per group, hints, retention."""
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from collector import notify
+from collector.brokers import samples
+from collector.brokers.offsets import rabbitmq_reading
+from collector.brokers.samples import Reading
+from collector.db import conninfo
+from tests.brokers.conftest import group_item
+
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def store(project, readings, seconds, **kwargs):
+    for reading in readings:
+        reading.time = at(seconds).timestamp()
+    return samples.store_sync(project.id, readings, "test", now=at(seconds), **kwargs)
+
+
+def test_lag_comes_from_offsets_and_time_lag_is_interpolated(lag_db, project):
+    # 10 messages/s written; the consumer sits at offset 1050.
+    for second, end in ((0, 1000), (10, 1100), (20, 1200)):
+        (state,) = store(project, [Reading("kafka", "t", "g", "0", end, 1050)], second)
+    assert state["lag"] == 150
+    # offset 1050 was the end offset at t=5: 15 s before the last sample
+    assert state["lag_seconds"] == pytest.approx(15.0)
+    assert (state["lag_seconds_method"], state["estimated"]) == ("interpolated", False)
+
+
+def test_a_depth_only_queue_gets_a_drain_estimate(lag_db, project):
+    store(project, [rabbitmq_reading("/", "q", 100, 0, consumers=1, acked=0)], 0)
+    (state,) = store(project, [rabbitmq_reading("/", "q", 80, 0, consumers=1, acked=50)], 10)
+    assert state["consume_rate"] == pytest.approx(5.0)
+    assert state["lag_seconds"] == pytest.approx(16.0)  # 80 left at 5/s
+    assert (state["lag_seconds_method"], state["estimated"]) == ("drain_estimate", True)
+
+
+def test_a_restarted_statistics_counter_is_not_a_rewind(lag_db, project):
+    store(project, [rabbitmq_reading("/", "q", 5, 0, consumers=1, acked=900)], 0)
+    store(project, [rabbitmq_reading("/", "q", 5, 0, consumers=1, acked=950)], 10)
+    # the broker restarted: its ack counter starts again from zero
+    (state,) = store(project, [rabbitmq_reading("/", "q", 0, 0, consumers=1, acked=3)], 20)
+    assert state["status"] == "ok"
+    (kafka,) = store(project, [Reading("kafka", "t", "g", "0", 100, 90)], 0)
+    (kafka,) = store(project, [Reading("kafka", "t", "g", "0", 120, 40)], 10)
+    assert kafka["status"] == "rewind"  # offsets going back are a rewind
+
+
+def test_a_complete_poll_removes_groups_that_are_gone(lag_db, project):
+    store(project, [Reading("redis", "a", "g", lag=1), Reading("redis", "b", "g", lag=2)], 0)
+    store(project, [Reading("redis", "a", "g", lag=1)], 10, complete=True)
+    assert group_item(project.id, "redis", "a", "g") is not None
+    assert group_item(project.id, "redis", "b", "g") is None
+
+
+def test_storing_sends_one_lag_hint_after_commit(lag_db, project):
+    with psycopg.connect(conninfo(), autocommit=True) as listener:
+        listener.execute(f"LISTEN {notify.CHANNEL}")
+        store(project, [Reading("nats", "S", "c", lag=3)], 0)
+        hints = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    assert hints == [notify.payload(project.id, notify.LAG)]
+
+
+def test_old_samples_are_pruned_in_batches(lag_db, project):
+    for second in range(5):
+        store(project, [Reading("nats", "S", "c", lag=second)], second)
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        deleted = samples.prune(cursor, at(3), batch=2)
+        left = cursor.execute("SELECT count(*) FROM brokers_lagsample").fetchone()[0]
+    assert (deleted, left) == (3, 2)
