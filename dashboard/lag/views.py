@@ -1,10 +1,12 @@
 """The consumer lag pages: every group by severity (/lag/) and one group's
 partitions and history (/lag/<system>/<channel>/<group>/), both live."""
 
+import datetime as dt
 import json
 from urllib.parse import quote
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.http import Http404
 from django.shortcuts import render
@@ -50,8 +52,18 @@ def duration(seconds) -> str:
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
-def _decorate(item: dict) -> dict:
+def _stale_after() -> dt.timedelta:
+    # Three missed polls (at least ten minutes, as OTLP pipelines scrape every
+    # minute or so) and a group's figures are old news.
+    return dt.timedelta(seconds=max(600, 3 * settings.BROKER_POLL_SECONDS))
+
+
+def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     item = dict(item)
+    now = now or dt.datetime.now(dt.UTC)
+    updated = dt.datetime.fromisoformat(item["updated_at"].replace("Z", "+00:00"))
+    item["updated_text"] = updated.strftime("%Y-%m-%d %H:%M:%S UTC")
+    item["stale"] = now - updated > _stale_after()
     item["badge"] = BADGES.get(item["status"], "")
     item["url"] = group_url(item["system"], item["channel"], item["group"])
     item["lag_seconds_text"] = duration(item["lag_seconds"])

@@ -183,3 +183,26 @@ async def test_new_samples_are_pushed_to_the_open_page(groups, project, viewer):
     finally:
         await communicator.disconnect()
         await listener.stop()
+
+
+@pytest.mark.usefixtures("lag_db", "consumer_connections")
+async def test_the_group_page_is_pushed_its_own_fragment(groups, project, viewer):
+    query = "project=shop&system=kafka&channel=orders&group=billing&window=15m"
+    communicator = WebsocketCommunicator(LagConsumer.as_asgi(), f"/ws/lag/?{query}")
+    communicator.scope["user"] = viewer
+    connected, _ = await communicator.connect()
+    assert connected
+    try:
+        first = await communicator.receive_from(timeout=5)
+        assert 'id="lag-group-live" hx-swap-oob="true"' in first
+        assert 'id="lag-partitions"' in first and "payments" not in first
+    finally:
+        await communicator.disconnect()
+        await listener.stop()
+
+
+def test_a_group_not_reported_for_a_while_is_marked_stale(client, lag_db, project, viewer):
+    store(project, [Reading("nats", "ORDERS", "mailer", lag=4)], seconds_ago=3600)
+    client.force_login(viewer)
+    page = client.get("/lag/").content.decode()
+    assert "stale" in page
