@@ -16,9 +16,11 @@ consumer lag evaluation rules (linkedin/Burrow wiki), adapted to polling
 (a broker that reports when the consumer last acted stands in for Burrow's
 commit timestamps):
 
-  rewind   the committed offset went backwards inside the window;
-  ok       the lag was zero at some point in the window (Burrow rule 1),
-           or it is unknown;
+  ok       no lag now, or unknown;
+  rewind   the committed offset went backwards inside the window and the
+           consumer has not caught up since (checked before rule 1, as
+           Burrow does since linkedin/Burrow#716);
+  ok       the lag was zero at some point in the window (Burrow rule 1);
   stalled  the consumer keeps acting (fetching, committing, holding
            deliveries) but its committed offset has not moved across the
            window while lag > 0 (rule 2);
@@ -150,6 +152,8 @@ def partition_status(points: list[Point], now: float, window: float) -> tuple[st
     latest = points[-1]
     if latest.lag is None:
         return OK, "lag not measured (no committed offset yet)"
+    if latest.lag == 0:
+        return OK, "caught up"
     inside = [p for p in points if p.time >= now - window] or [latest]
     committed = [p.committed_offset for p in inside if p.committed_offset is not None]
     for before, after in zip(committed, committed[1:], strict=False):

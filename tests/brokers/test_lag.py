@@ -132,6 +132,13 @@ def test_rule_5_offset_going_backwards_is_a_rewind():
     assert "from 520 to 300" in reason
 
 
+def test_a_rewind_is_reported_even_after_zero_lag_until_the_consumer_catches_up():
+    points = history((500, 0), (520, 0), (300, 220))
+    assert partition_status(points, NOW, WINDOW)[0] == lag.REWIND
+    points.append(Point(NOW - 10, 540, 540, 0))
+    assert partition_status(points, NOW, WINDOW) == (lag.OK, "caught up")
+
+
 def test_unknown_lag_is_ok_not_an_error():
     points = [Point(NOW - 10, 40, None, None)]
     assert partition_status(points, NOW, WINDOW)[0] == lag.OK
