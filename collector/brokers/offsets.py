@@ -62,7 +62,7 @@ class KafkaOffsets:
                     channel=topic,
                     group=group,
                     partition=partition,
-                    end_offset=end if end is not None else None,
+                    end_offset=end,
                     committed_offset=committed,
                     lag=lag,
                     time=self.times.get(key) or self.times.get((topic, partition)),

@@ -206,3 +206,13 @@ def test_a_group_not_reported_for_a_while_is_marked_stale(client, lag_db, projec
     client.force_login(viewer)
     page = client.get("/lag/").content.decode()
     assert "stale" in page
+
+
+def test_a_queue_in_a_vhost_opens_from_the_overview(client, lag_db, project, viewer):
+    store(project, [Reading("rabbitmq", "shop/payments", "", lag=3, depth_based=True)])
+    client.force_login(viewer)
+    assert 'href="/lag/rabbitmq/shop/payments/-/"' in client.get("/lag/").content.decode()
+    page = client.get("/lag/rabbitmq/shop/payments/-/")
+    assert page.status_code == 200
+    assert b"shop/payments" in page.content
+    assert client.get("/lag/rabbitmq/nochannel").status_code == 404

@@ -282,3 +282,43 @@ async def test_a_down_broker_is_unreachable_since_its_first_failure_and_others_k
             "SELECT error_since FROM brokers_brokerstate WHERE source = %s", [down.source]
         ).fetchone()[0]
     assert again == since
+
+
+async def test_rabbitmq_every_page_of_every_vhost_is_read(lag_db, project, monkeypatch):
+    import httpx
+
+    from collector.brokers import rabbitmq
+
+    vhost = unique("es-lag-vhost-")
+    api = httpx.Client(base_url="http://127.0.0.1:15672", auth=("guest", "guest"))
+    assert api.put(f"/api/vhosts/{vhost}").status_code in (201, 204)
+    assert api.put(
+        f"/api/permissions/{vhost}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
+    ).status_code in (201, 204)
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", virtual_host=vhost))
+    channel = connection.channel()
+    queues = [f"q{n}" for n in range(5)]
+    try:
+        for n, queue in enumerate(queues):
+            channel.queue_declare(queue)
+            for _ in range(n + 1):
+                channel.basic_publish("", queue, b"x")
+        monkeypatch.setattr(rabbitmq, "PAGE_SIZE", 2)  # 5 queues: three pages
+        broker = parse_broker(RABBITMQ_URL)
+
+        async def poll():
+            assert await poll_broker(broker, project.id, window=WINDOW)
+
+        def all_counted():
+            depths = {
+                q: (item or {}).get("lag")
+                for q in queues
+                for item in [group_item(project.id, "rabbitmq", f"{vhost}/{q}")]
+            }
+            return depths if depths == {q: n + 1 for n, q in enumerate(queues)} else None
+
+        await poll_until(poll, all_counted)
+    finally:
+        connection.close()
+        api.delete(f"/api/vhosts/{vhost}")
+        api.close()
