@@ -35,6 +35,8 @@ from collector.brokers import prometheus, rabbitmq, redis_streams, samples
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 600
+# Samples older than this are thinned to one a minute per partition.
+THIN_AFTER = dt.timedelta(days=1)
 SYSTEMS = {
     "rabbitmq+http": "rabbitmq",
     "rabbitmq+https": "rabbitmq",
@@ -181,18 +183,23 @@ async def poll_broker(
     return True
 
 
-def _prune():
+def _prune(thinned_until: dt.datetime | None) -> dt.datetime:
+    """Retention and thinning of samples; returns how far samples are now thinned."""
     import psycopg
 
     from collector.db import conninfo
 
-    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.RETENTION_DAYS)
+    now = dt.datetime.now(dt.UTC)
+    cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
+    thin_until = now - THIN_AFTER
     with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
         deleted = samples.prune(cursor, cutoff)
         # Groups nobody reported for the whole retention period are gone.
         cursor.execute("DELETE FROM brokers_groupstate WHERE updated_at < %s", [cutoff])
-    if deleted:
-        log.info("lag samples: pruned %d older than %s", deleted, cutoff.date())
+        thinned = samples.thin(cursor, max(cutoff, thinned_until or cutoff), thin_until)
+    if deleted or thinned:
+        log.info("lag samples: %d past retention deleted, %d thinned", deleted, thinned)
+    return thin_until
 
 
 async def run(stop: asyncio.Event, interval: float | None = None) -> None:
@@ -207,7 +214,7 @@ async def run(stop: asyncio.Event, interval: float | None = None) -> None:
         brokers.append((broker, project_id))
     if brokers:
         log.info("polling %s", ", ".join(b.source for b, _ in brokers))
-    last_prune = float("-inf")
+    last_prune, thinned_until = float("-inf"), None
     while not stop.is_set():
         started = time.monotonic()
         results = await asyncio.gather(
@@ -218,7 +225,7 @@ async def run(stop: asyncio.Event, interval: float | None = None) -> None:
                 log.error("%s: poll failed: %s", broker.source, _describe(result))
         if started - last_prune >= PRUNE_EVERY_SECONDS:
             try:
-                await asyncio.to_thread(_prune)
+                thinned_until = await asyncio.to_thread(_prune, thinned_until)
                 last_prune = started
             except Exception as exc:
                 log.warning("lag sample retention failed, retrying later: %s", exc)

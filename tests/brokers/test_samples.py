@@ -76,3 +76,16 @@ def test_old_samples_are_pruned_in_batches(lag_db, project):
         deleted = samples.prune(cursor, at(3), batch=2)
         left = cursor.execute("SELECT count(*) FROM brokers_lagsample").fetchone()[0]
     assert (deleted, left) == (3, 2)
+
+
+def test_old_history_is_thinned_to_one_sample_a_minute(lag_db, project):
+    for second in range(0, 180, 15):  # 12 polls over three minutes
+        store(project, [Reading("nats", "S", "c", lag=second)], second)
+    start = T0 - dt.timedelta(seconds=T0.timestamp() % 60)
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        samples.thin(cursor, start, start + dt.timedelta(minutes=10))
+        kept = cursor.execute(
+            "SELECT extract(epoch FROM time)::bigint / 60 FROM brokers_lagsample ORDER BY time"
+        ).fetchall()
+    minutes = [m for (m,) in kept]
+    assert len(minutes) == len(set(minutes)) in (3, 4)
