@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 600
 # Samples older than this are thinned to one a minute per partition.
 THIN_AFTER = dt.timedelta(days=1)
+# Brokers whose last poll failed, so an outage is logged once, not every poll.
+_failing: set[str] = set()
 SYSTEMS = {
     "rabbitmq+http": "rabbitmq",
     "rabbitmq+https": "rabbitmq",
@@ -176,10 +178,16 @@ async def poll_broker(
         raise
     except Exception as exc:
         error = _describe(exc)
-        log.warning("%s unreachable: %s", broker.source, error)
+        # Once per outage in the log; the page shows it for as long as it lasts.
+        if broker.source not in _failing:
+            log.warning("%s unreachable: %s", broker.source, error)
+        _failing.add(broker.source)
         await asyncio.to_thread(_record_failure, project_id, broker, error)
         return False
     await asyncio.to_thread(_record_success, project_id, broker, readings, window)
+    if broker.source in _failing:
+        _failing.discard(broker.source)
+        log.info("%s answers again", broker.source)
     return True
 
 
