@@ -3,7 +3,9 @@
 import datetime as dt
 import http.server
 import json
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -28,6 +30,8 @@ class Reply:
     headers: dict = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0
+    # Send the header section one line every half second for this long first.
+    dribble: float = 0.0
 
 
 class Receiver:
@@ -51,6 +55,12 @@ class Receiver:
                     receiver.release.wait(30)
                     return  # the connection is dropped without an answer
                 reply = receiver.replies.pop(0) if receiver.replies else Reply()
+                if reply.dribble:
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    self.dribble(reply)
+                    return
                 if reply.delay:
                     threading.Event().wait(reply.delay)
                 receiver.requests.append(
@@ -63,6 +73,22 @@ class Receiver:
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
                     self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def dribble(self, reply):
+                # Every line comes well within any per-read timeout; only a
+                # limit on the whole answer stops this.
+                try:
+                    self.wfile.write(f"HTTP/1.1 {reply.status} OK\r\n".encode())
+                    until = time.monotonic() + reply.dribble
+                    n = 0
+                    while time.monotonic() < until:
+                        self.wfile.write(f"X-Wait-{n}: still here\r\n".encode())
+                        self.wfile.flush()
+                        n += 1
+                        time.sleep(0.5)
+                    self.wfile.write(b"Content-Length: 2\r\n\r\nok")
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -88,6 +114,35 @@ def receiver(settings):
     server.release.set()
     server.server.shutdown()
     server.server.server_close()
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """Names resolved as the test says: the system resolver is the outside
+    world. dns["hooks.example.test"] = ["127.0.0.1"], or a function of the name
+    (that may be slow or raise); other names resolve as usual."""
+    answers = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if host not in answers:
+            return real(host, port, family, type, proto, flags)
+        addresses = answers[host]
+        if callable(addresses):
+            addresses = addresses(host)
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (a, port, 0, 0) if ":" in a else (a, port),
+            )
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
 
 
 def insert_stages(project_id: int, rows) -> None:
