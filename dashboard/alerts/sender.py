@@ -3,13 +3,17 @@
 A sender claims due rows with `FOR UPDATE SKIP LOCKED` and commits the
 claim as a lease (claimed_until, claim_token) before it sends, so several
 senders never post the same row at once, and a sender killed mid-send
-leaves a row that another claims again when the lease runs out. Each
-attempt is recorded with its outcome; the result is written only while the
-claim is still ours (the token matches).
+leaves a row that another claims again when the lease runs out. Rows of a
+batch are sent one after another, so each row's lease is renewed (only if
+the claim is still ours) just before its request, and the request cannot
+outlast the lease. Each attempt is recorded with its outcome; the result is
+written only while the claim is still ours (the token matches).
 
 Retries: 5xx, 408, 429, timeouts and connection errors are retried with
 exponential backoff and full jitter, never sooner than a Retry-After; other
-4xx (and refused addresses) are not. A delivery still failing when its
+4xx (and refused addresses) are not; an unexpected error while sending is
+recorded as a failed attempt and retried, so one broken row cannot stop the
+rows behind it. A delivery still failing when its
 retry window (EVENTSCOPE_WEBHOOK_RETRY_HOURS) ends is given up; the last
 attempt happens at the end of the window.
 """
@@ -19,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -40,7 +45,9 @@ POLL_SECONDS = 1.0
 
 
 def lease() -> dt.timedelta:
-    """How long a claim lasts: long enough for one request with its timeout."""
+    """How long a claim lasts. A request ends within WEBHOOK_TIMEOUT_SECONDS
+    in all (the outbound client's hard limit), so a lease renewed just
+    before it outlives it, with room left to record the outcome."""
     return dt.timedelta(seconds=3 * settings.WEBHOOK_TIMEOUT_SECONDS)
 
 
@@ -72,12 +79,25 @@ def claim(now: dt.datetime | None = None, limit: int = CLAIM_BATCH) -> list[tupl
         return [(row[0], token) for row in cursor.fetchall()]
 
 
+def renew(delivery_id: int, token: uuid.UUID, now: dt.datetime) -> bool:
+    """Extend our claim on one row from `now`; False when it is no longer ours
+    (another sender claimed it after our lease ran out, or it is settled)."""
+    return bool(
+        Delivery.objects.filter(
+            pk=delivery_id, claim_token=token, status=DeliveryStatus.PENDING
+        ).update(claimed_until=now + lease())
+    )
+
+
 def send(delivery_id: int, token: uuid.UUID, now: dt.datetime | None = None) -> Attempt | None:
     """Post one claimed delivery and record the attempt; None if the claim was lost."""
-    delivery = Delivery.objects.select_related("webhook").filter(pk=delivery_id).first()
-    if delivery is None or delivery.claim_token != token:
-        return None
     started = now or timezone.now()
+    if not renew(delivery_id, token, started):
+        return None
+    delivery = Delivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None:  # its webhook was deleted meanwhile
+        return None
+    clock = time.monotonic()
     error = None
     try:
         response = transport_for(delivery.webhook).notify(
@@ -87,6 +107,15 @@ def send(delivery_id: int, token: uuid.UUID, now: dt.datetime | None = None) -> 
     except TransportError as exc:
         error = exc
         status_code, duration = exc.status_code, exc.duration_ms
+    except Exception as exc:
+        # Something nobody foresaw (a bug, a hand-edited row) costs this row
+        # one attempt, retried like a network error; left to escape, it would
+        # end the pass and the row, still due, would be first in the next one.
+        log.exception("webhook %s delivery %s: unexpected error", delivery.webhook_id, delivery.pk)
+        status_code, duration = None, (time.monotonic() - clock) * 1000
+        error = TransportError(
+            f"unexpected error: {type(exc).__name__}: {exc}", duration_ms=duration
+        )
     return record(delivery, token, started, status_code, duration, error)
 
 
@@ -150,8 +179,13 @@ def deliver_due(now: dt.datetime | None = None) -> int:
     while True:
         claimed = claim(now)
         for delivery_id, token in claimed:
-            if send(delivery_id, token, now) is not None:
-                attempts += 1
+            try:
+                if send(delivery_id, token, now) is not None:
+                    attempts += 1
+            except Exception:
+                # Recording failed (the database, most likely): the row stays
+                # claimed until its lease ends, and the others still go out.
+                log.exception("webhook delivery %s could not be recorded", delivery_id)
         if len(claimed) < CLAIM_BATCH:
             return attempts
 

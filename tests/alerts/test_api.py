@@ -127,6 +127,35 @@ def test_a_webhook_to_a_private_address_is_refused_when_saved(as_editor, setting
     assert "http:// or https://" in response.json()["error"]
 
 
+def test_an_international_host_is_saved_and_reached_in_its_idna_form(as_editor, receiver, dns):
+    dns["xn--bcher-kva.example"] = ["127.0.0.1"]
+    url = f"http://bücher.example:{receiver.port}/hook"
+    created = send(as_editor, "post", "/api/webhooks", {"name": "ops", "url": url})
+    assert created.status_code == 201 and created.json()["url"] == url
+    tested = as_editor.post(f"/api/webhooks/{created.json()['id']}/test")
+    assert tested.status_code == 200 and tested.json()["status"] == "delivered"
+    assert receiver.requests[0].headers["host"] == f"xn--bcher-kva.example:{receiver.port}"
+
+
+@pytest.mark.parametrize("url", ["http://a..b/hook", f"http://{'ü' * 70}.example/hook"])
+def test_a_host_that_cannot_be_idna_encoded_is_refused_when_saved(as_editor, url):
+    response = send(as_editor, "post", "/api/webhooks", {"name": "x", "url": url})
+    assert response.status_code == 400
+    assert "not a valid host name" in response.json()["error"]
+    assert not Webhook.objects.exists()
+
+
+def test_a_test_send_that_fails_unexpectedly_answers_with_the_error(as_editor, project, receiver):
+    # A secret edited by hand in the database: signing the request fails.
+    hook = Webhook.objects.create(project=project, name="ops", url=receiver.url, secret="whsec_!")
+    tested = as_editor.post(f"/api/webhooks/{hook.pk}/test")
+    assert tested.status_code == 200
+    body = tested.json()
+    assert body["status"] == "failed" and body["last_error"].startswith("unexpected error: ")
+    assert body["attempts"][0]["error"] == body["last_error"]
+    assert receiver.requests == []
+
+
 def test_secrets_are_hidden_from_viewers(client, viewer, project):
     hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
     client.force_login(viewer)

@@ -1,11 +1,14 @@
 """Delivery from the outbox to a real local receiver: retries, backoff,
-Retry-After, give-up, and a sender killed between claim and send."""
+Retry-After, give-up, leases, and a sender killed between claim and send."""
 
 import datetime as dt
+import email.utils
 import signal
+import threading
 import time
 
 import pytest
+from django.db import connection, transaction
 
 from dashboard.alerts import outbox, sender
 from dashboard.alerts.models import Attempt, Delivery, Webhook
@@ -86,6 +89,18 @@ def test_429_with_retry_after_is_honoured(project, receiver, t0):
     assert delivery.status == "delivered"
 
 
+def test_an_http_date_retry_after_is_honoured(project, receiver, t0):
+    later = email.utils.format_datetime(t0 + 300 * S, usegmt=True)  # "Tue, 01 Dec ... GMT"
+    receiver.script(Reply(503, headers={"Retry-After": later}))
+    delivery = queue(project, receiver.url, t0)
+    sender.deliver_due(t0)
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"
+    assert t0 + 300 * S <= delivery.next_attempt_at < t0 + 302 * S
+    assert sender.deliver_due(t0 + 299 * S) == 0
+    assert sender.deliver_due(delivery.next_attempt_at) == 1
+
+
 def test_timeouts_and_refused_connections_are_retried(project, receiver, settings, t0):
     settings.WEBHOOK_TIMEOUT_SECONDS = 1
     receiver.script(Reply(200, delay=2.5))
@@ -98,6 +113,38 @@ def test_timeouts_and_refused_connections_are_retried(project, receiver, setting
     assert slow.last_error == "timed out"
     assert closed.last_error.startswith("connection failed")
     assert Attempt.objects.get(delivery=closed).status_code is None
+
+
+def test_a_receiver_dribbling_its_answer_is_cut_off_and_recorded_as_a_timeout(
+    project, receiver, settings, t0
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+    receiver.script(Reply(200, dribble=8))
+    delivery = queue(project, receiver.url, t0)
+    started = time.monotonic()
+    assert sender.deliver_due(t0) == 1
+    assert time.monotonic() - started < 2
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.last_error == "timed out"
+    (attempt,) = delivery.attempts.all()
+    assert attempt.status_code is None and 900 <= attempt.duration_ms < 1600
+    assert attempt.next_retry_at is not None
+
+
+def test_one_broken_webhook_does_not_stop_the_others(project, receiver, t0):
+    # A secret edited by hand in the database is not valid base64: signing fails.
+    broken = Webhook.objects.create(project=project, name="bad", url=receiver.url, secret="whsec_!")
+    first = outbox.enqueue(broken, outbox.sample_notification(broken, t0), t0 - S)
+    second = queue(project, receiver.url, t0)
+    assert sender.deliver_due(t0) == 2
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.status == "delivered" and len(receiver.requests) == 1
+    assert first.status == "pending" and first.attempt_count == 1
+    assert first.last_error.startswith("unexpected error: Error: ")
+    assert first.next_attempt_at > t0  # retried later, not first in line again at once
+    (attempt,) = first.attempts.all()
+    assert attempt.status_code is None and attempt.next_retry_at == first.next_attempt_at
 
 
 def test_it_gives_up_at_the_end_of_the_retry_window(project, receiver, settings, t0):
@@ -113,13 +160,74 @@ def test_it_gives_up_at_the_end_of_the_retry_window(project, receiver, settings,
 
 def test_a_claimed_row_is_not_claimed_twice_until_its_lease_runs_out(project, receiver, t0):
     delivery = queue(project, receiver.url, t0)
-    assert [d for d, _ in sender.claim(t0)] == [delivery.pk]
+    ((_, first_token),) = sender.claim(t0)
     assert sender.claim(t0 + S) == []
-    reclaimed = sender.claim(t0 + sender.lease() + S)
-    assert [d for d, _ in reclaimed] == [delivery.pk]
-    # The first claimant's result no longer counts.
-    first_token = Delivery.objects.get(pk=delivery.pk).claim_token
-    assert reclaimed[0][1] == first_token
+    later = t0 + sender.lease() + S
+    ((reclaimed, second_token),) = sender.claim(later)
+    assert reclaimed == delivery.pk and second_token != first_token
+    # The first claimant, coming back late, posts nothing and records nothing.
+    assert sender.send(delivery.pk, first_token, later) is None
+    assert receiver.requests == [] and not Attempt.objects.exists()
+    assert sender.send(delivery.pk, second_token, later).ok
+    assert len(receiver.requests) == 1
+
+
+def in_thread(work):
+    """Run `work` on its own thread, so with its own database connection."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_two_senders_claiming_at_once_get_disjoint_rows(transactional_db, project, receiver, t0):
+    due = {queue(project, receiver.url, t0).pk for _ in range(6)}
+    holding, finish = threading.Event(), threading.Event()
+
+    def first_sender():
+        # Its claim stays uncommitted (rows locked) while the other one claims.
+        with transaction.atomic():
+            claimed = sender.claim(t0, limit=3)
+            holding.set()
+            finish.wait(10)
+        return claimed
+
+    thread, first = in_thread(first_sender)
+    assert holding.wait(10)
+    second = sender.claim(t0, limit=10)
+    finish.set()
+    thread.join(10)
+    a, b = {pk for pk, _ in first["value"]}, {pk for pk, _ in second}
+    assert len(a) == 3 and len(b) == 3 and a.isdisjoint(b) and a | b == due
+
+
+def test_a_row_sent_late_in_its_batch_is_not_claimed_again_while_it_is_posted(
+    transactional_db, project, receiver, t0
+):
+    first = queue(project, receiver.url, t0)
+    last = queue(project, receiver.url, t0)
+    claimed = dict(sender.claim(t0))
+    # The batch's earlier rows took the whole lease; this row's turn comes after it.
+    turn = t0 + sender.lease() + S
+    receiver.hold.set()  # the POST stays in flight until released
+    thread, result = in_thread(lambda: sender.send(last.pk, claimed[last.pk], turn))
+    assert receiver.arrived.wait(10)
+    try:
+        # Its lease was renewed when its turn came; the first row's was not.
+        assert [pk for pk, _ in sender.claim(turn + S)] == [first.pk]
+    finally:
+        receiver.release.set()
+        thread.join(20)
+    assert result["value"] is not None
+    last.refresh_from_db()
+    assert last.attempt_count == 1 and last.claim_token is None
 
 
 def test_a_test_send_posts_once_and_records_the_attempt(project, receiver):
