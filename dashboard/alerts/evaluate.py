@@ -10,8 +10,13 @@ Per alert instance (rule + label set, one fingerprint):
 
 A rule's evaluation, its state changes, its Delivery rows and the live-page
 hint commit in one transaction, so a notification is queued if and only if
-the state change it announces is stored. A muted rule keeps tracking state
-but queues nothing; once unmuted, receivers are told what they missed.
+the state change it announces is stored.
+
+A muted rule keeps tracking state but sends no "firing" or "repeat"; once
+unmuted, receivers are told of alerts still firing. "Resolved" is sent even
+while muted, to the receivers that were told the alert fired: a mute is to
+stop the noise of an incident being worked on, and a pager must still be
+able to close the incident it opened.
 """
 
 import asyncio
@@ -119,7 +124,7 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
             changes["dropped"] += 1
             continue
         alert.rule = rule
-        resolve(alert, now, notify=not muted)
+        resolve(alert, now)
         changes["resolved"] += 1
 
 
@@ -139,11 +144,13 @@ def _notify_firing(rule: AlertRule, alert: Alert, now, changes) -> None:
     changes[event] += 1
 
 
-def resolve(alert: Alert, now: dt.datetime, notify: bool = True) -> None:
-    """Resolve a firing alert; receivers that were told it fired are told it ended."""
+def resolve(alert: Alert, now: dt.datetime) -> None:
+    """Resolve a firing alert; receivers that were told it fired are told it
+    ended, muted or not (an alert that fired and ended within a mute was never
+    announced, so its end is not either)."""
     alert.state = State.RESOLVED
     alert.resolved_at = now
-    if notify and alert.notified_state == State.FIRING:
+    if alert.notified_state == State.FIRING:
         notify_webhooks(alert, "resolved", now)
         alert.last_notified_at = now
         alert.notified_state = State.RESOLVED
@@ -160,7 +167,7 @@ def close_rule_alerts(rule: AlertRule, now: dt.datetime | None = None) -> int:
         if alert.state == State.PENDING:
             alert.delete()
         else:
-            resolve(alert, now, notify=not rule.is_muted(now))
+            resolve(alert, now)
         closed += 1
     if closed:
         with connection.cursor() as cursor:

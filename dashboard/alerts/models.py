@@ -115,8 +115,9 @@ class Alert(models.Model):
     firing_at = models.DateTimeField(null=True)
     resolved_at = models.DateTimeField(null=True)
     last_seen_at = models.DateTimeField()
-    # What receivers were last told ("" or "firing"), and when: a muted rule
-    # still tracks state, and unmuting must notify what was missed.
+    # What receivers were last told ("", "firing" or "resolved"), and when: a
+    # muted rule still tracks state, unmuting must notify what was missed, and
+    # only receivers told of the firing are told of the end.
     notified_state = models.CharField(max_length=10, blank=True, default="")
     last_notified_at = models.DateTimeField(null=True)
 

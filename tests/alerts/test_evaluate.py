@@ -83,9 +83,16 @@ def test_it_fires_once_repeats_and_resolves_once(project, receiver, failing, t0)
     evaluate_rule(rule.pk, t0 + 60 * S)  # held for_seconds: firing
     evaluate_rule(rule.pk, t0 + 120 * S)  # still firing, not repeated yet
     assert sender.deliver_due(t0 + 120 * S) == 1
-    evaluate_rule(rule.pk, t0 + 659 * S)
-    evaluate_rule(rule.pk, t0 + 660 * S)  # repeat_seconds after the first notice
+
+    def events():
+        return list(Delivery.objects.order_by("pk").values_list("event", flat=True))
+
+    assert evaluate_rule(rule.pk, t0 + 659 * S)["repeat"] == 0  # 1 s short of repeat_seconds
+    assert events() == ["firing"]
+    assert evaluate_rule(rule.pk, t0 + 660 * S)["repeat"] == 1  # repeat_seconds after the notice
+    assert events() == ["firing", "repeat"]
     evaluate_rule(rule.pk, t0 + 700 * S)
+    assert events() == ["firing", "repeat"]
     assert sender.deliver_due(t0 + 700 * S) == 1
 
     # The failures leave the one-hour window: resolved, told once.
@@ -146,6 +153,47 @@ def test_a_muted_rule_tracks_state_and_tells_what_was_missed_when_unmuted(
     assert not Delivery.objects.exists()
     evaluate_rule(rule.pk, t0 + 301 * S)
     assert list(Delivery.objects.values_list("event", flat=True)) == ["firing"]
+
+
+def test_an_alert_that_fired_before_a_mute_is_announced_as_resolved_during_it(
+    project, receiver, failing, t0
+):
+    hook = Webhook.objects.create(project=project, name="pager", url=receiver.url)
+    rule = make_rule(project, [hook], for_seconds=0)
+    evaluate_rule(rule.pk, t0)
+    sender.deliver_due(t0)
+    # The on-call mutes the rule while working on it; the failures then stop.
+    AlertRule.objects.filter(pk=rule.pk).update(muted_until=t0 + 7200 * S)
+    evaluate_rule(rule.pk, t0 + 1800 * S)
+    assert sender.deliver_due(t0 + 1800 * S) == 0  # still firing, muted: no repeat
+    evaluate_rule(rule.pk, t0 + 3600 * S)  # out of the window: resolved, still muted
+    assert sender.deliver_due(t0 + 3600 * S) == 1
+    # The mute ends; nothing is left to tell.
+    evaluate_rule(rule.pk, t0 + 7300 * S)
+    assert sender.deliver_due(t0 + 7300 * S) == 0
+    assert [r.json()["type"] for r in receiver.requests] == ["alert.firing", "alert.resolved"]
+    assert Alert.objects.get(rule=rule).state == "resolved"
+
+
+def test_an_alert_that_fires_and_ends_within_a_mute_is_never_announced(
+    project, receiver, failing, t0
+):
+    hook = Webhook.objects.create(project=project, name="pager", url=receiver.url)
+    rule = make_rule(project, [hook], for_seconds=0, muted_until=t0 + 7200 * S)
+    evaluate_rule(rule.pk, t0)
+    evaluate_rule(rule.pk, t0 + 3600 * S)
+    evaluate_rule(rule.pk, t0 + 7300 * S)
+    assert Alert.objects.get(rule=rule).state == "resolved"
+    assert not Delivery.objects.exists()
+
+
+def test_disabling_a_muted_rule_tells_receivers_its_alert_resolved(project, receiver, failing, t0):
+    hook = Webhook.objects.create(project=project, name="pager", url=receiver.url)
+    rule = make_rule(project, [hook], for_seconds=0)
+    evaluate_rule(rule.pk, t0)
+    AlertRule.objects.filter(pk=rule.pk).update(muted_until=t0 + 7200 * S, enabled=False)
+    evaluate_all(t0 + S)
+    assert sorted(Delivery.objects.values_list("event", flat=True)) == ["firing", "resolved"]
 
 
 def test_disabling_a_rule_resolves_its_alerts(project, receiver, failing, t0):
