@@ -17,10 +17,13 @@ consumer lag evaluation rules (linkedin/Burrow wiki), adapted to polling
 commit timestamps):
 
   ok       no lag now, or unknown;
-  rewind   the committed offset went backwards inside the window and the
-           consumer has not caught up since (checked before rule 1, as
-           Burrow does since linkedin/Burrow#716);
+  rewind   the committed offset went backwards since the last zero-lag
+           sample in the window (checked before rule 1, as Burrow does
+           since linkedin/Burrow#716; a catch-up after it ends the rewind);
   ok       the lag was zero at some point in the window (Burrow rule 1);
+  ok       the window is not filled yet: Burrow judges a full window, so
+           until the samples cover half of it (and number at least three)
+           nothing worse is said ("collecting samples");
   stalled  the consumer keeps acting (fetching, committing, holding
            deliveries) but its committed offset has not moved across the
            window while lag > 0 (rule 2);
@@ -28,13 +31,19 @@ commit timestamps):
   error    no progress across the window with lag > 0, not yet that long;
   warning  offsets move, but the lag never shrank across the window (rule 3).
 
+Without any committed offset (a queue scraped without its acknowledgement
+counters) only the depth is known: a depth that never fell across a filled
+window is `stopped` with no consumer attached and `error` with one.
+
 A group's status is its worst partition's, with that partition named in the
-reason.
+reason. Rewind ranks with error, as Burrow counts a rewinding partition as
+an error of its group.
 """
 
 import datetime as dt
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 
 from collector.brokers.models import DRAIN_ESTIMATE, EXACT, INTERPOLATED  # noqa: F401
 
@@ -47,11 +56,14 @@ OK, WARNING, REWIND, ERROR, STALLED, STOPPED = (
     "stopped",
 )
 # Worst last: the page sorts groups by this, the group takes its worst partition's.
-SEVERITY = {OK: 0, WARNING: 1, REWIND: 2, ERROR: 3, STALLED: 4, STOPPED: 5}
+SEVERITY = {OK: 0, WARNING: 1, REWIND: 3, ERROR: 3, STALLED: 4, STOPPED: 5}
 STATUSES = tuple(SEVERITY)
 
-# Burrow's "fixed or increasing lag" needs a few points to mean anything.
-WARNING_MIN_POINTS = 3
+# A window counts as filled when its samples span this share of it and are
+# at least this many; before that one slow message between two polls
+# would already read as an error.
+MIN_COVERAGE = 0.5
+MIN_POINTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,10 @@ def interpolate_time_lag(
     last_time, last_end = points[-1]
     if committed >= last_end:
         return 0.0, False
+    if len(points) < 2:
+        # One sample says nothing about when the waiting messages were
+        # written (kafka-lag-exporter also waits for a second point).
+        return None, False
     after = next(i for i, (_, end) in enumerate(points) if end > committed)
     if after > 0:
         (t0, e0), (t1, e1) = points[after - 1], points[after]
@@ -155,15 +171,24 @@ def partition_status(points: list[Point], now: float, window: float) -> tuple[st
     if latest.lag == 0:
         return OK, "caught up"
     inside = [p for p in points if p.time >= now - window] or [latest]
-    committed = [p.committed_offset for p in inside if p.committed_offset is not None]
-    for before, after in zip(committed, committed[1:], strict=False):
+    zeros = [i for i, p in enumerate(inside) if p.lag == 0]
+    # A rewind the consumer has since caught up from is over.
+    since_caught_up = inside[zeros[-1] :] if zeros else inside
+    moved = [p.committed_offset for p in since_caught_up if p.committed_offset is not None]
+    for before, after in pairwise(moved):
         if after < before:
             return REWIND, f"committed offset went back from {before} to {after}"
-    if any(p.lag == 0 for p in inside if p.lag is not None):
+    if zeros:
         return OK, "caught up within the window"
-    if len(inside) < 2 or len(committed) < 2:
-        return OK, "watching (one sample in the window so far)"
+    covered = inside[-1].time - inside[0].time
+    if len(inside) < MIN_POINTS or covered < window * MIN_COVERAGE:
+        return OK, (
+            f"collecting samples ({_seconds(covered)} of the {_seconds(window)} window so far)"
+        )
     first = inside[0]
+    committed = [p.committed_offset for p in inside if p.committed_offset is not None]
+    if len(committed) < 2:
+        return _depth_status(inside, latest)
     if committed[-1] == committed[0]:
         last_move = _last_move(points)
         stuck_for = now - last_move
@@ -181,11 +206,23 @@ def partition_status(points: list[Point], now: float, window: float) -> tuple[st
             )
         return ERROR, (f"committed offset has not moved from {committed[-1]} with lag {latest.lag}")
     lags = [p.lag for p in inside if p.lag is not None]
-    if len(lags) >= WARNING_MIN_POINTS and all(
-        b >= a for a, b in zip(lags, lags[1:], strict=False)
-    ):
+    if len(lags) >= MIN_POINTS and all(b >= a for a, b in pairwise(lags)):
         return WARNING, f"consuming, but lag never shrank in the window ({lags[0]} → {lags[-1]})"
     return OK, "consuming"
+
+
+def _depth_status(inside: list[Point], latest: Point) -> tuple[str, str]:
+    """Judged on depth alone, when nothing says how far the consumer got."""
+    depths = [p.lag for p in inside if p.lag is not None]
+    if any(after < before for before, after in pairwise(depths)):
+        return OK, "consuming (the depth falls at times; no acknowledgement counter)"
+    trend = f"({depths[0]} → {depths[-1]})"
+    if latest.active_at is not None and latest.active_at >= inside[0].time:
+        return ERROR, (
+            f"depth never fell in the window {trend} though consumers are attached "
+            "(no acknowledgement counter to tell their progress)"
+        )
+    return STOPPED, f"depth never fell in the window {trend} and no consumer is attached"
 
 
 def _last_move(points: list[Point]) -> float:

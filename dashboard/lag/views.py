@@ -26,7 +26,7 @@ NO_GROUP = "-"
 BADGES = {
     lag.OK: "ok",
     lag.WARNING: "warn",
-    lag.REWIND: "warn",
+    lag.REWIND: "err",
     lag.ERROR: "err",
     lag.STALLED: "err",
     lag.STOPPED: "err",

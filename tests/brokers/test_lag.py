@@ -57,6 +57,13 @@ def test_no_history_gives_no_time_lag():
     assert interpolate_time_lag([], 5, now=1.0) == (None, False)
 
 
+def test_one_sample_gives_no_time_lag_rather_than_zero():
+    # The first poll sees 990 messages waiting: how old they are is unknown.
+    assert interpolate_time_lag([(1000.0, 1000)], 10, now=1000.0) == (None, False)
+    # ...but a caught-up consumer is zero seconds behind from the first sample.
+    assert interpolate_time_lag([(1000.0, 1000)], 1000, now=1000.0) == (0.0, False)
+
+
 def test_drain_estimate_and_consume_rate():
     points = [Point(0.0, committed_offset=0), Point(30.0, committed_offset=300)]
     rate = lag.consume_rate(points)
@@ -69,7 +76,7 @@ def test_drain_estimate_and_consume_rate():
 # ---- Burrow's rules ------------------------------------------------------------------------
 
 
-def history(*rows, start=NOW - 500, step=60.0, active=None):
+def history(*rows, start=NOW - 500, step=100.0, active=None):
     """Points from (committed, lag) pairs, one per `step` seconds, ending before NOW."""
     points = []
     for index, (committed, lag_value) in enumerate(rows):
@@ -103,25 +110,27 @@ def test_offsets_moving_and_lag_shrinking_is_ok():
 
 
 def test_rule_4_no_progress_and_no_activity_for_longer_than_the_window_is_stopped():
-    # Committed offset last moved at the first sample, 900 s ago; window is 600 s.
-    points = history((90, 5), (100, 10), (100, 20), (100, 30), start=NOW - 900, step=200)
+    # Committed offset last moved 800 s ago; window is 600 s.
+    rows = [(90, 5)] + [(100, 10 * n) for n in range(1, 9)]
+    points = history(*rows, start=NOW - 900, step=100)
     status, reason = partition_status(points, NOW, WINDOW)
     assert status == lag.STOPPED
     assert "no consumer activity" in reason
 
 
 def test_no_progress_for_less_than_a_window_is_an_error():
-    points = history((100, 10), (100, 20), (100, 30), start=NOW - 240, step=60)
+    points = history((100, 10), (100, 20), (100, 30), start=NOW - 500, step=150)
     status, reason = partition_status(points, NOW, WINDOW)
     assert status == lag.ERROR
     assert "has not moved from 100" in reason
 
 
 def test_activity_before_the_window_does_not_count_as_stalled():
-    points = history((100, 10), (100, 20), (100, 30), start=NOW - 700, step=100, active=NOW - 2000)
+    rows = [(100, 10 * n) for n in range(1, 6)]
+    points = history(*rows, start=NOW - 700, step=100, active=NOW - 2000)
     assert partition_status(points, NOW, WINDOW)[0] == lag.STOPPED
     # Not moving for less than a window, with activity long ago: an error, not yet stopped.
-    recent = history((100, 10), (100, 20), start=NOW - 300, step=100, active=NOW - 2000)
+    recent = history(*rows[:4], start=NOW - 500, step=100, active=NOW - 2000)
     assert partition_status(recent, NOW, WINDOW)[0] == lag.ERROR
 
 
@@ -137,6 +146,84 @@ def test_a_rewind_is_reported_even_after_zero_lag_until_the_consumer_catches_up(
     assert partition_status(points, NOW, WINDOW)[0] == lag.REWIND
     points.append(Point(NOW - 10, 540, 540, 0))
     assert partition_status(points, NOW, WINDOW) == (lag.OK, "caught up")
+
+
+def test_a_rewind_the_consumer_has_caught_up_from_is_over():
+    # 520 -> 300 (rewind) -> 540 with lag 0 (caught up) -> 560 with lag 5.
+    points = history((520, 10), (300, 230), (540, 0), (560, 5))
+    assert partition_status(points, NOW, WINDOW) == (lag.OK, "caught up within the window")
+    # A rewind after the last catch-up still counts.
+    points = history((540, 0), (560, 5), (300, 265))
+    assert partition_status(points, NOW, WINDOW)[0] == lag.REWIND
+
+
+def test_rewind_ranks_with_error():
+    assert lag.SEVERITY[lag.REWIND] == lag.SEVERITY[lag.ERROR] > lag.SEVERITY[lag.WARNING]
+    partitions = [
+        {"partition": "0", "status": lag.WARNING, "reason": "lag grew"},
+        {"partition": "1", "status": lag.REWIND, "reason": "went back"},
+    ]
+    assert lag.group_status(partitions)[0] == lag.REWIND
+
+
+# ---- a window that is still filling ------------------------------------------------------
+
+
+def test_two_polls_without_progress_are_not_yet_an_error():
+    # 15-second polls: one message slower than a poll must not raise an error.
+    points = [Point(NOW - 15, 1010, 1000, 10), Point(NOW, 1012, 1000, 12)]
+    status, reason = partition_status(points, NOW, WINDOW)
+    assert status == lag.OK
+    assert reason.startswith("collecting samples (15s of the 10m window")
+
+
+def test_status_is_judged_once_the_samples_cover_half_the_window():
+    stuck = [Point(NOW - 15 * n, 1000 + 40 - n, 1000, 40 - n) for n in range(40, -1, -1)]
+    # 20 polls (285 s): still collecting; 21 polls (300 s): judged.
+    assert partition_status(stuck[-20:], NOW, WINDOW)[0] == lag.OK
+    assert partition_status(stuck[-21:], NOW, WINDOW)[0] == lag.ERROR
+    # Three points are needed however far apart they are.
+    sparse = [Point(NOW - 400, 1010, 1000, 10), Point(NOW, 1020, 1000, 20)]
+    assert partition_status(sparse, NOW, WINDOW)[1].startswith("collecting samples")
+
+
+def test_a_short_pause_in_a_filled_window_is_ok():
+    # Consuming every poll except for two slow polls in the middle.
+    committed = [100 + 10 * n for n in range(20)] + [290, 290] + [300 + 10 * n for n in range(20)]
+    points = [
+        Point(NOW - 15 * (len(committed) - 1 - i), c + 12, c, 12) for i, c in enumerate(committed)
+    ]
+    points[20] = Point(points[20].time, 300, 290, 10)
+    points[21] = Point(points[21].time, 310, 290, 20)
+    assert partition_status(points, NOW, WINDOW) == (lag.OK, "consuming")
+
+
+# ---- depth alone (no acknowledgement counter) ------------------------------------------------
+
+
+def depths(*values, active=None):
+    return [
+        Point(NOW - 100 * (len(values) - 1 - i), None, None, v, active)
+        for i, v in enumerate(values)
+    ]
+
+
+def test_depth_that_never_falls_without_consumers_is_stopped():
+    status, reason = partition_status(depths(10, 12, 12, 15), NOW, WINDOW)
+    assert status == lag.STOPPED
+    assert reason == "depth never fell in the window (10 → 15) and no consumer is attached"
+
+
+def test_depth_that_never_falls_with_consumers_is_an_error():
+    status, reason = partition_status(depths(10, 12, 12, 15, active=NOW), NOW, WINDOW)
+    assert status == lag.ERROR
+    assert "though consumers are attached" in reason
+
+
+def test_depth_that_falls_at_times_is_ok():
+    assert partition_status(depths(10, 30, 20, 25, active=NOW), NOW, WINDOW)[0] == lag.OK
+    # ...and a depth-only queue is judged only once its window is filled.
+    assert partition_status(depths(10, 12)[-2:], NOW, WINDOW)[0] == lag.OK
 
 
 def test_unknown_lag_is_ok_not_an_error():

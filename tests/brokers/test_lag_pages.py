@@ -21,8 +21,10 @@ def store(project, readings, seconds_ago=0, source="test"):
 
 
 @pytest.fixture
-def groups(lag_db, project, other_project):
+def groups(lag_db, project, other_project, settings):
     """A healthy Kafka group, a stalled RabbitMQ queue, and another project's group."""
+    # Two minutes of samples fill a 200-second window enough to be judged.
+    settings.LAG_WINDOW_SECONDS = 200
     for age, committed in ((120, 100), (60, 150), (0, 200)):
         store(
             project,

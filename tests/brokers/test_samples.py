@@ -35,6 +35,15 @@ def test_lag_comes_from_offsets_and_time_lag_is_interpolated(lag_db, project):
     assert (state["lag_seconds_method"], state["estimated"]) == ("interpolated", False)
 
 
+def test_the_first_poll_does_not_claim_zero_seconds_behind(lag_db, project):
+    (first,) = store(project, [Reading("kafka", "t", "g", "0", 1000, 10)], 0)
+    assert first["lag"] == 990
+    assert (first["lag_seconds"], first["lag_seconds_method"]) == (None, None)
+    assert group_item(project.id, "kafka", "t", "g")["lag_seconds"] is None
+    (second,) = store(project, [Reading("kafka", "t", "g", "0", 1100, 20)], 10)
+    assert second["lag_seconds"] > 0 and second["estimated"]
+
+
 def test_a_depth_only_queue_gets_a_drain_estimate(lag_db, project):
     store(project, [rabbitmq_reading("/", "q", 100, 0, consumers=1, acked=0)], 0)
     (state,) = store(project, [rabbitmq_reading("/", "q", 80, 0, consumers=1, acked=50)], 10)
@@ -46,9 +55,11 @@ def test_a_depth_only_queue_gets_a_drain_estimate(lag_db, project):
 def test_a_restarted_statistics_counter_is_not_a_rewind(lag_db, project):
     store(project, [rabbitmq_reading("/", "q", 5, 0, consumers=1, acked=900)], 0)
     store(project, [rabbitmq_reading("/", "q", 5, 0, consumers=1, acked=950)], 10)
-    # the broker restarted: its ack counter starts again from zero
-    (state,) = store(project, [rabbitmq_reading("/", "q", 0, 0, consumers=1, acked=3)], 20)
+    # the broker restarted: its ack counter starts again from zero, with
+    # messages still waiting (a caught-up queue would be ok whatever the counter)
+    (state,) = store(project, [rabbitmq_reading("/", "q", 5, 0, consumers=1, acked=3)], 20)
     assert state["status"] == "ok"
+    assert "went back" not in state["partitions"][0]["reason"]
     (kafka,) = store(project, [Reading("kafka", "t", "g", "0", 100, 90)], 0)
     (kafka,) = store(project, [Reading("kafka", "t", "g", "0", 120, 40)], 10)
     assert kafka["status"] == "rewind"  # offsets going back are a rewind
