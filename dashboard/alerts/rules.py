@@ -10,6 +10,7 @@ rates from the per-minute flow rollups; lag comes from the broker pollers.
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from django.utils.dateparse import parse_datetime
@@ -63,11 +64,15 @@ def _check(param: Param, value):
             raise Invalid(
                 f"{where} must be a {'number' if param.type == 'number' else 'whole number'}"
             )
+        # JSON's 1e400 arrives as inf: judged before int(), which cannot take it.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(f"{where} must be a finite number")
         if param.type == "int" and value != int(value):
             raise Invalid(f"{where} must be a whole number")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise Invalid(f"{where} must be a finite number")
-        value = int(value) if param.type == "int" else float(value)
+        try:
+            value = int(value) if param.type == "int" else float(value)
+        except OverflowError:  # a whole number with hundreds of digits
+            raise Invalid(f"{where} is too large") from None
         if param.minimum is not None and value < param.minimum:
             raise Invalid(f"{where} must be at least {param.minimum:g}")
         if param.maximum is not None and value > param.maximum:
@@ -437,6 +442,26 @@ def _seconds(data, name, default, minimum=0):
     return value
 
 
+def _muted_until(text: str) -> dt.datetime | None:
+    if not text:
+        return None
+    problem = "muted_until must be an RFC 3339 time or null"
+    try:
+        # parse_datetime returns None for a wrong shape but raises for a right
+        # shape with impossible values (month 13).
+        parsed = parse_datetime(text.replace("Z", "+00:00"))
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            # Stored in UTC: a time with no UTC form (year 9999 west of UTC) is refused.
+            parsed = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise Invalid(f"{problem} ({exc})") from None
+    if parsed is None:
+        raise Invalid(problem)
+    return parsed
+
+
 @dataclass
 class RuleInput:
     name: str
@@ -480,12 +505,7 @@ def clean_rule(data, current: dict | None = None, webhook_ids: set[int] = frozen
         raise Invalid("enabled must be true or false")
     muted_until = merged.get("muted_until")
     if isinstance(muted_until, str):
-        parsed = parse_datetime(muted_until.replace("Z", "+00:00")) if muted_until else None
-        if muted_until and parsed is None:
-            raise Invalid("muted_until must be an RFC 3339 time or null")
-        if parsed is not None and parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        muted_until = parsed
+        muted_until = _muted_until(muted_until)
     elif muted_until is not None and not isinstance(muted_until, dt.datetime):
         raise Invalid("muted_until must be an RFC 3339 time or null")
     repeat_seconds = _seconds(merged, "repeat_seconds", 4 * 3600)

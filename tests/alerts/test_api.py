@@ -66,6 +66,13 @@ def test_an_editor_creates_reads_updates_and_deletes_a_rule(as_editor, project):
         ({"webhooks": [999999]}, "webhooks: no webhook 999999 in this project"),
         ({"enabled": "yes"}, "enabled must be true or false"),
         ({"muted_until": "soon"}, "muted_until must be an RFC 3339 time"),
+        ({"muted_until": "2030-13-01T00:00:00"}, "muted_until must be an RFC 3339 time"),
+        ({"muted_until": "9999-12-31T23:00:00-05:00"}, "muted_until must be an RFC 3339 time"),
+        ({"params": {"threshold": 1e400}}, "params.threshold must be a finite number"),
+        ({"params": {"threshold": -1e400}}, "params.threshold must be a finite number"),
+        ({"params": {"window_seconds": 1e400}}, "params.window_seconds must be a finite number"),
+        ({"kind": "lag", "params": {"threshold": 1e400}}, "params.threshold must be a finite"),
+        ({"kind": "lag", "params": {"threshold": 10**400}}, "params.threshold is too large"),
         ({"colour": "red"}, "colour is not a field of an alert rule"),
     ],
 )
@@ -74,6 +81,25 @@ def test_bad_rules_get_a_400_that_says_what_is_wrong(as_editor, change, message)
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert not AlertRule.objects.exists()
+
+
+def test_an_infinite_threshold_in_raw_json_is_a_400(as_editor):
+    # 1e400 is valid JSON; Python reads it as inf.
+    body = json.dumps(RULE).replace('"threshold": 3', '"threshold": 1e400')
+    response = as_editor.post("/api/alert-rules", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "params.threshold must be a finite number"
+
+
+def test_an_impossible_mute_time_on_update_is_a_400(as_editor, project):
+    rule = AlertRule.objects.create(project=project, name="x", kind="dead_letters")
+    response = send(
+        as_editor, "put", f"/api/alert-rules/{rule.pk}", {"muted_until": "2030-13-01T00:00:00"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("muted_until must be an RFC 3339 time or null (")
+    rule.refresh_from_db()
+    assert rule.muted_until is None
 
 
 def test_a_body_that_is_not_json_is_a_400(as_editor):
