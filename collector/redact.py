@@ -1,26 +1,95 @@
 """Redaction of secrets before anything is stored.
 
-A value is replaced when its key contains one of settings.REDACT_KEYS
-(case-insensitive substring: `db.password`, `X-Api-Key`, `cardNumber` all
-match). It applies to span and log attributes, CloudEvents extension
+A value is replaced when its key contains one of settings.REDACT_KEYS.
+Keys and rules are compared as lowercase words joined by `_`, whatever
+separated them (`.`, `-`, spaces, camelCase): `api_key` matches `X-Api-Key`
+and `APIKey`, `card_number` matches `payment.card.number`, `Card Number` and
+`cardNumber`. A rule matches as a substring (`token` matches `tokens_used`),
+and also as whole words run together (`cardnumber` matches `cardNumber`),
+but never across the middle of a word (`ssn` leaves `business_name` alone). It applies to span and log attributes, CloudEvents extension
 attributes and JSON payloads, at every depth, before storage: what is never
 written cannot leak from a backup or the UI.
 """
 
+import re
+
 from django.conf import settings
 
 REDACTED = "[REDACTED]"
+# Attribute keys repeat across spans (a few hundred names in a real system),
+# so each key's verdict is remembered; the bound keeps hostile key churn cheap.
+_KEY_CACHE_SIZE = 10_000
 
 
-def _needles(keys=None) -> tuple[str, ...]:
-    source = settings.REDACT_KEYS if keys is None else keys
-    return tuple(k.lower().replace("-", "_") for k in source if k)
+class Matcher:
+    """Decides which keys are secret, for one list of rules."""
+
+    def __init__(self, keys):
+        self.source = keys
+        needles = sorted({n for n in map(_words, keys) if n})
+        self._pattern = re.compile("|".join(map(_needle_pattern, needles))) if needles else None
+        self._verdicts: dict[str, bool] = {}
+
+    @property
+    def active(self) -> bool:
+        return self._pattern is not None
+
+    def is_secret(self, key) -> bool:
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if self._pattern is None:
+                return False
+            verdict = self._pattern.search(_words(str(key))) is not None
+            if len(self._verdicts) >= _KEY_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def walk(self, value):
+        """A copy of `value` with secret-keyed values replaced, at every depth."""
+        if isinstance(value, dict):
+            return {
+                key: REDACTED if self.is_secret(key) else self.walk(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [self.walk(item) for item in value]
+        return value
+
+
+def _words(key: str) -> str:
+    """`X-Api-Key`, `APIKey`, `api.key` -> `x_api_key`, `api_key`, `api_key`."""
+    key = _CAMEL.sub("_", key)
+    return _SEPARATORS.sub("_", key.lower()).strip("_")
+
+
+def _needle_pattern(needle: str) -> str:
+    """A rule as a substring of the key's words, or run together from whole words."""
+    letters = needle.replace("_", "")
+    joined = "_?".join(map(re.escape, letters))
+    return f"{re.escape(needle)}|(?:^|_){joined}(?=_|$)"
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[\W_]+")
+_settings_matcher: Matcher | None = None
+
+
+def matcher(keys=None) -> Matcher:
+    """The Matcher for `keys`, or for settings.REDACT_KEYS (rebuilt when the setting changes)."""
+    global _settings_matcher
+    if keys is not None:
+        return Matcher(keys)
+    source = settings.REDACT_KEYS
+    current = _settings_matcher
+    if current is None or current.source is not source:
+        current = _settings_matcher = Matcher(source)
+    return current
 
 
 def is_secret_key(key: str, keys=None) -> bool:
     """True when a value stored under `key` must be redacted."""
-    lowered = str(key).lower().replace("-", "_")
-    return any(needle in lowered for needle in _needles(keys))
+    return matcher(keys).is_secret(key)
 
 
 def redact(value, keys=None):
@@ -28,22 +97,7 @@ def redact(value, keys=None):
 
     Dicts are matched on their keys; lists are walked; scalars are returned as is.
     """
-    needles = _needles(keys)
-    if not needles:
+    current = matcher(keys)
+    if not current.active:
         return value
-    return _walk(value, needles)
-
-
-def _walk(value, needles):
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            lowered = str(key).lower().replace("-", "_")
-            if any(needle in lowered for needle in needles):
-                out[key] = REDACTED
-            else:
-                out[key] = _walk(item, needles)
-        return out
-    if isinstance(value, list):
-        return [_walk(item, needles) for item in value]
-    return value
+    return current.walk(value)

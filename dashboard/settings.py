@@ -212,10 +212,11 @@ DEFAULT_PROJECT = env_str("EVENTSCOPE_DEFAULT_PROJECT", "default")
 MAX_BODY_BYTES = env_int("EVENTSCOPE_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # CloudEvents payloads are stored up to this size; the rest is marked truncated.
 PAYLOAD_MAX_BYTES = env_int("EVENTSCOPE_PAYLOAD_MAX_BYTES", 64 * 1024, minimum=0)
-# Keys whose values are replaced before storage (case-insensitive substring match).
+# Keys whose values are replaced before storage (collector/redact.py: words, then substring).
 REDACT_KEYS = env_list(
     "EVENTSCOPE_REDACT_KEYS",
-    "password,passwd,secret,token,authorization,api_key,apikey,card_number,cardnumber,cvv,ssn",
+    "password,passwd,secret,token,authorization,api_key,apikey,card_number,cardnumber,"
+    "credit_card,creditcard,cvv,ssn,cookie,session_id,sessionid,private_key,privatekey",
 )
 # The writer's queue bound, in items (spans + events); past it ingest answers 429.
 QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
