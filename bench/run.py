@@ -91,18 +91,21 @@ def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
     from collector import writer
     from collector.normalize import normalize_traces
 
-    spans, stages = [], []
+    spans, stages, resources = [], [], {}
     for body in workload.bodies:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         batch = normalize_traces(request, 1).batch
-        spans += [writer.span_values(s) for s in batch.spans]
+        spans += [writer.span_values(s, resources) for s in batch.spans]
         stages += [writer.stage_values(s, s.dedupe_key(), None) for s in batch.stages]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
     ratio = len(stages) / max(1, len(spans))
     started = time.perf_counter()
-    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+    with psycopg.connect(conninfo) as conn:
+        # The writer's own row encoding (orjson jsonb, nanosecond times).
+        writer.configure_copy(conn)
+        cur = conn.cursor()
         step = max(1, int(chunk_spans * ratio))
         for i, j in zip(range(0, len(spans), chunk_spans), range(0, 10**12, step), strict=False):
             for table, rows in (

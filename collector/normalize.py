@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from collector import semconv
+from collector import redact, semconv
 from collector.batch import (
     CONSUMER,
     KIND_CONSUMER,
@@ -48,9 +48,11 @@ from collector.batch import (
     StageRow,
 )
 from collector.decode import hex_id, id_problem, optional_id_problem
-from collector.redact import redact
 
 UNKNOWN_SERVICE = "unknown_service"
+MAX_INT64 = 2**63 - 1
+MAX_SPAN_KIND = KIND_CONSUMER
+MAX_SEVERITY = 24  # SEVERITY_NUMBER_FATAL4
 SPAN_FLAGS_PARENT_IS_REMOTE = 0x300  # "has is_remote" and "is remote" bits
 MAX_REASONS = 5
 
@@ -100,17 +102,23 @@ def clean_text(value: str) -> str:
     return value
 
 
+def _pb_text(value: str) -> str:
+    """`clean_text` for strings read from a protobuf message: the parser refuses
+    invalid UTF-8 in string fields, so only NUL (which PostgreSQL refuses) is left."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def any_value(value):
     """An OTLP AnyValue as a JSON-able Python value (bytes become base64 text)."""
     which = value.WhichOneof("value")
+    if which == "string_value":
+        return _pb_text(value.string_value)
     if which is None:
         return None
-    if which == "string_value":
-        return clean_text(value.string_value)
-    if which == "bool_value":
-        return value.bool_value
     if which == "int_value":
         return value.int_value
+    if which == "bool_value":
+        return value.bool_value
     if which == "double_value":
         number = value.double_value
         # jsonb has no NaN or Infinity.
@@ -120,13 +128,30 @@ def any_value(value):
     if which == "array_value":
         return [any_value(v) for v in value.array_value.values]
     if which == "kvlist_value":
-        return {clean_text(kv.key): any_value(kv.value) for kv in value.kvlist_value.values}
+        return {_pb_text(kv.key): any_value(kv.value) for kv in value.kvlist_value.values}
     return None
 
 
-def attributes(key_values) -> dict:
-    """OTLP KeyValue list -> dict, with secret-keyed values redacted."""
-    return redact({clean_text(kv.key): any_value(kv.value) for kv in key_values})
+def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
+    """OTLP KeyValue list -> dict, with secret-keyed values redacted.
+
+    This runs for every span, resource, event and link, so the common case (a
+    string value under a key seen before) costs one protobuf field read and
+    one cached key verdict.
+    """
+    secrets = secrets or redact.matcher()
+    out = {}
+    for kv in key_values:
+        key = _pb_text(kv.key)
+        value = kv.value
+        if secrets.is_secret(key):
+            out[key] = redact.REDACTED
+        elif value.WhichOneof("value") == "string_value":
+            out[key] = _pb_text(value.string_value)
+        else:
+            item = any_value(value)
+            out[key] = secrets.walk(item) if isinstance(item, dict | list) else item
+    return out
 
 
 def _service(resource: dict) -> str:
@@ -148,20 +173,19 @@ def normalize_traces(request, project_id: int) -> Normalized:
     stages_by_span: dict[bytes, StageRow] = {}
     dead_letter_publishes: list[tuple[StageRow, dict]] = []
 
+    secrets = redact.matcher()
     for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes)
-        service = clean_text(_service(resource))
+        resource = attributes(resource_spans.resource.attributes, secrets)
+        service = _service(resource)
         for scope_spans in resource_spans.scope_spans:
-            scope = clean_text(scope_spans.scope.name) or None
+            scope = _pb_text(scope_spans.scope.name) or None
             for span in scope_spans.spans:
-                problem = id_problem(span.trace_id, span.span_id, span.parent_span_id)
-                if problem is None and not span.start_time_unix_nano:
-                    problem = "start time is missing"
+                problem = _span_problem(span)
                 if problem:
                     result.reject(f"span {span.name!r}: {problem}")
                     continue
-                attrs = attributes(span.attributes)
-                row = _span_row(span, attrs, project_id, service, resource, scope)
+                attrs = attributes(span.attributes, secrets)
+                row = _span_row(span, attrs, project_id, service, resource, scope, secrets)
                 result.batch.spans.append(row)
                 stage = _stage_row(span, attrs, row)
                 if stage is None:
@@ -176,7 +200,25 @@ def normalize_traces(request, project_id: int) -> Normalized:
     return result
 
 
-def _span_row(span, attrs, project_id, service, resource, scope) -> SpanRow:
+def _span_problem(span) -> str | None:
+    """Why a span cannot be stored, or None."""
+    problem = id_problem(span.trace_id, span.span_id, span.parent_span_id)
+    if problem:
+        return problem
+    if not span.start_time_unix_nano:
+        return "start time is missing"
+    if span.start_time_unix_nano > MAX_INT64 or span.end_time_unix_nano > MAX_INT64:
+        return "start or end time is out of range"
+    # An end before the start (a span never ended, a clock step) is kept with
+    # duration 0; the kind and status come from closed lists.
+    if not 0 <= span.kind <= MAX_SPAN_KIND:
+        return f"kind {span.kind} is not a SpanKind (0-{MAX_SPAN_KIND})"
+    if not 0 <= span.status.code <= STATUS_ERROR:
+        return f"status code {span.status.code} is not a StatusCode (0-{STATUS_ERROR})"
+    return None
+
+
+def _span_row(span, attrs, project_id, service, resource, scope, secrets) -> SpanRow:
     return SpanRow(
         project_id=project_id,
         trace_id=span.trace_id,
@@ -185,17 +227,17 @@ def _span_row(span, attrs, project_id, service, resource, scope) -> SpanRow:
         start_time_ns=span.start_time_unix_nano,
         duration_ns=max(0, span.end_time_unix_nano - span.start_time_unix_nano),
         service=service,
-        name=clean_text(span.name),
+        name=_pb_text(span.name),
         kind=span.kind,
         status_code=span.status.code,
-        status_message=clean_text(span.status.message) or None,
+        status_message=_pb_text(span.status.message) or None,
         attributes=attrs,
         resource=resource,
         events=[
             {
-                "name": clean_text(event.name),
+                "name": _pb_text(event.name),
                 "time_ns": event.time_unix_nano,
-                "attributes": attributes(event.attributes),
+                "attributes": attributes(event.attributes, secrets),
             }
             for event in span.events
         ],
@@ -203,7 +245,7 @@ def _span_row(span, attrs, project_id, service, resource, scope) -> SpanRow:
             {
                 "trace_id": hex_id(link.trace_id),
                 "span_id": hex_id(link.span_id),
-                "attributes": attributes(link.attributes),
+                "attributes": attributes(link.attributes, secrets),
             }
             for link in span.links
             if _valid_context(link.trace_id, link.span_id)
@@ -240,7 +282,7 @@ def _stage_and_role(span, attrs) -> tuple[str, str] | None:
 
 def _error_text(span, attrs) -> str | None:
     if span.status.message:
-        return clean_text(span.status.message)
+        return _pb_text(span.status.message)
     error_type = semconv.read(attrs, "error_type")
     if error_type:
         return str(error_type)
@@ -278,16 +320,14 @@ def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
         stage=stage,
         role=role,
         service=row.service,
-        system=clean_text(semconv.text(attrs, "system")),
-        channel=clean_text(semconv.channel(attrs, role)),
-        consumer_group=clean_text(semconv.text(attrs, "consumer_group"))
-        if role == CONSUMER
-        else "",
+        system=semconv.text(attrs, "system"),
+        channel=semconv.channel(attrs, role),
+        consumer_group=semconv.text(attrs, "consumer_group") if role == CONSUMER else "",
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id or None,
         linked=list(dict.fromkeys(linked)),
-        event_id=clean_text(str(message_id)) if message_id is not None else None,
+        event_id=str(message_id) if message_id is not None else None,
         error=_error_text(span, attrs) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
     )
@@ -331,13 +371,14 @@ def _mark_dead_letter(publish: StageRow, attrs, stages_by_span, batch: Batch) ->
 # ---- logs ----------------------------------------------------------------------
 
 
-def _body_text(value) -> str | None:
+def _body_text(value, secrets: redact.Matcher) -> str | None:
     body = any_value(value)
     if body is None:
         return None
     if isinstance(body, str):
         return body
-    return json.dumps(body, ensure_ascii=False)
+    # A structured body (a map of fields) is redacted like attributes.
+    return json.dumps(secrets.walk(body), ensure_ascii=False)
 
 
 def normalize_logs(request, project_id: int) -> Normalized:
@@ -348,16 +389,24 @@ def normalize_logs(request, project_id: int) -> Normalized:
     """
     result = Normalized(Batch(project_id=project_id, signal="logs"))
     received_ns = time.time_ns()
+    secrets = redact.matcher()
     for resource_logs in request.resource_logs:
-        resource = attributes(resource_logs.resource.attributes)
-        service = clean_text(_service(resource))
+        resource = attributes(resource_logs.resource.attributes, secrets)
+        service = _service(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 problem = optional_id_problem(record.trace_id, record.span_id)
+                if problem is None and not 0 <= record.severity_number <= MAX_SEVERITY:
+                    problem = f"severity number {record.severity_number} is out of range"
+                if (
+                    problem is None
+                    and max(record.time_unix_nano, record.observed_time_unix_nano) > MAX_INT64
+                ):
+                    problem = "time is out of range"
                 if problem:
                     result.reject(f"log record: {problem}")
                     continue
-                body = _body_text(record.body)
+                body = _body_text(record.body, secrets)
                 result.batch.logs.append(
                     LogRow(
                         project_id=project_id,
@@ -366,11 +415,11 @@ def normalize_logs(request, project_id: int) -> Normalized:
                         or received_ns,
                         service=service,
                         severity_number=record.severity_number,
-                        severity_text=clean_text(record.severity_text) or None,
+                        severity_text=_pb_text(record.severity_text) or None,
                         body=body,
                         trace_id=record.trace_id or None,
                         span_id=record.span_id or None,
-                        attributes=attributes(record.attributes),
+                        attributes=attributes(record.attributes, secrets),
                     )
                 )
     return result

@@ -68,15 +68,15 @@ class Rollups:
         return len(self._rows)
 
     def _row(self, edge, time_ns):
-        project_id, source, target, kind, group = edge
-        key = (project_id, minute_of(time_ns), source, target, kind, group)
+        # Keyed by the minute's number: a datetime per stage costs more than the sums.
+        key = (edge, time_ns // _MINUTE_NS)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = [[0] * 8, histogram.empty(), histogram.empty()]
         return row
 
     def projects(self) -> set[int]:
-        return {key[0] for key in self._rows}
+        return {edge[0] for edge, _minute in self._rows}
 
     def add_stage(self, stage) -> None:
         """Count one newly stored stage on its edge."""
@@ -138,11 +138,17 @@ class Rollups:
     def params(self) -> list[tuple]:
         """Upsert parameters, in key order so concurrent writers lock rows in the same order."""
         out = []
-        for key in sorted(self._rows):
+        for key in sorted(self._rows, key=_lock_order):
+            (project_id, source, target, kind, group), minute = key
             sums, durations, e2e = self._rows[key]
             out.append(
                 (
-                    *key,
+                    project_id,
+                    minute_of(minute * _MINUTE_NS),
+                    source,
+                    target,
+                    kind,
+                    group,
                     sums[_COUNT],
                     sums[_RECEIVED],
                     sums[_ERRORS],
@@ -156,6 +162,11 @@ class Rollups:
                 )
             )
         return out
+
+
+def _lock_order(key):
+    (project_id, source, target, kind, group), minute = key
+    return project_id, minute, source, target, kind, group
 
 
 UPSERT = """

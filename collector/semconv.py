@@ -108,9 +108,17 @@ def text(attributes: dict, field: str) -> str:
 
 def is_messaging(attributes: dict) -> bool:
     """True when a span carries messaging attributes of any generation."""
-    return any(key.startswith(MESSAGING_PREFIX) for key in attributes) or (
-        read(attributes, "stage") is not None
-    )
+    if "messaging.system" in attributes:
+        return True
+    # One search over the joined keys instead of a Python loop: this runs for
+    # every span, and most spans (HTTP, database) are not messaging spans.
+    if _KEY_MARKER in _KEY_SEPARATOR + _KEY_SEPARATOR.join(attributes):
+        return True
+    return read(attributes, "stage") is not None
+
+
+_KEY_SEPARATOR = "\x00"  # never in a key: normalisation replaces NUL
+_KEY_MARKER = _KEY_SEPARATOR + MESSAGING_PREFIX
 
 
 def operation_type(attributes: dict) -> str | None:
@@ -147,8 +155,20 @@ def channel(attributes: dict, role: str) -> str:
 
 def is_dead_letter_channel(name: str) -> bool:
     """True for dead-letter queue/topic names by common convention (orders.dlq, orders-DLT...)."""
-    lowered = name.lower()
-    return lowered.endswith(DEAD_LETTER_SUFFIXES) or any(w in lowered for w in DEAD_LETTER_WORDS)
+    verdict = _dead_letter_verdicts.get(name)
+    if verdict is None:
+        lowered = name.lower()
+        verdict = lowered.endswith(DEAD_LETTER_SUFFIXES) or any(
+            w in lowered for w in DEAD_LETTER_WORDS
+        )
+        # Channel names are few; the bound only guards against name churn.
+        if len(_dead_letter_verdicts) >= 10_000:
+            _dead_letter_verdicts.clear()
+        _dead_letter_verdicts[name] = verdict
+    return verdict
+
+
+_dead_letter_verdicts: dict[str, bool] = {}
 
 
 def origin_of_dead_letter_channel(name: str) -> str:

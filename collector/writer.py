@@ -31,13 +31,19 @@ collectors (never counted twice, at worst not counted).
 import asyncio
 import collections
 import datetime as dt
+import json
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 
+import orjson
 import psycopg
 from django.conf import settings
 from psycopg import errors as pg_errors
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg.types.json import Jsonb
 
 from collector import notify, partitions, rollups, stats
 from collector.batch import (
@@ -172,13 +178,81 @@ class _Item:
 
 
 # ---- row encoding ------------------------------------------------------------------
+# A row is a tuple in its table's column order, for a connection set up by
+# configure_copy(): times stay integer nanoseconds.
 
 
-def span_values(s) -> tuple:
+class EncodedJson(bytes):
+    """JSON text encoded once and stored in several rows (a span's resource)."""
+
+
+def dump_json(value) -> bytes:
+    """`value` as JSON text for a jsonb column.
+
+    orjson is several times faster than the json module on the small dicts
+    that every span carries; the json module takes what orjson refuses
+    (integers beyond 64 bits in a CloudEvents payload).
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False).encode()
+
+
+class _JsonbCopyDumper(Dumper):
+    """Binary jsonb for COPY: plain values, Jsonb wrappers and EncodedJson."""
+
+    format = Format.BINARY
+    oid = psycopg.postgres.types["jsonb"].oid
+
+    def dump(self, obj) -> bytes:
+        if isinstance(obj, EncodedJson):
+            return b"\x01" + obj
+        if isinstance(obj, Jsonb):
+            obj = obj.obj
+        return b"\x01" + dump_json(obj)
+
+
+_PG_EPOCH_US = 946_684_800 * 10**6  # 2000-01-01 in Unix microseconds
+_pack_int8 = struct.Struct("!q").pack
+
+
+class _TimestamptzCopyDumper(Dumper):
+    """Binary timestamptz for COPY straight from integer Unix nanoseconds.
+
+    Rows keep OTLP's nanoseconds: building a datetime per row only for
+    psycopg to take it apart again costs more than the whole encoding.
+    """
+
+    format = Format.BINARY
+    oid = psycopg.postgres.types["timestamptz"].oid
+
+    def dump(self, obj) -> bytes:
+        if isinstance(obj, int):
+            return _pack_int8(obj // 1000 - _PG_EPOCH_US)
+        return _pack_int8(_ns(obj) // 1000 - _PG_EPOCH_US)
+
+
+def configure_copy(conn) -> None:
+    """Make `conn`'s COPY take the row tuples below: jsonb values and
+    EncodedJson, and times as integer nanoseconds."""
+    conn.adapters.register_dumper(None, _JsonbCopyDumper)
+    conn.adapters.register_dumper(None, _TimestamptzCopyDumper)
+
+
+def span_values(s, resources: dict | None = None) -> tuple:
+    """A span's COPY row. `resources` memoises the resource's JSON by object:
+    every span of one resource shares the same dict."""
+    resource = s.resource or None
+    if resource is not None and resources is not None:
+        encoded = resources.get(id(resource))
+        if encoded is None:
+            encoded = resources[id(resource)] = EncodedJson(dump_json(resource))
+        resource = encoded
     return (
-        s.project_id, s.trace_id, s.span_id, s.parent_span_id, to_datetime(s.start_time_ns),
+        s.project_id, s.trace_id, s.span_id, s.parent_span_id, s.start_time_ns,
         s.duration_ns, s.service, s.name, s.kind, s.status_code, s.status_message,
-        s.attributes or None, s.resource or None, s.events or None, s.links or None, s.scope,
+        s.attributes or None, resource, s.events or None, s.links or None, s.scope,
     )  # fmt: skip
 
 
@@ -186,7 +260,7 @@ def stage_values(s, key: bytes, e2e_ms) -> tuple:
     linked_traces = [pair[0] for pair in s.linked] or None
     linked_spans = [pair[1] for pair in s.linked] or None
     return (
-        s.project_id, to_datetime(s.time_ns), key, s.stage, s.role, s.system, s.channel,
+        s.project_id, s.time_ns, key, s.stage, s.role, s.system, s.channel,
         s.service, s.consumer_group, s.trace_id, s.span_id, s.parent_span_id, linked_traces,
         linked_spans, s.event_id, s.event_source, s.event_type, s.error, s.duration_ms,
         e2e_ms, s.origin,
@@ -195,16 +269,16 @@ def stage_values(s, key: bytes, e2e_ms) -> tuple:
 
 def envelope_values(e) -> tuple:
     return (
-        e.project_id, to_datetime(e.time_ns), e.source, e.event_id, e.type, e.subject,
+        e.project_id, e.time_ns, e.source, e.event_id, e.type, e.subject,
         e.datacontenttype, e.dataschema, e.extensions or None,
-        psycopg.types.json.Jsonb(e.data) if e.data is not None else None,
+        Jsonb(e.data) if e.data is not None else None,
         e.data_text, e.data_base64, e.data_size, e.truncated, e.trace_id,
     )  # fmt: skip
 
 
 def log_values(r) -> tuple:
     return (
-        r.project_id, to_datetime(r.time_ns), r.dedupe_key(), r.service, r.severity_number,
+        r.project_id, r.time_ns, r.dedupe_key(), r.service, r.severity_number,
         r.severity_text, r.body, r.trace_id, r.span_id, r.attributes or None,
     )  # fmt: skip
 
@@ -398,6 +472,7 @@ class Writer:
                 # A hung server must not hold acknowledgements forever.
                 options="-c statement_timeout=60000",
             )
+            configure_copy(self._conn)
             self._staging_ready.clear()
         return self._conn
 
@@ -460,11 +535,10 @@ class _Rows:
         return bool(self.spans or self.stages or self.envelopes or self.logs)
 
     def days(self) -> set[dt.date]:
-        days = set()
+        day_numbers = set()
         for items in (self.spans, self.stages, self.envelopes, self.logs):
-            for item in items:
-                days.add(to_datetime(item.time_ns).date())
-        return days
+            day_numbers.update(item.time_ns // _DAY_NS for item in items)
+        return {to_datetime(day * _DAY_NS).date() for day in day_numbers}
 
 
 def _window() -> tuple[int, int]:
@@ -552,7 +626,8 @@ class _Transaction:
             await self._drop_receive_time_retries()
         e2e = await self._e2e_for_consumers()
 
-        new_spans = await self._insert(SPANS, rows.spans, span_values)
+        resources: dict[int, EncodedJson] = {}
+        new_spans = await self._insert(SPANS, rows.spans, lambda s: span_values(s, resources))
         for item in rows.stages:
             item.values = stage_values(item.row, item.key, e2e.get(id(item.row)))
         new_stages = await self._insert(STAGES, rows.stages, None)
@@ -630,10 +705,12 @@ class _Transaction:
         inserted = {tuple(_comparable(v) for v in row) for row in await self.cur.fetchall()}
         await self.cur.execute(f"TRUNCATE {staging}")
         positions = [table.columns.index(column) for column in table.key]
+        times = {p for p in positions if table.types[p] == "timestamptz"}
         return [
             item
             for item in items
-            if tuple(_comparable(item.values[p]) for p in positions) in inserted
+            if tuple(item.values[p] // 1000 if p in times else item.values[p] for p in positions)
+            in inserted
         ]
 
     # -- CloudEvents stamped on receipt ----------------------------------------------------
@@ -970,7 +1047,8 @@ def _bounds(times_ns, margin_ns) -> tuple[dt.datetime, dt.datetime]:
 
 
 def _comparable(value):
-    # RETURNING gives datetimes in the session zone and bytes for bytea; compare in UTC.
+    # RETURNING gives datetimes and bytes for bytea; rows hold nanoseconds,
+    # stored to the microsecond.
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC)
+        return _ns(value) // 1000
     return value

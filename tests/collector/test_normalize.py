@@ -222,3 +222,43 @@ def test_log_records_with_malformed_context_are_rejected():
     request.resource_logs[0].scope_logs[0].log_records[0].span_id = b"\x01\x02"
     result = normalize_logs(request, 1)
     assert result.rejected == 1 and len(result.batch.logs) == 1
+
+
+def test_spans_with_impossible_times_or_unknown_enums_are_rejected_and_the_rest_kept():
+    request = traces("traces_kafka_messaging.json")
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].end_time_unix_nano = 2**64 - 1  # past int64: no duration can be stored
+    spans[1].kind = 99999
+    result = normalize_traces(request, 1)
+    assert result.rejected == 2
+    assert "start or end time is out of range" in result.error_message
+    assert "kind 99999 is not a SpanKind (0-5)" in result.error_message
+    assert [s.kind for s in result.batch.spans] == [
+        s.kind for s in request.resource_spans[0].scope_spans[0].spans[2:]
+    ] + [s.kind for rs in request.resource_spans[1:] for ss in rs.scope_spans for s in ss.spans]
+
+
+def test_a_span_that_ends_before_it_starts_is_kept_with_no_duration():
+    request = traces("traces_kafka_messaging.json")
+    first = request.resource_spans[0].scope_spans[0].spans[0]
+    first.end_time_unix_nano = first.start_time_unix_nano - 1
+    result = normalize_traces(request, 1)
+    assert result.rejected == 0
+    assert result.batch.spans[0].duration_ns == 0
+
+
+def test_log_records_with_an_unknown_severity_are_rejected():
+    request = decode_request("logs", (FIXTURES / "logs_consumer_error.json").read_bytes(), JSON)
+    request.resource_logs[0].scope_logs[0].log_records[0].severity_number = 40000
+    result = normalize_logs(request, 1)
+    assert result.rejected == 1 and len(result.batch.logs) == 1
+    assert "severity number 40000 is out of range" in result.error_message
+
+
+def test_structured_log_bodies_are_redacted_like_attributes():
+    request = decode_request("logs", (FIXTURES / "logs_consumer_error.json").read_bytes(), JSON)
+    body = request.resource_logs[0].scope_logs[0].log_records[1].body
+    body.kvlist_value.values.add(key="apiKey").value.string_value = "k-123"
+    (_, structured) = normalize_logs(request, 1).batch.logs
+    assert json.loads(structured.body)["apiKey"] == REDACTED
+    assert json.loads(structured.body)["event"] == "consumer.rebalanced"
