@@ -22,9 +22,15 @@ from collector import notify
 from collector.brokers import lag as lagmath
 from collector.brokers.models import DRAIN_ESTIMATE, EXACT, INTERPOLATED
 
-# Enough points for interpolation across a long backlog without reading
-# unbounded history on every poll.
-HISTORY_POINTS = 120
+# Two status windows are read sample by sample (the second one places the
+# last offset move exactly, so "stopped" is said on time), up to
+# WINDOW_POINTS per partition; past that the rest is thinned to as many
+# slices. Older history is read only when it matters (a backlog older than
+# that, an offset that has not moved in it), thinned to one sample per slice
+# of OLDER_SLICES back to HISTORY_HORIZON. A poll costs about two windows of
+# samples per partition whatever the retention and the poll rate.
+WINDOW_POINTS = 1000
+OLDER_SLICES = 72
 HISTORY_HORIZON = dt.timedelta(hours=6)
 
 
@@ -67,45 +73,113 @@ def _ts(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-def _history(cursor, project_id, readings, now) -> dict[tuple, list[lagmath.Point]]:
+_SAMPLE_COLUMNS = """extract(epoch FROM s.time)::float8 AS t, s.end_offset, s.committed_offset,
+                   s.lag, extract(epoch FROM s.active_at)::float8 AS active"""
+_SAME_PARTITION = """s.project_id = %s AND s.system = k.system AND s.channel = k.channel
+              AND s.consumer_group = k.consumer_group AND s.partition = k.partition"""
+
+
+def _columns(keys) -> list[list[str]]:
+    return [[k[i] for k in keys] for i in range(4)]
+
+
+def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagmath.Point]]:
+    """Recent samples per partition: the whole window, and thinned older history where needed."""
     keys = sorted({r.key for r in readings})
-    # One index range scan per partition, newest first, bounded both in
-    # count and in age: the cost of a poll does not grow with retention.
+    span = 2 * window
+    exact_start = now - dt.timedelta(seconds=span)
+    # One index range scan per partition, newest first, bounded in count.
     cursor.execute(
-        """
-        SELECT k.system, k.channel, k.consumer_group, k.partition, recent.t, recent.end_offset,
-               recent.committed_offset, recent.lag, recent.active
+        f"""
+        SELECT k.system, k.channel, k.consumer_group, k.partition, recent.*
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
              AS k(system, channel, consumer_group, partition)
         CROSS JOIN LATERAL (
-            SELECT extract(epoch FROM s.time)::float8 AS t, s.end_offset, s.committed_offset,
-                   s.lag, extract(epoch FROM s.active_at)::float8 AS active
+            SELECT {_SAMPLE_COLUMNS}
             FROM brokers_lagsample s
-            WHERE s.project_id = %s AND s.system = k.system AND s.channel = k.channel
-              AND s.consumer_group = k.consumer_group AND s.partition = k.partition
-              AND s.time > %s AND s.time <= %s
+            WHERE {_SAME_PARTITION} AND s.time > %s AND s.time <= %s
             ORDER BY s.time DESC
             LIMIT %s
         ) recent
-        ORDER BY recent.t
         """,
-        [
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            project_id,
-            now - HISTORY_HORIZON,
-            now,
-            HISTORY_POINTS,
-        ],
+        [*_columns(keys), project_id, exact_start, now, WINDOW_POINTS],
     )
-    history: dict[tuple, list[lagmath.Point]] = {}
+    history: dict[tuple, dict[float, lagmath.Point]] = {}
     for system, channel, group, partition, t, end, committed, lag, active in cursor.fetchall():
-        history.setdefault((system, channel, group, partition), []).append(
-            lagmath.Point(t, end, committed, lag, active)
+        history.setdefault((system, channel, group, partition), {})[t] = lagmath.Point(
+            t, end, committed, lag, active
         )
-    return history
+    # Older history, one index probe per slice, for the partitions that need it.
+    by_key = {r.key: r for r in readings}
+    thin_step = span / WINDOW_POINTS
+    older_step = max(HISTORY_HORIZON.total_seconds() - span, 0.0) / OLDER_SLICES
+    probes = []
+    for key in keys:
+        recent = history.get(key, {})
+        full = len(recent) >= WINDOW_POINTS
+        if not (full or _needs_older(by_key[key], recent.values())):
+            continue
+        # A full read is thinned from its oldest sample back to the span's start.
+        until = min(recent) - 1e-6 if full else exact_start.timestamp()
+        inner = int((until - exact_start.timestamp()) // thin_step) + 1 if full else 0
+        probes.append((key, _ts(until), inner))
+    if probes:
+        cursor.execute(
+            f"""
+            SELECT k.system, k.channel, k.consumer_group, k.partition, probe.*
+            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                        %s::int[])
+                 AS k(system, channel, consumer_group, partition, thin_until, thin_slices)
+            CROSS JOIN LATERAL (
+                SELECT k.thin_until - n * make_interval(secs => %s) AS hi,
+                       make_interval(secs => %s) AS width
+                FROM generate_series(0, k.thin_slices - 1) AS n
+                UNION ALL
+                SELECT %s::timestamptz - n * make_interval(secs => %s), make_interval(secs => %s)
+                FROM generate_series(0, %s - 1) AS n
+            ) slice
+            CROSS JOIN LATERAL (
+                SELECT {_SAMPLE_COLUMNS}
+                FROM brokers_lagsample s
+                WHERE {_SAME_PARTITION}
+                  AND s.time <= slice.hi AND s.time > slice.hi - slice.width AND s.time > %s
+                ORDER BY s.time DESC
+                LIMIT 1
+            ) probe
+            """,
+            [
+                *_columns([p[0] for p in probes]),
+                [p[1] for p in probes],
+                [p[2] for p in probes],
+                thin_step,
+                thin_step,
+                exact_start,
+                older_step,
+                older_step,
+                OLDER_SLICES if older_step > 0 else 0,
+                project_id,
+                now - HISTORY_HORIZON,
+            ],
+        )
+        for system, channel, group, partition, t, end, committed, lag, active in cursor.fetchall():
+            history.setdefault((system, channel, group, partition), {})[t] = lagmath.Point(
+                t, end, committed, lag, active
+            )
+    return {key: [points[t] for t in sorted(points)] for key, points in history.items()}
+
+
+def _needs_older(reading: Reading, recent) -> bool:
+    """Whether the exactly read span alone cannot place this reading in time."""
+    recent = list(recent)
+    if not recent or reading.committed_offset is None:
+        return not recent
+    committed = reading.committed_offset
+    ends = [p.end_offset for p in recent if p.end_offset is not None]
+    # The waiting messages were written before the span began...
+    if ends and min(ends) > committed:
+        return True
+    # ...or the offset has not moved in it, and "since when" lies further back.
+    return all(p.committed_offset == committed for p in recent)
 
 
 def _time_lag(reading: Reading, lag, points, rate, t):
@@ -148,7 +222,7 @@ def store(
     now = now or dt.datetime.now(dt.UTC)
     window = float(window or settings.LAG_WINDOW_SECONDS)
     now_s = now.timestamp()
-    history = _history(cursor, project_id, readings, now) if readings else {}
+    history = _history(cursor, project_id, readings, now, window) if readings else {}
     samples, by_group = [], {}
     for reading in readings:
         t = min(reading.time or now_s, now_s)

@@ -65,6 +65,55 @@ def test_a_restarted_statistics_counter_is_not_a_rewind(lag_db, project):
     assert kafka["status"] == "rewind"  # offsets going back are a rewind
 
 
+def _hand_made_history(project, now, seconds_ago, end, committed):
+    """Insert one sample per second in `seconds_ago` (a range), figures from the age k."""
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            INSERT INTO brokers_lagsample (project_id, time, system, channel, consumer_group,
+                partition, end_offset, committed_offset, lag, lag_seconds_method, estimated,
+                source)
+            VALUES (%s, %s, 'kafka', 't', 'g', '0', %s, %s, %s, '', false, 'test')
+            """,
+            [
+                (
+                    project.id,
+                    now - dt.timedelta(seconds=k),
+                    end(k),
+                    committed(k),
+                    end(k) - committed(k),
+                )
+                for k in seconds_ago
+            ],
+        )
+
+
+def test_a_long_window_sees_an_offset_that_stopped_before_it(lag_db, project):
+    # Polled every second for 40 minutes; the consumer kept up until 2000 s
+    # ago and has not moved since. The 30-minute window holds 1800 samples,
+    # more than are read one by one: the rest of it is thinned, not cut off.
+    now = dt.datetime.now(dt.UTC)
+    end = lambda k: 100_000 - k  # noqa: E731 - one message a second
+    committed = lambda k: end(k) - 5 if k > 2000 else end(2001) - 5  # noqa: E731
+    _hand_made_history(project, now, range(2400, 0, -1), end, committed)
+    reading = Reading("kafka", "t", "g", "0", end(0), committed(0), time=now.timestamp())
+    (state,) = samples.store_sync(project.id, [reading], "test", now=now, window=1800)
+    assert state["status"] == "stopped", state["reason"]
+    assert "no progress and no consumer activity for 33m" in state["reason"]
+
+
+def test_a_backlog_older_than_the_window_is_interpolated_not_guessed(lag_db, project):
+    # 15-second polls for two hours; the consumer sits where the log ended 90 minutes ago.
+    now = dt.datetime.now(dt.UTC)
+    end = lambda k: 100_000 - k  # noqa: E731
+    committed = lambda k: end(5400)  # noqa: E731
+    _hand_made_history(project, now, range(7200, 0, -15), end, committed)
+    reading = Reading("kafka", "t", "g", "0", end(0), committed(0), time=now.timestamp())
+    (state,) = samples.store_sync(project.id, [reading], "test", now=now)
+    assert state["lag_seconds"] == pytest.approx(5400, abs=1)
+    assert (state["lag_seconds_method"], state["estimated"]) == ("interpolated", False)
+
+
 def test_a_complete_poll_removes_groups_that_are_gone(lag_db, project):
     store(project, [Reading("redis", "a", "g", lag=1), Reading("redis", "b", "g", lag=2)], 0)
     store(project, [Reading("redis", "a", "g", lag=1)], 10, complete=True)
