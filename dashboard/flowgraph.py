@@ -16,6 +16,8 @@ from collector import histogram
 from dashboard import flowhours
 
 KINDS = ("publish", "consume", "call")
+DEFAULT_EDGES = 500
+MAX_EDGES = 2000
 
 
 def _bucket_sums(column: str) -> str:
@@ -27,11 +29,17 @@ _SUMS = f"""sum(count), sum(received), sum(errors), sum(deadlettered), sum(retri
        {_bucket_sums("duration_hist")},
        {_bucket_sums("e2e_hist")}"""
 
+# The count an edge is shown with (and ranked by): a consume edge counts
+# receipts too, so a consumer that only reports receives still shows its traffic.
+_SHOWN = "CASE WHEN kind = 'consume' THEN greatest(sum(count), sum(received)) ELSE sum(count) END"
+_BUSIEST = f"ORDER BY {_SHOWN} DESC, source, target, kind, consumer_group LIMIT %s"
+
 MINUTES_SQL = f"""
 SELECT source, target, kind, consumer_group, {_SUMS}
 FROM collector_flowrollup
 WHERE project_id = %s AND minute >= %s AND minute < %s
 GROUP BY source, target, kind, consumer_group
+{_BUSIEST}
 """
 
 # Whole hours from the hourly table, the ragged ends from the minute rows.
@@ -48,6 +56,7 @@ FROM (
     WHERE project_id = %s AND ((minute >= %s AND minute < %s) OR (minute >= %s AND minute < %s))
 ) AS r
 GROUP BY source, target, kind, consumer_group
+{_BUSIEST}
 """
 
 # Below this, minute rows are cheap enough and the hourly table is not consulted.
@@ -84,17 +93,23 @@ def _round(value):
     return None if value is None else round(value, 3)
 
 
-def flow_graph(project_id: int, since: dt.datetime, until: dt.datetime) -> dict:
-    """The graph as /api/flow returns it: {"nodes": [...], "edges": [...]}.
+def flow_graph(
+    project_id: int, since: dt.datetime, until: dt.datetime, limit: int = DEFAULT_EDGES
+) -> dict:
+    """The graph as /api/flow returns it: {"nodes", "edges", "truncated"}.
 
     The window is aligned to whole minutes (rollups are per minute), so
-    `since` is rounded down; the rate divides by the window's length.
+    `since` is rounded down; the rate divides by the window's length. Only
+    the `limit` busiest edges are kept, and the nodes they touch.
     """
     since_minute = since.replace(second=0, microsecond=0)
     seconds = max((until - since).total_seconds(), 1.0)
     with connection.cursor() as cursor:
-        cursor.execute(*_query(cursor, project_id, since_minute, until))
+        sql, params = _query(cursor, project_id, since_minute, until)
+        cursor.execute(sql, [*params, limit + 1])
         rows = cursor.fetchall()
+    truncated = len(rows) > limit
+    rows = rows[:limit]
     size = histogram.SIZE
     nodes: dict[str, dict] = {}
     edges = []
@@ -103,8 +118,6 @@ def flow_graph(project_id: int, since: dt.datetime, until: dt.datetime) -> dict:
         count, received, errors, dead, retries = (int(v or 0) for v in row[4:9])
         durations = [int(v or 0) for v in row[9 : 9 + size]]
         e2e = [int(v or 0) for v in row[9 + size : 9 + 2 * size]]
-        # A consume edge counts receipts too: a consumer that only reports
-        # receives (no process span) still shows its traffic.
         shown = max(count, received) if kind == "consume" else count
         for node_id in (source, target):
             if node_id not in nodes:
@@ -139,4 +152,5 @@ def flow_graph(project_id: int, since: dt.datetime, until: dt.datetime) -> dict:
         "until": until,
         "nodes": ordered_nodes,
         "edges": edges,
+        "truncated": truncated,
     }

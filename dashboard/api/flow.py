@@ -4,8 +4,8 @@ from django.views.decorators.http import require_GET
 
 from dashboard.access import api_view
 from dashboard.api import answers_bad_parameters, ok
-from dashboard.flowgraph import flow_graph
-from dashboard.query_params import parse_window
+from dashboard.flowgraph import DEFAULT_EDGES, MAX_EDGES, flow_graph
+from dashboard.query_params import parse_limit, parse_window
 
 
 @require_GET
@@ -13,4 +13,5 @@ from dashboard.query_params import parse_window
 @answers_bad_parameters
 def flow(request):
     since, until = parse_window(request.GET, default="1h")
-    return ok(flow_graph(request.project.id, since, until))
+    limit = parse_limit(request.GET, default=DEFAULT_EDGES, maximum=MAX_EDGES)
+    return ok(flow_graph(request.project.id, since, until, limit))

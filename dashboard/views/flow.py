@@ -2,16 +2,19 @@
 
 from channels.db import database_sync_to_async
 from django.shortcuts import render
+from django.utils.http import urlencode
 
 from dashboard.access import page_view
-from dashboard.flowgraph import flow_graph
+from dashboard.flowgraph import DEFAULT_EDGES, MAX_EDGES, flow_graph, parse_node
+from dashboard.links import lag_url, with_query
 from dashboard.live import LiveConsumer
-from dashboard.query_params import WINDOWS, BadParameter, parse_window
+from dashboard.query_params import WINDOWS, BadParameter, parse_limit, parse_window
 
 
-def window_choice(request, default: str) -> tuple[dict, str | None]:
-    """(since/until/window shown on the page, error message) from the query string."""
-    params = request.GET
+def window_choice(request, default: str, params=None) -> tuple[dict, str | None]:
+    """(since/until/window shown on the page, error message) from the query string
+    (or from `params`, when the page has already settled which window it shows)."""
+    params = request.GET if params is None else params
     try:
         since, until = parse_window(params, default=default)
         error = None
@@ -34,19 +37,60 @@ def window_choice(request, default: str) -> tuple[dict, str | None]:
     }, error
 
 
+def edge_links(edge: dict, keep: dict) -> list[tuple[str, str]]:
+    """(label, url) of the pages that narrow down to one edge, in `keep`'s window
+    and project. static/js/flow.js builds the same links for live updates."""
+    failures = {}
+    for node_id in (edge["source"], edge["target"]):
+        node = parse_node(node_id)
+        if node["kind"] == "channel":
+            failures.update(channel=node["name"], system=node["system"])
+        elif edge["kind"] != "call" or node_id == edge["target"]:
+            failures["service"] = node["name"]
+    if edge["group"]:
+        failures["group"] = edge["group"]
+    links = [("failures", with_query("/failures/", {**keep, **failures}))]
+    if edge["kind"] == "consume":
+        channel = parse_node(edge["source"])
+        url = lag_url(channel["system"], channel["name"], edge["group"])
+        if url:
+            links.append(("lag", with_query(url, keep)))
+    return links
+
+
+def _limit(params) -> int:
+    return parse_limit(params, default=DEFAULT_EDGES, maximum=MAX_EDGES)
+
+
 @page_view()
 def flow(request):
     choice, error = window_choice(request, "1h")
-    graph = flow_graph(request.project.id, choice["since"], choice["until"])
+    try:
+        limit = _limit(request.GET)
+    except BadParameter as exc:
+        error, limit = str(exc), DEFAULT_EDGES
+    graph = flow_graph(request.project.id, choice["since"], choice["until"], limit)
     query = (
         {"window": choice["window"]}
         if choice["window"] != "custom"
         else {"since": choice["custom_since"], "until": choice["custom_until"]}
     )
+    keep = {**query, "project": request.project.slug}
+    rows = [{"edge": edge, "links": edge_links(edge, keep)} for edge in graph["edges"]]
+    live_query = {**keep, "limit": limit} if limit != DEFAULT_EDGES else keep
     return render(
         request,
         "flow/page.html",
-        {"graph": graph, "choice": choice, "error": error, "query": query, "area": "flow"},
+        {
+            "graph": graph,
+            "rows": rows,
+            "choice": choice,
+            "error": error,
+            "keep": urlencode(keep),
+            "live_query": urlencode(live_query),
+            "limit": limit,
+            "area": "flow",
+        },
         status=400 if error else 200,
     )
 
@@ -54,8 +98,8 @@ def flow(request):
 class FlowConsumer(LiveConsumer):
     """/ws/flow/: pushes the whole graph as JSON when the rollups change.
 
-    The graph of a project is a few hundred edges at most, so a full
-    snapshot is simpler than deltas and heals any missed message.
+    The graph is bounded (the busiest edges, as the page and the API), so a
+    full snapshot is simpler than deltas and heals any missed message.
     """
 
     areas = ("flow",)
@@ -67,6 +111,7 @@ class FlowConsumer(LiveConsumer):
     def _graph(self):
         try:
             since, until = parse_window(self.params, default="1h")
+            limit = _limit(self.params)
         except BadParameter as exc:
-            return {"error": str(exc), "nodes": [], "edges": []}
-        return flow_graph(self.project.id, since, until)
+            return {"error": str(exc), "nodes": [], "edges": [], "truncated": False}
+        return flow_graph(self.project.id, since, until, limit)

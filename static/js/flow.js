@@ -10,6 +10,7 @@
   var tip = document.getElementById("flow-tip");
   var table = document.querySelector("#flow-edges tbody");
   var status = document.getElementById("flow-status");
+  var menu = document.getElementById("flow-menu");
   if (!container) return;
 
   var COLORS = { ok: "#7d8aa3", warn: "#d98b00", err: "#d64545" };
@@ -25,23 +26,55 @@
   // Rates span 0.0003/s to thousands/s: two significant digits below 1.
   function fmtRate(v) { return v >= 1 || v === 0 ? Number(v).toFixed(2) : Number(v).toPrecision(2); }
 
-  function failuresUrlForNode(n) {
-    var q = new URLSearchParams();
-    if (n.kind === "service") q.set("service", n.name);
-    else { q.set("channel", n.name); if (n.system) q.set("system", n.system); }
-    return "/failures/?" + q.toString();
+  // Links keep the window and project the graph shows (data-keep), so the
+  // failures or lag page opens on the same slice of time. The server builds
+  // the same links for the first render (dashboard/views/flow.py edge_links).
+  function pageUrl(path, extra) {
+    var q = new URLSearchParams(container.dataset.keep || "");
+    Object.keys(extra || {}).forEach(function (k) { if (extra[k]) q.set(k, extra[k]); });
+    var text = q.toString();
+    return path + (text ? "?" + text : "");
   }
-  function failuresUrlForEdge(e, nodes) {
-    var q = new URLSearchParams();
+  function isDots(s) { return s === "." || s === ".."; }
+  function lagUrl(system, channel, group) {
+    // /lag/<system>/<channel>/<group>/, "-" for a queue consumed without a group name.
+    if (!system || !channel || isDots(system) || isDots(group) || channel.split("/").some(isDots)) return null;
+    return pageUrl("/lag/" + encodeURIComponent(system) + "/" +
+      channel.split("/").map(encodeURIComponent).join("/") + "/" + encodeURIComponent(group || "-") + "/");
+  }
+  function nodeFilter(n) {
+    return n.kind === "service" ? { service: n.name } : { channel: n.name, system: n.system };
+  }
+  function edgeLinks(e) {
+    var q = {};
     [e.source, e.target].forEach(function (id) {
-      var n = nodes[id];
+      var n = nodesById[id];
       if (!n) return;
-      if (n.kind === "channel") { q.set("channel", n.name); if (n.system) q.set("system", n.system); }
-      else if (e.kind !== "call" || id === e.target) q.set("service", n.name);
+      if (n.kind === "channel") { q.channel = n.name; q.system = n.system; }
+      else if (e.kind !== "call" || id === e.target) q.service = n.name;
     });
-    if (e.group) q.set("group", e.group);
-    return "/failures/?" + q.toString();
+    if (e.group) q.group = e.group;
+    var links = [["failures", pageUrl("/failures/", q)]];
+    var channel = nodesById[e.source];
+    if (e.kind === "consume" && channel) {
+      var lag = lagUrl(channel.system, channel.name, e.group);
+      if (lag) links.push(["lag", lag]);
+    }
+    return links;
   }
+  function nodeLinks(n) {
+    var links = [["failures", pageUrl("/failures/", nodeFilter(n))]];
+    if (n.kind === "channel") {
+      Object.keys(edgesById).forEach(function (id) {
+        var e = edgesById[id];
+        if (e.kind !== "consume" || e.source !== n.id) return;
+        var lag = lagUrl(n.system, n.name, e.group);
+        if (lag) links.push(["lag of " + (e.group || "its consumers"), lag]);
+      });
+    }
+    return links;
+  }
+  function searchLink() { return ["find a trace or event by id", pageUrl("/search/")]; }
 
   var cy = cytoscape({
     container: container,
@@ -110,7 +143,17 @@
     });
     if (structural) layout();
     renderTable(graph);
-    if (status) status.firstChild.textContent = graph.edges.length + " edge" + (graph.edges.length === 1 ? "" : "s") + " · ";
+    if (status) {
+      status.firstChild.textContent = graph.edges.length + " edge" + (graph.edges.length === 1 ? "" : "s") +
+        (graph.truncated ? " (the busiest; more are left out)" : "") + " · ";
+    }
+  }
+
+  function anchor(link) {
+    var a = document.createElement("a");
+    a.textContent = link[0];
+    a.href = link[1];
+    return a;
   }
 
   function cell(row, text, cls) {
@@ -132,13 +175,18 @@
       cell(tr, String(e.count), "num").dataset.count = "";
       cell(tr, String(e.errors), "num");
       cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
+      var links = cell(tr, "", "links");
+      edgeLinks(e).forEach(function (link, i) {
+        if (i) links.appendChild(document.createTextNode(" · "));
+        links.appendChild(anchor(link));
+      });
       rows.push(tr);
     });
     if (!rows.length) {
       var tr = document.createElement("tr");
       tr.className = "empty";
       var td = cell(tr, "No traffic in this window yet.", "muted");
-      td.colSpan = 10;
+      td.colSpan = 11;
       rows.push(tr);
     }
     table.replaceChildren.apply(table, rows);
@@ -186,14 +234,32 @@
     ]);
   });
   cy.on("mouseout", function () { tip.hidden = true; });
+
+  // A click opens a small menu of where to go from here, next to the click.
+  function showMenu(evt, title, links) {
+    tip.hidden = true;
+    menu.replaceChildren();
+    var head = document.createElement("div");
+    head.className = "menu-title";
+    head.textContent = title;
+    menu.appendChild(head);
+    links.concat([searchLink()]).forEach(function (link) { menu.appendChild(anchor(link)); });
+    var pos = evt.renderedPosition || { x: 0, y: 0 };
+    menu.style.left = Math.max(0, Math.min(pos.x + 8, container.clientWidth - 240)) + "px";
+    menu.style.top = pos.y + 8 + "px";
+    menu.hidden = false;
+    menu.querySelector("a").focus();
+  }
   cy.on("tap", "node", function (evt) {
     var n = nodesById[evt.target.id()];
-    if (n) window.location.href = failuresUrlForNode(n);
+    if (n) showMenu(evt, n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name, nodeLinks(n));
   });
   cy.on("tap", "edge", function (evt) {
     var e = edgesById[evt.target.id()];
-    if (e) window.location.href = failuresUrlForEdge(e, nodesById);
+    if (e) showMenu(evt, e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""), edgeLinks(e));
   });
+  cy.on("tap", function (evt) { if (evt.target === cy) menu.hidden = true; });
+  document.addEventListener("keydown", function (evt) { if (evt.key === "Escape") menu.hidden = true; });
 
   var initial = JSON.parse(document.getElementById("flow-data").textContent);
   render(initial);

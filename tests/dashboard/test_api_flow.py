@@ -81,3 +81,56 @@ def test_flow_works_with_a_read_token_and_not_an_ingest_token(
     assert ok.status_code == 200 and ok.json()["edges"]
     assert client.get("/api/flow", HTTP_AUTHORIZATION=f"Bearer {ingest_token}").status_code == 401
     assert client.get("/api/flow").status_code == 401
+
+
+@pytest.fixture
+def busy_and_quiet(project):
+    """Three orders through "orders", one through "refunds": their edges differ in count."""
+    for i in range(3):
+        store_order(project.id, event_id=f"evt-busy-{i}")
+    store_order(
+        project.id,
+        event_id="evt-quiet",
+        names={"orders": "refunder", "payments": "ledger", "email": "notify", "topic": "refunds"},
+    )
+
+
+def test_flow_keeps_the_busiest_edges_and_says_when_it_cut(client, viewer, busy_and_quiet):
+    client.force_login(viewer)
+    whole = client.get("/api/flow?window=1h").json()
+    assert whole["truncated"] is False and len(whole["edges"]) == 10
+    cut = client.get("/api/flow?window=1h&limit=4").json()
+    assert cut["truncated"] is True and len(cut["edges"]) == 4
+    assert {e["count"] for e in cut["edges"]} == {3}  # only the busy journey's edges
+    touched = {e["source"] for e in cut["edges"]} | {e["target"] for e in cut["edges"]}
+    assert {n["id"] for n in cut["nodes"]} == touched  # no node without a kept edge
+    assert "channel:kafka:refunds" not in touched
+    for limit in ("0", "2001", "many"):
+        response = client.get(f"/api/flow?limit={limit}")
+        assert response.status_code == 400 and "limit" in response.json()["error"]
+
+
+def test_flow_page_is_bounded_the_same_way(client, viewer, busy_and_quiet):
+    client.force_login(viewer)
+    html = client.get("/?window=1h&limit=4").content.decode()
+    assert html.count("<tr data-edge=") == 4
+    assert "the busiest; more are left out" in html
+    assert "ws/flow/?window=1h&amp;project=shop&amp;limit=4" in html
+    assert "more are left out" not in client.get("/?window=1h").content.decode()
+
+
+def test_flow_edges_link_to_their_failures_and_lag_in_the_same_window(client, viewer, project):
+    store_order(project.id)
+    client.force_login(viewer)
+    html = client.get("/?window=6h").content.decode()
+    email = html[html.index('data-edge="channel:kafka:orders|service:email|consume|email"') :]
+    email = email[: email.index("</tr>")]
+    assert (
+        'href="/failures/?window=6h&amp;project=shop&amp;channel=orders&amp;system=kafka'
+        '&amp;service=email&amp;group=email"' in email
+    )
+    assert 'href="/lag/kafka/orders/email/?window=6h&amp;project=shop"' in email
+    custom = client.get("/?since=2026-01-01T00:00:00Z&until=2026-01-01T06:00:00Z")
+    assert 'data-keep="since=2026-01-01T00%3A00%3A00Z&amp;until=2026-01-01T06%3A00%3A00Z' in (
+        custom.content.decode()
+    )

@@ -50,3 +50,27 @@ async def test_failures_page_gets_an_out_of_band_fragment_with_the_filters_appli
     assert "evt-ws" in fragment and "quota exceeded" in fragment
     await ws.disconnect()
     await listener.stop()
+
+
+async def test_flow_pushes_are_bounded_like_the_page(viewer, project):
+    async with running_writer() as writer:
+        for i in range(2):
+            await writer.submit(traces_batch(order_journey(event_id=f"evt-{i}")[0], project.id))
+        await writer.submit(
+            traces_batch(
+                order_journey(event_id="evt-r", names={"orders": "refunder", "topic": "refunds"})[
+                    0
+                ],
+                project.id,
+            )
+        )
+    ws = await open_page(FlowConsumer, viewer, "project=shop&window=15m&limit=3")
+    graph = await ws.receive_json_from(timeout=3)
+    assert graph["truncated"] is True and len(graph["edges"]) == 3
+    assert {e["count"] for e in graph["edges"]} == {2}
+    await ws.disconnect()
+    ws = await open_page(FlowConsumer, viewer, "project=shop&window=15m")
+    graph = await ws.receive_json_from(timeout=3)
+    assert graph["truncated"] is False and len(graph["edges"]) > 3
+    await ws.disconnect()
+    await listener.stop()
