@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from dashboard.journeys import iso
+from dashboard.query_params import text_param
 
 FAILURE_STAGES = ("failed", "deadlettered")
 TREND_BUCKETS = 24
@@ -31,17 +32,14 @@ class Filters:
 
     @classmethod
     def from_params(cls, params, since, until) -> "Filters":
-        def text(name):
-            return (params.get(name) or "").strip()[:500]
-
         return cls(
             since=since,
             until=until,
-            service=text("service"),
-            channel=text("channel"),
-            system=text("system"),
-            group=text("group"),
-            error=text("error"),
+            service=text_param(params, "service"),
+            channel=text_param(params, "channel"),
+            system=text_param(params, "system"),
+            group=text_param(params, "group"),
+            error=text_param(params, "error"),
         )
 
     def where(self, project_id: int) -> tuple[str, list]:
@@ -131,49 +129,61 @@ def groups(
 ) -> tuple[list[dict], int | None]:
     """Counts per (service, channel, system, error) with a per-bucket trend, most first.
 
-    One pass groups by key and trend bucket; the few hundred (group, bucket)
-    rows are folded here, which is cheaper than a correlated trend per group.
+    Error messages that carry ids make thousands of distinct groups, so the
+    ordering and the page are cut in SQL and only the page's groups are read
+    again for their trend: the cost is one aggregate over the window's
+    failures plus one pass over the page's, not every (group, bucket) row.
     """
     where, params = filters.where(project_id)
-    span = (filters.until - filters.since).total_seconds()
-    width = max(span / TREND_BUCKETS, 1.0)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT service, channel, system, coalesce(error, ''),
-                   least(floor(extract(epoch FROM time - %s) / %s)::int, %s) AS bucket,
-                   count(*), count(*) FILTER (WHERE stage = 'deadlettered'), min(time), max(time)
+            SELECT service, channel, system, coalesce(error, '') AS error, count(*) AS n,
+                   count(*) FILTER (WHERE stage = 'deadlettered'), min(time), max(time) AS last
             FROM collector_stage WHERE {where}
-            GROUP BY 1, 2, 3, 4, 5
+            GROUP BY 1, 2, 3, 4
+            ORDER BY n DESC, last DESC, service, channel, system, error
+            LIMIT %s OFFSET %s
             """,
-            [filters.since, width, TREND_BUCKETS - 1, *params],
+            [*params, limit + 1, offset],
         )
         rows = cursor.fetchall()
-    folded: dict[tuple, dict] = {}
-    for service, channel, system, error, bucket, n, dead, first, last in rows:
-        group = folded.get((service, channel, system, error))
-        if group is None:
-            group = folded[(service, channel, system, error)] = {
+        page = [
+            {
                 "service": service,
                 "channel": channel,
                 "system": system,
                 "error": error,
-                "count": 0,
-                "deadlettered": 0,
-                "first": first,
-                "last": last,
+                "count": n,
+                "deadlettered": dead,
+                "first": iso(first),
+                "last": iso(last),
                 "trend": [0] * TREND_BUCKETS,
             }
-        group["count"] += n
-        group["deadlettered"] += dead
-        group["first"] = min(group["first"], first)
-        group["last"] = max(group["last"], last)
-        group["trend"][max(0, min(bucket, TREND_BUCKETS - 1))] += n
-    ordered = sorted(
-        folded.values(),
-        key=lambda g: (-g["count"], -g["last"].timestamp(), g["service"], g["channel"], g["error"]),
+            for service, channel, system, error, n, dead, first, last in rows[:limit]
+        ]
+        if page:
+            _add_trends(cursor, page, filters, where, params)
+    return page, (offset + limit if len(rows) > limit else None)
+
+
+def _add_trends(cursor, page: list[dict], filters: Filters, where: str, params: list) -> None:
+    """Fill each group's trend: failures per bucket of the window, for these groups only."""
+    span = (filters.until - filters.since).total_seconds()
+    width = max(span / TREND_BUCKETS, 1.0)
+    keys = [[g[k] for g in page] for k in ("service", "channel", "system", "error")]
+    cursor.execute(
+        f"""
+        SELECT service, channel, system, coalesce(error, ''),
+               least(greatest(floor(extract(epoch FROM time - %s) / %s)::int, 0), %s), count(*)
+        FROM collector_stage
+        WHERE {where}
+          AND (service, channel, system, coalesce(error, '')) IN (
+              SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]))
+        GROUP BY 1, 2, 3, 4, 5
+        """,
+        [filters.since, width, TREND_BUCKETS - 1, *params, *keys],
     )
-    page = ordered[offset : offset + limit]
-    for group in page:
-        group["first"], group["last"] = iso(group["first"]), iso(group["last"])
-    return page, (offset + limit if len(ordered) > offset + limit else None)
+    by_key = {(g["service"], g["channel"], g["system"], g["error"]): g for g in page}
+    for service, channel, system, error, bucket, n in cursor.fetchall():
+        by_key[(service, channel, system, error)]["trend"][bucket] += n

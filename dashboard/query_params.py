@@ -1,6 +1,6 @@
-"""Parsing of the query parameters every API list shares: time windows,
-limits and cursors. Errors raise BadParameter with a message for the user
-(views answer it with 400)."""
+"""Parsing of the query parameters pages and the API share: free text, time
+windows, limits and cursors. Errors raise BadParameter with a message for the
+user (views answer it with 400; an id in a path that cannot exist is a 404)."""
 
 import base64
 import datetime as dt
@@ -18,6 +18,27 @@ MAX_SPAN = dt.timedelta(days=92)
 
 class BadParameter(ValueError):
     """A query parameter the caller got wrong; the message says how."""
+
+
+TEXT_MAX = 500
+
+
+def clean_text(name: str, value: str) -> str:
+    """`value` unless it holds a NUL character.
+
+    PostgreSQL text cannot store NUL, so a query comparing against one fails
+    with a DataError (a 500). No id, name or message we store can contain
+    one, so such a value is the caller's mistake, and it is refused before any
+    query sees it. Every text parameter and path id goes through here.
+    """
+    if "\x00" in value:
+        raise BadParameter(f"{name} must not contain a NUL character")
+    return value
+
+
+def text_param(params, name: str, max_length: int = TEXT_MAX) -> str:
+    """A free-text parameter, stripped and cut at `max_length`; "" when absent."""
+    return clean_text(name, (params.get(name) or "").strip())[:max_length]
 
 
 def parse_time(name: str, value: str) -> dt.datetime:

@@ -27,7 +27,8 @@ def failures(request):
         raise BadParameter(f"group_by={group_by!r}: the only grouping is 'error'")
     base = {"since": since, "until": until}
     if group_by == "error":
-        if cursor is not None and not (isinstance(cursor, int) and cursor >= 0):
+        # type() and not isinstance(): JSON `true` decodes to a bool, which is an int.
+        if cursor is not None and not (type(cursor) is int and cursor >= 0):
             raise BadParameter("cursor is not one this API returned")
         items, following = failure_queries.groups(request.project.id, filters, limit, cursor or 0)
     else:

@@ -3,24 +3,35 @@
 from channels.db import database_sync_to_async
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.http import urlencode
 
 from dashboard import failures as failure_queries
 from dashboard.access import page_view
+from dashboard.links import event_url, window_query, with_query
 from dashboard.live import LiveConsumer
-from dashboard.query_params import BadParameter, parse_window
+from dashboard.query_params import WINDOWS, BadParameter, encode_cursor, parse_window
 from dashboard.views.flow import window_choice
 
 PAGE_SIZE = 50
 GROUPS_SHOWN = 30
+DEFAULT_WINDOW = "24h"
+WINDOW_KEYS = ("window", "since", "until")
 
 
-def failures_context(project_id: int, params) -> dict:
-    """Everything the live part of the page shows, for the page and for pushes."""
-    since, until = parse_window(params, default="24h")
+def failures_context(project, params) -> dict:
+    """Everything the live part of the page shows, for the page and for pushes.
+
+    Every link keeps the window, the project and the other filters, so
+    narrowing down never silently widens the window back to 24 hours.
+    """
+    shown_window = window_query(params, DEFAULT_WINDOW)
+    since, until = parse_window(shown_window, default=DEFAULT_WINDOW)
     filters = failure_queries.Filters.from_params(params, since, until)
-    groups, _ = failure_queries.groups(project_id, filters, GROUPS_SHOWN)
-    rows, more = failure_queries.failures(project_id, filters, PAGE_SIZE)
+    groups, _ = failure_queries.groups(project.id, filters, GROUPS_SHOWN)
+    rows, more = failure_queries.failures(project.id, filters, PAGE_SIZE)
+    keep = {**shown_window, "project": project.slug}
+    current = filters.query()
     peak = max((max(g["trend"]) for g in groups), default=0)
     for group in groups:
         group["bars"] = [
@@ -28,28 +39,73 @@ def failures_context(project_id: int, params) -> dict:
             for i, c in enumerate(group["trend"])
             for h in [round(22 * c / peak, 1) if peak else 0]
         ]
+        group["service_url"] = with_query(
+            "/failures/", {**keep, **current, "service": group["service"]}
+        )
+        group["channel_url"] = with_query(
+            "/failures/",
+            {**keep, **current, "channel": group["channel"], "system": group["system"]},
+        )
+        # A group without a message cannot be asked for by `error=`.
+        group["error_url"] = group["error"] and with_query(
+            "/failures/",
+            {
+                **keep,
+                **current,
+                **{k: group[k] for k in ("service", "channel", "system", "error")},
+            },
+        )
+    for row in rows:
+        if row["event_id"]:
+            row["url"] = event_url(row["event_id"], row["source"], project.slug)
+        elif row["trace_id"]:
+            row["url"] = with_query(
+                reverse("trace", args=[row["trace_id"]]), {"project": project.slug}
+            )
+    older = None
+    if more is not None:
+        older = with_query("/api/failures", {**keep, **current, "cursor": encode_cursor(more)})
     return {
         "groups": groups,
         "rows": rows,
         "more": more is not None,
+        "older_url": older,
         "filters": filters,
-        "filters_query": urlencode(filters.query()),
+        "clear_url": with_query("/failures/", keep),
     }
+
+
+def _page_params(request):
+    """The query with the window the page shows: a preset chosen in the form wins
+    over a since/until left in it, and a wrong window falls back to the default
+    (with the message)."""
+    params = request.GET.copy()
+    window = params.get("window")
+    if window in WINDOWS:
+        params.pop("since", None)
+        params.pop("until", None)
+    elif window == "custom":
+        params.pop("window")
+    choice, error = window_choice(request, DEFAULT_WINDOW, params=params)
+    if error:
+        for name in WINDOW_KEYS:
+            params.pop(name, None)
+    return params, choice, error
 
 
 @page_view()
 def failures(request):
-    choice, error = window_choice(request, "24h")
-    params = request.GET.copy()
-    if error:
-        params.pop("since", None)
-        params.pop("until", None)
-    context = failures_context(request.project.id, params)
+    params, choice, error = _page_params(request)
+    try:
+        context = failures_context(request.project, params)
+    except BadParameter as exc:
+        # A filter that can match nothing (a NUL character): say so, show the window.
+        error = str(exc)
+        context = failures_context(
+            request.project, {k: params[k] for k in WINDOW_KEYS if k in params}
+        )
     live_query = {**context["filters"].query(), "project": request.project.slug}
-    if choice["window"] == "custom":
-        live_query.update(since=choice["custom_since"], until=choice["custom_until"])
-    else:
-        live_query["window"] = choice["window"]
+    live_query.update(window_query(params, DEFAULT_WINDOW))
     context.update(choice=choice, error=error, live_query=urlencode(live_query), area="failures")
     if request.htmx:
         return render(request, "failures/page.html#live", context)
@@ -67,8 +123,8 @@ class FailuresConsumer(LiveConsumer):
 
     def _render(self) -> str:
         try:
-            context = failures_context(self.project.id, self.params)
+            context = failures_context(self.project, self.params)
         except BadParameter:
-            context = failures_context(self.project.id, {})
+            context = failures_context(self.project, {})
         context["oob"] = True
         return render_to_string("failures/page.html#live", context)

@@ -1,10 +1,12 @@
 """GET /api/failures: newest first, filters, keyset pages, and grouping by error."""
 
+import contextlib
 import time
 
 import pytest
+from django.db import connection
 
-from tests.dashboard.world import order_journey, store, traces_batch
+from tests.dashboard.world import events_batch, order_journey, store, traces_batch
 
 pytestmark = pytest.mark.usefixtures("telemetry_db")
 
@@ -85,3 +87,87 @@ def test_bad_parameters_say_what_is_wrong(client, viewer):
         response = client.get(f"/api/failures?{query}")
         assert response.status_code == 400, query
         assert word in response.json()["error"]
+
+
+@contextlib.contextmanager
+def rows_from_postgres():
+    """Row counts of the telemetry queries a request runs (Django's execute_wrapper hook)."""
+    counts = []
+
+    def count(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "collector_stage" in sql:
+            counts.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(count):
+        yield counts
+
+
+def _failed_event(i: int, error: str, service: str = "billing") -> dict:
+    return {
+        "specversion": "1.0",
+        "id": f"inv-{i}",
+        "source": "/shop/billing",
+        "type": "invoice.created",
+        "esstage": "failed",
+        "esservice": service,
+        "eschannel": "invoices",
+        "essystem": "nats",
+        "eserror": error,
+    }
+
+
+def test_many_groups_are_paged_most_first_with_trends_and_all_counted(client, viewer, project):
+    # An error message with an id in it makes a group per event: 120 groups of
+    # one, and three larger ones that must come first.
+    events = [_failed_event(i, f"invoice {i} not found") for i in range(120)]
+    events += [_failed_event(1000 + i, "ledger locked") for i in range(5)]
+    events += [_failed_event(2000 + i, "tax service down") for i in range(3)]
+    events += [_failed_event(3000 + i, "tax service down", service="tax") for i in range(2)]
+    store(events_batch(events, project.id))
+    client.force_login(viewer)
+    with rows_from_postgres() as fetched:
+        first = client.get("/api/failures?group_by=error&limit=3").json()
+    # One more group than the page (to know there is a next one), and trend
+    # buckets of the page's groups only: not 123 groups' worth of rows.
+    assert fetched and sum(fetched) <= 4 + 3 * 24
+    assert [(g["service"], g["error"], g["count"]) for g in first["items"]] == [
+        ("billing", "ledger locked", 5),
+        ("billing", "tax service down", 3),
+        ("tax", "tax service down", 2),
+    ]
+    assert [sum(g["trend"]) for g in first["items"]] == [5, 3, 2]
+    assert all(len(g["trend"]) == 24 for g in first["items"])
+    seen, cursor = list(first["items"]), first["next_cursor"]
+    while cursor:
+        page = client.get(f"/api/failures?group_by=error&limit=50&cursor={cursor}").json()
+        assert len(page["items"]) <= 50
+        seen += page["items"]
+        cursor = page["next_cursor"]
+    assert len(seen) == 123
+    assert len({(g["service"], g["error"]) for g in seen}) == 123
+    assert sum(g["count"] for g in seen) == 130
+    assert all(sum(g["trend"]) == g["count"] for g in seen)
+    assert {"deadlettered", "first", "last"} <= set(seen[0])
+
+
+def test_the_failures_page_shows_the_biggest_groups_only(client, viewer, project):
+    events = [_failed_event(i, f"invoice {i} not found") for i in range(40)]
+    events += [_failed_event(1000 + i, "ledger locked") for i in range(4)]
+    store(events_batch(events, project.id))
+    client.force_login(viewer)
+    html = client.get("/failures/").content.decode()
+    table = html[html.index('id="failure-groups"') : html.index('id="failure-rows"')]
+    assert table.count("<tr>") == 30 + 1  # the header row and GROUPS_SHOWN groups
+    assert table.index("ledger locked") < table.index("not found")
+
+
+def test_a_grouped_cursor_must_be_one_the_api_returned(client, viewer):
+    from dashboard.query_params import encode_cursor
+
+    client.force_login(viewer)
+    for value in (True, -1, "3", [1]):
+        response = client.get(f"/api/failures?group_by=error&cursor={encode_cursor(value)}")
+        assert response.status_code == 400, value
+        assert "cursor" in response.json()["error"]

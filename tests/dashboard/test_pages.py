@@ -52,8 +52,8 @@ def test_failures_page_groups_and_links_to_the_event(client, viewer, project):
     store_order(project.id, event_id="evt-5")
     client.force_login(viewer)
     html = client.get("/failures/?service=email").content.decode()
-    assert 'href="/events/evt-5"' in html and "SMTP 550" in html
-    assert "ws/failures/?service=email" in html
+    assert 'href="/events/evt-5?project=shop"' in html and "SMTP 550" in html
+    assert "ws/failures/?service=email&amp;project=shop&amp;window=24h" in html
     assert "No failed" in client.get("/failures/?service=payments").content.decode()
 
 
