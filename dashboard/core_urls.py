@@ -15,6 +15,7 @@ urlpatterns = [
     path("", flow.flow, name="flow"),
     path("search/", traces.search, name="search"),
     path("traces/<str:trace_id>", traces.trace, name="trace"),
+    path("events/", traces.event, name="event-by-id"),
     path("events/<path:event_id>", traces.event, name="event"),
     path("failures/", failures.failures, name="failures"),
     path("tokens/", tokens.tokens, name="tokens"),

@@ -13,6 +13,8 @@ import json
 
 from django.db import connection
 
+from dashboard.query_params import BadParameter, clean_text
+
 MAX_SPANS = 20_000  # a trace larger than this is cut, and says so
 MAX_STAGES = 5_000
 MAX_LOGS = 1_000
@@ -186,19 +188,32 @@ def _logs_of_traces(project_id: int, trace_ids: list[bytes]) -> list[dict]:
 
 
 def _envelopes(project_id: int, keys: set[tuple[str, str]]) -> list[dict]:
+    """Envelopes of these (source, id) keys; a key without a source (a span's
+    message id) matches that id from any source. Matched in SQL, so other
+    sources' envelopes of a common id never crowd out the ones asked for (the
+    plain `event_id = ANY` keeps the (project_id, event_id) index in use)."""
     if not keys:
         return []
-    ids = sorted({event_id for _, event_id in keys})
-    rows = _rows(
+    any_source = sorted({event_id for source, event_id in keys if not source})
+    pairs = sorted((source, event_id) for source, event_id in keys if source)
+    return _rows(
         """
         SELECT time, source, event_id, type, subject, datacontenttype, dataschema, extensions,
                data, data_text, data_base64, data_size, truncated, trace_id
-        FROM collector_envelope WHERE project_id = %s AND event_id = ANY(%s)
+        FROM collector_envelope
+        WHERE project_id = %s AND event_id = ANY(%s)
+          AND (event_id = ANY(%s)
+               OR (source, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
         ORDER BY time LIMIT 200
         """,
-        [project_id, ids],
+        [
+            project_id,
+            sorted({event_id for _, event_id in keys}),
+            any_source,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        ],
     )
-    return [r for r in rows if (r["source"], r["event_id"]) in keys or ("", r["event_id"]) in keys]
 
 
 def _journey(project_id: int, trace_ids: list[bytes], stage_rows: list[dict]) -> dict:
@@ -234,7 +249,16 @@ def trace(project_id: int, trace_id: bytes) -> dict:
 
 
 def event(project_id: int, event_id: str, source: str | None = None) -> dict:
-    """An event's envelope(s) and journey: its stages plus everything in their traces."""
+    """An event's envelope(s) and journey: its stages plus everything in their traces.
+
+    With `source`, the event must exist with that exact CloudEvents source
+    (an envelope or a stage reporting it); span-derived stages of the same id,
+    which carry no source, then join its journey.
+    """
+    try:
+        clean_text("event id", event_id)
+    except BadParameter:
+        raise NotFound(f"no event {event_id!r} in this project") from None
     params = [project_id, event_id]
     where = "project_id = %s AND event_id = %s"
     if source:
@@ -244,17 +268,20 @@ def event(project_id: int, event_id: str, source: str | None = None) -> dict:
         f"SELECT {STAGE_COLUMNS} FROM collector_stage WHERE {where} ORDER BY time LIMIT %s",
         [*params, MAX_STAGES],
     )
+    # The source narrows in SQL: read first and filtered after, a popular id
+    # would fill the LIMIT with other sources' envelopes.
     envelope_rows = _rows(
-        """
+        f"""
         SELECT time, source, event_id, type, subject, datacontenttype, dataschema, extensions,
                data, data_text, data_base64, data_size, truncated, trace_id
         FROM collector_envelope WHERE project_id = %s AND event_id = %s
+        {"AND source = %s" if source else ""}
         ORDER BY time LIMIT 50
         """,
-        [project_id, event_id],
+        [project_id, event_id, *([source] if source else [])],
     )
-    if source:
-        envelope_rows = [r for r in envelope_rows if r["source"] == source]
+    if source and not envelope_rows and not any(r["event_source"] == source for r in own):
+        raise NotFound(f"no event {event_id!r} from source {source!r} in this project")
     if not own and not envelope_rows:
         raise NotFound(f"no event {event_id!r} in this project")
     trace_ids = list(

@@ -4,7 +4,8 @@ from django.views.decorators.http import require_GET
 
 from dashboard import journeys
 from dashboard.access import api_view, json_error
-from dashboard.api import ok
+from dashboard.api import answers_bad_parameters, ok
+from dashboard.query_params import text_param
 
 
 @require_GET
@@ -23,8 +24,9 @@ def trace(request, trace_id):
 
 @require_GET
 @api_view()
+@answers_bad_parameters
 def event(request, event_id):
-    source = (request.GET.get("source") or "").strip() or None
+    source = text_param(request.GET, "source", max_length=10_000) or None
     try:
         found = journeys.event(request.project.id, event_id, source)
     except journeys.NotFound as exc:

@@ -1,5 +1,7 @@
 """GET /api/traces/<id> and /api/events/<id>: whole journeys, across span links."""
 
+import datetime as dt
+
 import pytest
 
 from tests.dashboard.world import events_batch, store, store_order
@@ -73,3 +75,35 @@ def test_event_has_its_redacted_payload_and_journey(client, viewer, project):
     assert ("/shop/orders", "published", None) in stages
     assert client.get("/api/events/ord-42?source=/other").status_code == 404
     assert client.get("/api/events/nope").status_code == 404
+
+
+def test_a_source_narrows_span_derived_events_too(client, viewer, project):
+    store_order(project.id, event_id="evt-1")  # spans: a message id, no CloudEvents source
+    client.force_login(viewer)
+    assert client.get("/api/events/evt-1").status_code == 200
+    missing = client.get("/api/events/evt-1?source=/nope")
+    assert missing.status_code == 404 and "/nope" in missing.json()["error"]
+    assert client.get("/events/evt-1?source=/nope").status_code == 404
+
+
+def test_a_source_finds_its_envelope_among_many_of_the_same_id(client, viewer, project):
+    # A popular id reused by 260 sources: the one asked for is the newest.
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    events = [
+        {
+            "specversion": "1.0",
+            "id": "dup",
+            "source": f"/s{i:03d}",
+            "type": "thing.happened",
+            "time": (start + dt.timedelta(seconds=i)).isoformat(),
+            "data": {"n": i},
+        }
+        for i in range(260)
+    ]
+    store(events_batch(events, project.id))
+    client.force_login(viewer)
+    body = client.get("/api/events/dup?source=/s259").json()
+    assert body["source"] == "/s259"
+    assert [e["source"] for e in body["envelopes"]] == ["/s259"]
+    assert body["envelope"]["data"] == {"n": 259}
+    assert [s["event_source"] for s in body["stages"]] == ["/s259"]
