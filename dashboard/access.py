@@ -9,15 +9,22 @@ telemetry query filters on `request.project.id`; an id from another project
 simply finds nothing (404), so guessing ids reveals nothing.
 """
 
+import datetime as dt
 import functools
 
 from django.contrib.auth.views import redirect_to_login
+from django.db.models import Q
 from django.http import Http404, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from collector.models import ApiToken, Membership, Project, Role, Scope
+from dashboard.query_params import BadParameter, clean_text
 
 SESSION_PROJECT = "project_id"
+# A token's "last used" is for people deciding whether it can be revoked;
+# minute precision is plenty, and it spares a write on every API request.
+LAST_USED_EVERY = dt.timedelta(minutes=1)
 
 
 def json_error(status: int, message: str, **extra) -> JsonResponse:
@@ -37,6 +44,10 @@ def _choose_project(request, projects):
     """The project named by ?project=slug, else the session's, else the first."""
     slug = request.GET.get("project")
     if slug:
+        try:
+            clean_text("project", slug)
+        except BadParameter:
+            raise Http404("no such project") from None
         project = projects.filter(slug=slug).first()
         if project is None:
             raise Http404(f"no project {slug!r} that you can see")
@@ -53,6 +64,18 @@ def _remember(request, project):
     if hasattr(request, "session") and request.user.is_authenticated:
         if request.session.get(SESSION_PROJECT) != project.pk:
             request.session[SESSION_PROJECT] = project.pk
+
+
+def note_token_use(token: ApiToken) -> None:
+    """Record that a read token was used, at most once per LAST_USED_EVERY.
+
+    A conditional UPDATE: concurrent requests of one token write once, and
+    the usual request (used within the minute) writes nothing.
+    """
+    now = timezone.now()
+    ApiToken.objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_EVERY), pk=token.pk
+    ).update(last_used_at=now)
 
 
 def api_view(role: str = Role.VIEWER):
@@ -78,6 +101,7 @@ def api_view(role: str = Role.VIEWER):
                 if Role.rank(role) > Role.rank(Role.VIEWER):
                     return json_error(403, "API tokens are read-only; sign in to change things")
                 request.api_token = api_token
+                note_token_use(api_token)
                 projects = Project.objects.filter(pk=api_token.project_id)
             else:
                 if not request.user.is_authenticated:

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from collector.models import ApiToken, Membership, Role, Scope
 
@@ -85,3 +86,27 @@ def test_forms_need_a_csrf_token(admin_user):
     token = page.cookies["csrftoken"].value
     ok = strict.post("/tokens/", {"name": "x", "scope": "read", "csrfmiddlewaretoken": token})
     assert ok.status_code == 200
+
+
+def test_read_tokens_record_their_last_use_at_most_once_a_minute(client, admin_user, project):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    token, secret = ApiToken.issue(project, "grafana", Scope.READ)
+    client.force_login(admin_user)
+    assert "never" in client.get("/tokens/").content.decode()
+    api = Client()
+    assert api.get("/api/flow", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
+    token.refresh_from_db()
+    first = token.last_used_at
+    assert first is not None and timezone.now() - first < dt.timedelta(seconds=30)
+    assert first.strftime("%Y-%m-%d %H:%M") in client.get("/tokens/").content.decode()
+    api.get("/api/failures", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    token.refresh_from_db()
+    assert token.last_used_at == first  # within the minute: no write
+    earlier = timezone.now() - dt.timedelta(minutes=5)
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=earlier)
+    api.get("/api/failures", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    token.refresh_from_db()
+    assert token.last_used_at > earlier + dt.timedelta(minutes=4)
