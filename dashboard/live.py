@@ -11,7 +11,10 @@ implements `push()`, which re-reads PostgreSQL and sends whatever the page
 needs (an htmx out-of-band fragment through `send_fragment`, or JSON through
 `send_json`). Hints carry no data: PostgreSQL stays the single source of
 truth, a burst of hints costs at most one push per second per connection,
-and a reconnecting page simply gets a fresh `push()`.
+and a reconnecting page simply gets a fresh `push()`. Before every push the
+consumer checks that the session is still signed in and the user still a
+member of the project; a page whose user signed out or was removed is
+closed (4401 / 4403) instead of receiving more data.
 
 Example::
 
@@ -28,16 +31,21 @@ import asyncio
 import collections
 import json
 import logging
+from importlib import import_module
 from urllib.parse import parse_qs
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 
 from collector import notify
 from collector.models import Membership, Project, Role
 from dashboard.access import SESSION_PROJECT
+from dashboard.query_params import BadParameter, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +160,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     values), joins ``live.<project>.<area>`` for each area and pushes once,
     so a reconnecting page is current. Hints then trigger `push()` at most
     once per `min_interval` seconds, with a trailing push so the last change
-    is never lost.
+    is never lost. Messages from the page (new filters, a refresh) are
+    coalesced the same way: nothing a client sends makes pushes more frequent.
     """
 
     areas: tuple[str, ...] = ("flow",)
@@ -198,17 +207,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
             timer.cancel()
 
     async def receive(self, text_data=None, bytes_data=None):
-        """Pages may send {"params": {...}} to change their filters; the next push uses them."""
+        """Pages may send {"params": {...}} to change their filters, or {"refresh": true};
+        either asks for a push, which comes no sooner than `min_interval` after the last."""
         if not text_data or self.project is None:
             return
         try:
             message = json.loads(text_data)
         except ValueError:
             return
-        params = message.get("params") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            return
+        params = message.get("params")
         if isinstance(params, dict):
             self.params = {str(k): str(v) for k, v in params.items() if v not in (None, "")}
-            self._last_push = float("-inf")
+        if isinstance(params, dict) or message.get("refresh"):
             self._schedule()
 
     async def live_hint(self, event):
@@ -234,6 +246,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # ---- coalescing ------------------------------------------------------------
 
     def _schedule(self) -> None:
+        if self.project is None:  # closed, or never let in
+            return
         self._dirty = True
         if self._timer is None or self._timer.done():
             self._timer = asyncio.get_running_loop().create_task(self._flush())
@@ -251,15 +265,50 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._dirty = False
         self._last_push = asyncio.get_running_loop().time()
         try:
+            refused = await self._access_refused()
+            if refused is not None:
+                self.project = None
+                await self.close(code=refused)
+                return
             await self.push()
         except Exception:
             log.exception("live push failed for %s", type(self).__name__)
+
+    async def _access_refused(self) -> int | None:
+        """The close code if the page may no longer see the project, else None.
+
+        The user and membership were checked at connect, but a page stays open
+        for hours: signing out (which deletes the session), a password change,
+        a deactivated account or a removed membership must stop the pushes.
+        The session is read afresh from its store; the scope's copy is stale.
+        """
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None) if session is not None else None
+        if key is not None:
+            store = import_module(settings.SESSION_ENGINE).SessionStore(key)
+            current = await get_user({"session": store})
+            if not current.is_authenticated or current.pk != user.pk:
+                return CLOSE_UNAUTHENTICATED
+            user = current
+        if not await self._still_member(user):
+            return CLOSE_FORBIDDEN
+        return None
+
+    @database_sync_to_async
+    def _still_member(self, user) -> bool:
+        fresh = get_user_model().objects.filter(pk=user.pk, is_active=True).first()
+        return fresh is not None and Membership.has_role(fresh, self.project.pk, self.role)
 
     @database_sync_to_async
     def _project_for(self, user):
         projects = Project.objects.for_user(user)
         slug = self.params.get("project")
         if slug:
+            try:
+                clean_text("project", slug)
+            except BadParameter:
+                return None
             project = projects.filter(slug=slug).first()
         else:
             session = self.scope.get("session")

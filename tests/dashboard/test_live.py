@@ -6,12 +6,14 @@ import json
 
 import psycopg
 import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from collector import notify
 from collector.db import conninfo
-from dashboard.live import LiveConsumer, listener
+from dashboard.live import LiveConsumer, group_name, listener
 
 pytestmark = pytest.mark.usefixtures("telemetry_db", "consumer_connections")
 
@@ -113,3 +115,65 @@ async def test_websockets_from_the_same_origin_reach_the_consumer():
     connected, _ = await ws.connect()
     assert connected  # accepted, then closed: nobody is signed in
     assert (await ws.receive_output(timeout=3))["code"] == 4401
+
+
+class EchoConsumer(CountingConsumer):
+    """Pushes the counter and the filters it was last sent."""
+
+    async def push(self):
+        self.pushes = getattr(self, "pushes", 0) + 1
+        await self.send_json({"push": self.pushes, "params": self.params})
+
+
+async def test_client_messages_cannot_push_more_than_once_a_second(viewer, project):
+    ws = WebsocketCommunicator(EchoConsumer.as_asgi(), "/ws/test/?project=shop")
+    ws.scope["user"] = viewer
+    assert (await ws.connect())[0]
+    loop = asyncio.get_running_loop()
+    assert json.loads(await ws.receive_from(timeout=3))["push"] == 1
+    first_at = loop.time()
+    for i in range(30):
+        await ws.send_to(text_data=json.dumps({"params": {"project": "shop", "service": f"s{i}"}}))
+        await ws.send_to(text_data=json.dumps({"refresh": True}))
+    second = json.loads(await ws.receive_from(timeout=3))
+    assert loop.time() - first_at >= 0.9  # no sooner than a second after the connect push
+    assert second == {"push": 2, "params": {"project": "shop", "service": "s29"}}
+    assert await ws.receive_nothing(timeout=1.5)  # 60 messages gave one push
+    await ws.send_to(text_data=json.dumps({"refresh": True}))
+    assert json.loads(await ws.receive_from(timeout=3))["push"] == 3  # a refresh is honoured
+    await ws.disconnect()
+
+
+async def test_a_removed_member_is_closed_with_4403_at_the_next_push(viewer, project):
+    from collector.models import Membership
+
+    ws = await connect(viewer, "project=shop")
+    assert json.loads(await ws.receive_from(timeout=3))["push"] == 1
+    await database_sync_to_async(Membership.objects.filter(user=viewer).delete)()
+    await get_channel_layer().group_send(group_name(project.id, "flow"), {"type": "live.hint"})
+    assert (await ws.receive_output(timeout=3)) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_signing_out_closes_the_open_pages_with_4401(viewer, project, stop_listener):
+    from django.conf import settings
+    from django.test import Client
+
+    from dashboard.asgi import application
+
+    browser = Client()
+    await database_sync_to_async(browser.force_login)(viewer)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    ws = WebsocketCommunicator(
+        application,
+        "/ws/flow/?project=shop",
+        headers=[
+            (b"origin", b"http://127.0.0.1:8000"),
+            (b"host", b"127.0.0.1"),
+            (b"cookie", cookie.encode()),
+        ],
+    )
+    assert (await ws.connect())[0]
+    assert json.loads(await ws.receive_from(timeout=3))["type"] == "flow"
+    await database_sync_to_async(browser.logout)()
+    await get_channel_layer().group_send(group_name(project.id, "flow"), {"type": "live.hint"})
+    assert (await ws.receive_output(timeout=3)) == {"type": "websocket.close", "code": 4401}
