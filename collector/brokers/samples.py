@@ -216,6 +216,9 @@ def store(
 ) -> list[dict]:
     """Evaluate and store readings in the cursor's transaction; the groups' new states.
 
+    Readings older than a group's stored state (a late or retried export)
+    are kept as history only: the state stays, and is not among those returned.
+
     `complete` says the readings are everything `source` reports: groups it
     reported before and not now (a deleted queue or consumer) are removed.
     """
@@ -223,7 +226,7 @@ def store(
     window = float(window or settings.LAG_WINDOW_SECONDS)
     now_s = now.timestamp()
     history = _history(cursor, project_id, readings, now, window) if readings else {}
-    samples, by_group = [], {}
+    samples, by_group, observed = [], {}, {}
     for reading in readings:
         t = min(reading.time or now_s, now_s)
         end, committed, lag = reading.end_offset, reading.committed_offset, reading.lag
@@ -261,6 +264,7 @@ def store(
                     source,
                 )
             )
+        observed[reading.key[:3]] = max(observed.get(reading.key[:3], t), t)
         by_group.setdefault(reading.key[:3], []).append(
             {
                 "partition": reading.partition,
@@ -319,6 +323,11 @@ def store(
                 status = EXCLUDED.status,
                 reason = EXCLUDED.reason, partitions = EXCLUDED.partitions,
                 updated_at = EXCLUDED.updated_at, source = EXCLUDED.source
+            -- A late or retried export (OTLP is at least once, and out of
+            -- order across collectors) adds to history but does not
+            -- rewrite the present with older figures.
+            WHERE brokers_groupstate.updated_at <= EXCLUDED.updated_at
+            RETURNING 1
             """,
             [
                 project_id,
@@ -333,11 +342,12 @@ def store(
                 status,
                 reason,
                 json.dumps(partitions),
-                now,
+                _ts(observed[(system, channel, group)]),
                 source,
             ],
         )
-        states.append(state)
+        if cursor.fetchone() is not None:
+            states.append(state)
     if complete:
         keys = sorted(by_group)
         cursor.execute(

@@ -56,17 +56,19 @@ def rule_json(rule: AlertRule) -> dict:
     }
 
 
-def webhook_json(webhook: Webhook, with_secret: bool = False) -> dict:
+def webhook_json(webhook: Webhook, editor: bool = False) -> dict:
+    """A webhook; its URL in full and its secret only for `editor`s (the URL
+    can be the credential itself, as a Slack webhook's is)."""
     data = {
         "id": webhook.pk,
         "name": webhook.name,
-        "url": webhook.url,
+        "url": webhook.url if editor else webhook.masked_url,
         "format": webhook.format,
         "secret_hint": webhook.secret_hint,
         "created_at": rfc3339(webhook.created_at),
         "updated_at": rfc3339(webhook.updated_at),
     }
-    if with_secret:
+    if editor:
         data["secret"] = webhook.secret
     return data
 
@@ -246,8 +248,9 @@ def _webhook_or_none(request, webhook_id):
     return Webhook.objects.filter(project=request.project, pk=webhook_id).first()
 
 
-def _shows_secret(request) -> bool:
-    # Secrets are for the people who configure receivers, not every reader.
+def _is_editor(request) -> bool:
+    # Secrets and full URLs are for the people who configure receivers, not
+    # every reader (read tokens included).
     from collector.models import Membership
 
     return request.api_token is None and Membership.has_role(
@@ -258,8 +261,10 @@ def _shows_secret(request) -> bool:
 @api_view(Role.VIEWER)
 def _list_webhooks(request):
     items, following = _page(Webhook.objects.filter(project=request.project), request.GET)
-    show = _shows_secret(request)
-    return JsonResponse({"items": [webhook_json(w, show) for w in items], "next_cursor": following})
+    editor = _is_editor(request)
+    return JsonResponse(
+        {"items": [webhook_json(w, editor) for w in items], "next_cursor": following}
+    )
 
 
 @api_view(Role.EDITOR)
@@ -267,7 +272,7 @@ def _list_webhooks(request):
 def _create_webhook(request):
     fields = clean_webhook(_body(request))
     webhook = Webhook.objects.create(project=request.project, **fields)
-    return JsonResponse(webhook_json(webhook, with_secret=True), status=201)
+    return JsonResponse(webhook_json(webhook, editor=True), status=201)
 
 
 @api_view(Role.VIEWER)
@@ -275,7 +280,7 @@ def _get_webhook(request, webhook_id):
     webhook = _webhook_or_none(request, webhook_id)
     if webhook is None:
         return json_error(404, f"no webhook {webhook_id} in this project")
-    data = webhook_json(webhook, _shows_secret(request))
+    data = webhook_json(webhook, _is_editor(request))
     deliveries = webhook.deliveries.prefetch_related("attempts").order_by("-created_at", "-id")
     data["deliveries"] = [delivery_json(d) for d in deliveries[:DELIVERIES_PER_WEBHOOK]]
     return JsonResponse(data)
@@ -292,7 +297,7 @@ def _update_webhook(request, webhook_id):
         setattr(webhook, name, value)
     webhook.updated_at = timezone.now()
     webhook.save()
-    return JsonResponse(webhook_json(webhook, with_secret=True))
+    return JsonResponse(webhook_json(webhook, editor=True))
 
 
 @api_view(Role.EDITOR)

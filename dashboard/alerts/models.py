@@ -9,6 +9,7 @@ sender posts them and records every `Attempt`.
 import base64
 import datetime as dt
 import secrets
+import urllib.parse
 import uuid
 
 from django.conf import settings
@@ -54,6 +55,20 @@ class Webhook(models.Model):
     @property
     def secret_hint(self) -> str:
         return f"{SECRET_PREFIX}…{self.secret[-4:]}"
+
+    @property
+    def masked_url(self) -> str:
+        """The URL as shown to people who may not change the webhook: without
+        user:password (sent as Basic auth) and with path and query hidden, as
+        many receivers (Slack's among them) put the credential there:
+        https://hooks.slack.com/…"""
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+        except ValueError:
+            return "…"
+        host = parts.netloc.rpartition("@")[2]
+        hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+        return f"{parts.scheme}://{host}/" + ("…" if hidden else "")
 
 
 class Kind(models.TextChoices):

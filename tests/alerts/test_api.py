@@ -233,3 +233,40 @@ def test_lists_are_paginated(as_editor, project):
     third = as_editor.get(f"/api/alert-rules?limit=2&cursor={second['next_cursor']}").json()
     names = [r["name"] for page in (first, second, third) for r in page["items"]]
     assert names == ["r0", "r1", "r2", "r3", "r4"] and third["next_cursor"] is None
+
+
+SLACK = "https://hooks.slack.com/services/T0001/B0002/sEcReTsEcReT"
+WITH_USER = "https://robot:hunter2@alerts.example.com:8443/in?key=abc"
+
+
+@pytest.fixture
+def credential_hooks(project):
+    return [
+        Webhook.objects.create(project=project, name="chat", url=SLACK, format="slack"),
+        Webhook.objects.create(project=project, name="tickets", url=WITH_USER),
+    ]
+
+
+def test_viewers_and_tokens_see_webhook_urls_without_their_credentials(
+    client, viewer, read_token, credential_hooks
+):
+    slack, tickets = credential_hooks
+    client.force_login(viewer)
+    listed = {w["name"]: w["url"] for w in client.get("/api/webhooks").json()["items"]}
+    assert listed == {
+        "chat": "https://hooks.slack.com/…",
+        "tickets": "https://alerts.example.com:8443/…",
+    }
+    assert client.get(f"/api/webhooks/{slack.pk}").json()["url"] == "https://hooks.slack.com/…"
+    client.logout()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    body = client.get(f"/api/webhooks/{tickets.pk}", **auth).content.decode()
+    assert "hunter2" not in body and "robot" not in body and "key=abc" not in body
+    assert json.loads(body)["url"] == "https://alerts.example.com:8443/…"
+
+
+def test_editors_see_webhook_urls_whole(as_editor, credential_hooks):
+    listed = {w["name"]: w["url"] for w in as_editor.get("/api/webhooks").json()["items"]}
+    assert listed == {"chat": SLACK, "tickets": WITH_USER}
+    slack = credential_hooks[0]
+    assert as_editor.get(f"/api/webhooks/{slack.pk}").json()["url"] == SLACK

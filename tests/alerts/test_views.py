@@ -76,6 +76,29 @@ def test_the_webhook_page_shows_its_delivery_log_and_sends_a_test(
     assert bad.status_code == 400
 
 
+SLACK = "https://hooks.slack.com/services/T0001/B0002/sEcReTsEcReT"
+
+
+def test_viewers_see_webhook_urls_without_credentials_and_editors_whole(
+    client, viewer, editor, project
+):
+    slack = Webhook.objects.create(project=project, name="chat", url=SLACK, format="slack")
+    tickets = Webhook.objects.create(
+        project=project, name="tickets", url="https://robot:hunter2@alerts.example.com/in"
+    )
+    client.force_login(viewer)
+    for url in ("/webhooks/", f"/webhooks/{slack.pk}/", f"/webhooks/{tickets.pk}/"):
+        page = client.get(url).content.decode()
+        assert "sEcReT" not in page and "T0001" not in page and "hunter2" not in page, url
+        assert "robot" not in page, url
+    assert "https://hooks.slack.com/…" in client.get(f"/webhooks/{slack.pk}/").content.decode()
+    listing = client.get("/webhooks/").content.decode()
+    assert "https://hooks.slack.com/…" in listing and "https://alerts.example.com/…" in listing
+    client.force_login(editor)
+    assert SLACK in client.get(f"/webhooks/{slack.pk}/").content.decode()
+    assert SLACK in client.get("/webhooks/").content.decode()
+
+
 @pytest.fixture
 async def close_connections():
     yield

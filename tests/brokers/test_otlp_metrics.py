@@ -156,10 +156,10 @@ async def test_it_answers_storage_unavailable_when_the_database_is_down(project)
         settings_dict["PORT"] = original
 
 
-def _fresh_kafkametrics(lag_value: int) -> ExportMetricsServiceRequest:
-    """The fixture with its data points moved to now and one lag changed."""
+def _fresh_kafkametrics(lag_value: int, age: float = 0.0) -> ExportMetricsServiceRequest:
+    """The fixture with its data points moved to `age` seconds ago and one lag changed."""
     request = kafkametrics()
-    now_ns = time.time_ns()
+    now_ns = time.time_ns() - int(age * 1e9)
     for resource_metrics in request.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
@@ -206,3 +206,16 @@ async def test_post_v1_metrics_stores_lag_and_a_retry_is_stored_once(lag_db, pro
             return conn.execute("SELECT count(*) FROM brokers_lagsample").fetchone()[0]
 
     assert await asyncio.to_thread(sample_count) == 4  # 3 billing partitions + shipping
+
+
+async def test_a_late_export_does_not_rewrite_the_present(lag_db, project):
+    from tests.brokers.conftest import group_item
+
+    await ingest_metrics(project.id, _fresh_kafkametrics(300))
+    before = await asyncio.to_thread(group_item, project.id, "kafka", "orders", "billing")
+    # An export collected a minute ago arrives late (a retry, another collector).
+    await ingest_metrics(project.id, _fresh_kafkametrics(999, age=60))
+    after = await asyncio.to_thread(group_item, project.id, "kafka", "orders", "billing")
+    assert after["lag"] == 300
+    assert after["updated_at"] == before["updated_at"]
+    assert [p["lag"] for p in after["partitions"]] == [300, 0, None]
