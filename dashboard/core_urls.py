@@ -21,6 +21,7 @@ urlpatterns = [
     path("tokens/", tokens.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke", tokens.revoke_token, name="revoke-token"),
     path("members/", tokens.members, name="members"),
+    path("members/new", tokens.create_member, name="create-member"),
     path("members/<int:membership_id>", tokens.change_member, name="change-member"),
     path("api/flow", api_flow.flow, name="api-flow"),
     path("api/traces/<str:trace_id>", api_traces.trace, name="api-trace"),

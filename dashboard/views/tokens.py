@@ -1,5 +1,5 @@
 """Project administration: API tokens (create, list, revoke) and members (add,
-change role, remove). Admin role only."""
+create an account, change role, remove). Admin role only."""
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -9,9 +9,20 @@ from django.views.decorators.http import require_POST
 
 from collector.models import ApiToken, Membership, Role, Scope
 from dashboard.access import page_view
+from dashboard.accounts import NewMemberForm
+from dashboard.query_params import BadParameter, text_param
+
+# The secret of a token just created, kept in the session between the POST
+# and the page it redirects to, and dropped when that page is shown.
+NEW_TOKEN = "new_token"
 
 
-def _tokens_page(request, new_secret=None, new_token=None, status=200):
+def _tokens_page(request, status=200):
+    new_secret = new_token = None
+    shown = request.session.pop(NEW_TOKEN, None)
+    if shown and shown.get("project") == request.project.pk:
+        new_token = ApiToken.objects.filter(pk=shown["token"], project=request.project).first()
+        new_secret = shown["secret"] if new_token else None
     return render(
         request,
         "tokens/page.html",
@@ -30,7 +41,11 @@ def _tokens_page(request, new_secret=None, new_token=None, status=200):
 def tokens(request):
     if request.method != "POST":
         return _tokens_page(request)
-    name = (request.POST.get("name") or "").strip()
+    try:
+        name = text_param(request.POST, "name", max_length=101)
+    except BadParameter as exc:
+        messages.error(request, str(exc))
+        return _tokens_page(request, status=400)
     scope = request.POST.get("scope") or ""
     if not name or len(name) > 100:
         messages.error(request, "Give the token a name (up to 100 characters).")
@@ -39,8 +54,14 @@ def tokens(request):
         messages.error(request, f"Scope must be one of: {', '.join(Scope.values)}.")
         return _tokens_page(request, status=400)
     token, secret = ApiToken.issue(request.project, name, scope, created_by=request.user)
-    # The secret is shown in this response only; it is not stored anywhere.
-    return _tokens_page(request, new_secret=secret, new_token=token)
+    # Post/redirect/get: reloading the page that shows the secret must not
+    # issue a second token. Only the digest is stored with the token.
+    request.session[NEW_TOKEN] = {
+        "project": request.project.pk,
+        "token": token.pk,
+        "secret": secret,
+    }
+    return redirect("tokens")
 
 
 @require_POST
@@ -53,7 +74,7 @@ def revoke_token(request, token_id):
     return redirect("tokens")
 
 
-def _members_page(request, status=200):
+def _members_page(request, status=200, new_member=None):
     return render(
         request,
         "tokens/members.html",
@@ -62,6 +83,7 @@ def _members_page(request, status=200):
             .select_related("user")
             .order_by("user__username"),
             "roles": Role.choices,
+            "new_member": new_member or NewMemberForm(auto_id="new-%s"),
             "area": "members",
         },
         status=status,
@@ -78,14 +100,18 @@ def _admins_left(project, without_pk) -> int:
 def members(request):
     if request.method != "POST":
         return _members_page(request)
-    username = (request.POST.get("username") or "").strip()
+    try:
+        username = text_param(request.POST, "username", max_length=150)
+    except BadParameter as exc:
+        messages.error(request, str(exc))
+        return _members_page(request, status=400)
     role = request.POST.get("role") or ""
     if role not in Role.values:
         messages.error(request, f"Role must be one of: {', '.join(Role.values)}.")
         return _members_page(request, status=400)
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
-        messages.error(request, f"There is no user “{username}”.")
+        messages.error(request, f"There is no user “{username}”; create the account below instead.")
         return _members_page(request, status=400)
     membership, created = Membership.objects.get_or_create(
         user=user, project=request.project, defaults={"role": role}
@@ -94,6 +120,22 @@ def members(request):
         messages.error(request, f"{username} is already a member ({membership.role}).")
         return _members_page(request, status=400)
     messages.success(request, f"{username} added as {role}.")
+    return redirect("members")
+
+
+@require_POST
+@page_view(Role.ADMIN)
+def create_member(request):
+    """A new account that belongs to this project only (never a superuser)."""
+    form = NewMemberForm(request.POST, auto_id="new-%s")
+    if not form.is_valid():
+        return _members_page(request, status=400, new_member=form)
+    user = form.save_in(request.project)
+    messages.success(
+        request,
+        f"Account {user.username} created as {form.cleaned_data['role']}: "
+        "give them the password you chose; they sign in at /login/.",
+    )
     return redirect("members")
 
 
