@@ -420,25 +420,37 @@ class Writer:
             self._fail(group, StorageUnavailable("the database is unreachable", retry_after=5))
             self._fail_queued_while_down()
             return
-        except psycopg.Error as exc:
+        except Exception as exc:
+            # A row PostgreSQL refuses, or a bug: the transaction is gone, but
+            # one request's unexpected row must not fail the others, so each
+            # is retried alone. A bug must not stop the writer either.
+            if not isinstance(exc, psycopg.Error):
+                await self._discard_connection()
             if len(group) > 1:
-                # Do not let one request's unexpected row fail the others: retry alone.
                 for pending in group:
                     await self._write_group([pending])
                 return
-            log.exception("write failed for a %s batch: %s", group[0].batch.signal, exc)
-            self._fail(group, StorageUnavailable(f"the write failed: {exc}", retry_after=5))
-            return
-        except Exception:
-            # A bug must not leave requests waiting forever or stop the writer.
-            log.exception("unexpected error while writing %d batch(es)", len(group))
-            await self._discard_connection()
+            (pending,) = group
+            if isinstance(exc, pg_errors.DataError):
+                # PostgreSQL refuses a value the receivers did not catch: a
+                # permanent problem of this request, so it is refused whole
+                # (partial success), never answered with a retryable 503.
+                log.warning("a %s batch was refused by PostgreSQL: %s", pending.batch.signal, exc)
+                refused = WriteResult()
+                batch = pending.batch
+                # Counted in the sender's unit: spans, log records or events.
+                refused.refused = len(batch.spans) + len(batch.logs) + len(batch.envelopes)
+                refused.reasons.append(f"the data could not be stored: {_first_line(exc)}")
+                if not pending.future.done():
+                    pending.future.set_result(refused)
+                return
+            log.exception("write failed for a %s batch", pending.batch.signal)
+            # The cause is in the log; the exporter is told no more than that.
             self._fail(group, StorageUnavailable("the write failed", retry_after=5))
             return
         stats.observe_write(time.perf_counter() - started)
+        # Refused rows are counted by the receivers, which report them.
         for pending in group:
-            if pending.result.refused:
-                stats.count("rejected", pending.batch.signal, pending.result.refused)
             if not pending.future.done():
                 pending.future.set_result(pending.result)
 
@@ -576,7 +588,7 @@ def _collect(group: list[_Pending]) -> _Rows:
             if accept(pending, "span", span.start_time_ns, key):
                 rows.spans.append(_Item(span, pending, None, span.start_time_ns))
         for env in batch.envelopes:
-            key = ("env", env.project_id, env.source, env.event_id, env.time_ns)
+            key = ("env", env.project_id, env.source, env.event_id)
             if accept(pending, "event", env.time_ns, key):
                 rows.envelopes.append(_Item(env, pending, None, env.time_ns))
                 if not env.time_from_event:
@@ -622,8 +634,8 @@ class _Transaction:
             "set_config('enable_hashjoin', 'off', true), "
             "set_config('enable_mergejoin', 'off', true)"
         )
-        if rows.receive_timed:
-            await self._drop_receive_time_retries()
+        if rows.envelopes or rows.receive_timed:
+            await self._drop_stored_events()
         e2e = await self._e2e_for_consumers()
 
         resources: dict[int, EncodedJson] = {}
@@ -713,12 +725,19 @@ class _Transaction:
             in inserted
         ]
 
-    # -- CloudEvents stamped on receipt ----------------------------------------------------
+    # -- CloudEvents: one envelope per event ---------------------------------------------
 
-    async def _drop_receive_time_retries(self) -> None:
-        """Drop envelope and stage rows whose event was stored within a day already."""
+    async def _drop_stored_events(self) -> None:
+        """Drop envelopes of events already stored within a day, and stages of
+        CloudEvents stamped on receipt that were stored already.
+
+        An event reported at several stages (published, received, processed...)
+        carries its envelope each time; the first one stored is the event's.
+        A retried CloudEvent without a `time` has a new receive time, so its
+        stage is matched by key within the window instead of by primary key.
+        """
         rows = self.rows
-        envs = [i for i in rows.envelopes if _receive_key(i.row) in rows.receive_timed]
+        envs = rows.envelopes
         stages = [
             i
             for i in rows.stages
@@ -729,10 +748,9 @@ class _Transaction:
         lo, hi = _bounds([i.time_ns for i in envs + stages], RECEIVE_TIME_WINDOW_NS)
         if envs:
             await self.cur.execute(
-                "SELECT DISTINCT e.project_id, e.source, e.event_id "
-                "FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, s, i) "
-                "JOIN collector_envelope e ON e.project_id = k.p AND e.source = k.s "
-                "AND e.event_id = k.i WHERE e.time BETWEEN %s AND %s",
+                "SELECT k.p, k.s, k.i FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, s, i) "
+                "WHERE EXISTS (SELECT FROM collector_envelope e WHERE e.project_id = k.p "
+                "AND e.source = k.s AND e.event_id = k.i AND e.time BETWEEN %s AND %s)",
                 (
                     [i.row.project_id for i in envs],
                     [i.row.source for i in envs],
@@ -743,11 +761,9 @@ class _Transaction:
             )
             stored = {tuple(r) for r in await self.cur.fetchall()}
             keep = []
-            for item in rows.envelopes:
+            for item in envs:
                 env = item.row
-                if _receive_key(env) in rows.receive_timed and (
-                    (env.project_id, env.source, env.event_id) in stored
-                ):
+                if (env.project_id, env.source, env.event_id) in stored:
                     item.pending.result.duplicates += 1
                 else:
                     keep.append(item)
@@ -1016,8 +1032,8 @@ class _Transaction:
 # ---- small pieces --------------------------------------------------------------------------
 
 
-def _receive_key(env) -> tuple:
-    return (env.project_id, env.source, env.event_id, env.time_ns)
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:

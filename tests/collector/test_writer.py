@@ -389,6 +389,48 @@ async def test_a_retry_of_rows_with_sub_microsecond_times_is_recognised(writer, 
     assert (await fetch(pg, "SELECT count(*) FROM collector_span"))[0][0] == 2
 
 
+async def test_an_event_reported_at_several_stages_keeps_one_envelope(writer, pg, project):
+    def report(stage, at_ms, role):
+        env = EnvelopeRow(
+            project_id=project.id, time_ns=BASE_NS + at_ms * MS, source="/shop",
+            event_id="e-7", type="OrderPlaced", data={"total": 7}, data_size=11,
+        )  # fmt: skip
+        row = StageRow(
+            project_id=project.id, time_ns=env.time_ns, stage=stage, role=role,
+            service="payments" if role == CONSUMER else "/shop", channel="orders",
+            system="kafka", event_id="e-7", event_source="/shop", origin=ORIGIN_CLOUDEVENT,
+        )  # fmt: skip
+        return Batch(project.id, "events", envelopes=[env], stages=[row])
+
+    await writer.submit(report("published", 0, PRODUCER))
+    both = report("received", 5, CONSUMER)
+    both.envelopes += report("processed", 9, CONSUMER).envelopes
+    both.stages += report("processed", 9, CONSUMER).stages
+    await writer.submit(both)
+    assert await fetch(pg, "SELECT event_id, data FROM collector_envelope") == [
+        ("e-7", {"total": 7})
+    ]
+    stages = await fetch(pg, "SELECT stage FROM collector_stage ORDER BY time")
+    assert stages == [("published",), ("received",), ("processed",)]
+
+
+async def test_a_request_postgresql_refuses_is_refused_alone_and_not_retried(
+    telemetry_db, pg, project
+):
+    writer = Writer(conninfo(), linger=0.2)  # both requests share one transaction
+    await writer.start()
+    try:
+        bad = Batch(project.id, "traces", spans=[span(project.id, 50, 1, service="a\x00b")])
+        good = Batch(project.id, "traces", spans=[span(project.id, 51, 1)])
+        bad_result, good_result = await asyncio.gather(writer.submit(bad), writer.submit(good))
+    finally:
+        await writer.stop()
+    assert (bad_result.stored, bad_result.refused) == (0, 1)
+    assert bad_result.reasons[0].startswith("the data could not be stored: ")
+    assert (good_result.stored, good_result.refused) == (1, 0)
+    assert await fetch(pg, "SELECT trace_id FROM collector_span") == [(tid(51),)]
+
+
 async def test_commit_sends_one_hint_per_area_and_project(writer, project):
     async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as listener:
         await listener.execute("LISTEN eventscope")
