@@ -33,6 +33,8 @@ from dashboard.query_params import (
 
 DELIVERIES_PER_ALERT = 20
 DELIVERIES_PER_WEBHOOK = 50
+# More than a delivery retried with backoff for a day makes; the newest are shown.
+ATTEMPTS_PER_DELIVERY = 100
 
 
 # ---- shapes ----------------------------------------------------------------------
@@ -98,7 +100,9 @@ def delivery_json(delivery: Delivery) -> dict:
         else None,
         "give_up_at": rfc3339(delivery.give_up_at),
         "last_error": delivery.last_error or None,
-        "attempts": [attempt_json(a) for a in delivery.attempts.all()],
+        "attempt_count": delivery.attempt_count,
+        # Oldest first, as they happened; at most the newest ATTEMPTS_PER_DELIVERY.
+        "attempts": [attempt_json(a) for a in reversed(newest_attempts(delivery))],
     }
 
 
@@ -121,12 +125,42 @@ def alert_json(alert: Alert) -> dict:
     }
 
 
-def _deliveries_prefetch(to_attr="recent_deliveries"):
+# Both prefetches are cut in SQL, not after fetching: Django runs a sliced
+# prefetch as ROW_NUMBER() OVER (PARTITION BY the parent's id) <= the limit,
+# so an alert notified for weeks, or a delivery retried all day, reads no
+# more rows than are shown.
+
+
+def recent_attempts() -> Prefetch:
+    """The newest ATTEMPTS_PER_DELIVERY attempts of each delivery, newest first,
+    as `delivery.recent_attempts`."""
     return Prefetch(
-        "deliveries",
-        queryset=Delivery.objects.order_by("-created_at", "-id").prefetch_related("attempts"),
-        to_attr=to_attr,
+        "attempts",
+        queryset=Attempt.objects.order_by("-at", "-id")[:ATTEMPTS_PER_DELIVERY],
+        to_attr="recent_attempts",
     )
+
+
+def newest_attempts(delivery: Delivery) -> list[Attempt]:
+    prefetched = getattr(delivery, "recent_attempts", None)
+    if prefetched is not None:
+        return prefetched
+    return list(delivery.attempts.order_by("-at", "-id")[:ATTEMPTS_PER_DELIVERY])
+
+
+def deliveries_for_display():
+    """Deliveries, newest first, without their bodies (never shown, and the
+    largest column)."""
+    return Delivery.objects.defer("body").order_by("-created_at", "-id")
+
+
+def recent_deliveries(limit: int, attempts: bool = True) -> Prefetch:
+    """The newest `limit` deliveries of each alert as `alert.recent_deliveries`,
+    with their recent attempts unless `attempts` is False."""
+    deliveries = deliveries_for_display()
+    if attempts:
+        deliveries = deliveries.prefetch_related(recent_attempts())
+    return Prefetch("deliveries", queryset=deliveries[:limit], to_attr="recent_deliveries")
 
 
 # ---- plumbing ----------------------------------------------------------------------
@@ -281,7 +315,9 @@ def _get_webhook(request, webhook_id):
     if webhook is None:
         return json_error(404, f"no webhook {webhook_id} in this project")
     data = webhook_json(webhook, _is_editor(request))
-    deliveries = webhook.deliveries.prefetch_related("attempts").order_by("-created_at", "-id")
+    deliveries = (
+        deliveries_for_display().filter(webhook=webhook).prefetch_related(recent_attempts())
+    )
     data["deliveries"] = [delivery_json(d) for d in deliveries[:DELIVERIES_PER_WEBHOOK]]
     return JsonResponse(data)
 
@@ -343,13 +379,26 @@ webhook_test = _methods(post=_test_webhook)
 # ---- alert instances -------------------------------------------------------------------
 
 
-def alerts_queryset(project, params, now: dt.datetime | None = None):
-    """Open alerts, plus those resolved within the window (default 24h);
-    `state=` and `rule=` narrow it."""
-    since, _until = parse_window(params, default="24h", now=now)
+def alerts_queryset(
+    project,
+    params,
+    now: dt.datetime | None = None,
+    deliveries: int = DELIVERIES_PER_ALERT,
+    attempts: bool = True,
+):
+    """Alerts active at some time in the window (default the last 24h): open
+    ones, and resolved ones that ended after `since`; with `until`, only those
+    that started by then. `state=` and `rule=` narrow it. Each carries its
+    newest `deliveries` as `recent_deliveries`, with their attempts unless
+    `attempts` is False."""
+    since, until = parse_window(params, default="24h", now=now)
     alerts = Alert.objects.filter(project=project).filter(
         Q(state__in=(State.PENDING, State.FIRING)) | Q(resolved_at__gte=since)
     )
+    if params.get("until"):
+        # Only when asked: against the default (now), an alert stamped by a
+        # worker whose clock runs a little ahead would go missing.
+        alerts = alerts.filter(started_at__lte=until)
     state = params.get("state")
     if state:
         if state not in State.values:
@@ -357,17 +406,15 @@ def alerts_queryset(project, params, now: dt.datetime | None = None):
         alerts = alerts.filter(state=state)
     rule = params.get("rule")
     if rule:
-        if not rule.isdigit():
+        if not (rule.isascii() and rule.isdigit()):
             raise BadParameter(f"rule={rule!r} is not a rule id")
         alerts = alerts.filter(rule_id=int(rule))
-    return alerts.select_related("rule").prefetch_related(_deliveries_prefetch())
+    return alerts.select_related("rule").prefetch_related(recent_deliveries(deliveries, attempts))
 
 
 @api_view(Role.VIEWER)
 def _list_alerts(request):
     items, following = _page(alerts_queryset(request.project, request.GET), request.GET, True)
-    for alert in items:
-        alert.recent_deliveries = alert.recent_deliveries[:DELIVERIES_PER_ALERT]
     return JsonResponse({"items": [alert_json(a) for a in items], "next_cursor": following})
 
 

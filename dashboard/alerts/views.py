@@ -13,7 +13,12 @@ from django.views.decorators.http import require_POST
 
 from collector.models import Role
 from dashboard.access import can, page_view
-from dashboard.alerts.api import alerts_queryset, send_test
+from dashboard.alerts.api import (
+    alerts_queryset,
+    deliveries_for_display,
+    recent_attempts,
+    send_test,
+)
 from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
 from dashboard.alerts.models import AlertRule, Format, Kind, Webhook
 from dashboard.alerts.rules import KINDS, Invalid
@@ -21,6 +26,7 @@ from dashboard.live import LiveConsumer
 
 MUTE_CHOICES = (("3600", "1 hour"), ("14400", "4 hours"), ("86400", "1 day"), ("604800", "1 week"))
 DELIVERIES_SHOWN = 50
+NOTIFICATIONS_SHOWN = 5  # per alert on the alerts page
 
 
 def _require_editor(request):
@@ -33,9 +39,9 @@ def _project_url(request, path):
 
 
 def live_context(project, now=None) -> dict:
-    alerts = list(alerts_queryset(project, {}, now).order_by("-pk")[:200])
-    for alert in alerts:
-        alert.recent_deliveries = alert.recent_deliveries[:5]
+    # The page shows each alert's last few notifications, not their attempts.
+    alerts = alerts_queryset(project, {}, now, deliveries=NOTIFICATIONS_SHOWN, attempts=False)
+    alerts = list(alerts.order_by("-pk")[:200])
     return {
         "alerts": alerts,
         "firing": sum(1 for a in alerts if a.state == "firing"),
@@ -236,7 +242,12 @@ def webhook_page(request, webhook_id):
             webhook.save()
             messages.success(request, "Webhook saved.")
             return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
-    deliveries = webhook.deliveries.select_related("alert__rule").prefetch_related("attempts")
+    deliveries = (
+        deliveries_for_display()
+        .filter(webhook=webhook)
+        .select_related("alert__rule")
+        .prefetch_related(recent_attempts())
+    )
     context = {
         "area": "webhooks",
         "webhook": webhook,
@@ -244,7 +255,7 @@ def webhook_page(request, webhook_id):
         "error": error,
         "formats": Format.choices,
         "editor": can(request, Role.EDITOR),
-        "deliveries": deliveries.order_by("-created_at", "-id")[:DELIVERIES_SHOWN],
+        "deliveries": deliveries[:DELIVERIES_SHOWN],
     }
     return render(request, "alerts/webhook.html", context, status=400 if error else 200)
 

@@ -1,12 +1,15 @@
 """The JSON API of alert rules, webhooks and alerts, through Django's test client."""
 
+import datetime as dt
 import json
 
 import pytest
+from django.db import connection
 
 from dashboard.alerts import sender
 from dashboard.alerts.evaluate import evaluate_rule
-from dashboard.alerts.models import AlertRule, Webhook
+from dashboard.alerts.models import Alert, AlertRule, Attempt, Delivery, Webhook
+from dashboard.alerts.transports import rfc3339
 
 
 def send(client, method, url, data=None):
@@ -235,6 +238,26 @@ def test_lists_are_paginated(as_editor, project):
     assert names == ["r0", "r1", "r2", "r3", "r4"] and third["next_cursor"] is None
 
 
+def test_viewers_cannot_change_or_delete_rules_and_webhooks(client, viewer, project):
+    rule = AlertRule.objects.create(project=project, name="DLQ", kind="dead_letters")
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    client.force_login(viewer)
+    for method, url in (
+        ("put", f"/api/alert-rules/{rule.pk}"),
+        ("delete", f"/api/alert-rules/{rule.pk}"),
+        ("put", f"/api/webhooks/{hook.pk}"),
+        ("delete", f"/api/webhooks/{hook.pk}"),
+        ("post", f"/api/webhooks/{hook.pk}/test"),
+    ):
+        response = send(client, method, url, {"name": "renamed"})
+        assert response.status_code == 403, (method, url)
+        assert "editor role" in response.json()["error"]
+    rule.refresh_from_db()
+    hook.refresh_from_db()
+    assert rule.name == "DLQ" and hook.name == "ops"
+    assert not hook.deliveries.exists()
+
+
 SLACK = "https://hooks.slack.com/services/T0001/B0002/sEcReTsEcReT"
 WITH_USER = "https://robot:hunter2@alerts.example.com:8443/in?key=abc"
 
@@ -270,3 +293,120 @@ def test_editors_see_webhook_urls_whole(as_editor, credential_hooks):
     assert listed == {"chat": SLACK, "tickets": WITH_USER}
     slack = credential_hooks[0]
     assert as_editor.get(f"/api/webhooks/{slack.pk}").json()["url"] == SLACK
+
+
+def make_alert(project, rule, fingerprint, started_at, resolved_at=None):
+    return Alert.objects.create(
+        project=project,
+        rule=rule,
+        fingerprint=fingerprint,
+        labels={"project": project.slug},
+        state="resolved" if resolved_at else "firing",
+        started_at=started_at,
+        firing_at=started_at,
+        resolved_at=resolved_at,
+        last_seen_at=resolved_at or started_at,
+    )
+
+
+def test_alerts_are_listed_for_the_window_they_were_active_in(as_editor, project, t0):
+    rule = AlertRule.objects.create(project=project, name="DLQ", kind="dead_letters")
+    H = dt.timedelta(hours=1)
+    old = make_alert(project, rule, "a" * 16, t0 - 5 * H, resolved_at=t0 - 3 * H)
+    current = make_alert(project, rule, "b" * 16, t0 - H)
+
+    def ids(query):
+        response = as_editor.get(f"/api/alerts?{query}")
+        assert response.status_code == 200, response.content
+        return {a["id"] for a in response.json()["items"]}
+
+    def at(moment):
+        return rfc3339(moment)
+
+    assert ids("") == {old.pk, current.pk}
+    assert ids(f"since={at(t0 - 6 * H)}&until={at(t0 - 2 * H)}") == {old.pk}
+    assert ids(f"since={at(t0 - 2 * H)}&until={at(t0)}") == {current.pk}
+    assert ids(f"since={at(t0 - 6 * H)}&until={at(t0 - 5.5 * H)}") == set()
+    assert as_editor.get("/api/alerts?until=soon").status_code == 400
+
+
+class RowCounter:
+    """Counts the rows every query of a request reads (psycopg reports them
+    as the cursor's rowcount)."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        self.rows += max(context["cursor"].rowcount, 0)
+        return result
+
+
+def rows_read(client, url):
+    counter = RowCounter()
+    with connection.execute_wrapper(counter):
+        response = client.get(url)
+    assert response.status_code == 200
+    return response, counter.rows
+
+
+def add_deliveries(alert, hook, count, start, attempts=1):
+    deliveries = Delivery.objects.bulk_create(
+        Delivery(
+            project_id=alert.project_id,
+            webhook=hook,
+            alert=alert,
+            event="repeat",
+            message_id=Delivery.new_message_id(),
+            body="{}" * 500,
+            status="failed",
+            created_at=start + dt.timedelta(seconds=n),
+            give_up_at=start,
+            attempt_count=attempts,
+        )
+        for n in range(count)
+    )
+    Attempt.objects.bulk_create(
+        Attempt(
+            delivery=d, at=d.created_at + dt.timedelta(seconds=n), status_code=500, duration_ms=1
+        )
+        for d in deliveries
+        for n in range(attempts)
+    )
+    return deliveries
+
+
+def test_old_deliveries_are_not_read_for_the_alerts_list_or_page(as_editor, project, t0):
+    rule = AlertRule.objects.create(project=project, name="DLQ", kind="dead_letters")
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    alert = make_alert(project, rule, "c" * 16, t0 - dt.timedelta(days=3))
+    newest = add_deliveries(alert, hook, 30, t0 - dt.timedelta(days=1), attempts=2)
+    as_editor.get("/alerts/")  # the first page view remembers the project in the session
+    _, api_rows = rows_read(as_editor, "/api/alerts")
+    _, page_rows = rows_read(as_editor, "/alerts/")
+    add_deliveries(alert, hook, 470, t0 - dt.timedelta(days=3), attempts=2)  # older ones
+
+    response, api_rows_after = rows_read(as_editor, "/api/alerts")
+    (listed,) = response.json()["items"]
+    expected = [d.message_id for d in reversed(newest)][:20]
+    assert [d["message_id"] for d in listed["deliveries"]] == expected
+    assert all(len(d["attempts"]) == 2 for d in listed["deliveries"])
+    assert api_rows_after == api_rows
+    page, page_rows_after = rows_read(as_editor, "/alerts/")
+    assert page.content.decode().count("repeat failed") == 5
+    assert page_rows_after == page_rows
+
+
+def test_a_delivery_retried_very_often_lists_its_newest_attempts(as_editor, project, t0):
+    rule = AlertRule.objects.create(project=project, name="DLQ", kind="dead_letters")
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    alert = make_alert(project, rule, "d" * 16, t0 - dt.timedelta(days=3))
+    (delivery,) = add_deliveries(alert, hook, 1, t0 - dt.timedelta(days=2), attempts=150)
+    for url in ("/api/alerts", f"/api/webhooks/{hook.pk}"):
+        body = as_editor.get(url).json()
+        (listed,) = body["items"][0]["deliveries"] if "items" in body else body["deliveries"]
+        assert listed["attempt_count"] == 150
+        times = [a["at"] for a in listed["attempts"]]
+        assert len(times) == 100 and times == sorted(times)  # oldest first, as they happened
+        assert times[-1] == rfc3339(delivery.created_at + dt.timedelta(seconds=149))
