@@ -55,14 +55,18 @@ def _json(schema, description="OK"):
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _list_of(item):
-    return {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": item},
-            "next_cursor": {"type": ["string", "null"]},
-        },
+def _list_of(item, windowed=False, **more):
+    """A page of a list; `windowed` lists also say which window they cover."""
+    properties = {
+        "items": {"type": "array", "items": item},
+        "next_cursor": {"type": ["string", "null"]},
+        **more,
     }
+    required = ["items", "next_cursor"]
+    if windowed:
+        properties.update(since=DATE_TIME, until=DATE_TIME)
+        required += ["since", "until"]
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _op(summary, parameters=(), responses=None, body=None, tag=None):
@@ -99,148 +103,233 @@ def _crud(name, schema, tag):
 
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
+STRING = {"type": "string"}
+STRING_OR_NULL = {"type": ["string", "null"]}
+INTEGER = {"type": "integer"}
+INTEGER_OR_NULL = {"type": ["integer", "null"]}
+BOOLEAN = {"type": "boolean"}
+OBJECT = {"type": "object"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+STAGES = ["published", "received", "processed", "failed", "retried", "deadlettered"]
+
+
+def _object(properties: dict, optional=()) -> dict:
+    """An object schema whose properties are all present in responses, but `optional`."""
+    return {
+        "type": "object",
+        "required": [k for k in properties if k not in optional],
+        "properties": properties,
+    }
+
+
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "Node": {
-        "type": "object",
-        "properties": {
+    "Node": _object(
+        {
             "id": {"type": "string", "description": "service:<name> or channel:<system>:<name>"},
             "kind": {"enum": ["service", "channel"]},
-            "name": {"type": "string"},
-            "system": {"type": "string"},
-        },
-    },
-    "Edge": {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string"},
-            "target": {"type": "string"},
+            "name": STRING,
+            "system": STRING,
+        }
+    ),
+    "Edge": _object(
+        {
+            "source": STRING,
+            "target": STRING,
             "kind": {"enum": ["publish", "consume", "call"]},
             "group": {"type": "string", "description": "consumer group (consume edges)"},
-            "count": {"type": "integer"},
+            "count": INTEGER,
             "rate_per_s": {"type": "number"},
-            "errors": {"type": "integer"},
+            "errors": INTEGER,
+            "deadlettered": INTEGER,
+            "retries": INTEGER,
             "p50_ms": NUMBER_OR_NULL,
             "p95_ms": NUMBER_OR_NULL,
             "e2e_p95_ms": {**NUMBER_OR_NULL, "description": "produce→consume latency"},
-        },
-    },
-    "Flow": {
-        "type": "object",
-        "properties": {
-            "since": {"type": "string", "format": "date-time"},
-            "until": {"type": "string", "format": "date-time"},
-            "nodes": {"type": "array", "items": _ref("Node")},
-            "edges": {"type": "array", "items": _ref("Edge")},
-        },
-    },
-    "Span": {
-        "type": "object",
-        "properties": {
-            "trace_id": {"type": "string"},
-            "span_id": {"type": "string"},
-            "parent_span_id": {"type": ["string", "null"]},
-            "service": {"type": "string"},
-            "name": {"type": "string"},
-            "kind": {"type": "string"},
-            "start": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "Flow": _object(
+        {
+            "since": DATE_TIME,
+            "until": DATE_TIME,
+            "nodes": {
+                "type": "array",
+                "items": _ref("Node"),
+                "description": "the nodes of the edges returned",
+            },
+            "edges": {
+                "type": "array",
+                "items": _ref("Edge"),
+                "description": "the busiest `limit` edges, most messages first",
+            },
+            "truncated": {
+                "type": "boolean",
+                "description": "true when more edges than `limit` had traffic",
+            },
+        }
+    ),
+    "Span": _object(
+        {
+            "trace_id": STRING,
+            "span_id": STRING,
+            "parent_span_id": STRING_OR_NULL,
+            "service": STRING,
+            "name": STRING,
+            "kind": STRING,
+            "start": DATE_TIME,
+            "start_ns": INTEGER,
             "duration_ms": {"type": "number"},
             "status": {"enum": ["unset", "ok", "error"]},
-            "attributes": {"type": "object"},
-        },
-    },
-    "Stage": {
-        "type": "object",
-        "properties": {
-            "time": {"type": "string", "format": "date-time"},
-            "stage": {
-                "enum": ["published", "received", "processed", "failed", "retried", "deadlettered"]
-            },
+            "status_message": STRING_OR_NULL,
+            "attributes": OBJECT,
+            "events": {"type": "array", "items": OBJECT},
+            "links": {"type": "array", "items": OBJECT},
+        }
+    ),
+    "Stage": _object(
+        {
+            "time": DATE_TIME,
+            "time_ns": INTEGER,
+            "stage": {"enum": STAGES},
             "role": {"enum": ["producer", "consumer"]},
-            "service": {"type": "string"},
-            "system": {"type": "string"},
-            "channel": {"type": "string"},
-            "group": {"type": "string"},
-            "trace_id": {"type": ["string", "null"]},
-            "span_id": {"type": ["string", "null"]},
-            "event_id": {"type": ["string", "null"]},
-            "error": {"type": ["string", "null"]},
+            "service": STRING,
+            "system": STRING,
+            "channel": STRING,
+            "group": STRING,
+            "trace_id": STRING_OR_NULL,
+            "span_id": STRING_OR_NULL,
+            "parent_span_id": STRING_OR_NULL,
+            "linked_trace_ids": {"type": "array", "items": STRING},
+            "event_id": STRING_OR_NULL,
+            "event_source": STRING_OR_NULL,
+            "event_type": STRING_OR_NULL,
+            "error": STRING_OR_NULL,
             "duration_ms": NUMBER_OR_NULL,
-        },
-    },
+            "e2e_ms": NUMBER_OR_NULL,
+            "origin": {"enum": ["span", "cloudevent"]},
+        }
+    ),
     "Envelope": {
-        "type": "object",
+        **_object(
+            {
+                "source": STRING,
+                "id": STRING,
+                "type": STRING,
+                "time": DATE_TIME,
+                "subject": STRING_OR_NULL,
+                "datacontenttype": STRING_OR_NULL,
+                "dataschema": STRING_OR_NULL,
+                "extensions": OBJECT,
+                "data": {},
+                "data_text": STRING_OR_NULL,
+                "data_base64": BOOLEAN,
+                "data_size": INTEGER,
+                "truncated": BOOLEAN,
+                "trace_id": STRING_OR_NULL,
+            }
+        ),
         "description": "CloudEvents envelope; data is redacted at ingest",
-        "properties": {
-            "source": {"type": "string"},
-            "id": {"type": "string"},
-            "type": {"type": "string"},
-            "time": {"type": "string", "format": "date-time"},
-            "data": {},
-            "data_text": {"type": ["string", "null"]},
-            "truncated": {"type": "boolean"},
-        },
     },
-    "Journey": {
-        "type": "object",
-        "properties": {
-            "trace_id": {"type": "string"},
-            "event_id": {"type": "string"},
+    "Log": _object(
+        {
+            "time": DATE_TIME,
+            "service": STRING,
+            "severity": STRING,
+            "severity_number": INTEGER,
+            "body": STRING_OR_NULL,
+            "trace_id": STRING_OR_NULL,
+            "span_id": STRING_OR_NULL,
+            "attributes": OBJECT,
+        }
+    ),
+    "Journey": _object(
+        {
+            "trace_id": {"type": "string", "description": "traces only"},
+            "event_id": {"type": "string", "description": "events only"},
+            "source": {**STRING_OR_NULL, "description": "events only: the CloudEvents source"},
             "spans": {"type": "array", "items": _ref("Span")},
             "stages": {"type": "array", "items": _ref("Stage")},
-            "envelope": {"oneOf": [_ref("Envelope"), {"type": "null"}]},
+            "errors": {
+                "type": "array",
+                "items": _ref("Stage"),
+                "description": "events only: the stages with an error",
+            },
+            "envelope": {
+                "oneOf": [_ref("Envelope"), {"type": "null"}],
+                "description": "events only",
+            },
             "envelopes": {"type": "array", "items": _ref("Envelope")},
-            "logs": {"type": "array", "items": {"type": "object"}},
-            "truncated": {"type": "boolean"},
+            "logs": {"type": "array", "items": _ref("Log")},
+            "traces": {
+                "type": "array",
+                "items": STRING,
+                "description": "this trace and the consumer traces joined by span links",
+            },
+            "truncated": {"type": "boolean", "description": "spans were cut"},
+            "start_ns": INTEGER,
+            "duration_ms": {"type": "number"},
         },
-    },
-    "Failure": {
-        "type": "object",
-        "properties": {
-            k: {"type": ["string", "null"]}
-            for k in (
-                "event_id",
-                "trace_id",
-                "service",
-                "channel",
-                "system",
-                "group",
-                "stage",
-                "error",
-            )
+        optional=("trace_id", "event_id", "source", "errors", "envelope"),
+    ),
+    "Failure": _object(
+        {
+            "event_id": STRING_OR_NULL,
+            "source": {**STRING_OR_NULL, "description": "CloudEvents source, when known"},
+            "trace_id": STRING_OR_NULL,
+            "span_id": STRING_OR_NULL,
+            "service": STRING,
+            "channel": STRING,
+            "system": STRING,
+            "group": STRING,
+            "stage": {"enum": ["failed", "deadlettered"]},
+            "error": STRING_OR_NULL,
+            "time": DATE_TIME,
         }
-        | {"time": {"type": "string", "format": "date-time"}},
-    },
-    "FailureGroup": {
-        "type": "object",
-        "properties": {
-            "service": {"type": "string"},
-            "channel": {"type": "string"},
-            "system": {"type": "string"},
-            "error": {"type": "string"},
-            "count": {"type": "integer"},
-            "trend": {"type": "array", "items": {"type": "integer"}},
-        },
-    },
-    "Lag": {
-        "type": "object",
-        "properties": {
-            "system": {"type": "string"},
-            "channel": {"type": "string"},
-            "group": {"type": "string"},
-            "lag": {"type": ["integer", "null"]},
+    ),
+    "FailureGroup": _object(
+        {
+            "service": STRING,
+            "channel": STRING,
+            "system": STRING,
+            "error": STRING,
+            "count": INTEGER,
+            "deadlettered": INTEGER,
+            "first": DATE_TIME,
+            "last": DATE_TIME,
+            "trend": {
+                "type": "array",
+                "items": INTEGER,
+                "description": "failures in each of 24 equal parts of the window",
+            },
+        }
+    ),
+    "Lag": _object(
+        {
+            "system": STRING,
+            "vhost": {**STRING_OR_NULL, "description": "RabbitMQ vhost"},
+            "account": {**STRING_OR_NULL, "description": "NATS account"},
+            "channel": STRING,
+            "group": STRING,
+            "lag": INTEGER_OR_NULL,
             "lag_seconds": NUMBER_OR_NULL,
+            "lag_seconds_method": STRING_OR_NULL,
+            "estimated": {"type": ["boolean", "null"]},
+            "consume_rate": NUMBER_OR_NULL,
             "status": {"enum": ["ok", "warning", "error", "stalled", "stopped", "rewind"]},
-            "partitions": {"type": "array", "items": {"type": "object"}},
-            "updated_at": {"type": "string", "format": "date-time"},
+            "reason": STRING_OR_NULL,
+            "partitions": {"type": "array", "items": OBJECT},
+            "updated_at": DATE_TIME_OR_NULL,
+            "error": STRING_OR_NULL,
         },
-    },
+        optional=("vhost", "account"),
+    ),
     "AlertRule": {
         "type": "object",
         "required": ["name", "kind", "params"],
         "properties": {
             "id": {"type": "integer", "readOnly": True},
-            "name": {"type": "string"},
+            "name": STRING,
             "kind": {
                 "enum": [
                     "lag",
@@ -252,11 +341,16 @@ SCHEMAS = {
                     "dead_letters",
                 ]
             },
-            "params": {"type": "object"},
-            "for_seconds": {"type": "integer"},
-            "repeat_seconds": {"type": "integer"},
-            "webhooks": {"type": "array", "items": {"type": "integer"}},
-            "enabled": {"type": "boolean"},
+            "params": OBJECT,
+            "for_seconds": INTEGER,
+            "repeat_seconds": INTEGER,
+            "webhooks": {"type": "array", "items": INTEGER},
+            "enabled": BOOLEAN,
+            "muted_until": DATE_TIME_OR_NULL,
+            "created_at": {**DATE_TIME, "readOnly": True},
+            "updated_at": {**DATE_TIME, "readOnly": True},
+            "last_evaluated_at": {**DATE_TIME_OR_NULL, "readOnly": True},
+            "last_error": {**STRING_OR_NULL, "readOnly": True},
         },
     },
     "Webhook": {
@@ -264,23 +358,69 @@ SCHEMAS = {
         "required": ["name", "url"],
         "properties": {
             "id": {"type": "integer", "readOnly": True},
-            "name": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
+            "name": STRING,
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "description": "in full for editors, masked for viewers",
+            },
             "format": {"enum": ["json", "alertmanager", "slack"]},
-            "secret": {"type": "string", "writeOnly": True, "description": "whsec_… signing key"},
+            "secret": {"type": "string", "description": "whsec_… signing key (editors only)"},
+            "secret_hint": {**STRING_OR_NULL, "readOnly": True},
+            "created_at": {**DATE_TIME, "readOnly": True},
+            "updated_at": {**DATE_TIME, "readOnly": True},
+            "deliveries": {
+                "type": "array",
+                "items": _ref("Delivery"),
+                "readOnly": True,
+                "description": "GET of one webhook: its newest deliveries",
+            },
         },
     },
-    "Alert": {
-        "type": "object",
-        "properties": {
-            "rule": {"type": "integer"},
+    "Attempt": _object(
+        {
+            "at": DATE_TIME,
+            "status_code": INTEGER_OR_NULL,
+            "error": STRING_OR_NULL,
+            "duration_ms": NUMBER_OR_NULL,
+            "next_retry_at": DATE_TIME_OR_NULL,
+        }
+    ),
+    "Delivery": _object(
+        {
+            "id": INTEGER,
+            "webhook": INTEGER,
+            "alert": INTEGER_OR_NULL,
+            "event": STRING,
+            "message_id": STRING,
+            "status": STRING,
+            "created_at": DATE_TIME,
+            "delivered_at": DATE_TIME_OR_NULL,
+            "next_attempt_at": DATE_TIME_OR_NULL,
+            "give_up_at": DATE_TIME_OR_NULL,
+            "last_error": STRING_OR_NULL,
+            "attempt_count": INTEGER,
+            "attempts": {"type": "array", "items": _ref("Attempt")},
+        }
+    ),
+    "Alert": _object(
+        {
+            "id": INTEGER,
+            "rule": INTEGER,
+            "rule_name": STRING,
+            "kind": STRING,
             "state": {"enum": ["pending", "firing", "resolved"]},
-            "labels": {"type": "object"},
-            "started_at": {"type": "string", "format": "date-time"},
-            "resolved_at": {"type": ["string", "null"], "format": "date-time"},
-            "deliveries": {"type": "array", "items": {"type": "object"}},
-        },
-    },
+            "fingerprint": STRING,
+            "labels": OBJECT,
+            "value": NUMBER_OR_NULL,
+            "summary": STRING,
+            "started_at": DATE_TIME,
+            "firing_at": DATE_TIME_OR_NULL,
+            "resolved_at": DATE_TIME_OR_NULL,
+            "last_notified_at": DATE_TIME_OR_NULL,
+            "deliveries": {"type": "array", "items": _ref("Delivery")},
+        }
+    ),
 }
 
 FAILURE_FILTERS = [
@@ -313,7 +453,18 @@ def document() -> dict:
         "paths": {
             "/api/flow": {
                 "get": _op(
-                    "Flow graph of a time window", WINDOW, {"200": _json(_ref("Flow"))}, tag="flow"
+                    "Flow graph of a time window: the busiest edges and their nodes",
+                    [
+                        *WINDOW,
+                        _param(
+                            "limit",
+                            "Most edges returned (the busiest first); `truncated` says when "
+                            "there were more",
+                            {"type": "integer", "minimum": 1, "maximum": 2000, "default": 500},
+                        ),
+                    ],
+                    {"200": _json(_ref("Flow"))},
+                    tag="flow",
                 )
             },
             "/api/traces/{trace_id}": {
@@ -348,7 +499,12 @@ def document() -> dict:
                     ],
                     {
                         "200": _json(
-                            {"oneOf": [_list_of(_ref("Failure")), _list_of(_ref("FailureGroup"))]}
+                            {
+                                "oneOf": [
+                                    _list_of(_ref("Failure"), windowed=True),
+                                    _list_of(_ref("FailureGroup"), windowed=True),
+                                ]
+                            }
                         )
                     },
                     tag="failures",
@@ -358,7 +514,18 @@ def document() -> dict:
                 "get": _op(
                     "Consumer lag per (system, channel, group)",
                     PAGE,
-                    {"200": _json(_list_of(_ref("Lag")))},
+                    {
+                        "200": _json(
+                            _list_of(
+                                _ref("Lag"),
+                                brokers={
+                                    "type": "array",
+                                    "items": OBJECT,
+                                    "description": "configured brokers that are not answering",
+                                },
+                            )
+                        )
+                    },
                     tag="lag",
                 )
             },
@@ -395,7 +562,7 @@ def document() -> dict:
                 "post": _op(
                     "Send a test notification (editor)",
                     [_param("id", "webhook id", {"type": "integer"}, where="path")],
-                    {"200": _json({"type": "object"}), **NOT_FOUND},
+                    {"200": _json(_ref("Delivery")), **NOT_FOUND},
                     tag="alerts",
                 )
             },
