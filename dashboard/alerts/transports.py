@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 import httpx
+from django.conf import settings
 
 from dashboard.alerts import outbound
 from dashboard.alerts.models import Format, secret_key
@@ -186,7 +187,8 @@ class AlertmanagerTransport(Transport):
                 "groupLabels": {"alertname": notification.rule["name"]},
                 "commonLabels": labels,
                 "commonAnnotations": annotations,
-                "externalURL": alert.get("url", ""),
+                # Alertmanager's own address there; ours is the UI's base.
+                "externalURL": settings.PUBLIC_URL,
                 "alerts": [
                     {
                         "status": notification.status,
@@ -202,6 +204,13 @@ class AlertmanagerTransport(Transport):
         )
 
 
+def slack_escape(text: str) -> str:
+    """Text as Slack shows it literally: &, < and > are its markup (<!channel>
+    pings everyone, <url|text> is a link), and names and summaries come
+    from telemetry anyone able to send events controls."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackTransport(Transport):
     """A Slack incoming webhook (also Mattermost, Rocket.Chat...): {"text": ...}."""
 
@@ -210,10 +219,13 @@ class SlackTransport(Transport):
     def render(self, notification):
         alert = notification.alert
         state = {"repeat": "still firing"}.get(notification.event, notification.event)
-        labels = ", ".join(f"{k}={v}" for k, v in alert["labels"].items() if k != "project")
+        labels = slack_escape(
+            ", ".join(f"{k}={v}" for k, v in alert["labels"].items() if k != "project")
+        )
+        name, summary = notification.rule["name"], alert.get("summary") or ""
         text = (
             f"{self.ICONS.get(notification.event, '')} *{state.upper()}* "
-            f"{notification.rule['name']}: {alert.get('summary') or ''}"
+            f"{slack_escape(name)}: {slack_escape(summary)}"
         ).strip()
         if labels:
             text += f"\n{labels}"

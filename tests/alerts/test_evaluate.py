@@ -206,7 +206,8 @@ def test_disabling_a_rule_resolves_its_alerts(project, receiver, failing, t0):
     assert sorted(Delivery.objects.values_list("event", flat=True)) == ["firing", "resolved"]
 
 
-def test_alertmanager_and_slack_formats(project, receiver, failing, t0):
+def test_alertmanager_and_slack_formats(project, receiver, failing, t0, settings):
+    settings.PUBLIC_URL = "https://eventscope.example.com"
     am = Webhook.objects.create(project=project, name="am", url=receiver.url, format="alertmanager")
     slack = Webhook.objects.create(
         project=project, name="chat", url=receiver.url + "/slack", format="slack"
@@ -242,6 +243,10 @@ def test_alertmanager_and_slack_formats(project, receiver, failing, t0):
         "fingerprint",
     }
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
+    # externalURL is the base of the UI (Alertmanager's own address there); the
+    # alert's page is its generatorURL.
+    assert firing["externalURL"] == "https://eventscope.example.com"
+    assert alert["generatorURL"].startswith("https://eventscope.example.com/alerts/?project=shop#")
     assert alert["startsAt"] == t0.isoformat().replace("+00:00", "Z")
     assert resolved["alerts"][0]["endsAt"] == (t0 + 3700 * S).isoformat().replace("+00:00", "Z")
     assert firing["groupKey"] == resolved["groupKey"]
@@ -249,6 +254,27 @@ def test_alertmanager_and_slack_formats(project, receiver, failing, t0):
     assert [set(b) for b in slack_bodies] == [{"text"}, {"text"}]
     assert "FIRING" in slack_bodies[0]["text"] and "Orders failing" in slack_bodies[0]["text"]
     assert "RESOLVED" in slack_bodies[1]["text"]
+
+
+def test_slack_text_cannot_ping_a_channel_or_forge_a_link(project, receiver, t0, settings):
+    settings.PUBLIC_URL = "https://eventscope.example.com"
+    # Service and channel names come from telemetry: anyone who can send events picks them.
+    insert_stages(
+        project.id,
+        [(t0 - S, "failed", "<!channel> pay", "kafka", "<https://evil.example|login>", "g&co")],
+    )
+    slack = Webhook.objects.create(project=project, name="chat", url=receiver.url, format="slack")
+    rule = make_rule(project, [slack], for_seconds=0, name="Orders <!here> & refunds")
+    evaluate_rule(rule.pk, t0)
+    sender.deliver_due(t0)
+    (received,) = receiver.requests
+    text = received.json()["text"]
+    assert "<!" not in text and "<https://evil" not in text
+    assert "Orders &lt;!here&gt; &amp; refunds" in text
+    assert "service=&lt;!channel&gt; pay" in text and "group=g&amp;co" in text
+    # Our own link is still Slack markup.
+    assert text.endswith("|Open in Eventscope>")
+    assert "\n<https://eventscope.example.com/alerts/?project=shop#alert-" in text
 
 
 def test_error_rate_per_edge_and_per_service(project, t0):
