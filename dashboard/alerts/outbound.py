@@ -175,9 +175,9 @@ def check_url(
         return []
     try:
         addresses = [host] if literal else resolve(host, port, timeout or _limit())
-    except (OSError, UnicodeError) as exc:
-        if isinstance(exc, ConnectionError):
-            raise
+    except ConnectionError:
+        raise
+    except OSError as exc:  # socket.gaierror: no such name, no DNS server...
         raise ConnectionError(f"cannot resolve {host}: {exc}") from None
     if not addresses:
         raise ConnectionError(f"{host} resolves to no address")
@@ -213,24 +213,27 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None =
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request_headers.setdefault("Authorization", f"Basic {token}")
-    exchange = _exchange(parts, port, addresses, host, request_headers, body, started + limit)
+    late = httpx.TimeoutException(f"no complete answer within {limit:g} s")
     left = started + limit - time.monotonic()
+    if left <= 0:  # the name lookup used it all
+        raise late
     try:
-        if left <= 0:
-            exchange.close()
-            raise TimeoutError
         # Cancellation is what makes the limit hard: httpx's own timeouts
         # apply to each read, and a slow trickle of bytes never trips them.
         # Cancelling the coroutine closes the connection.
-        response = asyncio.run(asyncio.wait_for(exchange, left))
+        return asyncio.run(
+            asyncio.wait_for(
+                _exchange(parts, port, addresses, host, request_headers, body, started, limit),
+                left,
+            )
+        )
     except TimeoutError:
-        raise httpx.TimeoutException(f"no complete answer within {limit:g} s") from None
-    response.elapsed_ms = (time.monotonic() - started) * 1000
-    return response
+        raise late from None
 
 
-async def _exchange(parts, port, addresses, host, headers, body, deadline) -> Response:
+async def _exchange(parts, port, addresses, host, headers, body, started, limit) -> Response:
     """Send the request to the first checked address that accepts a connection."""
+    deadline = started + limit
     # TLS still verifies the certificate against the host name.
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     failures = []
@@ -270,7 +273,7 @@ async def _exchange(parts, port, addresses, host, headers, body, deadline) -> Re
                 status_code=response.status_code,
                 headers={k.lower(): v for k, v in response.headers.items()},
                 body=b"".join(chunks)[:RESPONSE_LIMIT],
-                elapsed_ms=0.0,
+                elapsed_ms=(time.monotonic() - started) * 1000,
                 truncated=truncated,
                 address=address,
             )
