@@ -28,7 +28,7 @@ def test_a_new_failure_appears_live_and_opens_its_journey(
     page.screenshot(path="/tmp/eventscope-failures.png", full_page=True)
 
     link.click()
-    page.wait_for_url("**/events/evt-live")
+    page.wait_for_url("**/events/evt-live?project=shop")
     stages = page.locator("#journey-stages").text_content()
     for expected in ("published", "processed", "failed", "received", "payments", "email", "audit"):
         assert expected in stages
@@ -75,3 +75,32 @@ def test_pages_fit_a_phone(browser_page, web_server, viewer, project):
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390 + 1, f"{url} scrolls sideways ({width}px)"
         page.screenshot(path=f"/tmp/eventscope-{shot}.png", full_page=True)
+
+
+def test_a_failure_with_a_hostile_id_opens_its_own_journey(signed_in, web_server, project):
+    from tests.dashboard.world import events_batch, store
+
+    for event_id in ("../../tokens/", ".."):
+        store(
+            events_batch(
+                [
+                    {
+                        "specversion": "1.0",
+                        "id": event_id,
+                        "source": "/shop/mailer",
+                        "type": "mail.requested",
+                        "esstage": "failed",
+                        "esservice": "mailer",
+                        "eserror": f"cannot send {event_id}",
+                    }
+                ],
+                project.id,
+            )
+        )
+    page = signed_in
+    for event_id in ("../../tokens/", ".."):
+        page.goto(f"{web_server}/failures/")
+        page.locator("#failure-rows a.open-failure", has_text=event_id).first.click()
+        page.wait_for_load_state()
+        assert page.locator("h1").first.text_content() == f"Event {event_id}", page.url
+        assert f"cannot send {event_id}" in page.locator(".errors").text_content()

@@ -65,3 +65,60 @@ def test_new_edges_and_counts_appear_without_a_reload(
     edges = page.evaluate("window.eventscopeFlow.cy.edges().length")
     assert edges >= 4  # publish, two consumes + audit, and the web → orders call
     page.screenshot(path="/tmp/eventscope-flow.png")
+
+
+def click_element(page, element_id):
+    """Click a node or edge of the graph where it is drawn, as a person would."""
+    box = page.locator("#flow-graph").bounding_box()
+    pos = page.evaluate(
+        """(id) => { const el = window.eventscopeFlow.cy.getElementById(id);
+                    const p = el.isNode() ? el.renderedPosition() : el.renderedMidpoint();
+                    return {x: p.x, y: p.y}; }""",
+        element_id,
+    )
+    page.mouse.click(box["x"] + pos["x"], box["y"] + pos["y"])
+
+
+def test_a_node_or_edge_leads_to_its_failures_and_lag_in_the_same_window(
+    signed_in, web_server, project
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.dashboard.world import store_order
+
+    store_order(project.id, event_id="evt-menu")
+    page = signed_in
+    page.goto(f"{web_server}/?window=6h")
+    page.wait_for_selector("[data-live-state].live-on")
+
+    edge = "e|channel:kafka:orders|service:email|consume|email"
+    click_element(page, edge)
+    menu = page.locator("#flow-menu")
+    menu.wait_for(state="visible")
+    links = {a.text_content(): a.get_attribute("href") for a in menu.locator("a").all()}
+    failures = urlsplit(links["failures"])
+    assert failures.path == "/failures/"
+    assert parse_qs(failures.query) == {
+        "window": ["6h"],
+        "project": ["shop"],
+        "channel": ["orders"],
+        "system": ["kafka"],
+        "service": ["email"],
+        "group": ["email"],
+    }
+    assert links["lag"] == "/lag/kafka/orders/email/?window=6h&project=shop"
+    assert urlsplit(links["find a trace or event by id"]).path == "/search/"
+
+    click_element(page, "channel:kafka:orders")
+    page.screenshot(path="/tmp/eventscope-flow-menu.png")
+    lag_links = sorted(
+        a.text_content() for a in menu.locator("a").all() if "lag" in a.text_content()
+    )
+    assert lag_links == ["lag of audit", "lag of email", "lag of payments"]
+
+    click_element(page, "service:email")
+    menu.locator("a", has_text="failures").click()
+    page.wait_for_url("**/failures/?**")
+    assert page.locator("select[name=window]").input_value() == "6h"
+    assert page.locator("input[name=service]").input_value() == "email"
+    assert "SMTP 550" in page.locator("#failure-groups").text_content()

@@ -67,3 +67,52 @@ def test_project_picker_switches_projects(client, viewer, other_project):
     client.get("/?project=other")
     assert client.get("/api/flow").status_code == 200
     assert client.session["project_id"] == other_project.pk
+
+
+def _hrefs(html: str) -> list[str]:
+    import re
+
+    return [h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', html)]
+
+
+def test_failures_links_keep_the_window_project_and_other_filters(client, viewer, project):
+    from urllib.parse import parse_qs, urlsplit
+
+    for i in range(60):  # more than a page, so the "older failures" link shows
+        store_order(project.id, event_id=f"evt-{i}")
+    client.force_login(viewer)
+    html = client.get("/failures/?window=6h&system=kafka").content.decode()
+    links = [urlsplit(h) for h in _hrefs(html) if h.startswith(("/failures/?", "/api/failures?"))]
+    assert links
+    for link in links:
+        query = parse_qs(link.query)
+        assert query["window"] == ["6h"] and query["project"] == ["shop"], link
+        if set(query) != {"window", "project"}:  # all but "Clear filters"
+            assert query["system"] == ["kafka"], link
+    service = next(parse_qs(u.query) for u in links if "service" in parse_qs(u.query))
+    assert service["service"] == ["email"]
+    error = next(parse_qs(u.query) for u in links if "error" in parse_qs(u.query))
+    assert error["error"] == ["SMTP 550 mailbox unavailable"] and error["channel"] == ["orders"]
+    older = next(u for u in links if u.path == "/api/failures")
+    page = client.get(f"/api/failures?{older.query}").json()
+    assert len(page["items"]) == 10  # the 10 older than the 50 on the page
+
+
+def test_a_custom_range_survives_the_filter_form(client, viewer, project):
+    store_order(project.id, event_id="evt-c")
+    client.force_login(viewer)
+    html = client.get(
+        "/failures/?since=2026-01-01T00:00:00Z&until=2026-01-01T06:00:00Z"
+    ).content.decode()
+    assert '<option value="custom" selected>' in html
+    assert 'name="since" type="datetime-local" step="1" value="2026-01-01T00:00:00"' in html
+    assert 'name="until" type="datetime-local" step="1" value="2026-01-01T06:00:00"' in html
+    assert "since=2026-01-01T00%3A00%3A00Z" in html  # the live connection's window
+    # Submitting the form as a browser would: the range stays, a preset chosen wins.
+    kept = client.get(
+        "/failures/?window=custom&since=2026-01-01T00:00:00&until=2026-01-01T06:00:00"
+    )
+    assert kept.status_code == 200 and "evt-c" not in kept.content.decode()
+    preset = client.get("/failures/?window=1h&since=2026-01-01T00:00:00&until=2026-01-01T06:00")
+    assert "evt-c" in preset.content.decode()
+    assert "<option selected>1h</option>" in preset.content.decode()
