@@ -249,6 +249,24 @@ def group_status(partitions: list[dict]) -> tuple[str, str]:
 
 # ---- reading the present -------------------------------------------------------------
 
+# What a broker calls the space its channel names live in; /api/lag and the
+# pages show it under this name.
+NAMESPACE_FIELDS = {"rabbitmq": "vhost", "nats": "account"}
+
+
+def namespace_fields(system: str, namespace: str) -> dict:
+    """{"vhost": …, "account": …} of one group: its namespace under the broker's name."""
+    return {
+        field: (namespace or None) if system == owner else None
+        for owner, field in NAMESPACE_FIELDS.items()
+    }
+
+
+def namespace_of(item: dict) -> str:
+    """The stored namespace of an item of `current()`."""
+    field = NAMESPACE_FIELDS.get(item["system"])
+    return (item.get(field) or "") if field else ""
+
 
 def _iso(moment: dt.datetime | None) -> str | None:
     if moment is None:
@@ -259,11 +277,13 @@ def _iso(moment: dt.datetime | None) -> str | None:
 def current(project_id: int, cursor=None) -> list[dict]:
     """The present lag of every consumer group of a project, worst first.
 
-    One item per (system, channel, group), the same shape as /api/lag:
-    {"system", "channel", "group", "lag", "lag_seconds", "lag_seconds_method",
-    "estimated", "consume_rate", "status", "reason", "partitions": [...], "updated_at",
-    "error"} where `error` says "unreachable since …" when the broker that
-    reports this group stopped answering. Reads through `cursor` when given
+    One item per (system, vhost/account, channel, group), the same shape as
+    /api/lag: {"system", "vhost", "account", "channel", "group", "lag",
+    "lag_seconds", "lag_seconds_method", "estimated", "consume_rate", "status",
+    "reason", "partitions": [...], "updated_at", "error"} where `vhost` is the
+    RabbitMQ vhost and `account` the NATS account (None elsewhere), and
+    `error` says "unreachable since …" when the broker that reports this
+    group stopped answering. Reads through `cursor` when given
     (a psycopg cursor of a background loop), else Django's connection.
     """
     if cursor is None:
@@ -275,7 +295,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
         """
         SELECT g.system, g.channel, g.consumer_group, g.lag, g.lag_seconds,
                g.lag_seconds_method, g.estimated, g.status, g.reason, g.partitions,
-               g.updated_at, b.error, b.error_since, g.consume_rate
+               g.updated_at, b.error, b.error_since, g.consume_rate, g.namespace
         FROM brokers_groupstate g
         LEFT JOIN brokers_brokerstate b
           ON b.project_id = g.project_id AND b.source = g.source AND b.error <> ''
@@ -287,12 +307,13 @@ def current(project_id: int, cursor=None) -> list[dict]:
     items = []
     for row in rows:
         (system, channel, group, lag, lag_seconds, method, estimated, status, reason) = row[:9]
-        partitions, updated_at, error, error_since, rate = row[9:]
+        partitions, updated_at, error, error_since, rate, namespace = row[9:]
         if isinstance(partitions, str):
             partitions = json.loads(partitions)
         items.append(
             {
                 "system": system,
+                **namespace_fields(system, namespace),
                 "channel": channel,
                 "group": group,
                 "lag": lag,
@@ -318,6 +339,7 @@ def sort_key(item: dict):
         -(item["lag_seconds"] or 0),
         -(item["lag"] or 0),
         item["system"],
+        namespace_of(item),
         item["channel"],
         item["group"],
     )

@@ -26,6 +26,9 @@ class LagSample(models.Model):
     project_id = models.IntegerField()
     time = models.DateTimeField()
     system = models.TextField()
+    # The space channel names live in: a RabbitMQ vhost, a NATS account
+    # ('' where the broker has none, or for NATS' default account).
+    namespace = models.TextField(default="", db_default="")
     channel = models.TextField()
     consumer_group = models.TextField()
     # '' for brokers without partitions (a RabbitMQ queue, a JetStream consumer).
@@ -48,14 +51,22 @@ class LagSample(models.Model):
         indexes = [
             # "History of this group" for charts.
             models.Index(
-                fields=["project_id", "system", "channel", "consumer_group", "time"],
-                name="brokers_sample_group_time",
+                fields=["project_id", "system", "channel", "consumer_group", "namespace", "time"],
+                name="brokers_sample_group_ns_time",
             ),
             # "The latest samples of this partition": every store reads them
             # (ORDER BY time DESC LIMIT n per partition) for time lag and status.
             models.Index(
-                fields=["project_id", "system", "channel", "consumer_group", "partition", "-time"],
-                name="brokers_sample_partition_time",
+                fields=[
+                    "project_id",
+                    "system",
+                    "channel",
+                    "consumer_group",
+                    "namespace",
+                    "partition",
+                    "-time",
+                ],
+                name="brokers_sample_partition_ns",
             ),
             # Retention deletes by time alone.
             models.Index(fields=["time"], name="brokers_sample_time"),
@@ -67,6 +78,7 @@ class GroupState(models.Model):
 
     project_id = models.IntegerField()
     system = models.TextField()
+    namespace = models.TextField(default="", db_default="")  # as LagSample.namespace
     channel = models.TextField()
     consumer_group = models.TextField()
     lag = models.BigIntegerField(null=True)
@@ -83,8 +95,8 @@ class GroupState(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["project_id", "system", "channel", "consumer_group"],
-                name="brokers_groupstate_key",
+                fields=["project_id", "system", "namespace", "channel", "consumer_group"],
+                name="brokers_groupstate_ns_key",
             )
         ]
 

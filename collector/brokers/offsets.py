@@ -10,6 +10,8 @@ them (management API or OTLP, Prometheus or the JetStream API).
 
 from collector.brokers.samples import Reading
 
+NATS_DEFAULT_ACCOUNT = "$G"
+
 
 def known(value) -> int | None:
     """Exporters say -1 for "not measured" (no committed offset yet): unknown, not negative."""
@@ -71,11 +73,6 @@ class KafkaOffsets:
         return readings
 
 
-def rabbitmq_channel(vhost: str, queue: str) -> str:
-    """A queue's channel name: the queue, prefixed by its vhost unless that is "/"."""
-    return queue if vhost in ("", "/") else f"{vhost}/{queue}"
-
-
 def rabbitmq_reading(
     vhost: str,
     queue: str,
@@ -90,13 +87,16 @@ def rabbitmq_reading(
     A queue has no offsets, but its acknowledgement counter only grows while
     consumers make progress, so it stands in for the committed offset (and
     acks + depth for the end offset): stalls and interpolation then work
-    as for Kafka. A queue with consumers attached counts as active.
+    as for Kafka. A queue with consumers attached counts as active. The
+    channel is the bare queue name, as spans name it; the vhost is kept
+    apart, so queue "a/b" in vhost "/" and queue "b" in vhost "a" differ.
     """
     depth = int(ready or 0) + int(unacked or 0)
     committed = int(acked) if acked is not None else None
     return Reading(
         system="rabbitmq",
-        channel=rabbitmq_channel(vhost, queue),
+        namespace=vhost or "/",
+        channel=queue,
         group="",
         lag=depth,
         committed_offset=committed,
@@ -117,12 +117,18 @@ def jetstream_reading(
     active_at: float | None = None,
     oldest_at: float | None = None,
     time: float | None = None,
+    account: str = "",
 ) -> Reading:
-    """A JetStream consumer: backlog = not yet delivered + delivered but unacknowledged."""
+    """A JetStream consumer: backlog = not yet delivered + delivered but unacknowledged.
+
+    `account` keeps streams of the same name in different accounts apart;
+    the default account ("$G", what a server without accounts uses) is ''.
+    """
     lag = int(num_pending or 0) + int(num_ack_pending or 0)
     committed = int(ack_floor_stream_seq) if ack_floor_stream_seq is not None else None
     return Reading(
         system="nats",
+        namespace="" if account in ("", NATS_DEFAULT_ACCOUNT) else account,
         channel=stream,
         group=consumer,
         lag=lag,

@@ -41,8 +41,9 @@ class Reading:
     Offsets may be absent (RabbitMQ has none of its own); `oldest_at` is the
     write time of the oldest message still waiting, when the broker gives it
     (then the time lag is exact); `depth_based` asks for a drain estimate
-    rather than interpolation; `active_at` is when the consumer last acted.
-    Times are Unix seconds.
+    rather than interpolation; `active_at` is when the consumer last acted;
+    `namespace` is the space the channel name lives in (a RabbitMQ vhost, a
+    NATS account; '' where there is none). Times are Unix seconds.
     """
 
     system: str
@@ -59,10 +60,12 @@ class Reading:
     # The committed offset is a statistics counter (RabbitMQ acks) that
     # restarts with the broker: going down means a reset, not a rewind.
     counter: bool = False
+    namespace: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.system, self.channel, self.group, self.partition)
+    def key(self) -> tuple[str, str, str, str, str]:
+        """(system, namespace, channel, group, partition); a group is key[:4]."""
+        return (self.system, self.namespace, self.channel, self.group, self.partition)
 
 
 def _partition_sort(value: str):
@@ -76,11 +79,13 @@ def _ts(seconds: float) -> dt.datetime:
 _SAMPLE_COLUMNS = """extract(epoch FROM s.time)::float8 AS t, s.end_offset, s.committed_offset,
                    s.lag, extract(epoch FROM s.active_at)::float8 AS active"""
 _SAME_PARTITION = """s.project_id = %s AND s.system = k.system AND s.channel = k.channel
-              AND s.consumer_group = k.consumer_group AND s.partition = k.partition"""
+              AND s.consumer_group = k.consumer_group AND s.namespace = k.namespace
+              AND s.partition = k.partition"""
+_KEY_COLUMNS = "k.system, k.namespace, k.channel, k.consumer_group, k.partition"
 
 
 def _columns(keys) -> list[list[str]]:
-    return [[k[i] for k in keys] for i in range(4)]
+    return [[k[i] for k in keys] for i in range(5)]
 
 
 def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagmath.Point]]:
@@ -91,9 +96,9 @@ def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagm
     # One index range scan per partition, newest first, bounded in count.
     cursor.execute(
         f"""
-        SELECT k.system, k.channel, k.consumer_group, k.partition, recent.*
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
-             AS k(system, channel, consumer_group, partition)
+        SELECT {_KEY_COLUMNS}, recent.*
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+             AS k(system, namespace, channel, consumer_group, partition)
         CROSS JOIN LATERAL (
             SELECT {_SAMPLE_COLUMNS}
             FROM brokers_lagsample s
@@ -105,10 +110,8 @@ def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagm
         [*_columns(keys), project_id, exact_start, now, WINDOW_POINTS],
     )
     history: dict[tuple, dict[float, lagmath.Point]] = {}
-    for system, channel, group, partition, t, end, committed, lag, active in cursor.fetchall():
-        history.setdefault((system, channel, group, partition), {})[t] = lagmath.Point(
-            t, end, committed, lag, active
-        )
+    for *key, t, end, committed, lag, active in cursor.fetchall():
+        history.setdefault(tuple(key), {})[t] = lagmath.Point(t, end, committed, lag, active)
     # Older history, one index probe per slice, for the partitions that need it.
     by_key = {r.key: r for r in readings}
     thin_step = span / WINDOW_POINTS
@@ -126,10 +129,11 @@ def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagm
     if probes:
         cursor.execute(
             f"""
-            SELECT k.system, k.channel, k.consumer_group, k.partition, probe.*
-            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                        %s::int[])
-                 AS k(system, channel, consumer_group, partition, thin_until, thin_slices)
+            SELECT {_KEY_COLUMNS}, probe.*
+            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                        %s::timestamptz[], %s::int[])
+                 AS k(system, namespace, channel, consumer_group, partition, thin_until,
+                      thin_slices)
             CROSS JOIN LATERAL (
                 SELECT k.thin_until - n * make_interval(secs => %s) AS hi,
                        make_interval(secs => %s) AS width
@@ -161,10 +165,8 @@ def _history(cursor, project_id, readings, now, window) -> dict[tuple, list[lagm
                 now - HISTORY_HORIZON,
             ],
         )
-        for system, channel, group, partition, t, end, committed, lag, active in cursor.fetchall():
-            history.setdefault((system, channel, group, partition), {})[t] = lagmath.Point(
-                t, end, committed, lag, active
-            )
+        for *key, t, end, committed, lag, active in cursor.fetchall():
+            history.setdefault(tuple(key), {})[t] = lagmath.Point(t, end, committed, lag, active)
     return {key: [points[t] for t in sorted(points)] for key, points in history.items()}
 
 
@@ -264,8 +266,9 @@ def store(
                     source,
                 )
             )
-        observed[reading.key[:3]] = max(observed.get(reading.key[:3], t), t)
-        by_group.setdefault(reading.key[:3], []).append(
+        group_key = reading.key[:4]
+        observed[group_key] = max(observed.get(group_key, t), t)
+        by_group.setdefault(group_key, []).append(
             {
                 "partition": reading.partition,
                 "lag": lag,
@@ -282,15 +285,15 @@ def store(
     if samples:
         cursor.executemany(
             """
-            INSERT INTO brokers_lagsample (project_id, time, system, channel, consumer_group,
-                partition, end_offset, committed_offset, lag, lag_seconds, lag_seconds_method,
-                estimated, consume_rate, active_at, source)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            INSERT INTO brokers_lagsample (project_id, time, system, namespace, channel,
+                consumer_group, partition, end_offset, committed_offset, lag, lag_seconds,
+                lag_seconds_method, estimated, consume_rate, active_at, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             samples,
         )
     states = []
-    for (system, channel, group), partitions in sorted(by_group.items()):
+    for (system, namespace, channel, group), partitions in sorted(by_group.items()):
         partitions.sort(key=lambda p: _partition_sort(p["partition"]))
         status, reason = lagmath.group_status(partitions)
         lags = [p["lag"] for p in partitions if p["lag"] is not None]
@@ -299,6 +302,7 @@ def store(
         slowest = max(timed, key=lambda p: p["lag_seconds"]) if timed else None
         state = {
             "system": system,
+            "namespace": namespace,
             "channel": channel,
             "group": group,
             "lag": sum(lags) if lags else None,
@@ -312,11 +316,11 @@ def store(
         }
         cursor.execute(
             """
-            INSERT INTO brokers_groupstate (project_id, system, channel, consumer_group, lag,
-                lag_seconds, lag_seconds_method, estimated, consume_rate, status, reason,
-                partitions, updated_at, source)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
-            ON CONFLICT (project_id, system, channel, consumer_group) DO UPDATE SET
+            INSERT INTO brokers_groupstate (project_id, system, namespace, channel,
+                consumer_group, lag, lag_seconds, lag_seconds_method, estimated, consume_rate,
+                status, reason, partitions, updated_at, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
+            ON CONFLICT (project_id, system, namespace, channel, consumer_group) DO UPDATE SET
                 lag = EXCLUDED.lag, lag_seconds = EXCLUDED.lag_seconds,
                 lag_seconds_method = EXCLUDED.lag_seconds_method,
                 estimated = EXCLUDED.estimated, consume_rate = EXCLUDED.consume_rate,
@@ -332,6 +336,7 @@ def store(
             [
                 project_id,
                 system,
+                namespace,
                 channel,
                 group,
                 state["lag"],
@@ -342,7 +347,7 @@ def store(
                 status,
                 reason,
                 json.dumps(partitions),
-                _ts(observed[(system, channel, group)]),
+                _ts(observed[(system, namespace, channel, group)]),
                 source,
             ],
         )
@@ -354,10 +359,10 @@ def store(
             """
             DELETE FROM brokers_groupstate
             WHERE project_id = %s AND source = %s
-              AND (system, channel, consumer_group) NOT IN (
-                  SELECT unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]))
+              AND (system, namespace, channel, consumer_group) NOT IN (
+                  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]))
             """,
-            [project_id, source, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+            [project_id, source, *([k[i] for k in keys] for i in range(4))],
         )
     if states or complete:
         notify.send(cursor, project_id, notify.LAG)
@@ -427,7 +432,7 @@ def thin(cursor, since: dt.datetime, until: dt.datetime, every_seconds: int = 60
         """
         DELETE FROM brokers_lagsample s USING (
             SELECT id, row_number() OVER (
-                PARTITION BY project_id, system, channel, consumer_group, partition,
+                PARTITION BY project_id, system, namespace, channel, consumer_group, partition,
                              date_bin(make_interval(secs => %s), time, TIMESTAMPTZ 'epoch')
                 ORDER BY time DESC
             ) AS n

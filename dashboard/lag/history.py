@@ -23,6 +23,7 @@ def group_series(
     until: dt.datetime,
     partition: str | None = None,
     points: int = TARGET_POINTS,
+    namespace: str = "",
 ) -> dict:
     """{"t": [unix s], "lag": [messages], "lag_seconds": [s]} for one group (or partition).
 
@@ -37,12 +38,12 @@ def group_series(
                    partition, max(lag) AS lag, max(lag_seconds) AS lag_seconds
             FROM brokers_lagsample
             WHERE project_id = %s AND system = %s AND channel = %s AND consumer_group = %s
-              AND time >= %s AND time < %s {partition}
+              AND namespace = %s AND time >= %s AND time < %s {partition}
             GROUP BY 1, 2
         ) per_partition
         GROUP BY b ORDER BY b
     """
-    params = [bucket, project_id, system, channel, group, since, until]
+    params = [bucket, project_id, system, channel, group, namespace, since, until]
     if partition is not None:
         params.append(partition)
     with connection.cursor() as cursor:
@@ -58,30 +59,30 @@ def group_series(
 
 
 def sparklines(project_id: int, now: dt.datetime | None = None) -> dict[tuple, list]:
-    """The last hour of lag per (system, channel, group): [[unix s…], [messages…]]."""
+    """The last hour of lag per (system, namespace, channel, group): [[unix s…], [messages…]]."""
     now = now or dt.datetime.now(dt.UTC)
     since = now - SPARK_WINDOW
     bucket = _bucket_seconds(since, now, SPARK_POINTS)
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT system, channel, consumer_group, b, sum(lag)::bigint
+            SELECT system, namespace, channel, consumer_group, b, sum(lag)::bigint
             FROM (
-                SELECT system, channel, consumer_group, partition,
+                SELECT system, namespace, channel, consumer_group, partition,
                        date_bin(make_interval(secs => %s), time, TIMESTAMPTZ 'epoch') AS b,
                        max(lag) AS lag
                 FROM brokers_lagsample
                 WHERE project_id = %s AND time >= %s AND time <= %s
-                GROUP BY 1, 2, 3, 4, 5
+                GROUP BY 1, 2, 3, 4, 5, 6
             ) per_partition
-            GROUP BY 1, 2, 3, 4 ORDER BY 4
+            GROUP BY 1, 2, 3, 4, 5 ORDER BY 5
             """,
             [bucket, project_id, since, now],
         )
         rows = cursor.fetchall()
     series: dict[tuple, list] = {}
-    for system, channel, group, b, lag in rows:
-        times, values = series.setdefault((system, channel, group), [[], []])
+    for system, namespace, channel, group, b, lag in rows:
+        times, values = series.setdefault((system, namespace, channel, group), [[], []])
         times.append(int(b.timestamp()))
         values.append(lag)
     return series

@@ -3,7 +3,7 @@ partitions and history (/lag/<system>/<channel>/<group>/), both live."""
 
 import datetime as dt
 import json
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -23,6 +23,8 @@ from dashboard.views.flow import window_choice
 # A group's URL needs a segment even when the broker has no group name
 # (a RabbitMQ queue is consumed, not subscribed by a named group).
 NO_GROUP = "-"
+# The namespace a group's URL leaves out (RabbitMQ's default vhost).
+DEFAULT_NAMESPACES = {"rabbitmq": "/"}
 BADGES = {
     lag.OK: "ok",
     lag.WARNING: "warn",
@@ -33,8 +35,37 @@ BADGES = {
 }
 
 
-def group_url(system: str, channel: str, group: str) -> str:
-    return f"/lag/{quote(system, safe='')}/{quote(channel, safe='/')}/{quote(group or NO_GROUP, safe='')}/"
+def _segment(name: str) -> str:
+    """A channel or group name as one path segment, whatever characters it holds.
+
+    Servers decode %2F before routing, so "/" and "%" are escaped twice:
+    "team/app" becomes "team%252Fapp", arrives as "team%2Fapp" and is
+    unquoted once more by `_name`. "." and ".." would be folded away by
+    browsers and "-" stands for "no group", so those are escaped twice too.
+    """
+    if name == "":
+        return NO_GROUP
+    text = name.replace("%", "%25").replace("/", "%2F")
+    if text in (".", "..", NO_GROUP):
+        text = "".join(f"%{ord(c):02X}" for c in text)
+    return quote(text, safe="")
+
+
+def _name(segment: str) -> str:
+    return "" if segment == NO_GROUP else unquote(segment)
+
+
+def namespace_param(system: str) -> str | None:
+    """The query parameter naming a group's namespace (vhost, account), if the system has one."""
+    return lag.NAMESPACE_FIELDS.get(system)
+
+
+def group_url(system: str, channel: str, group: str, namespace: str = "") -> str:
+    url = f"/lag/{quote(system, safe='')}/{_segment(channel)}/{_segment(group)}/"
+    field = namespace_param(system)
+    if field and namespace != DEFAULT_NAMESPACES.get(system, ""):
+        url += "?" + urlencode({field: namespace})
+    return url
 
 
 def duration(seconds) -> str:
@@ -65,7 +96,9 @@ def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     item["updated_text"] = updated.strftime("%Y-%m-%d %H:%M:%S UTC")
     item["stale"] = now - updated > _stale_after()
     item["badge"] = BADGES.get(item["status"], "")
-    item["url"] = group_url(item["system"], item["channel"], item["group"])
+    item["namespace"] = lag.namespace_of(item)
+    item["namespace_label"] = namespace_param(item["system"]) if item["namespace"] else ""
+    item["url"] = group_url(item["system"], item["channel"], item["group"], item["namespace"])
     item["lag_seconds_text"] = duration(item["lag_seconds"])
     for partition in item["partitions"]:
         partition["badge"] = BADGES.get(partition["status"], "")
@@ -93,7 +126,8 @@ def overview_context(project_id: int) -> dict:
     items = [_decorate(i) for i in lag.current(project_id)]
     spark = sparklines(project_id)
     for item in items:
-        item["spark"] = json.dumps(spark.get((item["system"], item["channel"], item["group"])))
+        key = (item["system"], item["namespace"], item["channel"], item["group"])
+        item["spark"] = json.dumps(spark.get(key))
     counts = {s: 0 for s in lag.STATUSES}
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
@@ -113,41 +147,83 @@ def overview(request):
     return render(request, "lag/page.html", context)
 
 
-def _split(rest: str) -> tuple[str, str]:
-    channel, _, group = rest.rstrip("/").rpartition("/")
-    if not channel:
+def _namespace(system: str, params) -> str:
+    field = namespace_param(system)
+    value = params.get(field) if field else None
+    return DEFAULT_NAMESPACES.get(system, "") if value is None else value
+
+
+def _split(project_id: int, system: str, namespace: str, rest: str) -> tuple[str, str]:
+    """(channel, group) from the path after /lag/<system>/.
+
+    Links from these pages escape "/" inside names (see `_segment`), so two
+    segments are the usual case; a path with more (typed by hand, or from a
+    proxy that decoded it) is matched against the groups this project has.
+    """
+    segments = rest.rstrip("/").split("/")
+    if len(segments) < 2 or not all(segments):
         raise Http404("a lag page is /lag/<system>/<channel>/<group>/")
-    return channel, "" if group == NO_GROUP else group
+    if len(segments) == 2:
+        return _name(segments[0]), _name(segments[1])
+    known = {
+        (i["channel"], i["group"])
+        for i in lag.current(project_id)
+        if i["system"] == system and lag.namespace_of(i) == namespace
+    }
+    for cut in range(1, len(segments)):
+        channel, group = _name("/".join(segments[:cut])), _name("/".join(segments[cut:]))
+        if (channel, group) in known:
+            return channel, group
+    raise Http404(f"no consumer group of {system} matches {rest!r}")
 
 
-def group_context(project_id: int, system: str, channel: str, group: str, params) -> dict:
+def _window_query(params) -> dict:
+    """The window part of a page's query, to carry over to the links it shows."""
+    return {k: params[k] for k in ("window", "since", "until") if params.get(k)}
+
+
+def group_context(
+    project_id: int, system: str, channel: str, group: str, params, namespace: str = ""
+) -> dict:
     """One group's present state and its history over the chosen window."""
     item = next(
         (
             i
             for i in lag.current(project_id)
-            if (i["system"], i["channel"], i["group"]) == (system, channel, group)
+            if (i["system"], lag.namespace_of(i), i["channel"], i["group"])
+            == (system, namespace, channel, group)
         ),
         None,
     )
     since, until = parse_window(params, default="1h")
     partition = params.get("partition") or None
-    series = group_series(project_id, system, channel, group, since, until, partition)
+    series = group_series(
+        project_id, system, channel, group, since, until, partition, namespace=namespace
+    )
     failures_query = {
+        "system": system,
         "channel": channel,
         "since": since.isoformat().replace("+00:00", "Z"),
         "until": until.isoformat().replace("+00:00", "Z"),
     }
     if group:
         failures_query["group"] = group
+    field = namespace_param(system)
+    # Links inside the page keep its window and namespace.
+    page_query = _window_query(params)
+    if field and namespace != DEFAULT_NAMESPACES.get(system, ""):
+        page_query[field] = namespace
     return {
         "item": _decorate(item) if item else None,
         "system": system,
+        "namespace": namespace,
+        "namespace_label": field if namespace else "",
         "channel": channel,
         "group": group,
         "partition": partition,
         "series": json.dumps(series),
         "failures_url": "/failures/?" + urlencode(failures_query),
+        "page_query": urlencode(page_query),
         "since": since,
         "until": until,
     }
@@ -155,17 +231,20 @@ def group_context(project_id: int, system: str, channel: str, group: str, params
 
 @page_view()
 def group_detail(request, system: str, rest: str):
-    channel, group = _split(rest)
+    namespace = _namespace(system, request.GET)
+    channel, group = _split(request.project.id, system, namespace, rest)
     choice, error = window_choice(request, "1h")
     params = request.GET.copy()
     if error:
         for name in ("since", "until", "window"):
             params.pop(name, None)
-    context = group_context(request.project.id, system, channel, group, params)
+    context = group_context(request.project.id, system, channel, group, params, namespace)
     if context["item"] is None and not json.loads(context["series"])["t"]:
         raise Http404(f"no consumer lag known for {system} {channel} {group}")
     live_query = {"project": request.project.slug, "system": system, "channel": channel}
     live_query["group"] = group
+    if namespace_param(system):
+        live_query[namespace_param(system)] = namespace
     if context["partition"]:
         live_query["partition"] = context["partition"]
     if choice["window"] == "custom":
@@ -192,22 +271,13 @@ class LagConsumer(LiveConsumer):
     def _render(self) -> str:
         params = self.params
         if "channel" in params and "system" in params:
+            system = params["system"]
+            key = (system, params["channel"], params.get("group", ""))
+            namespace = _namespace(system, params)
             try:
-                context = group_context(
-                    self.project.id,
-                    params["system"],
-                    params["channel"],
-                    params.get("group", ""),
-                    params,
-                )
+                context = group_context(self.project.id, *key, params, namespace)
             except BadParameter:
-                context = group_context(
-                    self.project.id,
-                    params["system"],
-                    params["channel"],
-                    params.get("group", ""),
-                    {},
-                )
+                context = group_context(self.project.id, *key, {}, namespace)
             context["oob"] = True
             return render_to_string("lag/group.html#live", context)
         context = overview_context(self.project.id)

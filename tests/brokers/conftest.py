@@ -34,9 +34,12 @@ def read_current(project_id: int) -> list[dict]:
         return lag.current(project_id, cursor)
 
 
-def group_item(project_id: int, system: str, channel: str, group: str = "") -> dict | None:
+def group_item(project_id: int, system: str, channel: str, group: str = "", **where) -> dict | None:
+    """The item of one group; `where` narrows further (vhost="shop", account="A")."""
     for item in read_current(project_id):
-        if (item["system"], item["channel"], item["group"]) == (system, channel, group):
+        if (item["system"], item["channel"], item["group"]) == (system, channel, group) and all(
+            item[k] == v for k, v in where.items()
+        ):
             return item
     return None
 

@@ -7,6 +7,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from collector.brokers import samples
+from collector.brokers.offsets import rabbitmq_reading
 from collector.brokers.samples import Reading
 from dashboard.lag.views import LagConsumer
 from dashboard.live import listener
@@ -59,6 +60,7 @@ def groups(lag_db, project, other_project, settings):
                     "rabbitmq",
                     "payments",
                     "",
+                    namespace="/",
                     lag=40,
                     committed_offset=7,
                     end_offset=47,
@@ -147,8 +149,10 @@ def test_the_group_page_shows_partitions_history_and_failure_links(client, group
     response = client.get("/lag/kafka/orders/billing/?window=15m")
     assert response.status_code == 200
     page = response.content.decode()
-    assert 'id="lag-partitions"' in page and "?partition=1" in page
-    assert "/failures/?channel=orders" in page and "group=billing" in page
+    assert 'id="lag-partitions"' in page
+    # a partition opens in the same window
+    assert 'href="?window=15m&amp;partition=1"' in page
+    assert "channel=orders" in page and "group=billing" in page
     assert 'data-series="{&quot;t&quot;: [' in page
     queue = client.get("/lag/rabbitmq/payments/-/")
     assert queue.status_code == 200 and b"stalled" in queue.content
@@ -210,11 +214,54 @@ def test_a_group_not_reported_for_a_while_is_marked_stale(client, lag_db, projec
     assert "stale" in page
 
 
-def test_a_queue_in_a_vhost_opens_from_the_overview(client, lag_db, project, viewer):
-    store(project, [Reading("rabbitmq", "shop/payments", "", lag=3, depth_based=True)])
+def test_queues_of_the_same_name_in_two_vhosts_are_two_groups(client, lag_db, project, viewer):
+    # Queue "a/b" in vhost "/" and queue "b" in vhost "a" were both named "a/b".
+    store(project, [rabbitmq_reading("/", "a/b", 3, 0), rabbitmq_reading("a", "b", 5, 0)])
     client.force_login(viewer)
-    assert 'href="/lag/rabbitmq/shop/payments/-/"' in client.get("/lag/").content.decode()
-    page = client.get("/lag/rabbitmq/shop/payments/-/")
-    assert page.status_code == 200
-    assert b"shop/payments" in page.content
+    items = client.get("/api/lag").json()["items"]
+    assert sorted((i["vhost"], i["channel"], i["lag"]) for i in items) == [
+        ("/", "a/b", 3),
+        ("a", "b", 5),
+    ]
+    assert all(i["account"] is None for i in items)
+    overview = client.get("/lag/").content.decode()
+    assert 'href="/lag/rabbitmq/a%252Fb/-/"' in overview
+    assert 'href="/lag/rabbitmq/b/-/?vhost=a"' in overview and "vhost a" in overview
+    slash = client.get("/lag/rabbitmq/a%252Fb/-/").content.decode()
+    assert "<strong data-lag>3</strong>" in slash and "vhost /" in slash
+    in_a = client.get("/lag/rabbitmq/b/-/?vhost=a").content.decode()
+    assert "<strong data-lag>5</strong>" in in_a and 'id="group-namespace">vhost a<' in in_a
+    assert client.get("/lag/rabbitmq/b/-/").status_code == 404  # no queue "b" in vhost "/"
+
+
+def test_failures_of_a_queue_are_found_by_the_name_spans_give_it(client, lag_db, project, viewer):
+    store(project, [rabbitmq_reading("shop", "payments", 3, 0)])
+    client.force_login(viewer)
+    page = client.get("/lag/rabbitmq/payments/-/?vhost=shop&window=6h").content.decode()
+    link = page.split('id="failures-link"')[0].rsplit('href="', 1)[1].split('"')[0]
+    assert "channel=payments&amp;" in link and "system=rabbitmq" in link
+    assert "shop" not in link
+
+
+@pytest.mark.parametrize(
+    "channel, group",
+    [("orders/eu", "team/app"), ("50% off", "-"), ("..", "."), ("a%2Fb", "ünïcode grp")],
+)
+def test_names_with_any_characters_open_their_page(client, lag_db, project, viewer, channel, group):
+    store(project, [Reading("kafka", channel, group, "0", end_offset=9, committed_offset=4)])
+    client.force_login(viewer)
+    overview = client.get("/lag/").content.decode()
+    url = overview.split('<td><a href="')[1].split('"')[0].replace("&amp;", "&")
+    page = client.get(url)
+    assert page.status_code == 200, url
+    assert "<strong data-lag>5</strong>" in page.content.decode()
+
+
+def test_a_hand_typed_path_with_slashes_finds_its_group(client, lag_db, project, viewer):
+    store(
+        project, [Reading("kafka", "orders/eu", "team/app", "0", end_offset=9, committed_offset=4)]
+    )
+    client.force_login(viewer)
+    assert client.get("/lag/kafka/orders/eu/team/app/").status_code == 200
+    assert client.get("/lag/kafka/orders/eu/team/nobody/").status_code == 404
     assert client.get("/lag/rabbitmq/nochannel").status_code == 404

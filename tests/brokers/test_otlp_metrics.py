@@ -121,7 +121,8 @@ def test_rabbitmq_receiver_metrics_give_queue_depth():
     )
     assert rejected == 0
     (reading,) = readings
-    assert (reading.system, reading.channel, reading.group) == ("rabbitmq", "shop/payments", "")
+    assert (reading.system, reading.namespace, reading.channel) == ("rabbitmq", "shop", "payments")
+    assert reading.group == ""
     assert reading.lag == 150
     assert (reading.committed_offset, reading.end_offset) == (4000, 4150)
     assert reading.active_at is not None and reading.depth_based

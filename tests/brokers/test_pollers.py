@@ -322,7 +322,7 @@ async def test_rabbitmq_every_page_of_every_vhost_is_read(lag_db, project, monke
             depths = {
                 q: (item or {}).get("lag")
                 for q in queues
-                for item in [group_item(project.id, "rabbitmq", f"{vhost}/{q}")]
+                for item in [group_item(project.id, "rabbitmq", q, vhost=vhost)]
             }
             return depths if depths == {q: n + 1 for n, q in enumerate(queues)} else None
 

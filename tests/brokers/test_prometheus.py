@@ -57,11 +57,11 @@ def test_rabbitmq_prometheus_detailed_gives_queue_depths():
         (FIXTURES / "rabbitmq_prometheus_detailed.txt").read_text(), now=1000.0
     )
     assert errors == []
-    depth = {r.channel: r.lag for r in readings}
-    assert depth == {"payments": 150, "emails": 0, "shop/shipping": 10}
+    depth = {(r.namespace, r.channel): r.lag for r in readings}
+    assert depth == {("/", "payments"): 150, ("/", "emails"): 0, ("shop", "shipping"): 10}
     consumers = {r.channel: r.active_at is not None for r in readings}
     # a queue with consumers attached counts as an active consumer
-    assert consumers == {"payments": True, "emails": True, "shop/shipping": False}
+    assert consumers == {"payments": True, "emails": True, "shipping": False}
 
 
 def test_rabbitmq_series_from_several_nodes_are_summed():

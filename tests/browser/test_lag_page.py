@@ -77,7 +77,13 @@ def test_groups_have_sparklines_update_live_and_drill_down(
     assert page.locator("#lag-partitions tbody tr").count() == 2
     failures = page.locator("#failures-link").get_attribute("href")
     assert "channel=orders" in failures and "group=billing" in failures and "since=" in failures
+    # A partition opens in the window chosen for the group.
+    page.select_option("select[name=window]", "15m")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/lag/kafka/orders/billing/?window=15m")
+    page.wait_for_selector("[data-live-state].live-on")
     page.locator("#lag-partitions a", has_text="1").click()
-    page.wait_for_url("**?partition=1")
+    page.wait_for_url("**/lag/kafka/orders/billing/?window=15m&partition=1")
+    assert page.locator("select[name=window]").input_value() == "15m"
     page.locator("#lag-chart canvas").wait_for()
     page.screenshot(path="/tmp/eventscope-lag-group.png", full_page=True)
