@@ -11,11 +11,11 @@ written only while the claim is still ours (the token matches).
 
 Retries: 5xx, 408, 429, timeouts and connection errors are retried with
 exponential backoff and full jitter, never sooner than a Retry-After; other
-4xx (and refused addresses) are not; an unexpected error while sending is
+4xx (and refused addresses) are not. An unexpected error while sending is
 recorded as a failed attempt and retried, so one broken row cannot stop the
-rows behind it. A delivery still failing when its
-retry window (EVENTSCOPE_WEBHOOK_RETRY_HOURS) ends is given up; the last
-attempt happens at the end of the window.
+rows behind it. A delivery still failing when its retry window
+(EVENTSCOPE_WEBHOOK_RETRY_HOURS) ends is given up; the last attempt happens
+at the end of the window.
 """
 
 import asyncio
