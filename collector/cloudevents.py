@@ -31,7 +31,7 @@ from collector.batch import (
     EnvelopeRow,
     StageRow,
 )
-from collector.decode import DecodeError, UnsupportedMediaType, parse_json
+from collector.decode import DecodeError, UnsupportedMediaType, UnusableNumber, parse_json
 from collector.normalize import clean_text
 from collector.redact import redact
 from collector.traceparent import parse_traceparent, valid_tracestate
@@ -54,8 +54,9 @@ ES_ATTRIBUTES = (
 # so no JSON member can collide with it.
 _BODY = object()
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,64}")
+# RFC 3339 `date-time`: any number of fraction digits, `T` or `t`, `Z`/`z` or an offset.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?\d*([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
 
 
@@ -96,7 +97,14 @@ def _header_value(raw: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
     try:
-        return urllib.parse.unquote_to_bytes(value).decode("utf-8")
+        # The receiver decodes header bytes as latin-1; undo that, so a sender
+        # that puts raw UTF-8 in a header (instead of percent-encoding it)
+        # still gets its text back, not mojibake.
+        octets = value.encode("latin-1")
+    except UnicodeEncodeError:
+        octets = value.encode("utf-8")  # a str from a caller, not from the wire
+    try:
+        return urllib.parse.unquote_to_bytes(octets).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEvent("a ce- header is not valid percent-encoded UTF-8") from None
 
@@ -112,24 +120,47 @@ def events_from_request(
     """
     content_type = headers.get("content-type")
     mode = mode_of(content_type)
+    if mode == BINARY:
+        return mode, [_binary_event(headers, body, content_type)]
+    # Numbers that cannot be stored are marked rather than failing the whole
+    # body, so that only the events holding one are rejected, by name.
+    unusable: list[UnusableNumber] = []
+    document = parse_json(body, unusable=unusable)
     if mode == BATCH:
-        document = parse_json(body)
         if not isinstance(document, list):
             raise DecodeError(
                 f"a CloudEvents batch must be a JSON array, got {_json_type(document)}"
             )
-        return mode, [
+        events = [
             event
             if isinstance(event, dict)
             else InvalidEvent(f"an event must be a JSON object, got {_json_type(event)}")
             for event in document
         ]
-    if mode == STRUCTURED:
-        document = parse_json(body)
+    else:
         if not isinstance(document, dict):
             raise DecodeError(f"a CloudEvent must be a JSON object, got {_json_type(document)}")
-        return mode, [document]
-    return mode, [_binary_event(headers, body, content_type)]
+        events = [document]
+    if unusable:
+        events = [_without_unusable_numbers(event) for event in events]
+    return mode, events
+
+
+def _without_unusable_numbers(event: dict | InvalidEvent) -> dict | InvalidEvent:
+    """The event, or an InvalidEvent naming the attribute that holds an UnusableNumber."""
+    if isinstance(event, InvalidEvent):
+        return event
+    stack = [(value, name, name) for name, value in event.items()]
+    while stack:
+        value, name, path = stack.pop()
+        if isinstance(value, UnusableNumber):
+            where = f"attribute {name!r}" + (f" at {path}" if path != name else "")
+            return InvalidEvent(f"{where}: {value.problem}")
+        if isinstance(value, dict):
+            stack.extend((v, name, f"{path}.{k}") for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, name, f"{path}[{i}]") for i, v in enumerate(value))
+    return event
 
 
 def _binary_event(headers, body: bytes, content_type) -> dict | InvalidEvent:
@@ -170,12 +201,17 @@ def parse_time(value: str) -> int | None:
     if not match:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if int(second) > 60:  # 60 is a leap second, kept below as the second before
+        return None
     try:
         if zone in ("Z", "z"):
             tz = dt.UTC
         else:
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                return None
             sign = 1 if zone[0] == "+" else -1
-            tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+            tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
         moment = dt.datetime(
             int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), tzinfo=tz
         )
@@ -219,9 +255,11 @@ def _payload(event: dict, content_type: str | None) -> dict:
         raw = event[_BODY]
         if _is_json_type(content_type):
             try:
-                return _json_payload(json.loads(raw), len(raw), cap)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                pass  # a payload that merely claims to be JSON is kept as text
+                return _json_payload(parse_json(raw), len(raw), cap)
+            except DecodeError:
+                # A payload that merely claims to be JSON is kept as text, and
+                # so is one holding NaN or a number that cannot be stored.
+                pass
         return _bytes_payload(raw, cap)
     if event.get("data_base64") is not None:
         encoded = event["data_base64"]
@@ -233,8 +271,8 @@ def _payload(event: dict, content_type: str | None) -> dict:
             raise InvalidEvent("'data_base64' is not valid base64") from None
         if content_type is not None and _is_json_type(content_type):
             try:
-                return _json_payload(json.loads(raw), len(raw), cap)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                return _json_payload(parse_json(raw), len(raw), cap)
+            except DecodeError:
                 pass
         return _base64_payload(raw, cap)
     if "data" not in event or event["data"] is None:
@@ -242,7 +280,9 @@ def _payload(event: dict, content_type: str | None) -> dict:
     data = event["data"]
     if not _is_json_type(content_type) and isinstance(data, str):
         return _text_payload(data, cap)
-    size = len(json.dumps(data, ensure_ascii=False).encode())
+    # surrogatepass: JSON can spell an unpaired surrogate ("\ud800"), which
+    # UTF-8 cannot; it is replaced when the payload is cleaned, not counted as an error.
+    size = len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return _json_payload(data, size, cap)
 
 
@@ -325,13 +365,40 @@ def _duration_ms(value) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidEvent(
-            f"'esduration' must be a number of milliseconds, got {value!r}"
+            f"'esduration' must be a number of milliseconds, got {_shown(value)}"
+        ) from None
+    except OverflowError:  # an integer beyond the range of a float
+        raise InvalidEvent(
+            "'esduration' must be a number of milliseconds, got an integer of "
+            f"{len(str(abs(value)))} digits"
         ) from None
     if isinstance(value, bool) or number != number or number < 0 or number == float("inf"):
         raise InvalidEvent(
-            f"'esduration' must be a non-negative number of milliseconds, got {value!r}"
+            f"'esduration' must be a non-negative number of milliseconds, got {_shown(value)}"
         )
     return number
+
+
+def _shown(value) -> str:
+    """`value` for an error message, cut short: messages go back in the response."""
+    text = repr(value)
+    return text if len(text) <= 64 else f"{text[:60]}…"
+
+
+def _event_time(event: dict) -> int | None:
+    """The event's `time` in nanoseconds, None when absent; InvalidEvent when not RFC 3339."""
+    value = event.get("time")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("attribute 'time' must be a string")
+    time_ns = parse_time(value)
+    if time_ns is None:
+        raise InvalidEvent(
+            "'time' must be an RFC 3339 timestamp such as 2025-07-03T10:15:30.5Z, "
+            f"got {_shown(value)}"
+        )
+    return time_ns
 
 
 def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[EnvelopeRow, StageRow]:
@@ -351,7 +418,7 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
     subject = _optional_text(event, "subject")
     content_type = _optional_text(event, "datacontenttype")
     schema = _optional_text(event, "dataschema")
-    raw_time = _optional_text(event, "time")
+    event_ns = _event_time(event)
     extensions = _extensions(event)
 
     stage = str(extensions.get("esstage", "published")).lower()
@@ -360,7 +427,6 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
     duration_ms = _duration_ms(extensions.get("esduration"))
     payload = _payload(event, content_type)
 
-    event_ns = parse_time(raw_time) if raw_time else None
     if event_ns is not None:
         _check_storable(event_ns, received_ns)
     time_ns = event_ns if event_ns is not None else received_ns

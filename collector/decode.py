@@ -9,6 +9,8 @@ OTLP JSON), and the message itself.
 import base64
 import binascii
 import json
+import math
+import sys
 import zlib
 
 from google.protobuf import json_format
@@ -152,23 +154,84 @@ def decode_request(signal: str, body: bytes, fmt: str) -> Message:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, TypeError, ValueError) as exc:
         raise DecodeError(f"invalid OTLP JSON {message.DESCRIPTOR.name}: {exc}") from None
+    except SystemError as exc:
+        # upb's field lookup fails this way on a name JSON can spell but
+        # UTF-8 cannot (an unpaired surrogate such as "\ud800").
+        if not isinstance(exc.__cause__, UnicodeError):
+            raise
+        raise DecodeError(
+            f"invalid OTLP JSON {message.DESCRIPTOR.name}: a field name is not valid Unicode"
+        ) from None
     return message
 
 
-def parse_json(body: bytes):
-    """A JSON document from a UTF-8 body (RFC 8259), or DecodeError saying where it breaks."""
+class UnusableNumber:
+    """Stands in for a number that Python's json module reads but nothing can store.
+
+    json.loads accepts NaN, Infinity and -Infinity (not JSON at all), turns
+    1e400 into infinity, and cannot convert an integer past Python's digit
+    limit; PostgreSQL's jsonb refuses the first two. `problem` says which.
+    """
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"UnusableNumber({self.problem!r})"
+
+
+def parse_json(body: bytes, *, unusable: list | None = None):
+    """A JSON document from a UTF-8 body (RFC 8259), or DecodeError saying where it breaks.
+
+    A number that cannot be stored (see UnusableNumber) fails the whole
+    document, unless `unusable` is a list: then the number is replaced by an
+    UnusableNumber, which is also appended there, so that a CloudEvents
+    batch can reject only the events that hold one.
+    """
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid JSON: body is not UTF-8 ({exc.reason})") from None
+
+    def refuse(problem: str):
+        if unusable is None:
+            raise DecodeError(f"invalid JSON: {problem}")
+        marker = UnusableNumber(problem)
+        unusable.append(marker)
+        return marker
+
+    def constant(name: str):
+        return refuse(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+    def real(digits: str):
+        value = float(digits)
+        if math.isinf(value):
+            return refuse(f"{_excerpt(digits)} is beyond the range of a 64-bit float")
+        return value
+
+    def integer(digits: str):
+        try:
+            return int(digits)
+        except ValueError:  # over sys.get_int_max_str_digits()
+            return refuse(
+                f"an integer of {len(digits.lstrip('-'))} digits is over the "
+                f"{sys.get_int_max_str_digits()}-digit limit"
+            )
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=constant, parse_float=real, parse_int=integer)
     except json.JSONDecodeError as exc:
         raise DecodeError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise DecodeError("invalid JSON: nested too deeply") from None
+
+
+def _excerpt(text: str, keep: int = 24) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}… ({len(text)} characters)"
 
 
 def _hex_ids_to_base64(node) -> None:

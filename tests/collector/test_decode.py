@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from collector.decode import (
     BodyTooLarge,
     DecodeError,
     UnsupportedMediaType,
+    UnusableNumber,
     decode_request,
     decompress,
     id_problem,
     media_type,
+    parse_json,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "otlp"
@@ -177,6 +180,38 @@ def test_a_malformed_hex_id_fails_only_the_length_check():
 def test_undecodable_json_says_what_is_wrong(body, message):
     with pytest.raises(DecodeError, match=message.replace("[", r"\[")):
         decode_request("traces", body, JSON)
+
+
+SPAN_WITH = (
+    '{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": '
+    '"5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "attributes": '
+    '[{"key": "x", "value": {"doubleValue": %s}}]}]}]}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("NaN", "invalid JSON: NaN is not a JSON number (JSON has no NaN or Infinity)"),
+        ("Infinity", "invalid JSON: Infinity is not a JSON number"),
+        ("-Infinity", "invalid JSON: -Infinity is not a JSON number"),
+        ("1e400", "invalid JSON: 1e400 is beyond the range of a 64-bit float"),
+        ("9" * 5000, "invalid JSON: an integer of 5000 digits is over the 4300-digit limit"),
+    ],
+    ids=["nan", "infinity", "-infinity", "1e400", "5000-digit-integer"],
+)
+def test_numbers_python_reads_but_json_does_not_have_are_a_decode_error(number, message):
+    # json.loads takes all of these; none can be stored, and a bare ValueError would be a 500.
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        decode_request("traces", (SPAN_WITH % number).encode(), JSON)
+
+
+def test_parse_json_can_mark_unusable_numbers_instead_of_failing():
+    unusable = []
+    document = parse_json(b'{"a": [1, NaN], "b": 2.5}', unusable=unusable)
+    (marker,) = unusable
+    assert document == {"a": [1, marker], "b": 2.5}
+    assert isinstance(marker, UnusableNumber) and marker.problem.startswith("NaN")
 
 
 def test_undecodable_protobuf_is_a_decode_error():

@@ -425,10 +425,10 @@ async def test_cloudevents_in_all_three_modes_are_accepted(project, ingest_token
         binary = await post(url, "/v1/events", b"gift wrap, please", binary_headers)
     assert (structured.status_code, structured.json()) == (202, {"accepted": 1, "rejected": []})
     assert batch.status_code == 202
-    assert batch.json()["accepted"] == 3
-    assert [r["index"] for r in batch.json()["rejected"]] == [1, 3, 4, 5]
+    assert batch.json()["accepted"] == 2
+    assert [r["index"] for r in batch.json()["rejected"]] == [1, 3, 4, 5, 6]
     assert (binary.status_code, binary.json()) == (202, {"accepted": 1, "rejected": []})
-    assert [len(b.envelopes) for b in writer.batches] == [1, 3, 1]
+    assert [len(b.envelopes) for b in writer.batches] == [1, 2, 1]
     assert all(b.project_id == project.pk and b.signal == "events" for b in writer.batches)
     note = writer.batches[2].envelopes[0]
     assert (note.data_text, note.datacontenttype) == (
@@ -544,3 +544,238 @@ async def test_a_revoked_token_stops_working_when_its_cache_entry_expires(projec
     with pytest.raises(auth.Unauthorized, match="revoked"):
         await auth.project_for(header)
     assert await in_db(lambda: ApiToken.objects.get(pk=token.pk).last_used_at)
+
+
+# ---- bad data is never a 5xx ---------------------------------------------------------
+
+
+def ce(**attributes) -> dict:
+    return {"specversion": "1.0", "id": "e-1", "source": "/shop", "type": "t", **attributes}
+
+
+async def test_a_batch_with_numbers_json_cannot_carry_stores_the_other_events(
+    project, ingest_token, telemetry_db
+):
+    good = json.dumps(ce(id="good", data={"total": 1}))
+    body = (
+        f'[{good}, {{"specversion": "1.0", "id": "inf", "source": "/shop", "type": "t",'
+        ' "data": {"a": Infinity}},'
+        ' {"specversion": "1.0", "id": "nan", "source": "/shop", "type": "t", "esnote": NaN},'
+        ' {"specversion": "1.0", "id": "long", "source": "/shop", "type": "t",'
+        f' "data": {{"n": {"7" * 5000}}}}},'
+        ' {"specversion": "1.0", "id": "slow", "source": "/shop", "type": "t",'
+        f' "esduration": {"9" * 400}}}]'
+    )
+    async with running_writer() as writer, http_receiver(writer) as url:
+        response = await post(
+            url,
+            "/v1/events",
+            body.encode(),
+            {"content-type": "application/cloudevents-batch+json", **bearer(ingest_token)},
+        )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert answer["accepted"] == 1
+    assert [(r["index"], r["error"].split(":")[0]) for r in answer["rejected"]] == [
+        (1, "attribute 'data' at data.a"),
+        (2, "attribute 'esnote'"),
+        (3, "attribute 'data' at data.n"),
+        (4, "'esduration' must be a number of milliseconds, got an integer of 400 digits"),
+    ]
+    assert "Infinity is not a JSON number" in answer["rejected"][0]["error"]
+    assert "5000 digits" in answer["rejected"][2]["error"]
+    assert (await counts(project.pk))[1:3] == (1, 1)  # the good event's stage and envelope
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t",'
+            b' "data": {"a": Infinity}}',
+            "attribute 'data' at data.a: Infinity is not a JSON number "
+            "(JSON has no NaN or Infinity)",
+        ),
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "esx": -Infinity}',
+            "attribute 'esx': -Infinity is not a JSON number (JSON has no NaN or Infinity)",
+        ),
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "esduration": '
+            + b"9" * 400
+            + b"}",
+            "'esduration' must be a number of milliseconds, got an integer of 400 digits",
+        ),
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t",'
+            b' "time": "2025-07-03T00:00:001234Z"}',
+            "'time' must be an RFC 3339 timestamp such as 2025-07-03T10:15:30.5Z, "
+            "got '2025-07-03T00:00:001234Z'",
+        ),
+    ],
+    ids=["infinity-in-data", "-infinity-extension", "400-digit-esduration", "bad-time"],
+)
+async def test_a_structured_event_json_cannot_store_is_400_naming_the_problem(
+    ingest_token, body, error
+):
+    writer = CollectingWriter()
+    async with http_receiver(writer) as url:
+        response = await post(url, "/v1/events", body, {**CE_HEADERS, **bearer(ingest_token)})
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    assert writer.batches == []
+
+
+async def test_a_binary_event_with_an_invalid_time_is_400(ingest_token):
+    headers = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "b-1",
+        "ce-source": "/shop",
+        "ce-type": "t",
+        "ce-time": "2025-07-03T10%3A15%3A30",  # percent-encoded, and no offset
+        **bearer(ingest_token),
+    }
+    async with http_receiver(None) as url:
+        response = await post(url, "/v1/events", b"{}", headers)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("'time' must be an RFC 3339 timestamp")
+    assert "'2025-07-03T10:15:30'" in response.json()["error"]
+
+
+async def test_a_binary_json_payload_with_an_overlong_integer_is_kept_as_text(ingest_token):
+    headers = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "b-1",
+        "ce-source": "/shop",
+        "ce-type": "t",
+        **bearer(ingest_token),
+    }
+    payload = b'{"n": ' + b"1" * 5000 + b"}"
+    writer = CollectingWriter()
+    async with http_receiver(writer) as url:
+        response = await post(url, "/v1/events", payload, headers)
+    assert (response.status_code, response.json()) == (202, {"accepted": 1, "rejected": []})
+    (envelope,) = writer.batches[0].envelopes
+    assert envelope.data is None and envelope.data_text == payload.decode()
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("NaN", "invalid JSON: NaN is not a JSON number"),
+        ("Infinity", "invalid JSON: Infinity is not a JSON number"),
+        ("1" * 5000, "invalid JSON: an integer of 5000 digits is over the 4300-digit limit"),
+    ],
+    ids=["nan", "infinity", "5000-digit-integer"],
+)
+async def test_otlp_json_with_numbers_json_cannot_carry_is_400(ingest_token, number, message):
+    document = json.loads(TRACES_JSON)
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] = [
+        {"key": "ratio", "value": {"doubleValue": "@"}}
+    ]
+    body = json.dumps(document).replace('"@"', number).encode()
+    async with http_receiver(None) as url:
+        response = await post(url, "/v1/traces", body, {**JSON, **bearer(ingest_token)})
+    assert response.status_code == 400
+    status = rpc_status(response, "json")
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    assert status.message.startswith(message)
+
+
+async def test_json_that_utf8_cannot_spell_is_never_a_5xx(project, ingest_token, telemetry_db):
+    # JSON can write an unpaired surrogate ("\ud800"); UTF-8 and PostgreSQL cannot hold one.
+    trace = json.loads(TRACES_JSON)
+    trace["resourceSpans"][0]["resource"]["\ud800"] = 1
+    event = ce(id="s-1", subject="a\ud800b", data={"note": "x\ud800y"})
+    async with running_writer() as writer, http_receiver(writer) as url:
+        traces = await post(
+            url, "/v1/traces", json.dumps(trace).encode(), {**JSON, **bearer(ingest_token)}
+        )
+        events = await post(
+            url, "/v1/events", json.dumps(event).encode(), {**CE_HEADERS, **bearer(ingest_token)}
+        )
+    assert traces.status_code == 400
+    assert "not valid Unicode" in rpc_status(traces, "json").message
+    assert (events.status_code, events.json()) == (202, {"accepted": 1, "rejected": []})
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        subject, data = await (
+            await conn.execute(
+                "SELECT subject, data FROM collector_envelope WHERE project_id = %s", (project.pk,)
+            )
+        ).fetchone()
+    assert (subject, data) == ("a?b", {"note": "x?y"})  # as clean_text replaces it
+
+
+# ---- CloudEvents binary mode: attributes and trace contexts -------------------------------
+
+
+async def test_binary_mode_keeps_the_event_trace_context_apart_from_the_transport_one(
+    project, ingest_token, telemetry_db
+):
+    creation = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "order%2F3001",  # percent-encoded "/"
+        "ce-source": "%2Fshop%2Forders",
+        "ce-type": "com.example.shop.order.shipped",
+        "ce-subject": "Order%20%e2%82%ac42",  # lowercase hex
+        "ce-esstage": "processed",
+        "ce-esservice": '"shipping"',  # quoted
+        "ce-eschannel": "shop.orders",
+        "ce-esgroup": "shipping",
+        "ce-traceparent": creation,
+        # This hop's context (the HTTP call that carries the event), not the event's:
+        "traceparent": "00-11111111111111111111111111111111-2222222222222222-01",
+        **bearer(ingest_token),
+    }
+    async with running_writer() as writer, http_receiver(writer) as url:
+        response = await post(url, "/v1/events", b'{"carrier": "dhl"}', headers)
+    assert (response.status_code, response.json()) == (202, {"accepted": 1, "rejected": []})
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        envelope = await (
+            await conn.execute(
+                "SELECT source, event_id, subject, trace_id, extensions FROM collector_envelope"
+                " WHERE project_id = %s",
+                (project.pk,),
+            )
+        ).fetchone()
+        stage = await (
+            await conn.execute(
+                "SELECT service, trace_id, span_id, linked_trace_ids, linked_span_ids"
+                " FROM collector_stage WHERE project_id = %s",
+                (project.pk,),
+            )
+        ).fetchone()
+    source, event_id, subject, trace_id, extensions = envelope
+    assert (source, event_id, subject) == ("/shop/orders", "order/3001", "Order €42")
+    assert bytes(trace_id).hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert extensions["traceparent"] == creation
+    assert "11111111111111111111111111111111" not in json.dumps(extensions)
+    service, stage_trace, span_id, linked_traces, linked_spans = stage
+    assert service == "shipping"
+    assert bytes(stage_trace).hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    # A consumer stage links to the producer's span, the event's creation context.
+    assert span_id is None
+    assert [bytes(t).hex() for t in linked_traces] == ["4bf92f3577b34da6a3ce929d0e0e4736"]
+    assert [bytes(s).hex() for s in linked_spans] == ["00f067aa0ba902b7"]
+
+
+async def test_binary_mode_reads_raw_utf8_header_values(ingest_token):
+    writer = CollectingWriter()
+    headers = [
+        (b"content-type", b"text/plain"),
+        (b"ce-specversion", b"1.0"),
+        (b"ce-id", b"u-1"),
+        (b"ce-source", b"/shop"),
+        (b"ce-type", b"t"),
+        (b"ce-subject", "Bestellung für Zoë".encode()),  # not percent-encoded, as some send
+        (b"authorization", f"Bearer {ingest_token}".encode()),
+    ]
+    async with http_receiver(writer) as url:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(url + "/v1/events", content=b"hi", headers=headers)
+    assert response.status_code == 202
+    assert writer.batches[0].envelopes[0].subject == "Bestellung für Zoë"
