@@ -779,3 +779,25 @@ async def test_binary_mode_reads_raw_utf8_header_values(ingest_token):
             response = await client.post(url + "/v1/events", content=b"hi", headers=headers)
     assert response.status_code == 202
     assert writer.batches[0].envelopes[0].subject == "Bestellung für Zoë"
+
+
+# ---- test isolation -------------------------------------------------------------------
+
+
+def test_every_table_filled_outside_django_is_emptied_between_tests(transactional_db):
+    from django.db import connection
+
+    from tests.conftest import TELEMETRY_TABLES
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+            " AND NOT c.relispartition"
+        )
+        tables = {name for (name,) in cursor.fetchall()}
+    # Django's flush empties the tables of managed models; everything else
+    # is written with SQL of our own and must be truncated by telemetry_db.
+    unmanaged = tables - set(connection.introspection.django_table_names()) - {"django_migrations"}
+    assert unmanaged <= set(TELEMETRY_TABLES)
+    assert "collector_log" in unmanaged
