@@ -1,5 +1,7 @@
 """The OTLP/gRPC receiver (grpc.aio): Trace, Metrics and Logs Export services.
 
+Each call is checked in the order that costs least first: the token, then
+whether the writer can take data, then the message is parsed and normalised.
 Status codes as the OTLP spec says: UNAUTHENTICATED for a missing or bad
 token, INVALID_ARGUMENT for bad data (never retried), UNAVAILABLE with a
 google.rpc.RetryInfo detail when the writer is saturated or the database is
@@ -14,9 +16,9 @@ import grpc
 from django.conf import settings
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector import auth, stats
 from collector.batch import IngestUnavailable
@@ -59,9 +61,10 @@ async def _project(context) -> int:
 
 
 class _Export:
-    """Shared body of the span and log Export calls."""
+    """Shared body of the span and log Export calls, after the token and the parse."""
 
     signal = ""
+    uses_writer = True
 
     def __init__(self, writer):
         self.writer = writer
@@ -75,16 +78,7 @@ class _Export:
     def items(self, batch) -> int:
         raise NotImplementedError
 
-    def request_items(self, request) -> int:
-        raise NotImplementedError
-
-    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
-        project_id = await _project(context)
-        try:
-            self.writer.admit()  # refuse before normalising when the writer cannot take it
-        except IngestUnavailable as exc:
-            stats.count("dropped", self.signal, self.request_items(request))
-            await _abort_unavailable(context, exc)
+    async def export(self, request, context, project_id: int):
         result = self.normalize(request, project_id)
         items = self.items(result.batch)
         stats.count("received", self.signal, items + result.rejected)
@@ -102,14 +96,11 @@ class _Export:
         return self.respond(result.rejected, result.error_message)
 
 
-class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
+class TraceService(_Export):
     signal = "traces"
 
     def normalize(self, request, project_id):
         return normalize_traces(request, project_id)
-
-    def request_items(self, request):
-        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
     def items(self, batch):
         return len(batch.spans)
@@ -122,14 +113,11 @@ class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
         return response
 
 
-class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
+class LogsService(_Export):
     signal = "logs"
 
     def normalize(self, request, project_id):
         return normalize_logs(request, project_id)
-
-    def request_items(self, request):
-        return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
 
     def items(self, batch):
         return len(batch.logs)
@@ -142,9 +130,13 @@ class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
         return response
 
 
-class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
-        project_id = await _project(context)
+class MetricsService:
+    """Metrics go to the broker-metrics ingest, which stores them itself (no writer)."""
+
+    signal = "metrics"
+    uses_writer = False
+
+    async def export(self, request, context, project_id: int):
         points = count_data_points(request)
         stats.count("received", "metrics", points)
         try:
@@ -169,10 +161,12 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
-    """An Export method that parses its request itself.
+    """An Export method that parses its request itself, once the caller may send it.
 
-    gRPC's own deserializer answers a malformed message with INTERNAL; OTLP
-    says bad data is INVALID_ARGUMENT, which exporters do not retry.
+    gRPC's own deserializer would parse before any check (so anyone could
+    make the server parse 20 MiB) and answers a malformed message with
+    INTERNAL; OTLP says bad data is INVALID_ARGUMENT, which exporters do not
+    retry.
     """
     response_type = {
         "traces": trace_service_pb2.ExportTraceServiceResponse,
@@ -181,11 +175,31 @@ def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
     }[signal]
 
     async def export(raw: bytes, context):
+        project_id = await _project(context)
+        if servicer.uses_writer:
+            try:
+                servicer.writer.admit()  # refuse before parsing when the writer cannot take it
+            except IngestUnavailable as exc:
+                stats.refuse_request(signal)
+                await _abort_unavailable(context, exc)
         try:
-            request = decode_request(signal, raw, PROTOBUF)
-        except DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return await servicer.Export(request, context)
+            try:
+                request = decode_request(signal, raw, PROTOBUF)
+            except DecodeError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return await servicer.export(request, context, project_id)
+        except grpc.aio.AbortError:
+            raise  # the answer is already chosen
+        except Exception as exc:
+            # Last resort for a bug met while decoding or normalising: grpc
+            # would answer UNKNOWN, which is not for bad data. Storage trouble
+            # does not end here: the writer raises IngestUnavailable for it.
+            log.exception("unexpected error in the %s Export call", signal)
+            detail = str(exc)[:200]
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the collector could not process this request ({type(exc).__name__}: {detail})",
+            )
 
     return grpc.unary_unary_rpc_method_handler(
         export, request_deserializer=None, response_serializer=response_type.SerializeToString

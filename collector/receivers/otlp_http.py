@@ -3,10 +3,10 @@
 It stays outside Django's request stack on purpose: ingest is the hot path,
 and all it needs is a body, a token and the writer. Answers follow the OTLP
 spec (PROTOCOLS §1): 200 with Export*ServiceResponse in the request's
-encoding, partial_success for rejected items, 400/401/405/413/415 with a
+encoding, partial_success for rejected items, 400/401/404/405/413/415 with a
 google.rpc.Status, and 429/503 with Retry-After when the data was not stored
 so the exporter retries. Bad data is never answered with a 5xx, because
-older exporters retry every 5xx forever.
+older exporters retry every 5xx forever; nor is a bug met on the way.
 """
 
 import asyncio
@@ -72,7 +72,7 @@ class Response:
 
 
 def rpc_status(
-    http_status: int, message: str, fmt: str | None, retry_after: int | None = None
+    http_status: int, message: str, fmt: str | None, retry_after: int | None = None, headers=()
 ) -> Response:
     """A google.rpc.Status error answer, encoded like the request (JSON when unknown)."""
     codes = {
@@ -86,7 +86,7 @@ def rpc_status(
         503: code_pb2.UNAVAILABLE,
     }
     status = status_pb2.Status(code=codes.get(http_status, code_pb2.UNKNOWN), message=message)
-    headers = []
+    headers = list(headers)
     if http_status == 400:
         detail = any_pb2.Any()
         detail.Pack(
@@ -108,6 +108,14 @@ def rpc_status(
 
 def json_response(http_status: int, document: dict, headers=()) -> Response:
     return Response(http_status, json.dumps(document).encode(), b"application/json", headers)
+
+
+def _format_of(headers: dict[str, str]) -> str:
+    """The encoding an error answer takes: the request's, JSON when it has none we speak."""
+    try:
+        return media_type(headers.get("content-type"))
+    except UnsupportedMediaType:
+        return JSON
 
 
 def _headers(scope) -> dict[str, str]:
@@ -204,15 +212,33 @@ class Receiver:
                 return
 
     async def route(self, scope, receive) -> Response:
+        """The answer to one HTTP request; raises ClientGone when the client left."""
+        try:
+            return await self._dispatch(scope, receive)
+        except ClientGone:
+            raise
+        except Exception as exc:
+            # Last resort for a bug met while decoding or normalising: uvicorn
+            # would answer a bare 500, which older exporters retry forever and
+            # which would fail the same way every time. Storage trouble does
+            # not end here: the writer raises IngestUnavailable (429/503) for it.
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            return _unexpected(scope, exc)
+
+    async def _dispatch(self, scope, receive) -> Response:
         path, method = scope["path"], scope["method"]
         if path == EVENTS_PATH and method == "OPTIONS":
             return _webhook_handshake(_headers(scope))
         if path in OTLP_PATHS or path == EVENTS_PATH:
-            if method != "POST":
-                return Response(
-                    405, b"method not allowed: use POST\n", headers=[(b"allow", b"POST")]
-                )
             headers = _headers(scope)
+            if method != "POST":
+                allow = b"POST, OPTIONS" if path == EVENTS_PATH else b"POST"
+                return rpc_status(
+                    405,
+                    f"method {method} not allowed on {path}: use POST",
+                    _format_of(headers),
+                    headers=[(b"allow", allow)],
+                )
             if path == EVENTS_PATH:
                 return await self.events(headers, receive)
             return await self.otlp(OTLP_PATHS[path], headers, receive)
@@ -226,7 +252,12 @@ class Receiver:
                     return Response(200, b"ready\n")
                 return Response(503, b"database unreachable\n")
             return Response(200, stats.render().encode(), b"text/plain; version=0.0.4")
-        return Response(404, b"not found\n")
+        return rpc_status(
+            404,
+            f"no such path {path!r}: OTLP goes to /v1/traces, /v1/metrics and /v1/logs, "
+            f"CloudEvents to {EVENTS_PATH}",
+            _format_of(_headers(scope)),
+        )
 
     async def _ready(self) -> bool:
         try:
@@ -363,8 +394,12 @@ def _webhook_handshake(headers: dict[str, str]) -> Response:
     WebHook-Request-Origin): senders such as Azure Event Grid ask before posting."""
     origin = headers.get("webhook-request-origin")
     if not origin:
-        return Response(
-            405, b"method not allowed: use POST\n", headers=[(b"allow", b"POST, OPTIONS")]
+        return rpc_status(
+            405,
+            "OPTIONS is the CloudEvents webhook handshake and needs WebHook-Request-Origin; "
+            "send events with POST",
+            _format_of(headers),
+            headers=[(b"allow", b"POST, OPTIONS")],
         )
     return Response(
         200,
@@ -379,6 +414,17 @@ def _webhook_handshake(headers: dict[str, str]) -> Response:
 def _decode_events(headers, body, project_id, received_ns):
     raw = decompress(body, headers.get("content-encoding"), settings.MAX_BODY_BYTES)
     return normalize_events(headers, raw, project_id, received_ns)
+
+
+def _unexpected(scope, exc: Exception) -> Response:
+    """The 400 for a request the receiver failed on, in the form its path answers errors."""
+    detail = str(exc)
+    if len(detail) > 200:
+        detail = detail[:200] + "…"
+    message = f"the collector could not process this request ({type(exc).__name__}: {detail})"
+    if scope.get("path") == EVENTS_PATH:
+        return json_response(400, {"error": message})
+    return rpc_status(400, message, _format_of(_headers(scope)))
 
 
 def _events_unavailable(exc: IngestUnavailable) -> Response:

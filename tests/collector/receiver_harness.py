@@ -67,6 +67,16 @@ class RefusingWriter:
         return False
 
 
+class FaultyWriter(CollectingWriter):
+    """A writer with a bug: `submit` raises something that is not IngestUnavailable.
+
+    Nothing in decoding or normalising is known to raise unexpectedly any
+    more, so this is how the receivers' last-resort answer is reached."""
+
+    async def submit(self, batch):
+        raise RuntimeError("a bug, not bad data")
+
+
 @contextlib.asynccontextmanager
 async def http_receiver(writer):
     """The OTLP/HTTP receiver served by uvicorn on 127.0.0.1:<ephemeral>; yields its base URL.

@@ -13,7 +13,12 @@ from collector import auth
 from collector.batch import Saturated, StorageUnavailable
 from collector.db import conninfo
 from collector.decode import JSON, decode_request
-from tests.collector.receiver_harness import RefusingWriter, grpc_receiver, running_writer
+from tests.collector.receiver_harness import (
+    FaultyWriter,
+    RefusingWriter,
+    grpc_receiver,
+    running_writer,
+)
 from tests.collector.test_normalize import FIXTURES, traces
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,19 +137,55 @@ async def test_logs_are_stored_with_their_trace_context(project, ingest_token, t
     assert attributes["db.password"] == "[REDACTED]"
 
 
+MALFORMED = b"\x0a\xff\xff\xff\xff\x0f"
+
+
+async def export_raw(address, body: bytes, token=None, service="trace.v1.TraceService"):
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    async with grpc.aio.insecure_channel(address) as channel:
+        export = channel.unary_unary(
+            f"/opentelemetry.proto.collector.{service}/Export",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        return await export(body, metadata=metadata, timeout=10)
+
+
 async def test_a_malformed_message_is_invalid_argument(ingest_token):
     async with grpc_receiver(None) as address:
-        async with grpc.aio.insecure_channel(address) as channel:
-            export = channel.unary_unary(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                request_serializer=None,
-                response_deserializer=None,
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await export(
-                    b"\x0a\xff\xff\xff\xff\x0f",
-                    metadata=(("authorization", f"Bearer {ingest_token}"),),
-                    timeout=10,
-                )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export_raw(address, MALFORMED, ingest_token)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "invalid protobuf ExportTraceServiceRequest" in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    "service",
+    ["trace.v1.TraceService", "metrics.v1.MetricsService", "logs.v1.LogsService"],
+)
+async def test_the_token_is_checked_before_the_message_is_parsed(ingest_token, service):
+    # A bad message with a bogus token: the answer is about the token, so a
+    # client without one cannot make the server parse anything.
+    async with grpc_receiver(None) as address:
+        for token in (None, "es_bogus"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await export_raw(address, MALFORMED, token, service)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_full_writer_refuses_before_the_message_is_parsed(ingest_token):
+    async with grpc_receiver(RefusingWriter(Saturated("queue full", 4))) as address:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export_raw(address, MALFORMED, ingest_token)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    retry = error_details_pb2.RetryInfo()
+    assert rich_status(caught.value).details[0].Unpack(retry)
+    assert retry.retry_delay.seconds == 4
+
+
+async def test_an_unexpected_error_is_invalid_argument_not_unknown(ingest_token):
+    async with grpc_receiver(FaultyWriter()) as address:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export_traces(address, traces("traces_kafka_messaging.json"), ingest_token)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "RuntimeError: a bug, not bad data" in caught.value.details()

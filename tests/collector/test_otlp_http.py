@@ -25,6 +25,7 @@ from collector.decode import decode_request
 from collector.models import ApiToken, Scope
 from tests.collector.receiver_harness import (
     CollectingWriter,
+    FaultyWriter,
     RefusingWriter,
     http_receiver,
     running_writer,
@@ -91,14 +92,38 @@ async def test_health_and_metrics_endpoints(ingest_token):
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4"
     assert 'eventscope_received_items_total{signal="traces"}' in metrics.text
     assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    status = rpc_status(missing, "json")
+    assert status.code == code_pb2.NOT_FOUND
+    assert "/v1/traces" in status.message
 
 
-async def test_it_answers_405_to_anything_but_post(ingest_token):
+async def test_it_answers_405_to_anything_but_post_with_an_rpc_status(ingest_token):
     async with http_receiver(None) as url:
         async with httpx.AsyncClient() as client:
             response = await client.get(url + "/v1/traces")
+            as_proto = await client.put(url + "/v1/logs", content=b"", headers=PROTOBUF)
+            events = await client.get(url + "/v1/events")
+            wrong_path = await client.post(url + "/v1/trace", content=b"", headers=PROTOBUF)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
+    assert response.headers["content-type"] == "application/json"
+    assert rpc_status(response, "json").code == code_pb2.UNIMPLEMENTED
+    assert "use POST" in rpc_status(response, "json").message
+    # Every 4xx body is a google.rpc.Status in the request's encoding.
+    assert (as_proto.status_code, as_proto.headers["content-type"]) == (
+        405,
+        "application/x-protobuf",
+    )
+    assert "use POST" in rpc_status(as_proto).message
+    assert events.status_code == 405
+    assert events.headers["allow"] == "POST, OPTIONS"
+    assert "use POST" in rpc_status(events, "json").message
+    assert (wrong_path.status_code, wrong_path.headers["content-type"]) == (
+        404,
+        "application/x-protobuf",
+    )
+    assert rpc_status(wrong_path).code == code_pb2.NOT_FOUND
 
 
 async def test_a_missing_token_is_401_with_an_rpc_status(ingest_token):
@@ -531,6 +556,8 @@ async def test_the_cloudevents_webhook_handshake_is_answered():
     assert handshake.headers["webhook-allowed-origin"] == "eventemitter.example.com"
     assert handshake.headers["webhook-allowed-rate"] == "*"
     assert bare.status_code == 405
+    assert bare.headers["allow"] == "POST, OPTIONS"
+    assert "WebHook-Request-Origin" in rpc_status(bare, "json").message
 
 
 async def test_a_revoked_token_stops_working_when_its_cache_entry_expires(project, monkeypatch):
@@ -706,6 +733,26 @@ async def test_json_that_utf8_cannot_spell_is_never_a_5xx(project, ingest_token,
             )
         ).fetchone()
     assert (subject, data) == ("a?b", {"note": "x?y"})  # as clean_text replaces it
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-protobuf"])
+async def test_an_unexpected_error_is_a_400_rpc_status_not_a_bare_500(ingest_token, content_type):
+    body = TRACES_JSON
+    if content_type == "application/x-protobuf":
+        body = decode_request("traces", TRACES_JSON, "json").SerializeToString()
+    headers = {"content-type": content_type, **bearer(ingest_token)}
+    async with http_receiver(FaultyWriter()) as url:
+        response = await post(url, "/v1/traces", body, headers)
+        events = await post(
+            url, "/v1/events", json.dumps(ce()).encode(), {**CE_HEADERS, **bearer(ingest_token)}
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == content_type
+    status = rpc_status(response, "json" if content_type == "application/json" else "protobuf")
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    assert "RuntimeError: a bug, not bad data" in status.message
+    assert events.status_code == 400
+    assert "RuntimeError" in events.json()["error"]
 
 
 # ---- CloudEvents binary mode: attributes and trace contexts -------------------------------
