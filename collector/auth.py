@@ -1,5 +1,9 @@
 """Ingest authentication: `Authorization: Bearer <token>` -> the project the data belongs to.
 
+With EVENTSCOPE_INGEST_AUTH=off a valid ingest token still decides the
+project, and a missing or unusable one sends the data to the default
+project instead of a 401 (the contract's "unless ... off").
+
 Lookups are cached in the process for CACHE_SECONDS, because every export
 request carries the token and the database is busy with the writes. The
 price: revoking a token takes effect within CACHE_SECONDS. Unknown tokens
@@ -8,6 +12,7 @@ secret never becomes valid later), which keeps a misconfigured exporter
 from costing a query per request.
 """
 
+import logging
 import threading
 import time
 
@@ -18,10 +23,14 @@ from django.utils import timezone
 
 from collector.batch import StorageUnavailable
 
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 30.0
 MAX_CACHED = 10_000
+_DEFAULT = "\x00default"  # the cache key of the default project
 
 _cache: dict[str, tuple[int | None, float]] = {}
+_warned: set[str] = set()  # token prefixes already logged as sent to the default project
 _lock = threading.Lock()
 
 
@@ -83,24 +92,62 @@ def forget() -> None:
     """Drop every cached lookup (tests; token admin in the same process)."""
     with _lock:
         _cache.clear()
+        _warned.clear()
+
+
+async def _project_of(token: str | None) -> int | None:
+    """The project of an ingest token (the default project for None); None if unusable."""
+    key = token if token is not None else _DEFAULT
+    hit, project_id = _cached(key)
+    if not hit:
+        project_id = await sync_to_async(_lookup)(token)
+        _remember(key, project_id)
+    return project_id
+
+
+def _warn_once(prefix: str, problem: str) -> None:
+    # Once per prefix: a misconfigured exporter sends every few seconds, and
+    # a line per request would bury the log.
+    with _lock:
+        if prefix in _warned:
+            return
+        if len(_warned) >= MAX_CACHED:
+            _warned.clear()
+        _warned.add(prefix)
+    log.warning(
+        "%s; ingest auth is off, so its data goes to the default project %r",
+        problem,
+        settings.DEFAULT_PROJECT,
+    )
 
 
 async def project_for(authorization: str | None) -> int:
     """The project id for a request's Authorization header.
 
-    Missing token: the default project when ingest auth is off, else
-    Unauthorized. A token that is given but unknown, revoked or not
-    ingest-scoped is always Unauthorized. Raises StorageUnavailable when the
-    database cannot be asked.
+    A valid ingest token gives its project. Otherwise, with ingest auth
+    required, Unauthorized; with it off, the default project (a given but
+    unusable token is logged once per prefix). Raises StorageUnavailable
+    when the database cannot be asked.
     """
-    token = bearer_token(authorization)
-    if token is None and settings.INGEST_AUTH != "off":
-        raise Unauthorized("missing ingest token: send 'Authorization: Bearer <ingest token>'")
-    key = token if token is not None else "\x00default"
-    hit, project_id = _cached(key)
-    if not hit:
-        project_id = await sync_to_async(_lookup)(token)
-        _remember(key, project_id)
-    if project_id is None:
+    auth_off = settings.INGEST_AUTH == "off"
+    try:
+        token = bearer_token(authorization)
+    except Unauthorized:
+        if not auth_off:
+            raise
+        scheme = (authorization or "").strip().partition(" ")[0][:16]
+        _warn_once(f"scheme:{scheme}", f"an Authorization header of scheme {scheme!r} is unusable")
+        token = None
+    if token is None:
+        if not auth_off:
+            raise Unauthorized("missing ingest token: send 'Authorization: Bearer <ingest token>'")
+        return await _project_of(None)
+    project_id = await _project_of(token)
+    if project_id is not None:
+        return project_id
+    if not auth_off:
         raise Unauthorized("invalid, revoked or non-ingest token")
-    return project_id
+    # At most the ten characters the token list shows, and never half a short one.
+    prefix = token[: min(10, len(token) // 2)]
+    _warn_once(prefix, f"ingest token {prefix}… is invalid, revoked or not ingest-scoped")
+    return await _project_of(None)

@@ -5,6 +5,8 @@ import time
 import grpc
 import psycopg
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -13,7 +15,9 @@ from collector import auth
 from collector.batch import Saturated, StorageUnavailable
 from collector.db import conninfo
 from collector.decode import JSON, decode_request
+from collector.models import Project
 from tests.collector.receiver_harness import (
+    CollectingWriter,
     FaultyWriter,
     RefusingWriter,
     grpc_receiver,
@@ -189,3 +193,21 @@ async def test_an_unexpected_error_is_invalid_argument_not_unknown(ingest_token)
             await export_traces(address, traces("traces_kafka_messaging.json"), ingest_token)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "RuntimeError: a bug, not bad data" in caught.value.details()
+
+
+async def test_with_ingest_auth_off_a_bogus_token_goes_to_the_default_project(settings, project):
+    settings.INGEST_AUTH = "off"
+    writer = CollectingWriter()
+    async with grpc_receiver(writer) as address:
+        response = await export_traces(address, traces("traces_kafka_messaging.json"), "es_bogus")
+    assert response == trace_service_pb2.ExportTraceServiceResponse()
+    (batch,) = writer.batches
+    assert batch.project_id != project.pk
+    assert batch.project_id == await sync_to_async(_default_project)()
+
+
+def _default_project() -> int:
+    try:
+        return Project.default().pk
+    finally:
+        connection.close()  # this worker thread's connection would outlive the test database

@@ -22,7 +22,7 @@ from collector import auth, stats
 from collector.batch import Saturated, StorageUnavailable
 from collector.db import conninfo
 from collector.decode import decode_request
-from collector.models import ApiToken, Scope
+from collector.models import ApiToken, Project, Scope
 from tests.collector.receiver_harness import (
     CollectingWriter,
     FaultyWriter,
@@ -147,11 +147,40 @@ async def test_invalid_revoked_and_read_tokens_are_401(project, ingest_token, re
     assert "Bearer" in rpc_status(basic, "json").message
 
 
-async def test_with_ingest_auth_off_a_missing_token_goes_to_the_default_project(settings):
+async def test_with_ingest_auth_off_only_a_valid_token_picks_the_project(
+    settings, project, ingest_token, read_token, caplog
+):
     settings.INGEST_AUTH = "off"
-    assert await auth.project_for(None) > 0
-    with pytest.raises(auth.Unauthorized):
-        await auth.project_for("Bearer es_wrong")
+    writer = CollectingWriter()
+    sent = [
+        {},
+        bearer(ingest_token),
+        bearer("es_wrongtoken123"),
+        bearer("es_wrongtoken123"),
+        bearer(read_token),
+        {"authorization": "Basic eDp5"},
+    ]
+    with caplog.at_level("WARNING", logger="collector.auth"):
+        async with http_receiver(writer) as url:
+            answers = [
+                await post(url, "/v1/traces", TRACES_JSON, {**JSON, **headers}) for headers in sent
+            ]
+    assert [a.status_code for a in answers] == [200] * len(sent)
+    default = await in_db(lambda: Project.objects.get(slug=settings.DEFAULT_PROJECT).pk)
+    assert [b.project_id for b in writer.batches] == [
+        default,
+        project.pk,  # a valid ingest token still decides the project
+        default,
+        default,
+        default,
+        default,
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "collector.auth"]
+    # Once per token prefix, never the whole token.
+    assert len([w for w in warnings if "es_wrong…" in w]) == 1
+    assert len(warnings) == 3
+    assert not any("es_wrongtoken123" in w or read_token in w for w in warnings)
+    assert all("default project 'default'" in w for w in warnings)
 
 
 async def test_an_unknown_content_type_is_415(ingest_token):
