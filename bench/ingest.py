@@ -205,30 +205,33 @@ def manage(env, *args, **kwargs):
 
 
 class Collector:
-    """A `manage.py collector` subprocess on free ports."""
+    """A `manage.py collector [--processes N]` subprocess on free ports."""
 
-    def __init__(self, env):
+    def __init__(self, env, processes: int = 1):
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "collector", "--otlp-http-port", str(self.port),
-             "--otlp-grpc-port", str(free_port())],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+             "--otlp-grpc-port", str(free_port()), "--processes", str(processes)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the collector exited: {self.process.stderr.read()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("the collector did not become ready")
+        # The banner comes once every process serves.
+        banner = self.process.stdout.readline()
+        if not banner.startswith("collector:"):
+            raise RuntimeError(f"the collector did not start (exit {self.process.wait()})")
+        if httpx.get(self.url + "/readyz", timeout=5).status_code != 200:
+            raise RuntimeError("the collector is not ready")
+
+    def processes(self) -> list[psutil.Process]:
+        """The collector's processes: itself, or the pool's children."""
+        parent = psutil.Process(self.process.pid)
+        return parent.children() or [parent]
 
     def rss(self) -> int:
-        return psutil.Process(self.process.pid).memory_info().rss
+        return sum(p.memory_info().rss for p in self.processes())
+
+    def cpu_seconds(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes())
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)

@@ -125,9 +125,9 @@ def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
     return len(spans) / seconds, len(spans)
 
 
-def overload(env, token, workload, clients, seconds) -> dict:
+def overload(env, token, workload, clients, seconds, processes) -> dict:
     """Exporters that never back off against a collector with a small queue."""
-    collector = ingest.Collector({**env, "EVENTSCOPE_QUEUE_MAX_ITEMS": "20000"})
+    collector = ingest.Collector({**env, "EVENTSCOPE_QUEUE_MAX_ITEMS": "20000"}, processes)
     idle_rss = collector.rss()
     peak = [idle_rss]
     done = threading.Event()
@@ -159,6 +159,7 @@ def overload(env, token, workload, clients, seconds) -> dict:
         collector.stop()
     return {
         "clients": clients,
+        "processes": processes,
         "acknowledged": result.acked_requests,
         "429": result.throttled,
         "503": result.unavailable,
@@ -168,14 +169,43 @@ def overload(env, token, workload, clients, seconds) -> dict:
     }
 
 
+def ingest_run(env, conninfo, token, workload, clients, processes) -> dict:
+    """One collector (with `processes` processes) on empty tables: rate, CPU, checks."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
+    collector = ingest.Collector(env, processes)
+    try:
+        cpu_before = collector.cpu_seconds()
+        result = asyncio.run(
+            ingest.drive(collector.url + "/v1/traces", token, workload.bodies, clients)
+        )
+        cpu = collector.cpu_seconds() - cpu_before
+    finally:
+        collector.stop()
+    return {
+        "processes": processes,
+        "rate": workload.spans / result.seconds,
+        "cpu_us_per_span": cpu / workload.spans * 1e6,
+        "result": result,
+        "checks": verify(conninfo, workload),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--messages", type=int, default=150, help="messages per request")
     parser.add_argument("--calls", type=int, default=50, help="HTTP call pairs per request")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="collector processes of the second run (the first always has one)",
+    )
     parser.add_argument("--overload-clients", type=int, default=64)
     parser.add_argument("--overload-seconds", type=float, default=15)
+    parser.add_argument("--skip-queries", action="store_true", help="ingest figures only")
     args = parser.parse_args(argv)
 
     url = bench_database_url()
@@ -203,22 +233,20 @@ def main(argv=None) -> int:
 
     print(f"building {args.requests} requests ...", file=sys.stderr)
     workload = ingest.build_workload(args.requests, args.messages, args.calls)
-    collector = ingest.Collector(env)
-    try:
-        result = asyncio.run(
-            ingest.drive(collector.url + "/v1/traces", token, workload.bodies, args.clients)
-        )
-    finally:
-        collector.stop()
-    collector_rate = workload.spans / result.seconds
-    checks = verify(conninfo, workload)
+    runs = []
+    for processes in sorted({1, max(1, args.processes)}):
+        print(f"collector with {processes} process(es) ...", file=sys.stderr)
+        runs.append(ingest_run(env, conninfo, token, workload, args.clients, processes))
 
     print("raw COPY baseline ...", file=sys.stderr)
     raw_rate, _ = raw_copy_rate(conninfo, workload)
 
     print("overload ...", file=sys.stderr)
     overload_workload = ingest.build_workload(args.requests, args.messages, args.calls, seed=11)
-    flood = overload(env, token, overload_workload, args.overload_clients, args.overload_seconds)
+    flood = overload(
+        env, token, overload_workload, args.overload_clients, args.overload_seconds,
+        runs[-1]["processes"],
+    )  # fmt: skip
 
     info = ingest.machine(conninfo)
     print("## Ingest benchmark\n")
@@ -231,34 +259,47 @@ def main(argv=None) -> int:
         f"({workload.messages} publishes, {workload.consumed} consumes, {workload.calls} "
         f"HTTP call pairs), {args.clients} concurrent exporters.\n"
     )
-    print("| measure | value |\n|---|---|")
-    print(f"| collector (HTTP + decode + dedupe + rollups) | {collector_rate:,.0f} spans/s |")
-    print(f"| raw psycopg binary COPY of the same rows | {raw_rate:,.0f} spans/s |")
-    print(f"| ratio | {collector_rate / raw_rate:.2f} |")
-    print(
-        f"| elapsed | {result.seconds:.1f} s, 429: {result.throttled}, 503: {result.unavailable} |"
-    )
+    print("| measure | spans/s | ratio to raw COPY | collector CPU per span |")
+    print("|---|---:|---:|---:|")
+    for run in runs:
+        print(
+            f"| collector, {run['processes']} process(es) (HTTP + decode + dedupe + rollups) "
+            f"| {run['rate']:,.0f} | {run['rate'] / raw_rate:.2f} "
+            f"| {run['cpu_us_per_span']:.1f} µs |"
+        )
+    print(f"| raw psycopg binary COPY of the same rows | {raw_rate:,.0f} | 1.00 | |")
     print()
-    print("| check | stored | expected |\n|---|---|---|")
     ok = True
-    for name, (got, expected) in checks.items():
-        ok &= got == expected
-        print(f"| {name} | {got} | {expected} |")
-    print()
+    errors = []
+    for run in runs:
+        result = run["result"]
+        errors += result.errors
+        print(
+            f"{run['processes']} process(es): {result.seconds:.1f} s, "
+            f"429: {result.throttled}, 503: {result.unavailable}.\n"
+        )
+        print("| check | stored | expected |\n|---|---|---|")
+        for name, (got, expected) in run["checks"].items():
+            ok &= got == expected
+            print(f"| {name} | {got} | {expected} |")
+        print()
     print(
         f"Overload ({flood['clients']} exporters that never back off, "
-        f"EVENTSCOPE_QUEUE_MAX_ITEMS=20000, {args.overload_seconds:.0f} s): "
+        f"{flood['processes']} process(es), EVENTSCOPE_QUEUE_MAX_ITEMS=20000, "
+        f"{args.overload_seconds:.0f} s): "
         f"{flood['acknowledged']} requests acknowledged, {flood['429']} answered 429, "
         f"{flood['503']} answered 503, {flood['other errors']} other errors; collector RSS "
         f"{flood['idle_rss_mib']:.0f} MiB idle, {flood['peak_rss_mib']:.0f} MiB peak."
     )
-    if result.errors:
-        print(f"\nErrors during the run: {result.errors[:5]}")
+    if errors:
+        print(f"\nErrors during the runs: {errors[:5]}")
+    if args.skip_queries:
+        return 0 if ok and not errors else 1
     # Dashboard reads on a week of data, in a process of its own (its own database).
     sys.stdout.flush()
     queries = subprocess.run([sys.executable, str(ROOT / "bench" / "query.py")], check=False)
     ok &= queries.returncode == 0
-    return 0 if ok and not result.errors else 1
+    return 0 if ok and not errors else 1
 
 
 if __name__ == "__main__":

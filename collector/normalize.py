@@ -142,12 +142,18 @@ def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
     secrets = secrets or redact.matcher()
     out = {}
     for kv in key_values:
-        key = _pb_text(kv.key)
-        value = kv.value
+        key = kv.key
+        if "\x00" in key:
+            key = _pb_text(key)
         if secrets.is_secret(key):
             out[key] = redact.REDACTED
-        elif value.WhichOneof("value") == "string_value":
-            out[key] = _pb_text(value.string_value)
+            continue
+        value = kv.value
+        # A set string field is non-empty (proto3 oneof): asking for it first
+        # saves a WhichOneof call on the commonest kind of value.
+        text = value.string_value
+        if text:
+            out[key] = _pb_text(text) if "\x00" in text else text
         else:
             item = any_value(value)
             out[key] = secrets.walk(item) if isinstance(item, dict | list) else item
@@ -180,12 +186,18 @@ def normalize_traces(request, project_id: int) -> Normalized:
         for scope_spans in resource_spans.scope_spans:
             scope = _pb_text(scope_spans.scope.name) or None
             for span in scope_spans.spans:
-                problem = _span_problem(span)
+                # Each protobuf field read costs a call into the C extension,
+                # so the ids and times are read once here.
+                ids = (span.trace_id, span.span_id, span.parent_span_id)
+                times = (span.start_time_unix_nano, span.end_time_unix_nano)
+                problem = _span_problem(span, *ids, *times)
                 if problem:
                     result.reject(f"span {span.name!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets)
-                row = _span_row(span, attrs, project_id, service, resource, scope, secrets)
+                row = _span_row(
+                    span, attrs, project_id, service, resource, scope, secrets, ids, times
+                )
                 result.batch.spans.append(row)
                 stage = _stage_row(span, attrs, row)
                 if stage is None:
@@ -200,14 +212,14 @@ def normalize_traces(request, project_id: int) -> Normalized:
     return result
 
 
-def _span_problem(span) -> str | None:
+def _span_problem(span, trace_id, span_id, parent_span_id, start_ns, end_ns) -> str | None:
     """Why a span cannot be stored, or None."""
-    problem = id_problem(span.trace_id, span.span_id, span.parent_span_id)
+    problem = id_problem(trace_id, span_id, parent_span_id)
     if problem:
         return problem
-    if not span.start_time_unix_nano:
+    if not start_ns:
         return "start time is missing"
-    if span.start_time_unix_nano > MAX_INT64 or span.end_time_unix_nano > MAX_INT64:
+    if start_ns > MAX_INT64 or end_ns > MAX_INT64:
         return "start or end time is out of range"
     # An end before the start (a span never ended, a clock step) is kept with
     # duration 0; the kind and status come from closed lists.
@@ -218,19 +230,22 @@ def _span_problem(span) -> str | None:
     return None
 
 
-def _span_row(span, attrs, project_id, service, resource, scope, secrets) -> SpanRow:
+def _span_row(span, attrs, project_id, service, resource, scope, secrets, ids, times) -> SpanRow:
+    trace_id, span_id, parent_span_id = ids
+    start_ns, end_ns = times
+    status = span.status
     return SpanRow(
         project_id=project_id,
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id or None,
-        start_time_ns=span.start_time_unix_nano,
-        duration_ns=max(0, span.end_time_unix_nano - span.start_time_unix_nano),
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id or None,
+        start_time_ns=start_ns,
+        duration_ns=max(0, end_ns - start_ns),
         service=service,
         name=_pb_text(span.name),
         kind=span.kind,
-        status_code=span.status.code,
-        status_message=_pb_text(span.status.message) or None,
+        status_code=status.code,
+        status_message=_pb_text(status.message) or None,
         attributes=attrs,
         resource=resource,
         events=[
@@ -240,7 +255,9 @@ def _span_row(span, attrs, project_id, service, resource, scope, secrets) -> Spa
                 "attributes": attributes(event.attributes, secrets),
             }
             for event in span.events
-        ],
+        ]
+        if span.events
+        else [],
         links=[
             {
                 "trace_id": hex_id(link.trace_id),
@@ -249,7 +266,9 @@ def _span_row(span, attrs, project_id, service, resource, scope, secrets) -> Spa
             }
             for link in span.links
             if _valid_context(link.trace_id, link.span_id)
-        ],
+        ]
+        if span.links
+        else [],
         scope=scope,
     )
 
@@ -258,16 +277,16 @@ def _valid_context(trace_id: bytes, span_id: bytes) -> bool:
     return bool(trace_id and span_id) and optional_id_problem(trace_id, span_id) is None
 
 
-def _stage_and_role(span, attrs) -> tuple[str, str] | None:
+def _stage_and_role(row: SpanRow, attrs) -> tuple[str, str] | None:
     override = semconv.read(attrs, "stage")
     if isinstance(override, str) and override.lower() in STAGES:
         stage = override.lower()
         return stage, PRODUCER if stage == "published" else CONSUMER
     operation = semconv.operation_type(attrs)
     if operation is None:
-        if span.kind == KIND_PRODUCER:
+        if row.kind == KIND_PRODUCER:
             operation = "send"
-        elif span.kind == KIND_CONSUMER:
+        elif row.kind == KIND_CONSUMER:
             operation = "process"
         else:
             return None
@@ -275,14 +294,14 @@ def _stage_and_role(span, attrs) -> tuple[str, str] | None:
     if mapped is None:
         return None
     stage, role = mapped
-    if span.status.code == STATUS_ERROR:
+    if row.status_code == STATUS_ERROR:
         stage = "failed"
     return stage, role
 
 
-def _error_text(span, attrs) -> str | None:
-    if span.status.message:
-        return _pb_text(span.status.message)
+def _error_text(span, attrs, row: SpanRow) -> str | None:
+    if row.status_message:
+        return row.status_message
     error_type = semconv.read(attrs, "error_type")
     if error_type:
         return str(error_type)
@@ -292,43 +311,44 @@ def _error_text(span, attrs) -> str | None:
             message = event_attrs.get("exception.message") or event_attrs.get("exception.type")
             if message:
                 return str(message)
-    return "error" if span.status.code == STATUS_ERROR else None
+    return "error" if row.status_code == STATUS_ERROR else None
 
 
 def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
     if not semconv.is_messaging(attrs):
         return None
-    mapped = _stage_and_role(span, attrs)
+    mapped = _stage_and_role(row, attrs)
     if mapped is None:
         return None
     stage, role = mapped
-    linked = [(link.trace_id, link.span_id) for link in span.links]
-    linked = [pair for pair in linked if _valid_context(*pair)]
+    linked = [
+        (bytes.fromhex(link["trace_id"]), bytes.fromhex(link["span_id"])) for link in row.links
+    ]
     if (
         role == CONSUMER
-        and span.parent_span_id
+        and row.parent_span_id
         and (
             span.flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
-            or span.kind == KIND_CONSUMER
+            or row.kind == KIND_CONSUMER
         )
     ):
-        linked.append((span.trace_id, span.parent_span_id))
+        linked.append((row.trace_id, row.parent_span_id))
     message_id = semconv.read(attrs, "message_id")
     return StageRow(
         project_id=row.project_id,
-        time_ns=span.start_time_unix_nano,
+        time_ns=row.start_time_ns,
         stage=stage,
         role=role,
         service=row.service,
         system=semconv.text(attrs, "system"),
         channel=semconv.channel(attrs, role),
         consumer_group=semconv.text(attrs, "consumer_group") if role == CONSUMER else "",
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id or None,
-        linked=list(dict.fromkeys(linked)),
+        trace_id=row.trace_id,
+        span_id=row.span_id,
+        parent_span_id=row.parent_span_id,
+        linked=list(dict.fromkeys(linked)) if len(linked) > 1 else linked,
         event_id=str(message_id) if message_id is not None else None,
-        error=_error_text(span, attrs) if stage in ("failed", "deadlettered") else None,
+        error=_error_text(span, attrs, row) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
     )
 

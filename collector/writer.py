@@ -22,10 +22,10 @@ in its WriteResult, and the rest of the request is stored.
 End-to-end latency (publish -> consume) is set on consume stages when the
 publish is known: in the same transaction or already stored. A publish that
 arrives after its consumers updates them then (`e2e_ms IS NULL` makes each
-count once). Two collectors committing a producer and its consumer at the
-same instant cannot see each other's rows, so that pair's latency is missed;
-the same holds for a CLIENT/SERVER call pair split across two concurrent
-collectors (never counted twice, at worst not counted).
+count once). Several collectors (or `collector --processes N`) write one
+project's data one transaction at a time under a PostgreSQL advisory lock,
+so a producer and its consumer, or a CLIENT/SERVER pair, split across two of
+them are still joined exactly once.
 """
 
 import asyncio
@@ -44,6 +44,7 @@ from psycopg import errors as pg_errors
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from collector import notify, partitions, rollups, stats
 from collector.batch import (
@@ -68,6 +69,9 @@ RECEIVE_TIME_WINDOW_NS = _DAY_NS
 # How far apart a publish and its consume stage may be looked for.
 E2E_WINDOW = dt.timedelta(days=1)
 CONNECT_TIMEOUT = 5
+WRITER_APPLICATION_NAME = "eventscope writer"
+# pg_advisory_xact_lock(WRITE_LOCK_CLASS, project id) orders writers of a project.
+WRITE_LOCK_CLASS = 0x45530003
 # After a failed connection, submits fail fast for this long instead of queueing.
 DOWN_BACKOFF_S = 1.0
 
@@ -238,6 +242,9 @@ def configure_copy(conn) -> None:
     EncodedJson, and times as integer nanoseconds."""
     conn.adapters.register_dumper(None, _JsonbCopyDumper)
     conn.adapters.register_dumper(None, _TimestamptzCopyDumper)
+    # bytea by oid would otherwise be the DB-API Binary wrapper's dumper, in
+    # Python; the bytes dumper is registered again to get the compiled one.
+    conn.adapters.register_dumper(None, BytesBinaryDumper)
 
 
 def span_values(s, resources: dict | None = None) -> tuple:
@@ -481,6 +488,8 @@ class Writer:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.conninfo,
                 connect_timeout=CONNECT_TIMEOUT,
+                # Operators find the writers in pg_stat_activity by this name.
+                application_name=WRITER_APPLICATION_NAME,
                 # A hung server must not hold acknowledgements forever.
                 options="-c statement_timeout=60000",
             )
@@ -545,6 +554,13 @@ class _Rows:
 
     def any(self) -> bool:
         return bool(self.spans or self.stages or self.envelopes or self.logs)
+
+    def projects(self) -> set[int]:
+        return {
+            item.row.project_id
+            for items in (self.spans, self.stages, self.envelopes, self.logs)
+            for item in items
+        }
 
     def days(self) -> set[dt.date]:
         day_numbers = set()
@@ -633,6 +649,15 @@ class _Transaction:
             "SELECT set_config('enable_seqscan', 'off', true), "
             "set_config('enable_hashjoin', 'off', true), "
             "set_config('enable_mergejoin', 'off', true)"
+        )
+        # Writers of one project take turns, in one order (no deadlock): a
+        # producer and its consumer committed by two collector processes at
+        # the same instant would not see each other, and their end-to-end
+        # latency or call pair would be lost. Decoding, normalising and
+        # encoding (most of the work) still run in parallel.
+        await self.cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int[]) AS p ORDER BY p",
+            (WRITE_LOCK_CLASS, sorted(rows.projects())),
         )
         if rows.envelopes or rows.receive_timed:
             await self._drop_stored_events()

@@ -1,0 +1,145 @@
+"""`collector --processes N`: several processes on the same ports, results as with one."""
+
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+from django.db import connection
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector.writer import WRITER_APPLICATION_NAME
+from tests.test_commands import free_port, manage, terminate
+
+KIND_PRODUCER, KIND_CONSUMER = 4, 5
+MESSAGES = 60
+
+
+def _span(scope, trace_id, span_id, kind, start_ns, parent=None):
+    span = scope.spans.add()
+    span.trace_id, span.span_id, span.kind, span.name = trace_id, span_id, kind, "orders"
+    if parent:
+        span.parent_span_id = parent
+    span.start_time_unix_nano, span.end_time_unix_nano = start_ns, start_ns + 2_000_000
+    for key, value in (
+        ("messaging.system", "kafka"),
+        ("messaging.destination.name", "orders"),
+        ("messaging.operation.type", "send" if kind == KIND_PRODUCER else "process"),
+        ("messaging.consumer.group.name", "payments"),
+    ):
+        attribute = span.attributes.add()
+        attribute.key, attribute.value.string_value = key, value
+
+
+def requests_that_join_across_requests() -> list[bytes]:
+    """Request i publishes message i and consumes message i-1 (published by another request)."""
+    now = time.time_ns() - 60 * 10**9
+    contexts = [(os.urandom(16), os.urandom(8)) for _ in range(MESSAGES)]
+    bodies = []
+    for i, (trace_id, span_id) in enumerate(contexts):
+        request = ExportTraceServiceRequest()
+        for service, kind in (("orders", KIND_PRODUCER), ("payments", KIND_CONSUMER)):
+            resource = request.resource_spans.add()
+            attribute = resource.resource.attributes.add()
+            attribute.key, attribute.value.string_value = "service.name", service
+            scope = resource.scope_spans.add()
+            if kind == KIND_PRODUCER:
+                _span(scope, trace_id, span_id, kind, now + i * 1_000_000)
+            elif i:
+                previous_trace, previous_span = contexts[i - 1]
+                _span(
+                    scope, previous_trace, os.urandom(8), kind, now + i * 1_000_000 + 500_000,
+                    parent=previous_span,
+                )  # fmt: skip
+        bodies.append(request.SerializeToString())
+    return bodies
+
+
+def _banner(process) -> str:
+    """The line that says the collector serves (log lines come before it)."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("collector:") or "did not all start" in line:
+            return line
+    raise AssertionError("".join(lines))
+
+
+def fetch(sql):
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def test_several_processes_share_the_ports_and_join_producers_and_consumers_exactly(
+    telemetry_db, ingest_token
+):
+    http_port, grpc_port = free_port(), free_port()
+    process = manage(
+        "collector", "--processes", "2",
+        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}/v1/traces"
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest_token}"}
+    try:
+        banner = _banner(process)
+        assert banner.startswith("collector: 2 processes, OTLP/HTTP on 127.0.0.1:"), banner
+        children = psutil.Process(process.pid).children()
+        assert len(children) == 2
+
+        # A new connection per request: the kernel spreads them over both processes.
+        def post(body):
+            return httpx.post(url, content=body, headers=headers, timeout=30).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(post, requests_that_join_across_requests()))
+        assert statuses == [200] * MESSAGES
+        writers = fetch(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            f"AND application_name = '{WRITER_APPLICATION_NAME}'"
+        )
+        assert writers == [(2,)]  # both processes stored some of it
+
+        # A process that dies is replaced, and ingest goes on meanwhile.
+        children[0].send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = {child.pid for child in psutil.Process(process.pid).children()}
+            if len(pids) == 2 and children[0].pid not in pids:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the killed collector process was not replaced")
+        assert post(requests_that_join_across_requests()[0]) == 200
+    finally:
+        output = terminate(process)
+    assert "exited with -9; restarting" in output
+
+    # MESSAGES publishes and MESSAGES - 1 consumes, then one more publish.
+    assert fetch("SELECT count(*), count(DISTINCT span_id) FROM collector_span") == [
+        (2 * MESSAGES, 2 * MESSAGES)
+    ]
+    rollup = fetch(
+        "SELECT kind, sum(count), sum(e2e_count) FROM collector_flowrollup "
+        "GROUP BY kind ORDER BY kind"
+    )
+    # Every consume found its publish, whichever process stored either of them.
+    assert [(kind, int(n), int(e2e)) for kind, n, e2e in rollup] == [
+        ("consume", MESSAGES - 1, MESSAGES - 1),
+        ("publish", MESSAGES + 1, 0),
+    ]
+
+
+def test_it_refuses_to_start_on_a_port_in_use(telemetry_db):
+    http_port = free_port()
+    with socket.create_server(("127.0.0.1", http_port)):  # any listener will do
+        process = manage(
+            "collector", "--processes", "2",
+            "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(free_port()),
+        )  # fmt: skip
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "cannot start the collector" in output and "in use" in output
