@@ -216,3 +216,34 @@ def test_two_workers_elect_one_leader_and_the_other_takes_over(telemetry_db):
         for process in workers.values():
             if process.poll() is None:
                 terminate(process)
+
+
+def uvicorn(port: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "dashboard.asgi:application", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_the_web_app_under_uvicorn_answers_healthz_and_readyz(transactional_db):
+    up, down = free_port(), free_port()
+    # A database nobody listens on: the process is up, but not ready.
+    unreachable = command_env(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    processes = [uvicorn(up, command_env()), uvicorn(down, unreachable)]
+    try:
+        assert wait_http(f"http://127.0.0.1:{up}/healthz", processes[0]).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{up}/readyz").status_code == 200
+        health = wait_http(f"http://127.0.0.1:{down}/healthz", processes[1])
+        assert (health.status_code, health.text) == (200, "ok\n")  # no database needed
+        ready = httpx.get(f"http://127.0.0.1:{down}/readyz", timeout=10)
+        assert (ready.status_code, ready.text) == (503, "database unreachable\n")
+        # Everything else is still the web app.
+        assert httpx.get(f"http://127.0.0.1:{up}/login/").status_code == 200
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)  # uvicorn re-raises it once it has stopped
+            process.communicate(timeout=30)

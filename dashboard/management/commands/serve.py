@@ -33,7 +33,9 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, otlp_http_port, otlp_grpc_port, demo, **options):
         call_command("migrate", interactive=False, verbosity=0)
         tasks = runtime.load_tasks(TASKS)
-        from dashboard.asgi import application
+        # Without its own health checks: runtime.run answers /healthz and
+        # /readyz on the web port from its writer.
+        from dashboard.asgi import web_application
 
         demo_headers = self._demo_headers() if demo else None
         ports = runtime.Ports(
@@ -56,7 +58,9 @@ class Command(BaseCommand):
             stop = asyncio.Event()
             runtime.install_stop_signals(stop)
             try:
-                await runtime.run(ports, stop, web_app=application, tasks=tasks, on_started=started)
+                await runtime.run(
+                    ports, stop, web_app=web_application, tasks=tasks, on_started=started
+                )
             finally:
                 demo_stop.set()
                 if demo_thread is not None:
