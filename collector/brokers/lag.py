@@ -280,10 +280,12 @@ def current(project_id: int, cursor=None) -> list[dict]:
     One item per (system, vhost/account, channel, group), the same shape as
     /api/lag: {"system", "vhost", "account", "channel", "group", "lag",
     "lag_seconds", "lag_seconds_method", "estimated", "consume_rate", "status",
-    "reason", "partitions": [...], "updated_at", "error"} where `vhost` is the
-    RabbitMQ vhost and `account` the NATS account (None elsewhere), and
-    `error` says "unreachable since …" when the broker that reports this
-    group stopped answering. Reads through `cursor` when given
+    "reason", "partitions": [...], "updated_at", "reported_at", "error"} where
+    `vhost` is the RabbitMQ vhost and `account` the NATS account (None
+    elsewhere), `reported_at` is when the broker last listed the group itself
+    (earlier than `updated_at` for a Kafka group without members, held at its
+    last committed offsets), and `error` says "unreachable since …" when the
+    broker that reports this group stopped answering. Reads through `cursor` when given
     (a psycopg cursor of a background loop), else Django's connection.
     """
     if cursor is None:
@@ -295,7 +297,8 @@ def current(project_id: int, cursor=None) -> list[dict]:
         """
         SELECT g.system, g.channel, g.consumer_group, g.lag, g.lag_seconds,
                g.lag_seconds_method, g.estimated, g.status, g.reason, g.partitions,
-               g.updated_at, b.error, b.error_since, g.consume_rate, g.namespace
+               g.updated_at, b.error, b.error_since, g.consume_rate, g.namespace,
+               g.reported_at
         FROM brokers_groupstate g
         LEFT JOIN brokers_brokerstate b
           ON b.project_id = g.project_id AND b.source = g.source AND b.error <> ''
@@ -307,7 +310,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
     items = []
     for row in rows:
         (system, channel, group, lag, lag_seconds, method, estimated, status, reason) = row[:9]
-        partitions, updated_at, error, error_since, rate, namespace = row[9:]
+        partitions, updated_at, error, error_since, rate, namespace, reported_at = row[9:]
         if isinstance(partitions, str):
             partitions = json.loads(partitions)
         items.append(
@@ -325,6 +328,7 @@ def current(project_id: int, cursor=None) -> list[dict]:
                 "reason": reason,
                 "partitions": partitions,
                 "updated_at": _iso(updated_at),
+                "reported_at": _iso(reported_at),
                 "error": f"unreachable since {_iso(error_since)}: {error}" if error else None,
             }
         )

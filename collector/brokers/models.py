@@ -89,8 +89,12 @@ class GroupState(models.Model):
     status = models.TextField(default="ok")
     reason = models.TextField(default="")
     partitions = models.JSONField(default=list)
-    updated_at = models.DateTimeField()
+    updated_at = models.DateTimeField()  # the time of the newest figures
     source = models.TextField(default="")
+    # When the broker last reported the group itself; figures after that are
+    # its last committed offsets held against the current end offsets (a
+    # Kafka group without members, which kafka_exporter no longer lists).
+    reported_at = models.DateTimeField(null=True)
 
     class Meta:
         constraints = [

@@ -22,12 +22,18 @@ def known(value) -> int | None:
 
 
 class KafkaOffsets:
-    """Collects Kafka partition figures, then yields one reading per group partition."""
+    """Collects Kafka partition figures, then yields one reading per group partition.
+
+    A group with members counts as active at the time of the figures: that
+    is what tells a consumer that is connected but not committing (stalled)
+    from one that is gone (stopped).
+    """
 
     def __init__(self):
         self.end: dict[tuple[str, str], int | None] = {}
         self.committed: dict[tuple[str, str, str], int | None] = {}
         self.lag: dict[tuple[str, str, str], int | None] = {}
+        self.members: dict[str, int] = {}
         self.times: dict[tuple, float] = {}
 
     def _time(self, key, time):
@@ -46,6 +52,22 @@ class KafkaOffsets:
         self.lag[(group, topic, partition)] = known(value)
         self._time((group, topic, partition), time)
 
+    def add_members(self, group: str, value):
+        self.members[group] = known(value) or 0
+
+    def ends(self) -> dict[tuple[str, str, str, str], int]:
+        """End offsets by (system, namespace, topic, partition), grouped or not.
+
+        kafka_exporter drops a group's series once it has no members, while
+        its topics' end offsets keep coming; these let such a group be held
+        at its last committed offset (see samples.store).
+        """
+        return {
+            ("kafka", "", topic, partition): end
+            for (topic, partition), end in self.end.items()
+            if end is not None
+        }
+
     def readings(self) -> list[Reading]:
         readings = []
         for group, topic, partition in sorted(set(self.committed) | set(self.lag)):
@@ -58,6 +80,7 @@ class KafkaOffsets:
             if committed is None:
                 # Without a committed offset the exporters' lag is meaningless.
                 lag = None
+            time = self.times.get(key) or self.times.get((topic, partition))
             readings.append(
                 Reading(
                     system="kafka",
@@ -67,7 +90,8 @@ class KafkaOffsets:
                     end_offset=end,
                     committed_offset=committed,
                     lag=lag,
-                    time=self.times.get(key) or self.times.get((topic, partition)),
+                    active_at=time if self.members.get(group, 0) > 0 else None,
+                    time=time,
                 )
             )
         return readings

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SOURCE = "otlp"
 
 KAFKA_GROUP_METRICS = {"kafka.consumer_group.lag", "kafka.consumer_group.offset"}
+KAFKA_MEMBERS = "kafka.consumer_group.members"
 KAFKA_PARTITION_METRICS = {"kafka.partition.current_offset"}
 RABBITMQ_METRICS = {
     "rabbitmq.message.current",
@@ -101,6 +102,7 @@ def readings_from_request(request: ExportMetricsServiceRequest):
                     name in KAFKA_GROUP_METRICS
                     or name in KAFKA_PARTITION_METRICS
                     or name in RABBITMQ_METRICS
+                    or name == KAFKA_MEMBERS
                 ):
                     continue
                 for point in _points(metric):
@@ -108,7 +110,9 @@ def readings_from_request(request: ExportMetricsServiceRequest):
                         attributes = _attributes(point.attributes)
                         value = _number(point)
                         when = point.time_unix_nano / 1e9 if point.time_unix_nano else now
-                        if name in KAFKA_PARTITION_METRICS:
+                        if name == KAFKA_MEMBERS:
+                            kafka.add_members(_text(attributes, "group", name), value)
+                        elif name in KAFKA_PARTITION_METRICS:
                             topic = _text(attributes, "topic", name)
                             kafka.add_end(topic, _partition(attributes, name), value, when)
                         elif name in KAFKA_GROUP_METRICS:

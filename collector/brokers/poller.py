@@ -60,13 +60,13 @@ class Broker:
     source: str  # without credentials: safe to store and show
     project: str  # project slug
 
-    async def poll(self, timeout: float) -> list[samples.Reading]:
+    async def poll(self, timeout: float) -> samples.Report:
         if self.kind == "rabbitmq":
-            return await rabbitmq.poll(self.url, timeout)
+            return samples.Report(await rabbitmq.poll(self.url, timeout))
         if self.kind == "nats":
-            return await nats_poller.poll(self.url, timeout)
+            return samples.Report(await nats_poller.poll(self.url, timeout))
         if self.kind == "redis":
-            return await redis_streams.poll(self.url, timeout)
+            return samples.Report(await redis_streams.poll(self.url, timeout))
         return await scrape(self.url, timeout)
 
 
@@ -113,15 +113,17 @@ def configured_brokers() -> list[Broker]:
     return [parse_broker(url) for url in settings.BROKERS]
 
 
-async def scrape(url: str, timeout: float) -> list[samples.Reading]:
-    """Readings from one Prometheus text endpoint."""
+async def scrape(url: str, timeout: float) -> samples.Report:
+    """What one Prometheus text endpoint says."""
     target = url.removeprefix("prometheus+")
     async with httpx.AsyncClient(timeout=timeout) as client:
         response = await client.get(target, headers={"Accept": "text/plain;version=0.0.4"})
         response.raise_for_status()
-    found, errors = prometheus.readings(response.text, now=time.time())
+    found, errors = prometheus.report(response.text, now=time.time())
     if errors:
-        log.warning("%s: %d line(s) not in Prometheus text format, e.g. %s", url, *errors[:1])
+        log.warning(
+            "%s: %d line(s) not in Prometheus text format, e.g. %s", url, len(errors), errors[0]
+        )
     return found
 
 
@@ -155,13 +157,21 @@ def _record_failure(project_id, broker, error):
         samples.broker_failed(cursor, project_id, broker.source, broker.kind, error)
 
 
-def _record_success(project_id, broker, readings, window):
+def _record_success(project_id, broker, report: samples.Report, window):
     import psycopg
 
     from collector.db import conninfo
 
     with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
-        samples.store(cursor, project_id, readings, broker.source, window=window, complete=True)
+        samples.store(
+            cursor,
+            project_id,
+            report.readings,
+            broker.source,
+            window=window,
+            complete=True,
+            ends=report.ends,
+        )
         samples.broker_answered(cursor, project_id, broker.source, broker.kind)
 
 
@@ -173,7 +183,7 @@ async def poll_broker(
     try:
         # The overall deadline also covers a broker that accepts the
         # connection and then trickles (many pages, slow answers).
-        readings = await asyncio.wait_for(broker.poll(timeout), timeout * 3)
+        report = await asyncio.wait_for(broker.poll(timeout), timeout * 3)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -184,7 +194,7 @@ async def poll_broker(
         _failing.add(broker.source)
         await asyncio.to_thread(_record_failure, project_id, broker, error)
         return False
-    await asyncio.to_thread(_record_success, project_id, broker, readings, window)
+    await asyncio.to_thread(_record_success, project_id, broker, report, window)
     if broker.source in _failing:
         _failing.discard(broker.source)
         log.info("%s answers again", broker.source)

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from collector.brokers.offsets import KafkaOffsets, jetstream_reading, rabbitmq_reading
+from collector.brokers.samples import Report
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|(?=}))')
@@ -112,6 +113,11 @@ def _time(sample: Sample, default: float | None) -> float | None:
 
 def kafka_readings(found: list[Sample], now: float | None = None):
     """kafka_exporter series → readings (the same assembly as OTLP kafkametrics)."""
+    return kafka_offsets(found, now).readings()
+
+
+def kafka_offsets(found: list[Sample], now: float | None = None) -> KafkaOffsets:
+    """kafka_exporter series assembled per partition and group."""
     kafka = KafkaOffsets()
     for s in found:
         if not _usable(s):
@@ -131,7 +137,9 @@ def kafka_readings(found: list[Sample], now: float | None = None):
                 s.value,
                 _time(s, now),
             )
-    return kafka.readings()
+        elif s.name == "kafka_consumergroup_members" and "consumergroup" in labels:
+            kafka.add_members(labels["consumergroup"], s.value)
+    return kafka
 
 
 RABBITMQ_FIGURES = {
@@ -202,10 +210,15 @@ def nats_readings(found: list[Sample], now: float | None = None):
     ]
 
 
-def readings(text: str, now: float | None = None):
-    """(readings, parse errors) from one scrape, whichever exporters it holds."""
+def report(text: str, now: float | None = None) -> tuple[Report, list[str]]:
+    """(what one scrape says, parse errors), whichever exporters it holds."""
     found, errors = parse(text)
-    return (
-        kafka_readings(found, now) + rabbitmq_readings(found, now) + nats_readings(found, now),
-        errors,
-    )
+    kafka = kafka_offsets(found, now)
+    found_readings = kafka.readings() + rabbitmq_readings(found, now) + nats_readings(found, now)
+    return Report(found_readings, kafka.ends()), errors
+
+
+def readings(text: str, now: float | None = None):
+    """(readings, parse errors) from one scrape."""
+    scraped, errors = report(text, now)
+    return scraped.readings, errors

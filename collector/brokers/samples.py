@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -61,11 +61,23 @@ class Reading:
     # restarts with the broker: going down means a reset, not a rewind.
     counter: bool = False
     namespace: str = ""
+    # Not reported by the broker this time but held at its last committed
+    # offset against the partition's current end (see `store`).
+    carried: bool = False
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
         """(system, namespace, channel, group, partition); a group is key[:4]."""
         return (self.system, self.namespace, self.channel, self.group, self.partition)
+
+
+@dataclass(slots=True)
+class Report:
+    """What one poll of a broker said: its readings, and the end offsets it gave
+    for partitions by (system, namespace, channel, partition), grouped or not."""
+
+    readings: list[Reading]
+    ends: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 def _partition_sort(value: str):
@@ -215,18 +227,27 @@ def store(
     now: dt.datetime | None = None,
     window: float | None = None,
     complete: bool = False,
+    ends: dict | None = None,
 ) -> list[dict]:
     """Evaluate and store readings in the cursor's transaction; the groups' new states.
 
     Readings older than a group's stored state (a late or retried export)
     are kept as history only: the state stays, and is not among those returned.
 
-    `complete` says the readings are everything `source` reports: groups it
-    reported before and not now (a deleted queue or consumer) are removed.
+    `complete` says the readings are everything `source` reports. A group it
+    reported before and not now is removed (a deleted queue, stream or
+    consumer), unless `ends` (end offsets of the partitions the source
+    reported, as in `Report.ends`) still has its partitions: then it is a
+    group the exporter stopped listing because it has no members, and it is
+    held at its last committed offsets against the current ends, so its lag
+    grows and it turns `stopped`. That lasts for the retention period after
+    the broker last reported the group itself.
     """
     now = now or dt.datetime.now(dt.UTC)
     window = float(window or settings.LAG_WINDOW_SECONDS)
     now_s = now.timestamp()
+    if complete and ends:
+        readings = readings + _carried(cursor, project_id, source, readings, ends, now)
     history = _history(cursor, project_id, readings, now, window) if readings else {}
     samples, by_group, observed = [], {}, {}
     for reading in readings:
@@ -292,6 +313,7 @@ def store(
             """,
             samples,
         )
+    carried = {r.key[:4] for r in readings if r.carried}
     states = []
     for (system, namespace, channel, group), partitions in sorted(by_group.items()):
         partitions.sort(key=lambda p: _partition_sort(p["partition"]))
@@ -318,15 +340,16 @@ def store(
             """
             INSERT INTO brokers_groupstate (project_id, system, namespace, channel,
                 consumer_group, lag, lag_seconds, lag_seconds_method, estimated, consume_rate,
-                status, reason, partitions, updated_at, source)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
+                status, reason, partitions, updated_at, source, reported_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
             ON CONFLICT (project_id, system, namespace, channel, consumer_group) DO UPDATE SET
                 lag = EXCLUDED.lag, lag_seconds = EXCLUDED.lag_seconds,
                 lag_seconds_method = EXCLUDED.lag_seconds_method,
                 estimated = EXCLUDED.estimated, consume_rate = EXCLUDED.consume_rate,
                 status = EXCLUDED.status,
                 reason = EXCLUDED.reason, partitions = EXCLUDED.partitions,
-                updated_at = EXCLUDED.updated_at, source = EXCLUDED.source
+                updated_at = EXCLUDED.updated_at, source = EXCLUDED.source,
+                reported_at = COALESCE(EXCLUDED.reported_at, brokers_groupstate.reported_at)
             -- A late or retried export (OTLP is at least once, and out of
             -- order across collectors) adds to history but does not
             -- rewrite the present with older figures.
@@ -349,6 +372,7 @@ def store(
                 json.dumps(partitions),
                 _ts(observed[(system, namespace, channel, group)]),
                 source,
+                None if (system, namespace, channel, group) in carried else now,
             ],
         )
         if cursor.fetchone() is not None:
@@ -367,6 +391,44 @@ def store(
     if states or complete:
         notify.send(cursor, project_id, notify.LAG)
     return states
+
+
+def _carried(cursor, project_id, source, readings, ends, now) -> list[Reading]:
+    """Readings for groups `source` reported before and not now whose partitions remain."""
+    reported = {r.key[:4] for r in readings}
+    cursor.execute(
+        """
+        SELECT system, namespace, channel, consumer_group, partitions FROM brokers_groupstate
+        WHERE project_id = %s AND source = %s AND coalesce(reported_at, updated_at) >= %s
+        """,
+        [project_id, source, now - dt.timedelta(days=settings.RETENTION_DAYS)],
+    )
+    carried = []
+    for system, namespace, channel, group, partitions in cursor.fetchall():
+        if (system, namespace, channel, group) in reported:
+            continue
+        if isinstance(partitions, str):
+            partitions = json.loads(partitions)
+        for partition in partitions:
+            end = ends.get((system, namespace, channel, partition["partition"]))
+            committed = partition.get("committed_offset")
+            if end is None or committed is None:
+                continue
+            carried.append(
+                Reading(
+                    system,
+                    channel,
+                    group,
+                    partition["partition"],
+                    end_offset=end,
+                    committed_offset=committed,
+                    lag=max(0, end - committed),
+                    time=now.timestamp(),
+                    namespace=namespace,
+                    carried=True,
+                )
+            )
+    return carried
 
 
 def broker_answered(cursor, project_id: int, source: str, system: str, now=None) -> None:

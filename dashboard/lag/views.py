@@ -95,6 +95,12 @@ def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     updated = dt.datetime.fromisoformat(item["updated_at"].replace("Z", "+00:00"))
     item["updated_text"] = updated.strftime("%Y-%m-%d %H:%M:%S UTC")
     item["stale"] = now - updated > _stale_after()
+    # Figures carried on after the broker stopped listing the group.
+    reported = item.get("reported_at")
+    reported = dt.datetime.fromisoformat(reported.replace("Z", "+00:00")) if reported else None
+    item["unlisted_since"] = None
+    if reported is not None and reported < updated:
+        item["unlisted_since"] = reported.strftime("%Y-%m-%d %H:%M:%S UTC")
     item["badge"] = BADGES.get(item["status"], "")
     item["namespace"] = lag.namespace_of(item)
     item["namespace_label"] = namespace_param(item["system"]) if item["namespace"] else ""

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from collector.brokers import samples
 from collector.brokers.poller import parse_broker, run
-from tests.brokers.conftest import group_item, read_current
+from tests.brokers.conftest import group_item, poll_until, read_current
 
 
 @pytest.mark.parametrize(
@@ -112,21 +112,27 @@ async def test_the_worker_loop_polls_configured_brokers_until_stopped(lag_db, pr
 
 @pytest.fixture
 def exporter():
-    """kafka_exporter's captured output served over HTTP on an ephemeral port."""
+    """kafka_exporter's captured output served over HTTP on an ephemeral port.
+
+    `exporter.url` is the base URL; set `exporter.text` to change what it serves.
+    """
     import http.server
     import threading
+    import types
     from pathlib import Path
 
-    text = (
-        Path(__file__).resolve().parent.parent / "fixtures/brokers/kafka_exporter.txt"
-    ).read_bytes()
+    served = types.SimpleNamespace(
+        text=(
+            Path(__file__).resolve().parent.parent / "fixtures/brokers/kafka_exporter.txt"
+        ).read_text()
+    )
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200 if self.path == "/metrics" else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.end_headers()
-            self.wfile.write(text if self.path == "/metrics" else b"")
+            self.wfile.write(served.text.encode() if self.path == "/metrics" else b"")
 
         def log_message(self, *args):
             pass
@@ -134,7 +140,8 @@ def exporter():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield served
     server.shutdown()
     server.server_close()
 
@@ -142,7 +149,7 @@ def exporter():
 async def test_a_scraped_kafka_exporter_gives_the_lag_it_reports(lag_db, project, exporter):
     from collector.brokers.poller import poll_broker
 
-    assert await poll_broker(parse_broker(f"prometheus+{exporter}/metrics"), project.id)
+    assert await poll_broker(parse_broker(f"prometheus+{exporter.url}/metrics"), project.id)
     billing = await asyncio.to_thread(group_item, project.id, "kafka", "orders", "billing")
     assert billing["lag"] == 300
     assert [(p["partition"], p["lag"]) for p in billing["partitions"]] == [
@@ -151,4 +158,80 @@ async def test_a_scraped_kafka_exporter_gives_the_lag_it_reports(lag_db, project
         ("2", None),
     ]
     # a wrong path is an unreachable broker with the HTTP status, not a crash
-    assert not await poll_broker(parse_broker(f"prometheus+{exporter}/nope"), project.id)
+    assert not await poll_broker(parse_broker(f"prometheus+{exporter.url}/nope"), project.id)
+
+
+END_0 = 'kafka_topic_partition_current_offset{partition="0",topic="orders"} 1500'
+
+
+def _growing(text: str):
+    """A poll that first moves partition 0's end offset on by 50 in the served `text`."""
+    end = 1500
+
+    def advance():
+        nonlocal end
+        end += 50
+        return end, text.replace(END_0, END_0.replace("1500", str(end)))
+
+    return advance
+
+
+async def test_a_kafka_group_whose_members_left_is_kept_and_turns_stopped(
+    lag_db, project, exporter, client, viewer
+):
+    from collector.brokers.poller import poll_broker
+
+    broker = parse_broker(f"prometheus+{exporter.url}/metrics")
+    assert await poll_broker(broker, project.id, window=1.0)
+    # Its members leave: kafka_exporter lists billing no more, the topic keeps growing.
+    unlisted = "\n".join(
+        line for line in exporter.text.splitlines() if 'consumergroup="billing"' not in line
+    )
+    advance, lags = _growing(unlisted), []
+
+    async def poll():
+        end, exporter.text = advance()
+        assert await poll_broker(broker, project.id, window=1.0)
+        lags.append((end, group_item(project.id, "kafka", "orders", "billing")["lag"]))
+
+    def stopped():
+        item = group_item(project.id, "kafka", "orders", "billing")
+        return item if item["status"] == "stopped" else None
+
+    item = await poll_until(poll, stopped)
+    # held at its last committed offset (1200 of partition 0; 900 of 900 on 1)
+    assert all(lag == end - 1200 for end, lag in lags)
+    assert lags[-1][1] > lags[0][1]
+    assert "no progress and no consumer activity" in item["reason"]
+    assert [p["partition"] for p in item["partitions"]] == ["0", "1"]
+    assert item["reported_at"] < item["updated_at"]
+    await asyncio.to_thread(client.force_login, viewer)
+    page = (await asyncio.to_thread(client.get, "/lag/kafka/orders/billing/")).content.decode()
+    assert 'id="group-unlisted">Not listed by the broker since' in page
+    # Once its topic is gone too, so is the group.
+    exporter.text = "\n".join(
+        line for line in unlisted.splitlines() if 'topic="orders"' not in line
+    )
+    assert await poll_broker(broker, project.id, window=1.0)
+    assert group_item(project.id, "kafka", "orders", "billing") is None
+
+
+async def test_a_kafka_group_with_members_that_does_not_commit_is_stalled(
+    lag_db, project, exporter
+):
+    from collector.brokers.poller import poll_broker
+
+    broker = parse_broker(f"prometheus+{exporter.url}/metrics")
+    advance = _growing(exporter.text)
+
+    async def poll():
+        _, exporter.text = advance()
+        assert await poll_broker(broker, project.id, window=1.0)
+
+    def stalled():
+        item = group_item(project.id, "kafka", "orders", "billing")
+        return item if item["status"] == "stalled" else None
+
+    item = await poll_until(poll, stalled)
+    # two members are connected; the committed offset stays at 1200
+    assert "consumer active" in item["reason"] and "stayed at 1200" in item["reason"]

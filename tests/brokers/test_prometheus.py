@@ -40,7 +40,7 @@ def test_a_malformed_line_is_reported_and_the_rest_kept():
 
 
 def test_kafka_exporter_text_gives_the_same_lag_as_the_otlp_kafkametrics_payload():
-    scraped, errors = prometheus.readings((FIXTURES / "kafka_exporter.txt").read_text())
+    scraped, errors = prometheus.readings((FIXTURES / "kafka_exporter.txt").read_text(), 1e9)
     assert errors == []
     request = json_format.Parse(
         (FIXTURES / "kafkametrics.json").read_text(), ExportMetricsServiceRequest()
@@ -50,6 +50,10 @@ def test_kafka_exporter_text_gives_the_same_lag_as_the_otlp_kafkametrics_payload
     assert _figures(scraped) == _figures(pushed)
     assert _figures(scraped)[("kafka", "orders", "billing", "0")] == (1500, 1200, 300)
     assert _figures(scraped)[("kafka", "orders", "billing", "2")] == (40, None, None)
+    # a group with members is an active consumer, in both forms
+    for readings in (scraped, pushed):
+        active = {r.group: r.active_at is not None for r in readings}
+        assert active == {"billing": True, "shipping": False}
 
 
 def test_rabbitmq_prometheus_detailed_gives_queue_depths():
