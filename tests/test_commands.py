@@ -247,3 +247,27 @@ def test_the_web_app_under_uvicorn_answers_healthz_and_readyz(transactional_db):
         for process in processes:
             process.send_signal(signal.SIGTERM)  # uvicorn re-raises it once it has stopped
             process.communicate(timeout=30)
+
+
+def test_serve_demo_flushes_its_last_spans_before_the_receivers_stop(telemetry_db):
+    web, http_port, grpc_port = free_port(), free_port(), free_port()
+    process = manage(
+        "serve", "--demo",
+        "--port", str(web),
+        "--otlp-http-port", str(http_port),
+        "--otlp-grpc-port", str(grpc_port),
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{web}/healthz", process)
+        with psycopg.connect(conninfo(), autocommit=True) as conn:
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while not conn.execute("SELECT count(*) FROM collector_span").fetchone()[0]:
+                assert time.monotonic() < deadline, "the demo stored no spans"
+                time.sleep(0.2)
+    finally:
+        output = terminate(process)
+    # The demo's exporters flush on the way out; with the receivers already
+    # closed they would retry against a refused connection and give up.
+    assert "Failed to export" not in output, output
+    assert "Transient error" not in output, output
+    assert "not accepted" not in output, output

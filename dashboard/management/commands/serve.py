@@ -54,17 +54,31 @@ class Command(BaseCommand):
             if demo:
                 demo_thread = self._start_demo(otlp_http_port, demo_stop, demo_headers)
 
+        async def stop_demo():
+            demo_stop.set()
+            if demo_thread is not None:
+                await asyncio.to_thread(demo_thread.join, 10)
+
         async def main():
+            signalled = asyncio.Event()
+            runtime.install_stop_signals(signalled)
             stop = asyncio.Event()
-            runtime.install_stop_signals(stop)
+
+            async def stop_after_the_demo():
+                # The demo flushes its last spans and events on the way out:
+                # the receivers must still be listening when it does.
+                await signalled.wait()
+                await stop_demo()
+                stop.set()
+
+            sequencer = asyncio.create_task(stop_after_the_demo())
             try:
                 await runtime.run(
                     ports, stop, web_app=web_application, tasks=tasks, on_started=started
                 )
             finally:
-                demo_stop.set()
-                if demo_thread is not None:
-                    await asyncio.to_thread(demo_thread.join, 10)
+                sequencer.cancel()
+                await stop_demo()  # when run() ended on its own, e.g. a port in use
 
         asyncio.run(main())
 
