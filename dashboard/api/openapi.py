@@ -320,6 +320,10 @@ SCHEMAS = {
             "reason": STRING_OR_NULL,
             "partitions": {"type": "array", "items": OBJECT},
             "updated_at": DATE_TIME_OR_NULL,
+            "reported_at": {
+                **DATE_TIME_OR_NULL,
+                "description": "when the broker last listed the group itself",
+            },
             "error": STRING_OR_NULL,
         },
         optional=("vhost", "account"),
