@@ -5,12 +5,18 @@
 - RabbitMQ's rabbitmq_prometheus plugin: /metrics/detailed
   (rabbitmq_detailed_queue_messages_ready, …) or per-object /metrics
   (rabbitmq_queue_messages_ready, …), labels vhost and queue, summed across
-  the nodes a scrape covers;
+  the nodes a scrape covers. Depth comes from family queue_coarse_metrics,
+  consumers from queue_consumer_count; the family queue_delivery_metrics
+  (rabbitmq_detailed_queue_messages_acked_total, _messages_delivered_total
+  and _get_total for automatic acknowledgement) gives the queue a position,
+  so it is judged like a Kafka partition. Without it only the depth is known;
 - prometheus-nats-exporter with -jsz=consumers: jetstream_consumer_num_pending
-  and friends (any prefix), keeping only the consumer leader's series.
+  and friends (any prefix), keeping only the consumer leader's series, keyed
+  by account as well as stream and consumer.
 
 Parsing is a pure function from text to samples, so it is easy to test with
-captured exporter output.
+captured exporter output. Both the classic text format and the quoted
+UTF-8 names of Prometheus 3 (`{"name.with.dots", "label.x"="v"} 1`) are read.
 """
 
 import math
@@ -22,7 +28,8 @@ from collector.brokers.offsets import KafkaOffsets, jetstream_reading, rabbitmq_
 from collector.brokers.samples import Report
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|(?=}))')
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
@@ -59,22 +66,14 @@ def parse_line(line: str) -> Sample | None:
     if not line or line.startswith("#"):
         return None
     match = _NAME.match(line)
-    if not match:
-        raise ParseError(f"no metric name in {line[:80]!r}")
-    name, rest = match.group(0), line[match.end() :]
+    name = match.group(0) if match else None
+    rest = line[match.end() :].lstrip() if match else line
     labels = {}
     if rest.startswith("{"):
-        position = 1
-        while True:
-            if rest[position:].lstrip().startswith("}"):
-                position = rest.index("}", position) + 1
-                break
-            label = _LABEL.match(rest, position)
-            if not label:
-                raise ParseError(f"bad labels in {line[:80]!r}")
-            labels[label.group(1)] = _unescape(label.group(2))
-            position = label.end()
+        name, labels, position = _label_set(rest, name, line)
         rest = rest[position:]
+    if not name:
+        raise ParseError(f"no metric name in {line[:80]!r}")
     fields = rest.split()
     if not fields or len(fields) > 2:
         raise ParseError(f"expected a value (and a timestamp) in {line[:80]!r}")
@@ -84,6 +83,45 @@ def parse_line(line: str) -> Sample | None:
     except ValueError:
         raise ParseError(f"bad value in {line[:80]!r}") from None
     return Sample(name, labels, value, timestamp)
+
+
+def _blanks(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t":
+        position += 1
+    return position
+
+
+def _label_set(text: str, name: str | None, line: str) -> tuple[str | None, dict, int]:
+    """(metric name, labels, end position) of a `{…}` at the start of `text`.
+
+    Items are `label="value"`, with the label possibly quoted, or a lone
+    quoted string: the metric name, when it was not written before the brace.
+    """
+    labels, position = {}, 1
+    while True:
+        position = _blanks(text, position)
+        if text.startswith("}", position):
+            return name, labels, position + 1
+        quoted = _QUOTED.match(text, position)
+        token = quoted or _LABEL_NAME.match(text, position)
+        if not token:
+            raise ParseError(f"bad labels in {line[:80]!r}")
+        key = _unescape(quoted.group(1)) if quoted else token.group(0)
+        position = _blanks(text, token.end())
+        if text.startswith("=", position):
+            value = _QUOTED.match(text, _blanks(text, position + 1))
+            if not value:
+                raise ParseError(f"bad labels in {line[:80]!r}")
+            labels[key] = _unescape(value.group(1))
+            position = _blanks(text, value.end())
+        elif quoted and name is None:
+            name = key
+        else:
+            raise ParseError(f"bad labels in {line[:80]!r}")
+        if text.startswith(",", position):
+            position += 1
+        elif not text.startswith("}", position):
+            raise ParseError(f"bad labels in {line[:80]!r}")
 
 
 def parse(text: str) -> tuple[list[Sample], list[str]]:
@@ -146,13 +184,24 @@ RABBITMQ_FIGURES = {
     "messages_ready": "ready",
     "messages_unacked": "unacked",
     "consumers": "consumers",
+    # family queue_delivery_metrics: what left the queue for good
     "messages_acked_total": "acked",
+    "messages_delivered_total": "delivered_no_ack",
+    "get_total": "get_no_ack",
 }
+RABBITMQ_PROGRESS = ("acked", "delivered_no_ack", "get_no_ack")
 _RABBITMQ_NAME = re.compile(r"rabbitmq_(?:detailed_)?queue_(" + "|".join(RABBITMQ_FIGURES) + r")$")
 
 
 def rabbitmq_readings(found: list[Sample], now: float | None = None):
-    """rabbitmq_prometheus per-queue series → readings; node-local values are summed."""
+    """rabbitmq_prometheus per-queue series → readings; node-local values are summed.
+
+    A queue's position is its acknowledgements plus its deliveries and gets
+    in automatic acknowledgement mode, as for the management API. When the
+    scrape carries those counters for any queue, the family was requested
+    and a queue without them has had none yet (position 0); when it carries
+    none, positions are unknown and queues are judged on depth alone.
+    """
     queues: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(float))
     for s in found:
         match = _RABBITMQ_NAME.match(s.name)
@@ -160,6 +209,7 @@ def rabbitmq_readings(found: list[Sample], now: float | None = None):
             continue
         key = (s.labels.get("vhost", "/"), s.labels["queue"])
         queues[key][RABBITMQ_FIGURES[match.group(1)]] += s.value
+    with_progress = any(f in figures for figures in queues.values() for f in RABBITMQ_PROGRESS)
     readings = []
     for (vhost, queue), figures in sorted(queues.items()):
         if "ready" not in figures and "unacked" not in figures:
@@ -171,7 +221,7 @@ def rabbitmq_readings(found: list[Sample], now: float | None = None):
                 figures.get("ready"),
                 figures.get("unacked"),
                 consumers=figures.get("consumers"),
-                acked=figures.get("acked"),
+                acked=sum(figures.get(f, 0) for f in RABBITMQ_PROGRESS) if with_progress else None,
                 time=now,
             )
         )
@@ -179,13 +229,30 @@ def rabbitmq_readings(found: list[Sample], now: float | None = None):
 
 
 _NATS_NAME = re.compile(
-    r"(?:[a-zA-Z0-9]+_)?consumer_(num_pending|num_ack_pending|ack_floor_stream_seq)$"
+    r"(?:[a-zA-Z0-9]+_)?consumer_(num_pending|num_ack_pending|ack_floor_stream_seq"
+    r"|last_delivery_seconds|last_ack_seconds)$"
 )
+# Past this a "seconds" figure is a Unix time, not an age (31 years).
+_EPOCH_FLOOR = 1e9
+
+
+def _activity(figures: dict, now: float | None) -> float | None:
+    """When the consumer last took a delivery or acknowledged, from the exporter's figures."""
+    moments = []
+    for name in ("last_delivery_seconds", "last_ack_seconds"):
+        value = figures.get(name)
+        if value is None or value < 0:
+            continue
+        if value >= _EPOCH_FLOOR:
+            moments.append(value)
+        elif now is not None:
+            moments.append(now - value)  # an age
+    return max(moments) if moments else None
 
 
 def nats_readings(found: list[Sample], now: float | None = None):
     """prometheus-nats-exporter JetStream consumer series → readings (leaders only)."""
-    consumers: dict[tuple[str, str], dict] = defaultdict(dict)
+    consumers: dict[tuple[str, str, str], dict] = defaultdict(dict)
     for s in found:
         match = _NATS_NAME.match(s.name)
         if not match or not _usable(s):
@@ -195,7 +262,8 @@ def nats_readings(found: list[Sample], now: float | None = None):
             continue  # replicas repeat the leader's figures
         if "stream_name" not in labels or "consumer_name" not in labels:
             continue
-        consumers[(labels["stream_name"], labels["consumer_name"])][match.group(1)] = s.value
+        key = (labels.get("account", ""), labels["stream_name"], labels["consumer_name"])
+        consumers[key][match.group(1)] = s.value
     return [
         jetstream_reading(
             stream,
@@ -203,9 +271,11 @@ def nats_readings(found: list[Sample], now: float | None = None):
             figures.get("num_pending"),
             figures.get("num_ack_pending"),
             figures.get("ack_floor_stream_seq"),
+            active_at=_activity(figures, now),
             time=now,
+            account=account,
         )
-        for (stream, consumer), figures in sorted(consumers.items())
+        for (account, stream, consumer), figures in sorted(consumers.items())
         if "num_pending" in figures
     ]
 

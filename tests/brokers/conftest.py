@@ -3,7 +3,11 @@ read the present through a connection of its own, and polling until a
 broker's own statistics have caught up."""
 
 import asyncio
+import http.server
+import threading
 import time
+import types
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +17,35 @@ from collector.db import conninfo
 from tests.dashboard.conftest import consumer_connections  # noqa: F401 - shared fixture
 
 LAG_TABLES = ("brokers_lagsample", "brokers_groupstate", "brokers_brokerstate")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brokers"
+
+
+@pytest.fixture
+def scrape_target():
+    """A Prometheus text endpoint on an ephemeral port serving `.text` at /metrics.
+
+    `.url` is its base URL; set `.text` to change what the next scrape sees
+    (an exporter's output as the broker moves on).
+    """
+    served = types.SimpleNamespace(text="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(served.text.encode() if self.path == "/metrics" else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield served
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from collector.brokers import samples
 from collector.brokers.poller import parse_broker, run
-from tests.brokers.conftest import group_item, poll_until, read_current
+from tests.brokers.conftest import FIXTURES, group_item, poll_until, read_current
 
 
 @pytest.mark.parametrize(
@@ -111,39 +111,10 @@ async def test_the_worker_loop_polls_configured_brokers_until_stopped(lag_db, pr
 
 
 @pytest.fixture
-def exporter():
-    """kafka_exporter's captured output served over HTTP on an ephemeral port.
-
-    `exporter.url` is the base URL; set `exporter.text` to change what it serves.
-    """
-    import http.server
-    import threading
-    import types
-    from pathlib import Path
-
-    served = types.SimpleNamespace(
-        text=(
-            Path(__file__).resolve().parent.parent / "fixtures/brokers/kafka_exporter.txt"
-        ).read_text()
-    )
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(served.text.encode() if self.path == "/metrics" else b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield served
-    server.shutdown()
-    server.server_close()
+def exporter(scrape_target):
+    """kafka_exporter's captured output, served (see `scrape_target`)."""
+    scrape_target.text = (FIXTURES / "kafka_exporter.txt").read_text()
+    return scrape_target
 
 
 async def test_a_scraped_kafka_exporter_gives_the_lag_it_reports(lag_db, project, exporter):
