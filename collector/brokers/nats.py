@@ -1,10 +1,13 @@
 """NATS JetStream poller: every consumer of every stream, through the JetStream API.
 
 Backlog = num_pending (not yet delivered) + num_ack_pending (delivered, not
-acknowledged). The oldest message the consumer still owes is the one right
-after its ack floor; its stored time gives an exact time lag. When that
-message cannot be read (deleted, or permissions), the lag falls back to a
-drain estimate from the ack floor's progress.
+acknowledged). The oldest message the consumer still owes is the first one
+after its ack floor on the subjects it is filtered to (`filter_subject`, or
+since NATS 2.10 `filter_subjects`); its stored time gives an exact time lag.
+It is looked up as "the next message at or after" that sequence, so
+deleted or expired messages in between do not lose the exact figure. When
+no message can be read (permissions), the lag falls back to a drain
+estimate from the ack floor's progress.
 """
 
 import logging
@@ -20,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # The JetStream API lists at most this many streams or consumers per request.
 LIST_PAGE = 256
+# A consumer filtered to more subjects than this is looked up on its first ones.
+MAX_FILTER_SUBJECTS = 16
 
 
 def _epoch(moment) -> float | None:
@@ -36,20 +41,28 @@ async def _all(list_page, *args) -> list:
         offset += len(page)
 
 
+def filter_subjects(config) -> list[str]:
+    """The subjects a consumer is filtered to; [">"] (everything) when it is not."""
+    subjects = list(getattr(config, "filter_subjects", None) or [])
+    single = getattr(config, "filter_subject", None)
+    if single and single not in subjects:
+        subjects.append(single)
+    return subjects[:MAX_FILTER_SUBJECTS] or [">"]
+
+
 async def _oldest_waiting(js, stream, consumer, first_seq: int) -> float | None:
     """Write time of the first message after the consumer's ack floor, if readable."""
     floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
     seq = max(floor + 1, first_seq)
-    subject = getattr(consumer.config, "filter_subject", None)
-    try:
-        if subject:
-            message = await js.get_msg(stream, seq=seq, subject=subject, next=True)
-        else:
-            message = await js.get_msg(stream, seq=seq)
-    except (TimeoutError, JetStreamError) as exc:
-        log.debug("nats: no time for %s/%s seq %s: %s", stream, consumer.name, seq, exc)
+    found = []
+    for subject in filter_subjects(consumer.config):
+        try:
+            found.append(await js.get_msg(stream, seq=seq, subject=subject, next=True))
+        except (TimeoutError, JetStreamError) as exc:
+            log.debug("nats: no message on %s of %s after seq %s: %s", subject, stream, seq, exc)
+    if not found:
         return None
-    return _epoch(message.time)
+    return _epoch(min(found, key=lambda message: message.seq).time)
 
 
 def consumer_reading(consumer, now: float, oldest_at: float | None) -> Reading:

@@ -158,6 +158,74 @@ async def test_nats_backlog_has_exact_time_lag_and_drains_to_ok(lag_db, project)
         await nc.close()
 
 
+async def test_nats_exact_time_lag_survives_a_deleted_message(lag_db, project):
+    nc, js = await _jetstream()
+    stream, subject = unique("ESLAG"), unique("eslag.")
+    await js.add_stream(name=stream, subjects=[subject])
+    try:
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="mailer", ack_policy=AckPolicy.EXPLICIT)
+        )
+        await js.publish(subject, b"done")
+        subscription = await js.pull_subscribe(subject, durable="mailer", stream=stream)
+        for message in await subscription.fetch(1, timeout=5):
+            await message.ack_sync()  # the ack floor is now 1
+        for n in range(2):
+            await js.publish(subject, f"first {n}".encode())
+        await asyncio.sleep(1.2)
+        for n in range(8):
+            await js.publish(subject, f"order {n}".encode())
+        # The message right after the ack floor is gone (deleted, or expired).
+        await js.delete_msg(stream, 2)
+        assert await poll_broker(parse_broker(NATS_URL), project.id, window=WINDOW)
+        item = group_item(project.id, "nats", stream, "mailer")
+        assert item["lag"] == 9
+        # the third message, written 1.2 s before the others, is the oldest waiting
+        assert item["lag_seconds_method"] == "exact"
+        assert 1.2 <= item["lag_seconds"] < 10
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def test_nats_consumer_filtered_to_several_subjects_is_timed_on_them(lag_db, project):
+    import dataclasses
+
+    from collector.brokers import nats as nats_poller
+    from collector.brokers import samples
+
+    nc, js = await _jetstream()
+    stream, subject = unique("ESLAG"), unique("eslag.")
+    await js.add_stream(name=stream, subjects=[f"{subject}.>"])
+    try:
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="billing", ack_policy=AckPolicy.EXPLICIT)
+        )
+        await js.publish(f"{subject}.audit", b"not for billing")
+        await asyncio.sleep(1.5)
+        await js.publish(f"{subject}.invoices", b"for billing")
+        info = await js.consumer_info(stream, "billing")
+        # As a NATS 2.10 server reports a consumer with `filter_subjects`
+        # (the server here, 2.9, knows only the single `filter_subject`).
+        config = dataclasses.replace(
+            info.config,
+            filter_subject=None,
+            filter_subjects=[f"{subject}.invoices", f"{subject}.refunds"],
+        )
+        info = dataclasses.replace(info, config=config, num_pending=1)
+        stream_info = await js.stream_info(stream)
+        oldest = await nats_poller._oldest_waiting(js, stream, info, stream_info.state.first_seq)
+        reading = nats_poller.consumer_reading(info, time.time(), oldest)
+        await asyncio.to_thread(samples.store_sync, project.id, [reading], "test")
+        item = group_item(project.id, "nats", stream, "billing")
+        # timed on its own subjects' message, not on the older one it never gets
+        assert item["lag_seconds_method"] == "exact"
+        assert item["lag_seconds"] < 1.0
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
 async def test_nats_consumer_fetching_without_acks_is_stalled(lag_db, project):
     nc, js = await _jetstream()
     stream, subject = unique("ESLAG"), unique("eslag.")
