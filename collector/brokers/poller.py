@@ -12,9 +12,10 @@ Any of them may end in `?project=<slug>` (or `#project=<slug>` for
 Prometheus paths with their own query) to file the figures under that
 project; the default is EVENTSCOPE_DEFAULT_PROJECT.
 
-Every broker is polled concurrently with its own timeout, so one that is
-down or slow is marked "unreachable since …" while the others keep being
-read. Old samples are pruned here too.
+Every broker is polled by a loop of its own, on its own cadence and with
+its own timeout, so one that is down or slow is marked "unreachable since
+…" while the others keep being read every interval. Old samples are pruned
+by another loop.
 """
 
 import asyncio
@@ -220,6 +221,29 @@ def _prune(thinned_until: dt.datetime | None) -> dt.datetime:
     return thin_until
 
 
+async def _poll_forever(broker: Broker, project_id: int, interval: float, stop: asyncio.Event):
+    """Poll one broker every `interval` seconds (or right after a slower poll) until `stop`."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await poll_broker(broker, project_id)
+        except Exception as exc:
+            log.error("%s: poll failed: %s", broker.source, _describe(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started)))
+
+
+async def _prune_forever(stop: asyncio.Event) -> None:
+    thinned_until = None
+    while not stop.is_set():
+        try:
+            thinned_until = await asyncio.to_thread(_prune, thinned_until)
+        except Exception as exc:
+            log.warning("lag sample retention failed, retrying later: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_EVERY_SECONDS)
+
+
 async def run(stop: asyncio.Event, interval: float | None = None) -> None:
     """The worker loop: poll every configured broker every `interval` seconds until `stop`."""
     interval = float(interval or settings.BROKER_POLL_SECONDS)
@@ -232,20 +256,15 @@ async def run(stop: asyncio.Event, interval: float | None = None) -> None:
         brokers.append((broker, project_id))
     if brokers:
         log.info("polling %s", ", ".join(b.source for b, _ in brokers))
-    last_prune, thinned_until = float("-inf"), None
-    while not stop.is_set():
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(poll_broker(b, project_id) for b, project_id in brokers), return_exceptions=True
-        )
-        for (broker, _), result in zip(brokers, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("%s: poll failed: %s", broker.source, _describe(result))
-        if started - last_prune >= PRUNE_EVERY_SECONDS:
-            try:
-                thinned_until = await asyncio.to_thread(_prune, thinned_until)
-                last_prune = started
-            except Exception as exc:
-                log.warning("lag sample retention failed, retrying later: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started)))
+    tasks = [
+        asyncio.create_task(_poll_forever(b, project_id, interval, stop), name=f"poll {b.source}")
+        for b, project_id in brokers
+    ]
+    tasks.append(asyncio.create_task(_prune_forever(stop), name="lag sample retention"))
+    try:
+        await stop.wait()
+    finally:
+        # A poll still waiting on a slow broker is abandoned, not waited for.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

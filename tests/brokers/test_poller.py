@@ -110,6 +110,52 @@ async def test_the_worker_loop_polls_configured_brokers_until_stopped(lag_db, pr
         client.close()
 
 
+async def test_a_slow_broker_does_not_hold_back_the_others(lag_db, project, settings):
+    import time
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    key = f"es-lag-{uuid.uuid4().hex[:10]}"
+    client.xgroup_create(key, "mailer", id="$", mkstream=True)
+    client.xadd(key, {"n": "1"})
+
+    # A broker that accepts connections and never answers.
+    async def silent(reader, writer):
+        await asyncio.sleep(60)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings.BROKER_TIMEOUT_SECONDS = 10  # the slow one holds its poll for up to 30 s
+    settings.BROKERS = [
+        f"prometheus+http://127.0.0.1:{port}/metrics?project={project.slug}",
+        f"redis://127.0.0.1:6379/0?project={project.slug}",
+    ]
+
+    def polls() -> int:
+        import psycopg
+
+        from collector.db import conninfo
+
+        with psycopg.connect(conninfo()) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM brokers_lagsample WHERE channel = %s", [key]
+            ).fetchone()[0]
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(stop, interval=0.2))
+    try:
+        await asyncio.sleep(2.0)
+        # the healthy broker kept its 0.2 s cadence while the other hung
+        assert await asyncio.to_thread(polls) >= 4
+    finally:
+        stop.set()
+        started = time.monotonic()
+        await asyncio.wait_for(task, 5)
+        assert time.monotonic() - started < 2  # stopping does not wait for the hung poll
+        server.close()
+        client.delete(key)
+        client.close()
+
+
 @pytest.fixture
 def exporter(scrape_target):
     """kafka_exporter's captured output, served (see `scrape_target`)."""
