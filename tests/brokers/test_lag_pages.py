@@ -109,9 +109,50 @@ def test_the_api_filters_and_paginates(client, groups, viewer):
     assert second["items"][0]["channel"] == "orders" and second["next_cursor"] is None
 
 
+def test_pages_follow_a_stable_order_while_figures_change(client, lag_db, project, viewer):
+    for n in range(5):
+        store(project, [Reading("redis", f"s{n}", "g", lag=n + 1, end_offset=10)])
+    client.force_login(viewer)
+    first = client.get("/api/lag?limit=2").json()
+    assert [i["channel"] for i in first["items"]] == ["s0", "s1"]
+    # Between two pages the figures move: s4 gets far behind, s0 catches up.
+    store(project, [Reading("redis", "s4", "g", lag=9000, end_offset=9000)])
+    store(project, [Reading("redis", "s0", "g", lag=0, end_offset=10)])
+    seen = [i["channel"] for i in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        body = client.get(f"/api/lag?limit=2&cursor={cursor}").json()
+        seen += [i["channel"] for i in body["items"]]
+        cursor = body["next_cursor"]
+    # every group once, none skipped or repeated
+    assert seen == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_the_api_filters_by_vhost(client, lag_db, project, viewer):
+    store(project, [rabbitmq_reading("/", "q", 1, 0), rabbitmq_reading("shop", "q", 2, 0)])
+    client.force_login(viewer)
+    items = client.get("/api/lag?system=rabbitmq&vhost=shop").json()["items"]
+    assert [(i["vhost"], i["lag"]) for i in items] == [("shop", 2)]
+
+
+def _cursor(value) -> str:
+    from dashboard.query_params import encode_cursor
+
+    return encode_cursor(value)
+
+
 @pytest.mark.parametrize(
     "query, message",
-    [("status=late", "status='late'"), ("limit=0", "limit must be"), ("cursor=%%%", "cursor")],
+    [
+        ("status=late", "status='late'"),
+        ("limit=0", "limit must be"),
+        ("cursor=%%%", "cursor"),
+        (f"cursor={_cursor(True)}", "cursor is not one this API returned"),
+        (f"cursor={_cursor(2)}", "cursor is not one this API returned"),
+        (f"cursor={_cursor([True, 'a', 'b', 'c', 'd'])}", "cursor is not one"),
+        (f"cursor={_cursor([-99, 'a', 'b', 'c', 'd'])}", "cursor is not one"),
+        (f"cursor={_cursor([0, 'a', 'b', 'c', 5])}", "cursor is not one"),
+    ],
 )
 def test_bad_api_parameters_are_400_with_a_message(client, groups, viewer, query, message):
     client.force_login(viewer)
