@@ -16,6 +16,7 @@ from django.utils.http import urlencode
 from collector.brokers import lag
 from dashboard.access import page_view
 from dashboard.lag.history import group_series, sparklines
+from dashboard.lag.slowest import slowest_stages
 from dashboard.live import LiveConsumer
 from dashboard.query_params import BadParameter, parse_window
 from dashboard.views.flow import window_choice
@@ -81,6 +82,17 @@ def duration(seconds) -> str:
     if seconds < 172800:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def milliseconds(value) -> str:
+    """A processing time for people: 12.5 ms, 1200 ms, then as `duration` from 10 s."""
+    if value is None:
+        return "—"
+    if value < 100:
+        return f"{value:.1f} ms"
+    if value < 10_000:
+        return f"{value:.0f} ms"
+    return duration(value / 1000)
 
 
 def _stale_after() -> dt.timedelta:
@@ -207,13 +219,17 @@ def group_context(
         project_id, system, channel, group, since, until, partition, namespace=namespace
     )
     failures_query = {
-        "system": system,
         "channel": channel,
         "since": since.isoformat().replace("+00:00", "Z"),
         "until": until.isoformat().replace("+00:00", "Z"),
     }
     if group:
         failures_query["group"] = group
+    slowest = slowest_stages(project_id, system, channel, group, since, until)
+    for stage in slowest:
+        stage["time_text"] = stage["time"].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        stage["duration_text"] = milliseconds(stage["duration_ms"])
+        stage["e2e_text"] = milliseconds(stage["e2e_ms"])
     field = namespace_param(system)
     # Links inside the page keep its window and namespace.
     page_query = _window_query(params)
@@ -229,6 +245,7 @@ def group_context(
         "partition": partition,
         "series": json.dumps(series),
         "failures_url": "/failures/?" + urlencode(failures_query),
+        "slowest": slowest,
         "page_query": urlencode(page_query),
         "since": since,
         "until": until,

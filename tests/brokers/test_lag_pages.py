@@ -280,8 +280,7 @@ def test_failures_of_a_queue_are_found_by_the_name_spans_give_it(client, lag_db,
     client.force_login(viewer)
     page = client.get("/lag/rabbitmq/payments/-/?vhost=shop&window=6h").content.decode()
     link = page.split('id="failures-link"')[0].rsplit('href="', 1)[1].split('"')[0]
-    assert "channel=payments&amp;" in link and "system=rabbitmq" in link
-    assert "shop" not in link
+    assert "channel=payments&amp;" in link and "shop" not in link
 
 
 @pytest.mark.parametrize(
@@ -306,3 +305,71 @@ def test_a_hand_typed_path_with_slashes_finds_its_group(client, lag_db, project,
     assert client.get("/lag/kafka/orders/eu/team/app/").status_code == 200
     assert client.get("/lag/kafka/orders/eu/team/nobody/").status_code == 404
     assert client.get("/lag/rabbitmq/nochannel").status_code == 404
+
+
+def _insert_stages(project, rows):
+    """Stage rows (seconds ago, stage, role, service, channel, group, duration_ms, trace id)
+    into collector_stage, as the writer stores a span's stage."""
+    import psycopg
+
+    from collector import partitions
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn, conn.cursor() as cursor:
+        times = [NOW - dt.timedelta(seconds=r[0]) for r in rows]
+        partitions.ensure(cursor, sorted({t.date() for t in times}))
+        for n, (t, row) in enumerate(zip(times, rows, strict=True)):
+            _, stage, role, service, channel, group, duration_ms, trace = row
+            cursor.execute(
+                """
+                INSERT INTO collector_stage (project_id, time, dedupe_key, stage, role, system,
+                    channel, service, consumer_group, trace_id, duration_ms, e2e_ms, origin,
+                    error)
+                VALUES (%s, %s, %s, %s, %s, 'kafka', %s, %s, %s, %s, %s, %s, 1, %s)
+                """,
+                [
+                    project.id,
+                    t,
+                    f"stage-{n}".encode(),
+                    stage,
+                    role,
+                    channel,
+                    service,
+                    group,
+                    bytes.fromhex(trace),
+                    duration_ms,
+                    duration_ms + 50,
+                    "card declined" if stage == "failed" else None,
+                ],
+            )
+
+
+def test_the_group_page_lists_its_slowest_consumer_stages_with_their_traces(
+    client, groups, project, viewer
+):
+    trace = "{:032x}".format
+    rows = [
+        (60 + n, "processed", "consumer", "billing-svc", "orders", "billing", 10.0 + n, trace(n))
+        for n in range(25)
+    ]
+    rows += [
+        (30, "failed", "consumer", "billing-svc", "orders", "billing", 900.0, trace(100)),
+        (40, "processed", "consumer", "billing-svc", "orders", "billing", 1200.0, trace(101)),
+        # not this group's consumer work: a publish, another group, before the window
+        (50, "published", "producer", "shop", "orders", "", 5000.0, trace(102)),
+        (50, "processed", "consumer", "mailer", "orders", "mail", 4000.0, trace(103)),
+        (7200, "processed", "consumer", "billing-svc", "orders", "billing", 3000.0, trace(104)),
+    ]
+    _insert_stages(project, rows)
+    client.force_login(viewer)
+    page = client.get("/lag/kafka/orders/billing/?window=1h").content.decode()
+    table = page.split('id="lag-slowest"')[1].split("</table>")[0]
+    assert table.count("<tr data-stage=") == 20  # bounded
+    assert table.index(f'href="/traces/{trace(101)}"') < table.index(f'href="/traces/{trace(100)}"')
+    slowest = table.split("<tr data-stage=")[1]
+    assert ">billing-svc<" in slowest and ">1200 ms<" in slowest and ">1250 ms<" in slowest
+    assert ">failed<" in table and "card declined" in table
+    for other in (102, 103, 104):
+        assert trace(other) not in table
+    # the twenty longest: 1200, 900 and the 18 slowest of the rest (34 ms down to 17 ms)
+    assert f"/traces/{trace(7)}" in table and f"/traces/{trace(6)}" not in table
