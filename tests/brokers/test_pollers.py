@@ -399,3 +399,46 @@ async def test_rabbitmq_every_page_of_every_vhost_is_read(lag_db, project, monke
         connection.close()
         api.delete(f"/api/vhosts/{vhost}")
         api.close()
+
+
+async def test_rabbitmq_queues_named_alike_in_two_vhosts_are_two_groups(
+    lag_db, project, rabbit_queue
+):
+    import httpx
+
+    # Queue "<vhost>/q" in the default vhost and queue "q" in vhost <vhost>
+    # were both the channel "<vhost>/q".
+    connection, channel, _ = rabbit_queue
+    vhost = unique("es-lag-vhost-")
+    api = httpx.Client(base_url="http://127.0.0.1:15672", auth=("guest", "guest"))
+    assert api.put(f"/api/vhosts/{vhost}").status_code in (201, 204)
+    assert api.put(
+        f"/api/permissions/{vhost}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
+    ).status_code in (201, 204)
+    inner = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", virtual_host=vhost))
+    slashed = f"{vhost}/q"
+    try:
+        inner.channel().queue_declare("q")
+        inner.channel().basic_publish("", "q", b"x")
+        channel.queue_declare(slashed)
+        for _ in range(3):
+            channel.basic_publish("", slashed, b"x")
+        broker = parse_broker(RABBITMQ_URL)
+
+        async def poll():
+            assert await poll_broker(broker, project.id, window=WINDOW)
+
+        def both():
+            found = (
+                group_item(project.id, "rabbitmq", slashed, vhost="/"),
+                group_item(project.id, "rabbitmq", "q", vhost=vhost),
+            )
+            lags = tuple((item or {}).get("lag") for item in found)
+            return lags if lags == (3, 1) else None
+
+        await poll_until(poll, both)
+    finally:
+        channel.queue_delete(slashed)
+        inner.close()
+        api.delete(f"/api/vhosts/{vhost}")
+        api.close()
