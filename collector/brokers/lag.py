@@ -7,7 +7,8 @@ Time lag (three ways, most exact first):
   (end offset, time) per partition; the committed offset was the end offset
   at some moment t, and the lag is now - t, interpolated linearly between the
   two samples around it. Before the oldest sample it is extrapolated from the
-  first two distinct points and marked as an estimate;
+  first two distinct points and marked as an estimate; with a single sample
+  it is unknown (None), not zero;
 - drain estimate: backlog / consume rate, the time until the backlog is gone
   (RabbitMQ and JetStream give depths and counters, not write times).
 
