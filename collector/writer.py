@@ -237,6 +237,30 @@ class _TimestamptzCopyDumper(Dumper):
         return _pack_int8(_ns(obj) // 1000 - _PG_EPOCH_US)
 
 
+_BYTEA_OID = psycopg.postgres.types["bytea"].oid
+_array_header = struct.Struct("!iiIii").pack
+_pack_int4 = struct.Struct("!i").pack
+
+
+class _ByteaArrayCopyDumper(Dumper):
+    """Binary bytea[] for COPY from a list of bytes (linked trace and span ids).
+
+    The generic list dumper inspects every element's type and dimensions;
+    these lists are always flat, short and of bytes.
+    """
+
+    format = Format.BINARY
+    oid = psycopg.postgres.types["bytea"].array_oid
+
+    def dump(self, obj) -> bytes:
+        # ndim 1, no NULLs, element type bytea, length, lower bound 1
+        parts = [_array_header(1, 0, _BYTEA_OID, len(obj), 1)]
+        for element in obj:
+            parts.append(_pack_int4(len(element)))
+            parts.append(element)
+        return b"".join(parts)
+
+
 def configure_copy(conn) -> None:
     """Make `conn`'s COPY take the row tuples below: jsonb values and
     EncodedJson, and times as integer nanoseconds."""
@@ -245,6 +269,7 @@ def configure_copy(conn) -> None:
     # bytea by oid would otherwise be the DB-API Binary wrapper's dumper, in
     # Python; the bytes dumper is registered again to get the compiled one.
     conn.adapters.register_dumper(None, BytesBinaryDumper)
+    conn.adapters.register_dumper(None, _ByteaArrayCopyDumper)
 
 
 def span_values(s, resources: dict | None = None) -> tuple:
@@ -600,9 +625,17 @@ def _collect(group: list[_Pending]) -> _Rows:
     for pending in group:
         batch = pending.batch
         for span in batch.spans:
-            key = ("span", span.project_id, span.trace_id, span.span_id, span.start_time_ns)
-            if accept(pending, "span", span.start_time_ns, key):
-                rows.spans.append(_Item(span, pending, None, span.start_time_ns))
+            start = span.start_time_ns
+            # Spans are most of the rows: the common case is checked inline.
+            if oldest_ns <= start <= newest_ns:
+                key = (span.project_id, span.trace_id, span.span_id, start)
+                if key in seen:
+                    pending.result.duplicates += 1
+                else:
+                    seen.add(key)
+                    rows.spans.append(_Item(span, pending, None, start))
+            else:
+                accept(pending, "span", start, None)  # refuses it, with the reason
         for env in batch.envelopes:
             key = ("env", env.project_id, env.source, env.event_id)
             if accept(pending, "event", env.time_ns, key):
@@ -727,8 +760,12 @@ class _Transaction:
             f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(table.types)
+            # The formatter fills a buffer and hands it over when full; calling
+            # it directly spares an awaited coroutine per row.
+            formatter = copy.formatter
             for item in items:
-                await copy.write_row(item.values)
+                if data := formatter.write_row(item.values):
+                    await copy.write(data)
 
     async def _insert_new_only(self, table: _Table, items: list[_Item]) -> list[_Item]:
         staging = await self.writer.staging_table(self.cur, table)
