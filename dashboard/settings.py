@@ -235,7 +235,8 @@ WEBHOOK_ALLOW_PRIVATE = env_bool("EVENTSCOPE_WEBHOOK_ALLOW_PRIVATE", False)
 # ---- Eventscope: alerts and webhooks ------------------------------------------
 # Undelivered webhook notifications are retried with backoff for this long.
 WEBHOOK_RETRY_HOURS = env_int("EVENTSCOPE_WEBHOOK_RETRY_HOURS", 24, minimum=1)
-# Per-request timeout; a claimed delivery is re-claimable after 3x this long.
+# Hard limit on one webhook request, name lookup included; a claimed delivery is
+# re-claimable after 3x this long.
 WEBHOOK_TIMEOUT_SECONDS = env_int("EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 # How often the worker evaluates alert rules.
 ALERT_EVALUATION_SECONDS = env_int("EVENTSCOPE_ALERT_EVALUATION_SECONDS", 15, minimum=1)
