@@ -1,8 +1,8 @@
 """The flow graph of one project over a time window, read from the per-minute rollups.
 
 Nodes are services and channels; edges are publishes (service → channel),
-consumes (channel → service, one per consumer group) and calls (service →
-service). One indexed range scan over collector_flowrollup sums every edge:
+consumes (channel → service, one per consumer group, with the group's
+present lag) and calls (service → service). One indexed range scan over collector_flowrollup sums every edge:
 counts with sum(), histograms bucket by bucket (`sum(duration_hist[i])` for
 each fixed bucket, a single pass with no unnest), and the percentiles come
 from the summed histograms.
@@ -14,6 +14,7 @@ from django.db import connection
 
 from collector import histogram
 from dashboard import flowhours
+from dashboard.lag.edges import lag_for_edges
 
 KINDS = ("publish", "consume", "call")
 DEFAULT_EDGES = 500
@@ -89,6 +90,22 @@ def _query(cursor, project_id: int, since: dt.datetime, until: dt.datetime) -> t
     return MINUTES_SQL, [project_id, since, until]
 
 
+def _add_lag(project_id: int, edges: list[dict], nodes: dict[str, dict]) -> None:
+    """Give consume edges the present lag of their consumer group, as the
+    broker pollers and metrics last reported it (null where unknown)."""
+    keys = {}
+    for edge in edges:
+        edge.update(lag=None, lag_seconds=None, lag_status=None)
+        if edge["kind"] == "consume":
+            channel = nodes[edge["source"]]
+            keys[id(edge)] = (channel["system"], channel["name"], edge["group"])
+    found = lag_for_edges(project_id, keys.values())
+    for edge in edges:
+        lag = found.get(keys.get(id(edge)))
+        if lag is not None:
+            edge.update(lag)
+
+
 def _round(value):
     return None if value is None else round(value, 3)
 
@@ -146,6 +163,7 @@ def flow_graph(
             e["group"],
         )
     )
+    _add_lag(project_id, edges, nodes)
     ordered_nodes = sorted(nodes.values(), key=lambda n: (n["kind"], n["system"], n["name"]))
     return {
         "since": since_minute,

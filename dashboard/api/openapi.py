@@ -147,6 +147,15 @@ SCHEMAS = {
             "p50_ms": NUMBER_OR_NULL,
             "p95_ms": NUMBER_OR_NULL,
             "e2e_p95_ms": {**NUMBER_OR_NULL, "description": "produce→consume latency"},
+            "lag": {
+                **INTEGER_OR_NULL,
+                "description": "consume edges: the group's present lag in messages, if known",
+            },
+            "lag_seconds": {**NUMBER_OR_NULL, "description": "consume edges: seconds behind"},
+            "lag_status": {
+                "enum": ["ok", "warning", "error", "stalled", "stopped", "rewind", None],
+                "description": "consume edges with a known group: its status (GET /api/lag)",
+            },
         }
     ),
     "Flow": _object(

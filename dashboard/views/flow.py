@@ -99,10 +99,11 @@ class FlowConsumer(LiveConsumer):
     """/ws/flow/: pushes the whole graph as JSON when the rollups change.
 
     The graph is bounded (the busiest edges, as the page and the API), so a
-    full snapshot is simpler than deltas and heals any missed message.
+    full snapshot is simpler than deltas and heals any missed message. Consume
+    edges carry their group's lag, so new broker figures refresh it too.
     """
 
-    areas = ("flow",)
+    areas = ("flow", "lag")
 
     async def push(self):
         graph = await database_sync_to_async(self._graph)()

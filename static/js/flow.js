@@ -24,6 +24,11 @@
   }
   function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
   // Rates span 0.0003/s to thousands/s: two significant digits below 1.
+  function lagText(e) {
+    var seconds = e.lag_seconds === null || e.lag_seconds === undefined ? "" :
+      " · " + (e.lag_seconds >= 60 ? (e.lag_seconds / 60).toFixed(1) + " min" : e.lag_seconds.toFixed(1) + " s") + " behind";
+    return (e.lag === null || e.lag === undefined ? "unknown" : e.lag + " msg") + seconds + " · " + e.lag_status;
+  }
   function fmtRate(v) { return v >= 1 || v === 0 ? Number(v).toFixed(2) : Number(v).toPrecision(2); }
 
   // Links keep the window and project the graph shows (data-keep), so the
@@ -131,7 +136,8 @@
       edgesById[id] = e;
       seen[id] = true;
       var width = maxRate > 0 ? 1.5 + 8 * Math.sqrt(e.rate_per_s / maxRate) : 1.5;
-      var data = { width: width, color: colorOf(e), kind: e.kind, label: fmtRate(e.rate_per_s) + "/s" };
+      var label = fmtRate(e.rate_per_s) + "/s" + (e.lag ? " · lag " + e.lag : "");
+      var data = { width: width, color: colorOf(e), kind: e.kind, label: label };
       var el = cy.getElementById(id);
       if (el.empty()) {
         cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
@@ -175,6 +181,7 @@
       cell(tr, String(e.count), "num").dataset.count = "";
       cell(tr, String(e.errors), "num");
       cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
+      cell(tr, e.lag_status ? lagText(e) : "–", "num");
       var links = cell(tr, "", "links");
       edgeLinks(e).forEach(function (link, i) {
         if (i) links.appendChild(document.createTextNode(" · "));
@@ -186,7 +193,7 @@
       var tr = document.createElement("tr");
       tr.className = "empty";
       var td = cell(tr, "No traffic in this window yet.", "muted");
-      td.colSpan = 11;
+      td.colSpan = 12;
       rows.push(tr);
     }
     table.replaceChildren.apply(table, rows);
@@ -216,7 +223,7 @@
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",
-    ]);
+    ].concat(e.lag_status ? ["lag: " + lagText(e)] : []));
   });
   cy.on("mouseover", "node", function (evt) {
     var n = nodesById[evt.target.id()];

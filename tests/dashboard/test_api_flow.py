@@ -51,6 +51,9 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
         "p50_ms",
         "p95_ms",
         "e2e_p95_ms",
+        "lag",
+        "lag_seconds",
+        "lag_status",
     }
 
 
@@ -134,3 +137,26 @@ def test_flow_edges_link_to_their_failures_and_lag_in_the_same_window(client, vi
     assert 'data-keep="since=2026-01-01T00%3A00%3A00Z&amp;until=2026-01-01T06%3A00%3A00Z' in (
         custom.content.decode()
     )
+
+
+def test_consume_edges_carry_their_groups_present_lag(client, viewer, project):
+    from collector.brokers import samples
+    from collector.brokers.samples import Reading
+
+    store_order(project.id)
+    samples.store_sync(
+        project.id, [Reading("kafka", "orders", "payments", "0", 1_250, 1_000)], "test"
+    )
+    client.force_login(viewer)
+    edges = {
+        (e["source"], e["target"], e["kind"], e["group"]): e
+        for e in client.get("/api/flow?window=1h").json()["edges"]
+    }
+    payments = edges[("channel:kafka:orders", "service:payments", "consume", "payments")]
+    assert (payments["lag"], payments["lag_status"]) == (250, "ok")
+    email = edges[("channel:kafka:orders", "service:email", "consume", "email")]
+    assert (email["lag"], email["lag_seconds"], email["lag_status"]) == (None, None, None)
+    publish = edges[("service:orders", "channel:kafka:orders", "publish", "")]
+    assert publish["lag_status"] is None
+    page = client.get("/?window=1h").content.decode()
+    assert "250 msg · ok" in page
