@@ -117,7 +117,7 @@ def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
                 with cur.copy(
                     f"COPY {table.name} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(table.types)
+                    copy.set_types(table.copy_types)
                     for row in rows:
                         copy.write_row(row)
             conn.commit()

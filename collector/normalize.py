@@ -140,12 +140,16 @@ def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
     one cached key verdict.
     """
     secrets = secrets or redact.matcher()
+    verdicts = secrets.verdicts  # the cache is asked inline: a call per key costs more
     out = {}
     for kv in key_values:
         key = kv.key
         if "\x00" in key:
             key = _pb_text(key)
-        if secrets.is_secret(key):
+        secret = verdicts.get(key)
+        if secret is None:
+            secret = secrets.is_secret(key)
+        if secret:
             out[key] = redact.REDACTED
             continue
         value = kv.value
@@ -277,12 +281,12 @@ def _valid_context(trace_id: bytes, span_id: bytes) -> bool:
     return bool(trace_id and span_id) and optional_id_problem(trace_id, span_id) is None
 
 
-def _stage_and_role(row: SpanRow, attrs) -> tuple[str, str] | None:
-    override = semconv.read(attrs, "stage")
+def _stage_and_role(row: SpanRow, found) -> tuple[str, str] | None:
+    override = found.get("stage")
     if isinstance(override, str) and override.lower() in STAGES:
         stage = override.lower()
         return stage, PRODUCER if stage == "published" else CONSUMER
-    operation = semconv.operation_type(attrs)
+    operation = semconv.operation_type(found)
     if operation is None:
         if row.kind == KIND_PRODUCER:
             operation = "send"
@@ -299,10 +303,10 @@ def _stage_and_role(row: SpanRow, attrs) -> tuple[str, str] | None:
     return stage, role
 
 
-def _error_text(span, attrs, row: SpanRow) -> str | None:
+def _error_text(span, found, row: SpanRow) -> str | None:
     if row.status_message:
         return row.status_message
-    error_type = semconv.read(attrs, "error_type")
+    error_type = found.get("error_type")
     if error_type:
         return str(error_type)
     for event in span.events:
@@ -315,9 +319,10 @@ def _error_text(span, attrs, row: SpanRow) -> str | None:
 
 
 def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
-    if not semconv.is_messaging(attrs):
+    found = semconv.fields(attrs)
+    if not semconv.is_messaging(attrs, found):
         return None
-    mapped = _stage_and_role(row, attrs)
+    mapped = _stage_and_role(row, found)
     if mapped is None:
         return None
     stage, role = mapped
@@ -333,22 +338,22 @@ def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
         )
     ):
         linked.append((row.trace_id, row.parent_span_id))
-    message_id = semconv.read(attrs, "message_id")
+    message_id = found.get("message_id")
     return StageRow(
         project_id=row.project_id,
         time_ns=row.start_time_ns,
         stage=stage,
         role=role,
         service=row.service,
-        system=semconv.text(attrs, "system"),
-        channel=semconv.channel(attrs, role),
-        consumer_group=semconv.text(attrs, "consumer_group") if role == CONSUMER else "",
+        system=semconv.text(found, "system"),
+        channel=semconv.channel(found, role),
+        consumer_group=semconv.text(found, "consumer_group") if role == CONSUMER else "",
         trace_id=row.trace_id,
         span_id=row.span_id,
         parent_span_id=row.parent_span_id,
         linked=list(dict.fromkeys(linked)) if len(linked) > 1 else linked,
         event_id=str(message_id) if message_id is not None else None,
-        error=_error_text(span, attrs, row) if stage in ("failed", "deadlettered") else None,
+        error=_error_text(span, found, row) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
     )
 

@@ -28,21 +28,22 @@ class Matcher:
         self.source = keys
         needles = sorted({n for n in map(_words, keys) if n})
         self._pattern = re.compile("|".join(map(_needle_pattern, needles))) if needles else None
-        self._verdicts: dict[str, bool] = {}
+        # key -> is it secret; read directly by the attribute loop of ingest
+        self.verdicts: dict[str, bool] = {}
 
     @property
     def active(self) -> bool:
         return self._pattern is not None
 
     def is_secret(self, key) -> bool:
-        verdict = self._verdicts.get(key)
+        verdict = self.verdicts.get(key)
         if verdict is None:
             if self._pattern is None:
                 return False
             verdict = self._pattern.search(_words(str(key))) is not None
-            if len(self._verdicts) >= _KEY_CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[key] = verdict
+            if len(self.verdicts) >= _KEY_CACHE_SIZE:
+                self.verdicts.clear()
+            self.verdicts[key] = verdict
         return verdict
 
     def walk(self, value):

@@ -91,49 +91,70 @@ DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".dlt", "-dlt", "_dlt", ".deadle
 DEAD_LETTER_WORDS = ("dead-letter", "dead_letter", "deadletter")
 
 
+# attribute name -> (field, rank): rank 0 is the current name, higher ones older.
+_FIELD_OF: dict[str, tuple[str, int]] = {
+    name: (field, rank) for field, names in ATTRIBUTES.items() for rank, name in enumerate(names)
+}
+
+
+def fields(attributes: dict) -> dict:
+    """{field: value} of a span's attributes, each under its current or any legacy
+    name (the current one wins); empty values count as absent.
+
+    One pass over the span's attributes: cheaper than asking for each field
+    under each of its names, which is what every span would cost otherwise.
+    """
+    found: dict = {}
+    ranks: dict[str, int] = {}
+    for key, value in attributes.items():
+        hit = _FIELD_OF.get(key)
+        if hit is None or value is None or value == "":
+            continue
+        field, rank = hit
+        if field not in ranks or rank < ranks[field]:
+            found[field] = value
+            ranks[field] = rank
+    return found
+
+
 def read(attributes: dict, field: str):
     """The value of `field` under its current or any legacy name, or None."""
-    for name in ATTRIBUTES[field]:
-        value = attributes.get(name)
-        if value is not None and value != "":
-            return value
-    return None
+    return fields(attributes).get(field)
 
 
-def text(attributes: dict, field: str) -> str:
-    """`read` as a string ('' when absent), for columns that are never NULL."""
-    value = read(attributes, field)
+def text(found: dict, field: str) -> str:
+    """A field of `fields()` as a string ('' when absent), for columns never NULL."""
+    value = found.get(field)
     return "" if value is None else str(value)
 
 
-def is_messaging(attributes: dict) -> bool:
-    """True when a span carries messaging attributes of any generation."""
-    if "messaging.system" in attributes:
+def is_messaging(attributes: dict, found: dict) -> bool:
+    """True when a span carries messaging attributes of any generation
+    (`found` is fields(attributes))."""
+    if len(found) > ("error_type" in found):
         return True
-    # One search over the joined keys instead of a Python loop: this runs for
-    # every span, and most spans (HTTP, database) are not messaging spans.
-    if _KEY_MARKER in _KEY_SEPARATOR + _KEY_SEPARATOR.join(attributes):
-        return True
-    return read(attributes, "stage") is not None
+    # One search over the joined keys instead of a Python loop, for
+    # messaging attributes this table does not name.
+    return _KEY_MARKER in _KEY_SEPARATOR + _KEY_SEPARATOR.join(attributes)
 
 
 _KEY_SEPARATOR = "\x00"  # never in a key: normalisation replaces NUL
 _KEY_MARKER = _KEY_SEPARATOR + MESSAGING_PREFIX
 
 
-def operation_type(attributes: dict) -> str | None:
+def operation_type(found: dict) -> str | None:
     """The normalised operation type (create/send/receive/process/settle), or None."""
-    value = read(attributes, "operation_type")
+    value = found.get("operation_type")
     if isinstance(value, str) and value.lower() in OPERATION_STAGE:
         lowered = value.lower()
         return {"publish": "send", "deliver": "process"}.get(lowered, lowered)
-    name = read(attributes, "operation_name")
+    name = found.get("operation_name")
     if isinstance(name, str):
         return OPERATION_NAME_TYPE.get(name.lower())
     return None
 
 
-def channel(attributes: dict, role: str) -> str:
+def channel(found: dict, role: str) -> str:
     """The channel (topic, queue, subject, stream) a messaging span talks to.
 
     RabbitMQ names destinations `{exchange}:{routing_key}` when producing and
@@ -142,8 +163,8 @@ def channel(attributes: dict, role: str) -> str:
     part; a producer's stays `exchange:routing_key`, which is just the queue
     name when publishing through the default exchange.
     """
-    name = text(attributes, "destination") or text(attributes, "destination_template")
-    if text(attributes, "system").lower() == "rabbitmq" and name:
+    name = text(found, "destination") or text(found, "destination_template")
+    if name and text(found, "system").lower() == "rabbitmq":
         if name.startswith("amq.default:"):
             name = name[len("amq.default:") :]
         # Older pika instrumentation reports only the exchange (or the key

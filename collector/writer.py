@@ -41,9 +41,6 @@ import orjson
 import psycopg
 from django.conf import settings
 from psycopg import errors as pg_errors
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
-from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
 from collector import notify, partitions, rollups, stats
@@ -95,6 +92,9 @@ class WriteResult:
             self.reasons.append(reason)
 
 
+_ENCODED_TYPES = frozenset(("jsonb", "timestamptz", "bytea[]"))
+
+
 @dataclass
 class _Table:
     name: str
@@ -105,6 +105,12 @@ class _Table:
     @property
     def column_list(self) -> str:
         return ", ".join(self.columns)
+
+    @property
+    def copy_types(self) -> tuple[str, ...]:
+        """Column types as COPY is told them: values encoded in the row tuple
+        (see "row encoding") go through as bytes."""
+        return tuple("bytea" if t in _ENCODED_TYPES else t for t in self.types)
 
 
 SPANS = _Table(
@@ -182,12 +188,17 @@ class _Item:
 
 
 # ---- row encoding ------------------------------------------------------------------
-# A row is a tuple in its table's column order, for a connection set up by
-# configure_copy(): times stay integer nanoseconds.
+# A row is a tuple in its table's column order. jsonb, timestamptz and
+# bytea[] values are encoded here, once, into PostgreSQL's binary forms and
+# travel as plain bytes (_Table.copy_types): psycopg's compiled formatter then
+# writes whole rows without calling back into Python for a single value.
 
-
-class EncodedJson(bytes):
-    """JSON text encoded once and stored in several rows (a span's resource)."""
+_PG_EPOCH_US = 946_684_800 * 10**6  # 2000-01-01 in Unix microseconds
+_pack_int8 = struct.Struct("!q").pack
+_pack_int4 = struct.Struct("!i").pack
+_array_header = struct.Struct("!iiIii").pack
+_BYTEA_OID = psycopg.postgres.types["bytea"].oid
+_JSONB_VERSION = b"\x01"
 
 
 def dump_json(value) -> bytes:
@@ -203,115 +214,77 @@ def dump_json(value) -> bytes:
         return json.dumps(value, ensure_ascii=False).encode()
 
 
-class _JsonbCopyDumper(Dumper):
-    """Binary jsonb for COPY: plain values, Jsonb wrappers and EncodedJson."""
-
-    format = Format.BINARY
-    oid = psycopg.postgres.types["jsonb"].oid
-
-    def dump(self, obj) -> bytes:
-        if isinstance(obj, EncodedJson):
-            return b"\x01" + obj
-        if isinstance(obj, Jsonb):
-            obj = obj.obj
-        return b"\x01" + dump_json(obj)
+def jsonb(value) -> bytes | None:
+    """Binary jsonb (version 1 + JSON text); None stays NULL."""
+    return None if value is None else _JSONB_VERSION + dump_json(value)
 
 
-_PG_EPOCH_US = 946_684_800 * 10**6  # 2000-01-01 in Unix microseconds
-_pack_int8 = struct.Struct("!q").pack
+def timestamptz(time_ns: int) -> bytes:
+    """Binary timestamptz (microseconds since 2000-01-01) from Unix nanoseconds."""
+    return _pack_int8(time_ns // 1000 - _PG_EPOCH_US)
 
 
-class _TimestamptzCopyDumper(Dumper):
-    """Binary timestamptz for COPY straight from integer Unix nanoseconds.
-
-    Rows keep OTLP's nanoseconds: building a datetime per row only for
-    psycopg to take it apart again costs more than the whole encoding.
-    """
-
-    format = Format.BINARY
-    oid = psycopg.postgres.types["timestamptz"].oid
-
-    def dump(self, obj) -> bytes:
-        if isinstance(obj, int):
-            return _pack_int8(obj // 1000 - _PG_EPOCH_US)
-        return _pack_int8(_ns(obj) // 1000 - _PG_EPOCH_US)
-
-
-_BYTEA_OID = psycopg.postgres.types["bytea"].oid
-_array_header = struct.Struct("!iiIii").pack
-_pack_int4 = struct.Struct("!i").pack
-
-
-class _ByteaArrayCopyDumper(Dumper):
-    """Binary bytea[] for COPY from a list of bytes (linked trace and span ids).
-
-    The generic list dumper inspects every element's type and dimensions;
-    these lists are always flat, short and of bytes.
-    """
-
-    format = Format.BINARY
-    oid = psycopg.postgres.types["bytea"].array_oid
-
-    def dump(self, obj) -> bytes:
-        # ndim 1, no NULLs, element type bytea, length, lower bound 1
-        parts = [_array_header(1, 0, _BYTEA_OID, len(obj), 1)]
-        for element in obj:
-            parts.append(_pack_int4(len(element)))
-            parts.append(element)
-        return b"".join(parts)
+def bytea_array(values: list[bytes]) -> bytes | None:
+    """Binary bytea[] of a flat list of bytes (linked trace and span ids); [] is NULL."""
+    if not values:
+        return None
+    # ndim 1, no NULLs, element type bytea, length, lower bound 1
+    parts = [_array_header(1, 0, _BYTEA_OID, len(values), 1)]
+    for value in values:
+        parts.append(_pack_int4(len(value)))
+        parts.append(value)
+    return b"".join(parts)
 
 
 def configure_copy(conn) -> None:
-    """Make `conn`'s COPY take the row tuples below: jsonb values and
-    EncodedJson, and times as integer nanoseconds."""
-    conn.adapters.register_dumper(None, _JsonbCopyDumper)
-    conn.adapters.register_dumper(None, _TimestamptzCopyDumper)
-    # bytea by oid would otherwise be the DB-API Binary wrapper's dumper, in
-    # Python; the bytes dumper is registered again to get the compiled one.
+    """Prepare `conn` for COPY of these rows: bytea by oid would otherwise be the
+    DB-API Binary wrapper's dumper, in Python; registering the bytes dumper
+    again gets the compiled one."""
     conn.adapters.register_dumper(None, BytesBinaryDumper)
-    conn.adapters.register_dumper(None, _ByteaArrayCopyDumper)
 
 
 def span_values(s, resources: dict | None = None) -> tuple:
-    """A span's COPY row. `resources` memoises the resource's JSON by object:
+    """A span's COPY row. `resources` memoises the resource's encoding by object:
     every span of one resource shares the same dict."""
     resource = s.resource or None
     if resource is not None and resources is not None:
         encoded = resources.get(id(resource))
         if encoded is None:
-            encoded = resources[id(resource)] = EncodedJson(dump_json(resource))
+            encoded = resources[id(resource)] = jsonb(resource)
         resource = encoded
+    else:
+        resource = jsonb(resource)
     return (
-        s.project_id, s.trace_id, s.span_id, s.parent_span_id, s.start_time_ns,
+        s.project_id, s.trace_id, s.span_id, s.parent_span_id, timestamptz(s.start_time_ns),
         s.duration_ns, s.service, s.name, s.kind, s.status_code, s.status_message,
-        s.attributes or None, resource, s.events or None, s.links or None, s.scope,
+        jsonb(s.attributes) if s.attributes else None, resource,
+        jsonb(s.events) if s.events else None, jsonb(s.links) if s.links else None, s.scope,
     )  # fmt: skip
 
 
 def stage_values(s, key: bytes, e2e_ms) -> tuple:
-    linked_traces = [pair[0] for pair in s.linked] or None
-    linked_spans = [pair[1] for pair in s.linked] or None
+    linked = s.linked
     return (
-        s.project_id, s.time_ns, key, s.stage, s.role, s.system, s.channel,
-        s.service, s.consumer_group, s.trace_id, s.span_id, s.parent_span_id, linked_traces,
-        linked_spans, s.event_id, s.event_source, s.event_type, s.error, s.duration_ms,
-        e2e_ms, s.origin,
+        s.project_id, timestamptz(s.time_ns), key, s.stage, s.role, s.system, s.channel,
+        s.service, s.consumer_group, s.trace_id, s.span_id, s.parent_span_id,
+        bytea_array([pair[0] for pair in linked]) if linked else None,
+        bytea_array([pair[1] for pair in linked]) if linked else None,
+        s.event_id, s.event_source, s.event_type, s.error, s.duration_ms, e2e_ms, s.origin,
     )  # fmt: skip
 
 
 def envelope_values(e) -> tuple:
     return (
-        e.project_id, e.time_ns, e.source, e.event_id, e.type, e.subject,
-        e.datacontenttype, e.dataschema, e.extensions or None,
-        Jsonb(e.data) if e.data is not None else None,
+        e.project_id, timestamptz(e.time_ns), e.source, e.event_id, e.type, e.subject,
+        e.datacontenttype, e.dataschema, jsonb(e.extensions or None), jsonb(e.data),
         e.data_text, e.data_base64, e.data_size, e.truncated, e.trace_id,
     )  # fmt: skip
 
 
 def log_values(r) -> tuple:
     return (
-        r.project_id, r.time_ns, r.dedupe_key(), r.service, r.severity_number,
-        r.severity_text, r.body, r.trace_id, r.span_id, r.attributes or None,
+        r.project_id, timestamptz(r.time_ns), r.dedupe_key(), r.service, r.severity_number,
+        r.severity_text, r.body, r.trace_id, r.span_id, jsonb(r.attributes or None),
     )  # fmt: skip
 
 
@@ -696,7 +669,7 @@ class _Transaction:
             await self._drop_stored_events()
         e2e = await self._e2e_for_consumers()
 
-        resources: dict[int, EncodedJson] = {}
+        resources: dict[int, bytes] = {}
         new_spans = await self._insert(SPANS, rows.spans, lambda s: span_values(s, resources))
         for item in rows.stages:
             item.values = stage_values(item.row, item.key, e2e.get(id(item.row)))
@@ -747,6 +720,10 @@ class _Transaction:
             new = items
         except pg_errors.UniqueViolation:
             new = await self._insert_new_only(table, items)
+        if new is items:
+            for item in items:
+                item.pending.result.stored += 1
+            return new
         new_ids = {id(item) for item in new}
         for item in items:
             if id(item) in new_ids:
@@ -759,7 +736,7 @@ class _Transaction:
         async with self.cur.copy(
             f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(table.types)
+            copy.set_types(table.copy_types)
             # The formatter fills a buffer and hands it over when full; calling
             # it directly spares an awaited coroutine per row.
             formatter = copy.formatter
@@ -778,13 +755,13 @@ class _Transaction:
         )
         inserted = {tuple(_comparable(v) for v in row) for row in await self.cur.fetchall()}
         await self.cur.execute(f"TRUNCATE {staging}")
-        positions = [table.columns.index(column) for column in table.key]
-        times = {p for p in positions if table.types[p] == "timestamptz"}
+        # A key is its table's leading identity columns and the row's time
+        # (encoded in the row, so taken from the item), to the microsecond.
+        positions = [table.columns.index(column) for column in table.key[:-1]]
         return [
             item
             for item in items
-            if tuple(item.values[p] // 1000 if p in times else item.values[p] for p in positions)
-            in inserted
+            if (*(item.values[p] for p in positions), item.time_ns // 1000) in inserted
         ]
 
     # -- CloudEvents: one envelope per event ---------------------------------------------
@@ -868,14 +845,22 @@ class _Transaction:
         if not consumers:
             return {}
 
+        # Consumers whose publish is in this group are settled without a query.
+        out, missing = {}, []
         missing_contexts, missing_events = set(), set()
         for s in consumers:
-            if _publish_time(s, by_context, by_event) is None:
-                for trace_id, span_id in s.linked:
-                    missing_contexts.add((s.project_id, trace_id, span_id))
-                if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
-                    missing_events.add((s.project_id, s.event_source, s.event_id))
-        lo, hi = _bounds([s.time_ns for s in consumers], E2E_WINDOW.total_seconds() * 10**9)
+            published = _publish_time(s, by_context, by_event)
+            if published is not None:
+                out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
+                continue
+            missing.append(s)
+            for trace_id, span_id in s.linked:
+                missing_contexts.add((s.project_id, trace_id, span_id))
+            if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
+                missing_events.add((s.project_id, s.event_source, s.event_id))
+        if not missing:
+            return out
+        lo, hi = _bounds([s.time_ns for s in missing], E2E_WINDOW.total_seconds() * 10**9)
         if missing_contexts:
             keys = sorted(missing_contexts)
             await self.cur.execute(
@@ -903,8 +888,7 @@ class _Transaction:
             for project_id, source, event_id, when in await self.cur.fetchall():
                 _keep_earliest(by_event, (project_id, source, event_id), _ns(when))
 
-        out = {}
-        for s in consumers:
+        for s in missing:
             published = _publish_time(s, by_context, by_event)
             if published is not None:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
@@ -1106,11 +1090,17 @@ def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
 
 def _publish_time(stage, by_context, by_event) -> int | None:
     """The earliest known publish time of the message(s) a consume stage handles."""
-    times = [by_context.get((stage.project_id, t, s)) for t, s in stage.linked]
+    best = None
+    project_id = stage.project_id
+    for trace_id, span_id in stage.linked:
+        known = by_context.get((project_id, trace_id, span_id))
+        if known is not None and (best is None or known < best):
+            best = known
     if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
-        times.append(by_event.get((stage.project_id, stage.event_source, stage.event_id)))
-    times = [t for t in times if t is not None]
-    return min(times) if times else None
+        known = by_event.get((project_id, stage.event_source, stage.event_id))
+        if known is not None and (best is None or known < best):
+            best = known
+    return best
 
 
 def _ns(value: dt.datetime) -> int:
