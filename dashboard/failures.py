@@ -129,61 +129,54 @@ def groups(
 ) -> tuple[list[dict], int | None]:
     """Counts per (service, channel, system, error) with a per-bucket trend, most first.
 
-    Error messages that carry ids make thousands of distinct groups, so the
-    ordering and the page are cut in SQL and only the page's groups are read
-    again for their trend: the cost is one aggregate over the window's
-    failures plus one pass over the page's, not every (group, bucket) row.
+    One pass over the window's failures (through the partial index of
+    failures) counts them per group and trend bucket; the groups are ranked
+    and the page cut in SQL, so error messages that carry ids (thousands of
+    distinct groups) cost memory in PostgreSQL, not rows sent here. A second
+    pass over the rows for the page's trends would double the heap reads,
+    which are what this costs.
     """
     where, params = filters.where(project_id)
+    span = (filters.until - filters.since).total_seconds()
+    width = max(span / TREND_BUCKETS, 1.0)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT service, channel, system, coalesce(error, '') AS error, count(*) AS n,
-                   count(*) FILTER (WHERE stage = 'deadlettered'), min(time), max(time) AS last
-            FROM collector_stage WHERE {where}
+            WITH buckets AS (
+                SELECT service, channel, system, coalesce(error, '') AS error,
+                       least(greatest(floor(extract(epoch FROM time - %s) / %s)::int, 0), %s)
+                           AS bucket,
+                       count(*) AS n, count(*) FILTER (WHERE stage = 'deadlettered') AS dead,
+                       min(time) AS first, max(time) AS last
+                FROM collector_stage WHERE {where}
+                GROUP BY 1, 2, 3, 4, 5
+            )
+            SELECT service, channel, system, error, sum(n) AS n, sum(dead), min(first),
+                   max(last) AS last, array_agg(bucket), array_agg(n)
+            FROM buckets
             GROUP BY 1, 2, 3, 4
             ORDER BY n DESC, last DESC, service, channel, system, error
             LIMIT %s OFFSET %s
             """,
-            [*params, limit + 1, offset],
+            [filters.since, width, TREND_BUCKETS - 1, *params, limit + 1, offset],
         )
         rows = cursor.fetchall()
-        page = [
+    page = []
+    for service, channel, system, error, n, dead, first, last, buckets, counts in rows[:limit]:
+        trend = [0] * TREND_BUCKETS
+        for bucket, count in zip(buckets, counts, strict=True):
+            trend[bucket] += count
+        page.append(
             {
                 "service": service,
                 "channel": channel,
                 "system": system,
                 "error": error,
-                "count": n,
-                "deadlettered": dead,
+                "count": int(n),
+                "deadlettered": int(dead),
                 "first": iso(first),
                 "last": iso(last),
-                "trend": [0] * TREND_BUCKETS,
+                "trend": trend,
             }
-            for service, channel, system, error, n, dead, first, last in rows[:limit]
-        ]
-        if page:
-            _add_trends(cursor, page, filters, where, params)
+        )
     return page, (offset + limit if len(rows) > limit else None)
-
-
-def _add_trends(cursor, page: list[dict], filters: Filters, where: str, params: list) -> None:
-    """Fill each group's trend: failures per bucket of the window, for these groups only."""
-    span = (filters.until - filters.since).total_seconds()
-    width = max(span / TREND_BUCKETS, 1.0)
-    keys = [[g[k] for g in page] for k in ("service", "channel", "system", "error")]
-    cursor.execute(
-        f"""
-        SELECT service, channel, system, coalesce(error, ''),
-               least(greatest(floor(extract(epoch FROM time - %s) / %s)::int, 0), %s), count(*)
-        FROM collector_stage
-        WHERE {where}
-          AND (service, channel, system, coalesce(error, '')) IN (
-              SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]))
-        GROUP BY 1, 2, 3, 4, 5
-        """,
-        [filters.since, width, TREND_BUCKETS - 1, *params, *keys],
-    )
-    by_key = {(g["service"], g["channel"], g["system"], g["error"]): g for g in page}
-    for service, channel, system, error, bucket, n in cursor.fetchall():
-        by_key[(service, channel, system, error)]["trend"][bucket] += n
