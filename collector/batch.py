@@ -45,6 +45,20 @@ class StorageUnavailable(IngestUnavailable):
     status = 503
 
 
+# ---- bounds ---------------------------------------------------------------------
+# Names and ids end up in index keys (flow rollups, event lookups), which
+# PostgreSQL refuses past about 2.7 kB: one huge name must not make a whole
+# request unstorable. Names are cut; CloudEvents ids and sources longer than
+# this are refused (they identify the event), span message ids are cut.
+MAX_NAME_CHARS = 256
+MAX_ID_CHARS = 512
+
+
+def clip(value: str, limit: int = MAX_NAME_CHARS) -> str:
+    """`value` cut to `limit` characters, the cut marked with '…'."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 # ---- rows -------------------------------------------------------------------------
 
 

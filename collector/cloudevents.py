@@ -24,12 +24,14 @@ from django.conf import settings
 
 from collector.batch import (
     CONSUMER,
+    MAX_ID_CHARS,
     ORIGIN_CLOUDEVENT,
     PRODUCER,
     STAGES,
     Batch,
     EnvelopeRow,
     StageRow,
+    clip,
 )
 from collector.decode import DecodeError, UnsupportedMediaType, UnusableNumber, parse_json
 from collector.normalize import clean_text
@@ -414,6 +416,11 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
         raise InvalidEvent(f"'specversion' must be \"1.0\", got {specversion!r}")
     event_id = _required_text(event, "id")
     source = _required_text(event, "source")
+    for name, value in (("id", event_id), ("source", source)):
+        if len(value) > MAX_ID_CHARS:
+            raise InvalidEvent(
+                f"'{name}' is {len(value)} characters long; at most {MAX_ID_CHARS} are accepted"
+            )
     event_type = _required_text(event, "type")
     subject = _optional_text(event, "subject")
     content_type = _optional_text(event, "datacontenttype")
@@ -462,10 +469,12 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
         time_ns=time_ns,
         stage=stage,
         role=role,
-        service=_text_or_none(extensions.get("esservice")) or source,
-        system=_text_or_none(extensions.get("essystem")) or "",
-        channel=_text_or_none(extensions.get("eschannel")) or "",
-        consumer_group=(_text_or_none(extensions.get("esgroup")) or "") if role == CONSUMER else "",
+        service=clip(_text_or_none(extensions.get("esservice")) or source),
+        system=clip(_text_or_none(extensions.get("essystem")) or ""),
+        channel=clip(_text_or_none(extensions.get("eschannel")) or ""),
+        consumer_group=clip(_text_or_none(extensions.get("esgroup")) or "")
+        if role == CONSUMER
+        else "",
         trace_id=trace_id,
         # The traceparent is the creation context: the producer's span.
         span_id=parent_id if role == PRODUCER else None,

@@ -39,6 +39,7 @@ from collector.batch import (
     CONSUMER,
     KIND_CONSUMER,
     KIND_PRODUCER,
+    MAX_ID_CHARS,
     PRODUCER,
     STAGES,
     STATUS_ERROR,
@@ -46,6 +47,7 @@ from collector.batch import (
     LogRow,
     SpanRow,
     StageRow,
+    clip,
 )
 from collector.decode import hex_id, id_problem, optional_id_problem
 
@@ -166,7 +168,7 @@ def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
 
 def _service(resource: dict) -> str:
     name = resource.get("service.name")
-    return str(name) if name not in (None, "") else UNKNOWN_SERVICE
+    return clip(str(name)) if name not in (None, "") else UNKNOWN_SERVICE
 
 
 # ---- traces ------------------------------------------------------------------
@@ -345,14 +347,14 @@ def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
         stage=stage,
         role=role,
         service=row.service,
-        system=semconv.text(found, "system"),
-        channel=semconv.channel(found, role),
-        consumer_group=semconv.text(found, "consumer_group") if role == CONSUMER else "",
+        system=clip(semconv.text(found, "system")),
+        channel=clip(semconv.channel(found, role)),
+        consumer_group=clip(semconv.text(found, "consumer_group")) if role == CONSUMER else "",
         trace_id=row.trace_id,
         span_id=row.span_id,
         parent_span_id=row.parent_span_id,
         linked=list(dict.fromkeys(linked)) if len(linked) > 1 else linked,
-        event_id=str(message_id) if message_id is not None else None,
+        event_id=clip(str(message_id), MAX_ID_CHARS) if message_id is not None else None,
         error=_error_text(span, found, row) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
     )

@@ -419,6 +419,11 @@ class Writer:
         try:
             await self._store(group)
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            if isinstance(exc, pg_errors.ProgramLimitExceeded):
+                # An "operational" error that is the data's fault (a key too
+                # large for an index): the server is fine.
+                await self._write_refused(group, exc)
+                return
             log.warning("database unavailable, %d batch(es) refused: %s", len(group), exc)
             await self._discard_connection()
             self._down_until = time.monotonic() + DOWN_BACKOFF_S
@@ -426,38 +431,46 @@ class Writer:
             self._fail_queued_while_down()
             return
         except Exception as exc:
-            # A row PostgreSQL refuses, or a bug: the transaction is gone, but
-            # one request's unexpected row must not fail the others, so each
-            # is retried alone. A bug must not stop the writer either.
-            if not isinstance(exc, psycopg.Error):
-                await self._discard_connection()
-            if len(group) > 1:
-                for pending in group:
-                    await self._write_group([pending])
-                return
-            (pending,) = group
-            if isinstance(exc, pg_errors.DataError):
-                # PostgreSQL refuses a value the receivers did not catch: a
-                # permanent problem of this request, so it is refused whole
-                # (partial success), never answered with a retryable 503.
-                log.warning("a %s batch was refused by PostgreSQL: %s", pending.batch.signal, exc)
-                refused = WriteResult()
-                batch = pending.batch
-                # Counted in the sender's unit: spans, log records or events.
-                refused.refused = len(batch.spans) + len(batch.logs) + len(batch.envelopes)
-                refused.reasons.append(f"the data could not be stored: {_first_line(exc)}")
-                if not pending.future.done():
-                    pending.future.set_result(refused)
-                return
-            log.exception("write failed for a %s batch", pending.batch.signal)
-            # The cause is in the log; the exporter is told no more than that.
-            self._fail(group, StorageUnavailable("the write failed", retry_after=5))
+            await self._write_refused(group, exc)
             return
         stats.observe_write(time.perf_counter() - started)
         # Refused rows are counted by the receivers, which report them.
         for pending in group:
             if not pending.future.done():
                 pending.future.set_result(pending.result)
+
+    async def _write_refused(self, group: list[_Pending], exc: Exception) -> None:
+        """After a write failed for a reason other than the database being away.
+
+        The transaction is gone, but one request's unexpected row must not
+        fail the others, so each is retried alone. A bug must not stop the
+        writer either.
+        """
+        if not isinstance(exc, psycopg.Error):
+            await self._discard_connection()
+        if len(group) > 1:
+            for pending in group:
+                # What the failed transaction counted was rolled back with it.
+                pending.result = WriteResult()
+                await self._write_group([pending])
+            return
+        (pending,) = group
+        batch = pending.batch
+        if isinstance(exc, pg_errors.DataError | pg_errors.ProgramLimitExceeded):
+            # PostgreSQL refuses a value (or a key too large for an index) the
+            # receivers did not catch: a permanent problem of this request,
+            # refused whole (partial success), never a retryable 503.
+            log.warning("a %s batch was refused by PostgreSQL: %s", batch.signal, exc)
+            refused = WriteResult()
+            # Counted in the sender's unit: spans, log records or events.
+            refused.refused = len(batch.spans) + len(batch.logs) + len(batch.envelopes)
+            refused.reasons.append(f"the data could not be stored: {_first_line(exc)}")
+            if not pending.future.done():
+                pending.future.set_result(refused)
+            return
+        log.exception("write failed for a %s batch", batch.signal)
+        # The cause is in the log; the exporter is told no more than that.
+        self._fail(group, StorageUnavailable("the write failed", retry_after=5))
 
     def _fail(self, group, exc) -> None:
         for pending in group:

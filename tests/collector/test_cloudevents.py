@@ -481,3 +481,20 @@ def test_a_base64_json_payload_json_cannot_carry_is_kept_as_base64():
     (envelope,) = events(STRUCTURED, body.encode()).batch.envelopes
     assert envelope.data is None
     assert envelope.data_base64 and base64.b64decode(envelope.data_text) == raw
+
+
+def test_overlong_ids_are_refused_and_overlong_names_are_cut():
+    base = {"specversion": "1.0", "type": "OrderPlaced", "source": "/shop"}
+    batch = [
+        {**base, "id": "i" * 600},
+        {**base, "id": "ok-1", "source": "/" + "s" * 600},
+        {**base, "id": "ok-2", "eschannel": "c" * 5000, "esservice": "v" * 5000},
+    ]
+    result = events(BATCH, json.dumps(batch).encode())
+    assert result.accepted == 1
+    assert result.rejected == [
+        {"index": 0, "error": "'id' is 600 characters long; at most 512 are accepted"},
+        {"index": 1, "error": "'source' is 601 characters long; at most 512 are accepted"},
+    ]
+    (stage,) = result.batch.stages
+    assert len(stage.channel) == 256 and len(stage.service) == 256

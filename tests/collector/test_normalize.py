@@ -262,3 +262,23 @@ def test_structured_log_bodies_are_redacted_like_attributes():
     (_, structured) = normalize_logs(request, 1).batch.logs
     assert json.loads(structured.body)["apiKey"] == REDACTED
     assert json.loads(structured.body)["event"] == "consumer.rebalanced"
+
+
+def test_huge_names_are_cut_so_the_rest_of_the_request_stays_storable():
+    request = traces("traces_kafka_messaging.json")
+    resource = request.resource_spans[0].resource
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            kv.value.string_value = "s" * 5000
+    span = request.resource_spans[0].scope_spans[0].spans[1]
+    for kv in span.attributes:
+        if kv.key == "messaging.destination.name":
+            kv.value.string_value = "orders-" + "x" * 5000
+    kv = span.attributes.add()
+    kv.key, kv.value.string_value = "messaging.message.id", "m" * 5000
+    result = normalize_traces(request, 1)
+    assert result.rejected == 0
+    stage = next(s for s in result.batch.stages if s.span_id == span.span_id)
+    assert len(stage.service) == 256 and stage.service.endswith("…")
+    assert len(stage.channel) == 256 and stage.channel.startswith("orders-xxx")
+    assert len(stage.event_id) == 512

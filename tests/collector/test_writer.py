@@ -1,8 +1,10 @@
 """The storage writer against the real PostgreSQL: dedupe, rollups, e2e, partitions."""
 
 import asyncio
+import base64
 import datetime as dt
 import json
+import os
 import time
 
 import psycopg
@@ -429,6 +431,24 @@ async def test_a_request_postgresql_refuses_is_refused_alone_and_not_retried(
     assert bad_result.reasons[0].startswith("the data could not be stored: ")
     assert (good_result.stored, good_result.refused) == (1, 0)
     assert await fetch(pg, "SELECT trace_id FROM collector_span") == [(tid(51),)]
+
+
+async def test_a_request_too_large_for_an_index_is_refused_alone(telemetry_db, pg, project):
+    """A name past PostgreSQL's index key limit fails the rollup upsert: permanent, not a 503."""
+    writer = Writer(conninfo(), linger=0.2)
+    await writer.start()
+    try:
+        bad = Batch(project.id, "traces", spans=[span(project.id, 60, 1)])
+        # Random text: PostgreSQL compresses index keys, a repeated letter would fit.
+        huge = base64.b64encode(os.urandom(6000)).decode()
+        bad.stages.append(publish(project.id, 60, 1, channel=huge))
+        good = Batch(project.id, "traces", spans=[span(project.id, 61, 1)])
+        bad_result, good_result = await asyncio.gather(writer.submit(bad), writer.submit(good))
+    finally:
+        await writer.stop()
+    assert (bad_result.stored, bad_result.refused) == (0, 1)
+    assert good_result.stored == 1
+    assert await fetch(pg, "SELECT trace_id FROM collector_span") == [(tid(61),)]
 
 
 async def test_commit_sends_one_hint_per_area_and_project(writer, project):
