@@ -192,24 +192,27 @@ def normalize_traces(request, project_id: int) -> Normalized:
         for scope_spans in resource_spans.scope_spans:
             scope = _pb_text(scope_spans.scope.name) or None
             for span in scope_spans.spans:
-                # Each protobuf field read costs a call into the C extension,
-                # so the ids and times are read once here.
+                # Each protobuf field read is a call into the C extension that
+                # wraps what it returns, so every field is read once here.
                 ids = (span.trace_id, span.span_id, span.parent_span_id)
                 times = (span.start_time_unix_nano, span.end_time_unix_nano)
-                problem = _span_problem(span, *ids, *times)
+                kind, status = span.kind, span.status
+                code = status.code
+                problem = _span_problem(*ids, *times, kind, code)
                 if problem:
                     result.reject(f"span {span.name!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets)
                 row = _span_row(
-                    span, attrs, project_id, service, resource, scope, secrets, ids, times
-                )
+                    span, attrs, project_id, service, resource, scope, secrets, ids, times,
+                    kind, code, status.message,
+                )  # fmt: skip
                 result.batch.spans.append(row)
                 stage = _stage_row(span, attrs, row)
                 if stage is None:
                     continue
                 result.batch.stages.append(stage)
-                stages_by_span[span.span_id] = stage
+                stages_by_span[row.span_id] = stage
                 if stage.role == PRODUCER and semconv.is_dead_letter_channel(stage.channel):
                     dead_letter_publishes.append((stage, attrs))
 
@@ -218,7 +221,7 @@ def normalize_traces(request, project_id: int) -> Normalized:
     return result
 
 
-def _span_problem(span, trace_id, span_id, parent_span_id, start_ns, end_ns) -> str | None:
+def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code) -> str | None:
     """Why a span cannot be stored, or None."""
     problem = id_problem(trace_id, span_id, parent_span_id)
     if problem:
@@ -229,17 +232,19 @@ def _span_problem(span, trace_id, span_id, parent_span_id, start_ns, end_ns) -> 
         return "start or end time is out of range"
     # An end before the start (a span never ended, a clock step) is kept with
     # duration 0; the kind and status come from closed lists.
-    if not 0 <= span.kind <= MAX_SPAN_KIND:
-        return f"kind {span.kind} is not a SpanKind (0-{MAX_SPAN_KIND})"
-    if not 0 <= span.status.code <= STATUS_ERROR:
-        return f"status code {span.status.code} is not a StatusCode (0-{STATUS_ERROR})"
+    if not 0 <= kind <= MAX_SPAN_KIND:
+        return f"kind {kind} is not a SpanKind (0-{MAX_SPAN_KIND})"
+    if not 0 <= code <= STATUS_ERROR:
+        return f"status code {code} is not a StatusCode (0-{STATUS_ERROR})"
     return None
 
 
-def _span_row(span, attrs, project_id, service, resource, scope, secrets, ids, times) -> SpanRow:
+def _span_row(
+    span, attrs, project_id, service, resource, scope, secrets, ids, times, kind, code, message
+) -> SpanRow:
     trace_id, span_id, parent_span_id = ids
     start_ns, end_ns = times
-    status = span.status
+    events, links = span.events, span.links
     return SpanRow(
         project_id=project_id,
         trace_id=trace_id,
@@ -249,9 +254,9 @@ def _span_row(span, attrs, project_id, service, resource, scope, secrets, ids, t
         duration_ns=max(0, end_ns - start_ns),
         service=service,
         name=_pb_text(span.name),
-        kind=span.kind,
-        status_code=status.code,
-        status_message=_pb_text(status.message) or None,
+        kind=kind,
+        status_code=code,
+        status_message=_pb_text(message) or None,
         attributes=attrs,
         resource=resource,
         events=[
@@ -260,9 +265,9 @@ def _span_row(span, attrs, project_id, service, resource, scope, secrets, ids, t
                 "time_ns": event.time_unix_nano,
                 "attributes": attributes(event.attributes, secrets),
             }
-            for event in span.events
+            for event in events
         ]
-        if span.events
+        if events
         else [],
         links=[
             {
@@ -270,10 +275,10 @@ def _span_row(span, attrs, project_id, service, resource, scope, secrets, ids, t
                 "span_id": hex_id(link.span_id),
                 "attributes": attributes(link.attributes, secrets),
             }
-            for link in span.links
+            for link in links
             if _valid_context(link.trace_id, link.span_id)
         ]
-        if span.links
+        if links
         else [],
         scope=scope,
     )
