@@ -46,7 +46,9 @@ def maintain(cursor, today: dt.date | None = None) -> Report:
         today - dt.timedelta(days=settings.ROLLUP_RETENTION_DAYS), dt.time(), dt.UTC
     )
     cursor.execute("DELETE FROM collector_flowrollup WHERE minute < %s", (rollup_cutoff,))
-    return Report(ahead, dropped, cursor.rowcount)
+    deleted = cursor.rowcount
+    cursor.execute("DELETE FROM collector_failurerollup WHERE minute < %s", (rollup_cutoff,))
+    return Report(ahead, dropped, deleted + cursor.rowcount)
 
 
 def run_once(today: dt.date | None = None) -> Report:

@@ -655,6 +655,7 @@ class _Transaction:
         self.cur = cur
         self.rows = rows
         self.rollups = rollups.Rollups()
+        self.failures = rollups.FailureRollups()
         self.areas: dict[int, set[str]] = collections.defaultdict(set)
 
     async def run(self) -> None:
@@ -695,6 +696,7 @@ class _Transaction:
             self.rollups.add_stage(stage)
             self.areas[stage.project_id].add(notify.STAGES)
             if stage.stage in rollups.ERRORS:
+                self.failures.add_stage(stage)
                 self.areas[stage.project_id].add(notify.FAILURES)
             latency = e2e.get(id(stage))
             if latency is not None and stage.stage in rollups.OUTCOMES:
@@ -710,6 +712,7 @@ class _Transaction:
         for project_id in self.rollups.projects():
             self.areas[project_id].add(notify.FLOW)
         await rollups.upsert(self.cur, self.rollups)
+        await rollups.upsert_failures(self.cur, self.failures)
         for project_id in sorted(self.areas):
             for area in sorted(self.areas[project_id]):
                 # notify.send's query, awaited on this async cursor; delivered at commit.

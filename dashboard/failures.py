@@ -1,9 +1,10 @@
 """Failed and dead-lettered events of one project: the newest first, or grouped by
 (service, channel, error) with a trend.
 
-Both read the partial index collector_stage_failures (project_id, time DESC)
-WHERE stage IN ('failed', 'deadlettered'), so they cost the failures in the
-window, not the traffic.
+The list reads the partial index collector_stage_failures (project_id, time
+DESC) WHERE stage IN ('failed', 'deadlettered'), so it costs the failures
+shown, not the traffic; the groups read the writer's per-minute failure
+rollups.
 """
 
 import datetime as dt
@@ -50,17 +51,30 @@ class Filters:
             "time < %s",
         ]
         params: list = [project_id, self.since, self.until]
-        for column, value in (
+        for column, value in self._named():
+            if value:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+    def rollup_where(self, project_id: int) -> tuple[str, list]:
+        """`where` for collector_failurerollup: whole minutes, from the one holding `since`."""
+        clauses = ["project_id = %s", "minute >= %s", "minute < %s"]
+        params: list = [project_id, self.since.replace(second=0, microsecond=0), self.until]
+        for column, value in self._named():
+            if value:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+    def _named(self):
+        return (
             ("service", self.service),
             ("channel", self.channel),
             ("system", self.system),
             ("consumer_group", self.group),
             ("error", self.error),
-        ):
-            if value:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        return " AND ".join(clauses), params
+        )
 
     def query(self) -> dict:
         """The non-empty filters, for links and the page's live connection."""
@@ -129,26 +143,25 @@ def groups(
 ) -> tuple[list[dict], int | None]:
     """Counts per (service, channel, system, error) with a per-bucket trend, most first.
 
-    One pass over the window's failures (through the partial index of
-    failures) counts them per group and trend bucket; the groups are ranked
-    and the page cut in SQL, so error messages that carry ids (thousands of
-    distinct groups) cost memory in PostgreSQL, not rows sent here. A second
-    pass over the rows for the page's trends would double the heap reads,
-    which are what this costs.
+    Read from the per-minute failure rollups the writer keeps, so a week
+    costs a row per group and minute rather than a heap row per failure
+    (each on its own page). The window starts at the minute holding
+    `since`, as the flow graph's does. Groups are ranked and the page is
+    cut in SQL: error messages that carry ids make thousands of groups.
     """
-    where, params = filters.where(project_id)
+    where, params = filters.rollup_where(project_id)
     span = (filters.until - filters.since).total_seconds()
     width = max(span / TREND_BUCKETS, 1.0)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             WITH buckets AS (
-                SELECT service, channel, system, coalesce(error, '') AS error,
-                       least(greatest(floor(extract(epoch FROM time - %s) / %s)::int, 0), %s)
+                SELECT service, channel, system, error,
+                       least(greatest(floor(extract(epoch FROM minute - %s) / %s)::int, 0), %s)
                            AS bucket,
-                       count(*) AS n, count(*) FILTER (WHERE stage = 'deadlettered') AS dead,
-                       min(time) AS first, max(time) AS last
-                FROM collector_stage WHERE {where}
+                       sum(count) AS n, sum(deadlettered) AS dead,
+                       min(first_time) AS first, max(last_time) AS last
+                FROM collector_failurerollup WHERE {where}
                 GROUP BY 1, 2, 3, 4, 5
             )
             SELECT service, channel, system, error, sum(n) AS n, sum(dead), min(first),
@@ -165,7 +178,7 @@ def groups(
     for service, channel, system, error, n, dead, first, last, buckets, counts in rows[:limit]:
         trend = [0] * TREND_BUCKETS
         for bucket, count in zip(buckets, counts, strict=True):
-            trend[bucket] += count
+            trend[bucket] += int(count)
         page.append(
             {
                 "service": service,

@@ -19,6 +19,7 @@ TELEMETRY_TABLES = (
     "collector_stage",
     "collector_envelope",
     "collector_flowrollup",
+    "collector_failurerollup",
     "collector_log",
     "dashboard_flowhour",
     "dashboard_flowhour_state",

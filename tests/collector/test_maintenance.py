@@ -30,6 +30,11 @@ def _rollup(minute):
             "'{}', '{}')",
             (minute,),
         )
+        cursor.execute(
+            "INSERT INTO collector_failurerollup VALUES (1, %s, '\\x01', 'a', 'o', 'k', '', "
+            "'boom', 1, 0, %s, %s)",
+            (minute, minute, minute),
+        )
 
 
 def test_it_creates_partitions_ahead_and_drops_expired_days(telemetry_db, settings):
@@ -52,11 +57,13 @@ def test_it_creates_partitions_ahead_and_drops_expired_days(telemetry_db, settin
     assert dt.date(2031, 3, 12) not in days  # 8 days old: dropped whole
     assert dt.date(2031, 3, 13) in days  # 7 days old: still inside the window
     assert "collector_span_p20310312" in report.dropped
-    assert report.rollups_deleted == 1
+    assert report.rollups_deleted == 2  # a flow and a failure rollup row
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM collector_stage")
         assert cursor.fetchone()[0] == 1
         cursor.execute("SELECT count(*) FROM collector_flowrollup")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SELECT count(*) FROM collector_failurerollup")
         assert cursor.fetchone()[0] == 1
         for day in days:
             if day >= dt.date(2031, 3, 12):

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import datetime as dt
+import importlib
 import json
 import os
 import time
@@ -449,6 +450,34 @@ async def test_a_request_too_large_for_an_index_is_refused_alone(telemetry_db, p
     assert (bad_result.stored, bad_result.refused) == (0, 1)
     assert good_result.stored == 1
     assert await fetch(pg, "SELECT trace_id FROM collector_span") == [(tid(61),)]
+
+
+async def test_failures_are_counted_once_per_group_and_minute(writer, pg, project):
+    batch = messaging_batch(project.id)  # one failed, one dead-lettered consume
+    await writer.submit(batch)
+    await writer.submit(batch)  # a retry adds nothing
+    rows = await fetch(
+        pg,
+        "SELECT service, channel, system, consumer_group, error, count, deadlettered, "
+        "first_time <= last_time FROM collector_failurerollup ORDER BY error",
+    )
+    assert rows == [
+        ("payments", "orders", "kafka", "payments", "", 1, 1, True),
+        ("payments", "orders", "kafka", "payments", "x", 1, 0, True),
+    ]
+
+
+async def test_the_failure_group_key_is_the_one_the_migration_computes(writer, pg, project):
+    """Rows counted in by the migration and rows from the writer must add up."""
+    migration = importlib.import_module("collector.migrations.0004_failure_rollups")
+    await writer.submit(messaging_batch(project.id))
+    keys = await fetch(
+        pg,
+        f"SELECT DISTINCT {migration.GROUP_KEY} FROM collector_stage "
+        "WHERE stage IN ('failed', 'deadlettered') ORDER BY 1",
+    )
+    stored = await fetch(pg, "SELECT group_key FROM collector_failurerollup ORDER BY 1")
+    assert [bytes(k) for (k,) in keys] == [bytes(k) for (k,) in stored]
 
 
 async def test_commit_sends_one_hint_per_area_and_project(writer, project):

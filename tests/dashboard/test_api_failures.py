@@ -96,7 +96,7 @@ def rows_from_postgres():
 
     def count(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
-        if "collector_stage" in sql:
+        if "collector_stage" in sql or "collector_failurerollup" in sql:
             counts.append(context["cursor"].rowcount)
         return result
 
