@@ -64,9 +64,24 @@ class Rollups:
 
     def __init__(self):
         self._rows: dict[tuple, list] = {}
+        # stage names -> edge: a group's stages share a few edges, and building
+        # the node names again for each costs more than looking them up.
+        self._edges: dict[tuple, tuple | None] = {}
 
     def __len__(self):
         return len(self._rows)
+
+    def edge_of(self, stage, role=None):
+        """stage_edge() of a stage (with `role` instead of the stage's own, if given)."""
+        key = (
+            stage.project_id, role or stage.role, stage.service, stage.system, stage.channel,
+            stage.consumer_group,
+        )  # fmt: skip
+        try:
+            return self._edges[key]
+        except KeyError:
+            edge = self._edges[key] = stage_edge(*key)
+            return edge
 
     def _row(self, edge, time_ns):
         # Keyed by the minute's number: a datetime per stage costs more than the sums.
@@ -81,14 +96,7 @@ class Rollups:
 
     def add_stage(self, stage) -> None:
         """Count one newly stored stage on its edge."""
-        edge = stage_edge(
-            stage.project_id,
-            stage.role,
-            stage.service,
-            stage.system,
-            stage.channel,
-            stage.consumer_group,
-        )
+        edge = self.edge_of(stage)
         if edge is None:
             return
         sums, durations, _ = self._row(edge, stage.time_ns)

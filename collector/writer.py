@@ -33,6 +33,7 @@ import collections
 import datetime as dt
 import json
 import logging
+import operator
 import struct
 import time
 from dataclasses import dataclass, field
@@ -562,22 +563,18 @@ class _Rows:
         self.logs: list[_Item] = []
         # (project, source, event_id, time_ns) of envelopes stamped on receipt
         self.receive_timed: set[tuple] = set()
+        self.pendings: list[_Pending] = []
+        # days (since the epoch) the rows fall on
+        self.day_numbers: set[int] = set()
 
     def any(self) -> bool:
         return bool(self.spans or self.stages or self.envelopes or self.logs)
 
     def projects(self) -> set[int]:
-        return {
-            item.row.project_id
-            for items in (self.spans, self.stages, self.envelopes, self.logs)
-            for item in items
-        }
+        return {pending.batch.project_id for pending in self.pendings}
 
     def days(self) -> set[dt.date]:
-        day_numbers = set()
-        for items in (self.spans, self.stages, self.envelopes, self.logs):
-            day_numbers.update(item.time_ns // _DAY_NS for item in items)
-        return {to_datetime(day * _DAY_NS).date() for day in day_numbers}
+        return {to_datetime(day * _DAY_NS).date() for day in self.day_numbers}
 
 
 def _window() -> tuple[int, int]:
@@ -608,6 +605,8 @@ def _collect(group: list[_Pending]) -> _Rows:
         seen.add(key)
         return True
 
+    rows.pendings = group
+    days = rows.day_numbers
     for pending in group:
         batch = pending.batch
         for span in batch.spans:
@@ -620,12 +619,14 @@ def _collect(group: list[_Pending]) -> _Rows:
                 else:
                     seen.add(key)
                     rows.spans.append(_Item(span, pending, None, start))
+                    days.add(start // _DAY_NS)
             else:
                 accept(pending, "span", start, None)  # refuses it, with the reason
         for env in batch.envelopes:
             key = ("env", env.project_id, env.source, env.event_id)
             if accept(pending, "event", env.time_ns, key):
                 rows.envelopes.append(_Item(env, pending, None, env.time_ns))
+                days.add(env.time_ns // _DAY_NS)
                 if not env.time_from_event:
                     rows.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
         for stage in batch.stages:
@@ -639,11 +640,13 @@ def _collect(group: list[_Pending]) -> _Rows:
                 continue
             seen.add(key)
             rows.stages.append(_Item(stage, pending, dedupe_key, stage.time_ns))
+            days.add(stage.time_ns // _DAY_NS)
         for record in batch.logs:
             dedupe_key = record.dedupe_key()
             key = ("log", record.project_id, dedupe_key, record.time_ns)
             if accept(pending, "log record", record.time_ns, key):
                 rows.logs.append(_Item(record, pending, None, record.time_ns))
+                days.add(record.time_ns // _DAY_NS)
     return rows
 
 
@@ -700,10 +703,7 @@ class _Transaction:
                 self.areas[stage.project_id].add(notify.FAILURES)
             latency = e2e.get(id(stage))
             if latency is not None and stage.stage in rollups.OUTCOMES:
-                edge = rollups.stage_edge(
-                    stage.project_id, CONSUMER, stage.service, stage.system, stage.channel,
-                    stage.consumer_group,
-                )  # fmt: skip
+                edge = self.rollups.edge_of(stage, CONSUMER)
                 if edge is not None:
                     self.rollups.add_e2e(edge, stage.time_ns, latency)
         await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
@@ -737,8 +737,11 @@ class _Transaction:
         except pg_errors.UniqueViolation:
             new = await self._insert_new_only(table, items)
         if new is items:
-            for item in items:
-                item.pending.result.stored += 1
+            # Counted per request rather than per row: most of a group's rows
+            # belong to a handful of requests.
+            counts = collections.Counter(map(_pending_of, items))
+            for pending, count in counts.items():
+                pending.result.stored += count
             return new
         new_ids = {id(item) for item in new}
         for item in items:
@@ -1092,6 +1095,9 @@ class _Transaction:
 
 
 # ---- small pieces --------------------------------------------------------------------------
+
+
+_pending_of = operator.attrgetter("pending")
 
 
 def _first_line(exc: Exception) -> str:
