@@ -6,6 +6,7 @@ from django.urls import path
 from dashboard.api import failures as api_failures
 from dashboard.api import flow as api_flow
 from dashboard.api import openapi as api_openapi
+from dashboard.api import replays as api_replays
 from dashboard.api import traces as api_traces
 from dashboard.views import failures, flow, tokens, traces
 
@@ -25,6 +26,9 @@ urlpatterns = [
     path("members/<int:membership_id>", tokens.change_member, name="change-member"),
     path("api/flow", api_flow.flow, name="api-flow"),
     path("api/traces/<str:trace_id>", api_traces.trace, name="api-trace"),
+    # Before the event itself: <path:event_id> would take these suffixes as part of the id.
+    path("api/events/<path:event_id>/replay", api_replays.replay, name="api-event-replay"),
+    path("api/events/<path:event_id>/replays", api_replays.replay_list, name="api-event-replays"),
     path("api/events/<path:event_id>", api_traces.event, name="api-event"),
     path("api/failures", api_failures.failures, name="api-failures"),
     path("api/openapi.json", api_openapi.openapi, name="api-openapi"),

@@ -43,6 +43,13 @@ ERRORS = {
         "content": {"application/json": {"schema": _ref("Error")}},
     },
 }
+CONFLICT = {
+    "409": {
+        "description": "The event cannot be replayed faithfully: it has no stored payload "
+        "(known from spans only) or its payload was cut at the size cap",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+}
 NOT_FOUND = {
     "404": {
         "description": "Not found in this project",
@@ -281,6 +288,50 @@ SCHEMAS = {
         },
         optional=("trace_id", "event_id", "source", "errors", "envelope"),
     ),
+    "ReplayRequest": {
+        "type": "object",
+        "required": ["webhook"],
+        "properties": {
+            "webhook": {"type": "integer", "description": "a json-format webhook of the project"},
+            "source": {
+                "type": "string",
+                "description": "the event's CloudEvents source, when several sources used its id",
+            },
+        },
+    },
+    "Replay": {
+        **_object(
+            {
+                "id": {
+                    "type": "string",
+                    "description": "also the replayed event's `esreplay` attribute and "
+                    "its `webhook-id` header",
+                },
+                "event_id": STRING,
+                "source": STRING,
+                "event_time": {**DATE_TIME, "description": "the stored event's time"},
+                "webhook": _object(
+                    {
+                        "id": {**INTEGER_OR_NULL, "description": "null once deleted"},
+                        "name": STRING,
+                    }
+                ),
+                "requested_by": STRING,
+                "requested_at": DATE_TIME,
+                "status": {"enum": ["delivered", "failed"]},
+                "http_status": {
+                    **INTEGER_OR_NULL,
+                    "description": "the receiver's answer; null when none came",
+                },
+                "error": {
+                    **STRING_OR_NULL,
+                    "description": "why it failed: refused address, timeout, HTTP status…",
+                },
+                "duration_ms": {"type": "number"},
+            }
+        ),
+        "description": "One re-send of a stored CloudEvent to a webhook",
+    },
     "Failure": _object(
         {
             "event_id": STRING_OR_NULL,
@@ -496,6 +547,36 @@ def document() -> dict:
                         _param("source", "CloudEvents source, when ids repeat across sources"),
                     ],
                     {"200": _json(_ref("Journey")), **NOT_FOUND},
+                    tag="journeys",
+                )
+            },
+            "/api/events/{event_id}/replay": {
+                "post": _op(
+                    "Replay the stored event to a webhook (editor, signed-in session): one "
+                    "CloudEvents structured-mode request; a failed send is a 201 with "
+                    "status failed",
+                    [
+                        _param("event_id", "event id", where="path"),
+                        _param("source", "CloudEvents source (or in the body)"),
+                    ],
+                    {
+                        "201": _json(_ref("Replay"), "Sent (or tried) and recorded"),
+                        **NOT_FOUND,
+                        **CONFLICT,
+                    },
+                    body=_ref("ReplayRequest"),
+                    tag="journeys",
+                )
+            },
+            "/api/events/{event_id}/replays": {
+                "get": _op(
+                    "The event's replays, newest first",
+                    [
+                        _param("event_id", "event id", where="path"),
+                        _param("source", "Only replays of the event from this source"),
+                        *PAGE,
+                    ],
+                    {"200": _json(_list_of(_ref("Replay"))), **NOT_FOUND},
                     tag="journeys",
                 )
             },

@@ -9,6 +9,8 @@ CONTRACT = {
     "/api/flow": {"get"},
     "/api/traces/{trace_id}": {"get"},
     "/api/events/{event_id}": {"get"},
+    "/api/events/{event_id}/replay": {"post"},
+    "/api/events/{event_id}/replays": {"get"},
     "/api/failures": {"get"},
     "/api/lag": {"get"},
     "/api/alert-rules": {"get", "post"},
