@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from tests.dashboard.world import events_batch, store, store_order
+from tests.dashboard.world import dead_lettered_order, events_batch, store, store_order
 
 pytestmark = pytest.mark.usefixtures("telemetry_db")
 
@@ -51,18 +51,7 @@ def test_event_has_its_redacted_payload_and_journey(client, viewer, project):
             "essystem": "rabbitmq",
             "data": {"order": 42, "card_number": "4111111111111111", "password": "hunter2"},
         },
-        {
-            "specversion": "1.0",
-            "id": "ord-42",
-            "source": "/shop/orders",
-            "type": "order.created",
-            "esstage": "deadlettered",
-            "esservice": "shipping",
-            "eschannel": "orders",
-            "essystem": "rabbitmq",
-            "esgroup": "shipping",
-            "eserror": "address missing",
-        },
+        dead_lettered_order("ord-42"),
     ]
     store(events_batch(events, project.id))
     client.force_login(viewer)

@@ -131,7 +131,7 @@ def everything(project, editor):
     from collector.brokers.samples import Reading
     from dashboard.alerts.evaluate import evaluate_rule
     from dashboard.alerts.models import AlertRule, Webhook
-    from tests.dashboard.world import events_batch, store, store_order
+    from tests.dashboard.world import dead_lettered_order, events_batch, store, store_order
 
     ids = store_order(project.id, event_id="evt-doc")
     store(
@@ -146,18 +146,7 @@ def everything(project, editor):
                     "essystem": "rabbitmq",
                     "data": {"order": 1},
                 },
-                {
-                    "specversion": "1.0",
-                    "id": "ord-doc",
-                    "source": "/shop/orders",
-                    "type": "order.created",
-                    "esstage": "deadlettered",
-                    "esservice": "shipping",
-                    "eschannel": "orders",
-                    "essystem": "rabbitmq",
-                    "esgroup": "shipping",
-                    "eserror": "address missing",
-                },
+                dead_lettered_order("ord-doc"),
             ],
             project.id,
         )

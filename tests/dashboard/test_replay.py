@@ -13,7 +13,7 @@ from tests.alerts.conftest import Reply
 from tests.alerts.conftest import receiver as receiver  # the real local HTTP receiver
 from tests.alerts.test_evaluate import verify
 from tests.dashboard.test_openapi import assert_documented
-from tests.dashboard.world import events_batch, store, store_order
+from tests.dashboard.world import dead_lettered_order, events_batch, store, store_order
 
 pytestmark = pytest.mark.usefixtures("telemetry_db")
 
@@ -38,18 +38,7 @@ def order_events(event_id="ord-7", source="/shop/orders", data=None):
             "essystem": "rabbitmq",
             "data": data or {"order": 7, "total": 42.5, "password": "hunter2"},
         },
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": source,
-            "type": "order.created",
-            "esstage": "deadlettered",
-            "esservice": "shipping",
-            "eschannel": "orders",
-            "essystem": "rabbitmq",
-            "esgroup": "shipping",
-            "eserror": "address missing",
-        },
+        dead_lettered_order(event_id, source),
     ]
 
 

@@ -222,3 +222,19 @@ def store_big_trace(project_id: int, spans: int) -> str:
         )
     store(traces_batch(request({"reports": rows}), project_id))
     return trace
+
+
+def dead_lettered_order(event_id: str, source: str = "/shop/orders") -> dict:
+    """The CloudEvent that reports order `event_id` dead-lettered by shipping."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": "order.created",
+        "esstage": "deadlettered",
+        "esservice": "shipping",
+        "eschannel": "orders",
+        "essystem": "rabbitmq",
+        "esgroup": "shipping",
+        "eserror": "address missing",
+    }
