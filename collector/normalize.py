@@ -203,12 +203,13 @@ def normalize_traces(request, project_id: int) -> Normalized:
                     result.reject(f"span {span.name!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets)
+                contexts = _contexts(span.links)
                 row = _span_row(
                     span, attrs, project_id, service, resource, scope, secrets, ids, times,
-                    kind, code, status.message,
+                    kind, code, status.message, contexts,
                 )  # fmt: skip
                 result.batch.spans.append(row)
-                stage = _stage_row(span, attrs, row)
+                stage = _stage_row(span, attrs, row, contexts)
                 if stage is None:
                     continue
                 result.batch.stages.append(stage)
@@ -240,11 +241,12 @@ def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, cod
 
 
 def _span_row(
-    span, attrs, project_id, service, resource, scope, secrets, ids, times, kind, code, message
-) -> SpanRow:
+    span, attrs, project_id, service, resource, scope, secrets, ids, times, kind, code, message,
+    contexts,
+) -> SpanRow:  # fmt: skip
     trace_id, span_id, parent_span_id = ids
     start_ns, end_ns = times
-    events, links = span.events, span.links
+    events = span.events
     return SpanRow(
         project_id=project_id,
         trace_id=trace_id,
@@ -271,21 +273,24 @@ def _span_row(
         else [],
         links=[
             {
-                "trace_id": hex_id(link.trace_id),
-                "span_id": hex_id(link.span_id),
+                "trace_id": hex_id(link_trace),
+                "span_id": hex_id(link_span),
                 "attributes": attributes(link.attributes, secrets),
             }
-            for link in links
-            if _valid_context(link.trace_id, link.span_id)
-        ]
-        if links
-        else [],
+            for link_trace, link_span, link in contexts
+        ],
         scope=scope,
     )
 
 
-def _valid_context(trace_id: bytes, span_id: bytes) -> bool:
-    return bool(trace_id and span_id) and optional_id_problem(trace_id, span_id) is None
+def _contexts(links) -> list[tuple[bytes, bytes, object]]:
+    """(trace id, span id, link) of the span links that name a valid context."""
+    out = []
+    for link in links:
+        trace_id, span_id = link.trace_id, link.span_id
+        if trace_id and span_id and optional_id_problem(trace_id, span_id) is None:
+            out.append((trace_id, span_id, link))
+    return out
 
 
 def _stage_and_role(row: SpanRow, found) -> tuple[str, str] | None:
@@ -325,7 +330,7 @@ def _error_text(span, found, row: SpanRow) -> str | None:
     return "error" if row.status_code == STATUS_ERROR else None
 
 
-def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
+def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
     found = semconv.fields(attrs)
     if not semconv.is_messaging(attrs, found):
         return None
@@ -333,9 +338,7 @@ def _stage_row(span, attrs, row: SpanRow) -> StageRow | None:
     if mapped is None:
         return None
     stage, role = mapped
-    linked = [
-        (bytes.fromhex(link["trace_id"]), bytes.fromhex(link["span_id"])) for link in row.links
-    ]
+    linked = [(link_trace, link_span) for link_trace, link_span, _ in contexts]
     if (
         role == CONSUMER
         and row.parent_span_id

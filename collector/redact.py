@@ -6,7 +6,8 @@ separated them (`.`, `-`, spaces, camelCase): `api_key` matches `X-Api-Key`
 and `APIKey`, `card_number` matches `payment.card.number`, `Card Number` and
 `cardNumber`. A rule matches as a substring (`token` matches `tokens_used`),
 and also as whole words run together (`cardnumber` matches `cardNumber`),
-but never across the middle of a word (`ssn` leaves `business_name` alone). It applies to span and log attributes, CloudEvents extension
+but never across the middle of a word (`ssn` leaves `business_name` alone).
+It applies to span and log attributes, CloudEvents extension
 attributes and JSON payloads, at every depth, before storage: what is never
 written cannot leak from a backup or the UI.
 """

@@ -221,9 +221,6 @@ class FailureRollups:
     def __init__(self):
         self._rows: dict[tuple, list] = {}
 
-    def __len__(self):
-        return len(self._rows)
-
     def add_stage(self, stage) -> None:
         """Count one newly stored stage, if it is a failure."""
         if stage.stage not in ERRORS:
@@ -241,9 +238,8 @@ class FailureRollups:
 
     def params(self) -> list[tuple]:
         out = []
-        for key in sorted(self._rows):
-            project_id, minute, names, error = key
-            count, dead, first_ns, last_ns = self._rows[key]
+        for (project_id, minute, names, error), row in self._rows.items():
+            count, dead, first_ns, last_ns = row
             out.append(
                 (
                     project_id, minute_of(minute * _MINUTE_NS),

@@ -117,11 +117,6 @@ def fields(attributes: dict) -> dict:
     return found
 
 
-def read(attributes: dict, field: str):
-    """The value of `field` under its current or any legacy name, or None."""
-    return fields(attributes).get(field)
-
-
 def text(found: dict, field: str) -> str:
     """A field of `fields()` as a string ('' when absent), for columns never NULL."""
     value = found.get(field)

@@ -1101,7 +1101,8 @@ _pending_of = operator.attrgetter("pending")
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
@@ -1137,8 +1138,8 @@ def _bounds(times_ns, margin_ns) -> tuple[dt.datetime, dt.datetime]:
 
 
 def _comparable(value):
-    # RETURNING gives datetimes and bytes for bytea; rows hold nanoseconds,
-    # stored to the microsecond.
+    # RETURNING gives datetimes and bytes for bytea; a time is compared in
+    # microseconds, as stored (the items keep nanoseconds).
     if isinstance(value, dt.datetime):
         return _ns(value) // 1000
     return value
