@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -76,7 +77,6 @@ class Pool:
                 for index in range(self.count)
             ]
             await stop.wait()
-            self.stopping = True
             await self._stop_children()
             for watcher in watchers:
                 watcher.cancel()
@@ -128,6 +128,4 @@ class Pool:
 
 
 def _readable(fd: int, timeout: float) -> bool:
-    import select
-
     return bool(select.select([fd], [], [], timeout)[0])
