@@ -241,7 +241,8 @@ def _optional_text(event: dict, name: str) -> str | None:
     return clean_text(value) or None
 
 
-def _is_json_type(content_type: str | None) -> bool:
+def is_json_type(content_type: str | None) -> bool:
+    """True for a JSON media type (`*/json`, `*/*+json`), or none: then `data` is JSON."""
     if content_type is None:
         return True
     essence = content_type.split(";", 1)[0].strip().lower()
@@ -255,7 +256,7 @@ def _payload(event: dict, content_type: str | None) -> dict:
         raise InvalidEvent("'data' and 'data_base64' are mutually exclusive")
     if _BODY in event:  # binary mode: the HTTP body is the payload
         raw = event[_BODY]
-        if _is_json_type(content_type):
+        if is_json_type(content_type):
             try:
                 return _json_payload(parse_json(raw), len(raw), cap)
             except DecodeError:
@@ -271,7 +272,7 @@ def _payload(event: dict, content_type: str | None) -> dict:
             raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidEvent("'data_base64' is not valid base64") from None
-        if content_type is not None and _is_json_type(content_type):
+        if content_type is not None and is_json_type(content_type):
             try:
                 return _json_payload(parse_json(raw), len(raw), cap)
             except DecodeError:
@@ -280,7 +281,7 @@ def _payload(event: dict, content_type: str | None) -> dict:
     if "data" not in event or event["data"] is None:
         return {"data_size": 0}
     data = event["data"]
-    if not _is_json_type(content_type) and isinstance(data, str):
+    if not is_json_type(content_type) and isinstance(data, str):
         return _text_payload(data, cap)
     # surrogatepass: JSON can spell an unpaired surrogate ("\ud800"), which
     # UTF-8 cannot; it is replaced when the payload is cleaned, not counted as an error.

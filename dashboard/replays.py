@@ -24,10 +24,10 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 
-from collector.cloudevents import CORE, ES_ATTRIBUTES
+from collector.cloudevents import CORE, ES_ATTRIBUTES, is_json_type
 from collector.models import Envelope, Stage
 from dashboard.alerts.models import Format, Webhook, secret_key
-from dashboard.alerts.transports import Transport, TransportError, sign
+from dashboard.alerts.transports import Transport, TransportError, signature_headers
 from dashboard.journeys import NotFound, iso
 from dashboard.models import Replay, ReplayStatus
 from dashboard.query_params import BadParameter, clean_text
@@ -50,13 +50,6 @@ class NotReplayable(Exception):
 
 class AmbiguousSource(ValueError):
     """The id was reported by several sources and none was named."""
-
-
-def _is_json_type(content_type: str | None) -> bool:
-    if content_type is None:
-        return True
-    essence = content_type.split(";", 1)[0].strip().lower()
-    return essence.endswith("/json") or essence.endswith("+json")
 
 
 def _has_payload(envelope: Envelope) -> bool:
@@ -160,7 +153,7 @@ def cloudevent(envelope: Envelope, replay_id: str) -> dict:
     elif envelope.data_text is not None:
         if envelope.data_base64:
             event["data_base64"] = envelope.data_text
-        elif _is_json_type(envelope.datacontenttype):
+        elif is_json_type(envelope.datacontenttype):
             # Bytes that claimed to be JSON and were not: as a JSON string
             # they would change meaning, so they travel as the bytes they were.
             event["data_base64"] = base64.b64encode(envelope.data_text.encode()).decode()
@@ -181,15 +174,7 @@ class CloudEventTransport(Transport):
     def headers(self, message_id, body, now):
         headers = super().headers(message_id, body, now)
         if self.webhook.secret:
-            timestamp = str(int(now.timestamp()))
-            headers.update(
-                {
-                    "webhook-id": message_id,
-                    "webhook-timestamp": timestamp,
-                    "webhook-signature": "v1,"
-                    + sign(self.webhook.secret, message_id, timestamp, body),
-                }
-            )
+            headers.update(signature_headers(self.webhook.secret, message_id, body, now))
         return headers
 
 

@@ -150,13 +150,20 @@ class JsonTransport(Transport):
         )
 
     def headers(self, message_id, body, now):
-        timestamp = str(int(now.timestamp()))
         return {
             **super().headers(message_id, body, now),
-            "webhook-id": message_id,
-            "webhook-timestamp": timestamp,
-            "webhook-signature": "v1," + sign(self.webhook.secret, message_id, timestamp, body),
+            **signature_headers(self.webhook.secret, message_id, body, now),
         }
+
+
+def signature_headers(secret: str, message_id: str, body: str, now: dt.datetime) -> dict:
+    """The Standard Webhooks headers of one message: id, timestamp and v1 signature."""
+    timestamp = str(int(now.timestamp()))
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + sign(secret, message_id, timestamp, body),
+    }
 
 
 def sign(secret: str, message_id: str, timestamp: str, body: str) -> str:
