@@ -53,9 +53,8 @@ def lag_url(system: str, channel: str, group: str) -> str | None:
     """The lag page of a consumer group, or None when its names cannot make a path."""
     from dashboard.lag.views import group_url  # the lag area owns its route
 
-    # A "." or ".." segment would be resolved away by the browser.
-    if not system or not channel:
-        return None
-    if {system, group} & {".", ".."} or set(channel.split("/")) & {".", ".."}:
+    # group_url escapes any channel or group name, dots included; a system
+    # (a short word such as "kafka") named "." or ".." cannot make a segment.
+    if not system or not channel or system in (".", ".."):
         return None
     return group_url(system, channel, group)

@@ -160,3 +160,15 @@ def test_consume_edges_carry_their_groups_present_lag(client, viewer, project):
     assert publish["lag_status"] is None
     page = client.get("/?window=1h").content.decode()
     assert "250 msg · ok" in page
+
+
+def test_lag_links_open_for_channels_and_groups_named_with_dots(client, viewer, project):
+    from dashboard.links import lag_url
+
+    for channel, group in (("..", "."), ("orders/../x", "..")):
+        url = lag_url("kafka", channel, group)
+        assert url is not None and "/../" not in url and not url.endswith("/./")
+        client.force_login(viewer)
+        # The page resolves the names back (an unknown group is a 404, not a 400 or 500).
+        assert client.get(url).status_code == 404
+    assert lag_url("..", "orders", "g") is None
