@@ -18,7 +18,7 @@ from dashboard.access import page_view
 from dashboard.lag.history import group_series, sparklines
 from dashboard.lag.slowest import slowest_stages
 from dashboard.live import LiveConsumer
-from dashboard.query_params import BadParameter, parse_window
+from dashboard.query_params import BadParameter, clean_text, parse_window
 from dashboard.views.flow import window_choice
 
 # A group's URL needs a segment even when the broker has no group name
@@ -255,6 +255,11 @@ def group_context(
 @page_view()
 def group_detail(request, system: str, rest: str):
     namespace = _namespace(system, request.GET)
+    try:
+        for name, value in (("system", system), ("group path", rest), ("namespace", namespace)):
+            clean_text(name, value)
+    except BadParameter:
+        raise Http404("no consumer group has a NUL character in its name") from None
     channel, group = _split(request.project.id, system, namespace, rest)
     choice, error = window_choice(request, "1h")
     params = request.GET.copy()

@@ -373,3 +373,13 @@ def test_the_group_page_lists_its_slowest_consumer_stages_with_their_traces(
         assert trace(other) not in table
     # the twenty longest: 1200, 900 and the 18 slowest of the rest (34 ms down to 17 ms)
     assert f"/traces/{trace(7)}" in table and f"/traces/{trace(6)}" not in table
+
+
+def test_a_nul_character_in_a_group_path_is_not_found(client, viewer):
+    client.force_login(viewer)
+    for url in (
+        "/lag/kafka/or%00ders/g/",
+        "/lag/kafka/orders/g%00/",
+        "/lag/rabbitmq/q/-/?vhost=%00",
+    ):
+        assert client.get(url).status_code == 404, url
