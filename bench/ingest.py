@@ -291,6 +291,27 @@ class Collector:
         self.process.wait(60)
 
 
+class PostgresCPU:
+    """CPU seconds used by the whole PostgreSQL server (it runs on this machine).
+
+    The postmaster's own time, the time of the backends it has reaped and
+    of those alive: a connection opened and closed during a run counts too.
+    """
+
+    def __init__(self, conninfo):
+        with psycopg.connect(conninfo) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            self.postmaster = psutil.Process(backend).parent()
+
+    def seconds(self) -> float:
+        times = self.postmaster.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self.postmaster.children():
+            with contextlib.suppress(psutil.Error):
+                total += sum(child.cpu_times()[:2])
+        return total
+
+
 def machine(conninfo) -> dict:
     model = "unknown"
     try:

@@ -82,8 +82,8 @@ def verify(conninfo, workload) -> dict:
     return checks
 
 
-def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
-    """Spans/s of plain binary COPY of the same rows (prepared beforehand, not timed)."""
+def raw_rows(workload) -> tuple[list, list]:
+    """The workload's span and stage rows, encoded as the writer encodes them."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -98,9 +98,20 @@ def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
         batch = normalize_traces(request, 1).batch
         spans += [writer.span_values(s, resources) for s in batch.spans]
         stages += [writer.stage_values(s, s.dedupe_key(), None) for s in batch.stages]
+    return spans, stages
+
+
+def raw_copy_rate(conninfo, rows, chunk_spans=5000) -> tuple[float, float]:
+    """Spans/s of plain binary COPY of the same rows (encoded beforehand, not
+    timed), and PostgreSQL's CPU per span in µs."""
+    from collector import writer
+
+    spans, stages = rows
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
     ratio = len(stages) / max(1, len(spans))
+    server = ingest.PostgresCPU(conninfo)
+    server_before = server.seconds()
     started = time.perf_counter()
     with psycopg.connect(conninfo) as conn:
         # The writer's own row encoding (orjson jsonb, nanosecond times).
@@ -122,7 +133,8 @@ def raw_copy_rate(conninfo, workload, chunk_spans=5000) -> tuple[float, int]:
                         copy.write_row(row)
             conn.commit()
     seconds = time.perf_counter() - started
-    return len(spans) / seconds, len(spans)
+    server_us = (server.seconds() - server_before) / len(spans) * 1e6
+    return len(spans) / seconds, server_us
 
 
 def overload(env, token, workload, clients, seconds, processes) -> dict:
@@ -174,18 +186,21 @@ def ingest_run(env, conninfo, token, workload, clients, processes) -> dict:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
     collector = ingest.Collector(env, processes)
+    server = ingest.PostgresCPU(conninfo)
     try:
-        cpu_before = collector.cpu_seconds()
+        cpu_before, server_before = collector.cpu_seconds(), server.seconds()
         result = asyncio.run(
             ingest.drive(collector.url + "/v1/traces", token, workload.bodies, clients)
         )
         cpu = collector.cpu_seconds() - cpu_before
+        server_cpu = server.seconds() - server_before
     finally:
         collector.stop()
     return {
         "processes": processes,
         "rate": workload.spans / result.seconds,
         "cpu_us_per_span": cpu / workload.spans * 1e6,
+        "server_us_per_span": server_cpu / workload.spans * 1e6,
         "result": result,
         "checks": verify(conninfo, workload),
     }
@@ -243,14 +258,23 @@ def main(argv=None) -> int:
     setups = [(1, clients[0])]
     if processes > 1:
         setups += [(processes, c) for c in clients]
-    runs = []
+    rows = raw_rows(workload)
+    # The baseline is measured before every collector run and after the last:
+    # a shared machine's speed drifts, and each run is set against the mean
+    # of the baselines on either side of it.
+    runs, baselines = [], []
     for count, exporters in setups:
+        print("raw COPY baseline ...", file=sys.stderr)
+        baselines.append(raw_copy_rate(conninfo, rows))
         print(f"collector: {count} process(es), {exporters} exporters ...", file=sys.stderr)
         run = ingest_run(env, conninfo, token, workload, exporters, count)
         runs.append({**run, "clients": exporters})
-
     print("raw COPY baseline ...", file=sys.stderr)
-    raw_rate, _ = raw_copy_rate(conninfo, workload)
+    baselines.append(raw_copy_rate(conninfo, rows))
+    for n, run in enumerate(runs):
+        run["baseline"] = (baselines[n][0] + baselines[n + 1][0]) / 2
+    raw_rate = sum(rate for rate, _ in baselines) / len(baselines)
+    raw_server_us = sum(us for _, us in baselines) / len(baselines)
 
     print("overload ...", file=sys.stderr)
     overload_workload = ingest.build_workload(args.requests, args.messages, args.calls, seed=11)
@@ -270,9 +294,10 @@ def main(argv=None) -> int:
         f"({workload.messages} publishes, {workload.consumed} consumes, {workload.calls} "
         f"HTTP call pairs).\n"
     )
-    print("| collector (HTTP + decode + dedupe + rollups) | exporters | spans/s | ratio to raw COPY "
-          "| collector CPU per span | 429 / 503 |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---|")
+    print("| collector (HTTP + decode + dedupe + rollups) | exporters | spans/s "
+          "| raw COPY spans/s (before and after) | ratio to raw COPY "
+          "| collector CPU per span | PostgreSQL CPU per span | 429 / 503 |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     ok = True
     errors = []
     for run in runs:
@@ -280,10 +305,15 @@ def main(argv=None) -> int:
         errors += result.errors
         print(
             f"| {run['processes']} process(es) | {run['clients']} | {run['rate']:,.0f} "
-            f"| {run['rate'] / raw_rate:.2f} | {run['cpu_us_per_span']:.1f} µs "
+            f"| {run['baseline']:,.0f} | {run['rate'] / run['baseline']:.2f} "
+            f"| {run['cpu_us_per_span']:.1f} µs | {run['server_us_per_span']:.1f} µs "
             f"| {result.throttled} / {result.unavailable} |"
         )
-    print(f"| raw psycopg binary COPY of the same rows | | {raw_rate:,.0f} | 1.00 | | |")
+    print(
+        f"| raw psycopg binary COPY of the same rows (mean of {len(baselines)}: "
+        + ", ".join(f"{rate:,.0f}" for rate, _ in baselines)
+        + f") | | {raw_rate:,.0f} | | 1.00 | | {raw_server_us:.1f} µs | |"
+    )
     print()
     print(
         "| check | expected | "
