@@ -6,8 +6,11 @@ raises Saturated (429) at once and an unreachable database StorageUnavailable
 (503): memory stays bounded and nothing is half-stored, because one request's
 rows always share one transaction.
 
-One task drains the queue and coalesces the waiting batches into a single
-transaction. Each table is loaded with binary COPY straight into the
+`submit` checks and encodes the batch's rows at once, in the receiver's
+turn; writing lanes (each a task with its own connection) drain the queue,
+each coalescing the waiting batches into a single transaction, so one
+group's rows are being loaded while the next group is decoded and another
+commits. Each table is loaded with binary COPY straight into the
 partitioned table inside a savepoint; OTLP delivery is at-least-once, so when
 that hits a row already stored (a retry) the savepoint is rolled back and the
 rows go through a temporary staging table and `INSERT ... ON CONFLICT DO
@@ -22,10 +25,11 @@ in its WriteResult, and the rest of the request is stored.
 End-to-end latency (publish -> consume) is set on consume stages when the
 publish is known: in the same transaction or already stored. A publish that
 arrives after its consumers updates them then (`e2e_ms IS NULL` makes each
-count once). Several collectors (or `collector --processes N`) write one
-project's data one transaction at a time under a PostgreSQL advisory lock,
-so a producer and its consumer, or a CLIENT/SERVER pair, split across two of
-them are still joined exactly once.
+count once). Lanes, collector processes and collectors load one project's
+rows at the same time but take turns, under a PostgreSQL advisory lock, from
+their joins to their commit (_Transaction._lock), so a producer and its
+consumer, or a CLIENT/SERVER pair, split across two of them are still joined
+exactly once.
 """
 
 import asyncio
@@ -34,6 +38,7 @@ import datetime as dt
 import json
 import logging
 import operator
+import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -70,6 +75,23 @@ CONNECT_TIMEOUT = 5
 WRITER_APPLICATION_NAME = "eventscope writer"
 # pg_advisory_xact_lock(WRITE_LOCK_CLASS, project id) orders writers of a project.
 WRITE_LOCK_CLASS = 0x45530003
+# A day partition gets its first planner statistics from the writer, after
+# this many of its rows have landed (and again after the second figure):
+# autovacuum comes to a fresh partition only after a minute or more, and
+# until then the planner can take the primary key for the stage lookups and
+# read the whole day once per key.
+ANALYZE_AFTER_ROWS = (500, 20_000)
+ANALYZED_COLUMNS = {
+    "collector_span": (
+        "project_id", "trace_id", "span_id", "parent_span_id", "start_time", "kind", "service",
+    ),
+    "collector_stage": (
+        "project_id", "time", "dedupe_key", "trace_id", "span_id", "role", "stage", "event_id",
+        "e2e_ms",
+    ),
+}  # fmt: skip
+# A transaction PostgreSQL cancels to break a deadlock is tried this many times.
+DEADLOCK_ATTEMPTS = 3
 # After a failed connection, submits fail fast for this long instead of queueing.
 DOWN_BACKOFF_S = 1.0
 
@@ -91,6 +113,9 @@ class WriteResult:
         self.refused += 1
         if reason not in self.reasons:
             self.reasons.append(reason)
+
+    def copy(self) -> "WriteResult":
+        return WriteResult(self.stored, self.duplicates, self.refused, list(self.reasons))
 
 
 _ENCODED_TYPES = frozenset(("jsonb", "timestamptz", "bytea[]"))
@@ -155,6 +180,7 @@ ENVELOPES = _Table(
     ),
     ("project_id", "source", "event_id", "time"),
 )  # fmt: skip
+_E2E_AT = STAGES.columns.index("e2e_ms")
 LOGS = _Table(
     "collector_log",
     (
@@ -167,25 +193,48 @@ LOGS = _Table(
 
 
 class _Pending:
-    __slots__ = ("batch", "future", "result")
+    """A submitted batch, its rows prepared, and the future its submitter awaits."""
+
+    __slots__ = (
+        "batch", "future", "result", "prepared", "spans", "stages", "envelopes", "logs",
+        "idents", "receive_timed", "days",
+    )  # fmt: skip
 
     def __init__(self, batch: Batch, future: asyncio.Future):
         self.batch = batch
         self.future = future
-        self.result = WriteResult()
+        # What preparing found (refused and repeated rows); each attempt to
+        # store the batch starts from it.
+        self.prepared = WriteResult()
+        self.result = self.prepared
+        self.spans: list[_Item] = []
+        self.stages: list[_Item] = []
+        self.envelopes: list[_Item] = []
+        self.logs: list[_Item] = []
+        self.idents: set[tuple] = set()  # every row's identity (see _prepare)
+        # (project, source, event_id, time_ns) of envelopes stamped on receipt
+        self.receive_timed: set[tuple] = set()
+        self.days: set[int] = set()  # days (since the epoch) the rows fall on
+
+    def clear(self) -> None:
+        """Let go of the prepared rows once answered: they refer back to this
+        object, and only a full garbage collection (rare here) would free them."""
+        self.spans = self.stages = self.envelopes = self.logs = []
+        self.idents = set()
 
 
 class _Item:
     """One row on its way in: the source object, its pending request and its tuple."""
 
-    __slots__ = ("row", "pending", "key", "time_ns", "values")
+    __slots__ = ("row", "pending", "ident", "key", "time_ns", "values")
 
-    def __init__(self, row, pending, key, time_ns):
+    def __init__(self, row, pending, ident, key, time_ns, values):
         self.row = row
         self.pending = pending
+        self.ident = ident  # tells the row from every other (in-group dedupe)
         self.key = key  # the stage's dedupe key
         self.time_ns = time_ns
-        self.values = None
+        self.values = values  # the COPY row (a stage's with e2e_ms NULL; see _Transaction)
 
 
 # ---- row encoding ------------------------------------------------------------------
@@ -282,9 +331,9 @@ def envelope_values(e) -> tuple:
     )  # fmt: skip
 
 
-def log_values(r) -> tuple:
+def log_values(r, key: bytes) -> tuple:
     return (
-        r.project_id, timestamptz(r.time_ns), r.dedupe_key(), r.service, r.severity_number,
+        r.project_id, timestamptz(r.time_ns), key, r.service, r.severity_number,
         r.severity_text, r.body, r.trace_id, r.span_id, jsonb(r.attributes or None),
     )  # fmt: skip
 
@@ -293,7 +342,7 @@ def log_values(r) -> tuple:
 
 
 class Writer:
-    """Bounded queue + one writing task. Use `await start()`, `submit()`, `await stop()`."""
+    """Bounded queue + writing lanes. Use `await start()`, `submit()`, `await stop()`."""
 
     def __init__(
         self,
@@ -302,6 +351,7 @@ class Writer:
         max_items: int | None = None,
         group_items: int = 20_000,
         linger: float = 0.003,
+        lanes: int = 2,
     ):
         if conninfo is None:
             from collector.db import conninfo as django_conninfo
@@ -313,34 +363,48 @@ class Writer:
         self.group_items = group_items
         # How long to wait for more batches when the queue is nearly empty.
         self.linger = linger
+        # Transactions in flight at once, each on a connection of its own.
+        self.lanes = max(1, lanes)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._items = 0
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
-        self._staging_ready: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._lanes: list[_Lane] = []
+        self._partitions_lock = asyncio.Lock()
+        # Clear unless a lane holds a project's write lock (see make_way).
+        self._road = asyncio.Event()
+        self._road.set()
+        self._holders = 0
         self._known_days: set[dt.date] = set()
+        self._day_rows: collections.Counter[dt.date] = collections.Counter()
+        self._background: set[asyncio.Task] = set()
         self._down_until = 0.0
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the writing task (the database may still be down; submits then get 503)."""
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="eventscope-writer")
+        """Start the writing lanes (the database may still be down; submits then get 503)."""
+        if self._tasks:
+            return
+        self._stopping = False
+        self._lanes = [_Lane(self) for _ in range(self.lanes)]
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"eventscope-writer-{n}")
+            for n, lane in enumerate(self._lanes)
+        ]
 
     async def stop(self) -> None:
-        """Refuse new batches, commit everything already queued, close the connection."""
+        """Refuse new batches, commit everything already queued, close the connections."""
         self._stopping = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            for lane in self._lanes:
+                await lane.close()
+            self._tasks, self._lanes = [], []
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def ready(self) -> bool:
         """True when the database answers SELECT 1."""
@@ -357,6 +421,28 @@ class Writer:
     def queued_items(self) -> int:
         return self._items
 
+    # -- giving way ------------------------------------------------------------------
+
+    async def make_way(self) -> None:
+        """Wait while a lane of this writer holds a project's write lock.
+
+        Receivers call it before decoding a request. Decoding one takes the
+        event loop for milliseconds, and a lane that holds the lock needs the
+        loop for a moment between its last statements: every writer of the
+        project, in every collector process, waits for its commit meanwhile.
+        """
+        if not self._road.is_set():
+            await self._road.wait()
+
+    def hold_the_road(self) -> None:
+        self._holders += 1
+        self._road.clear()
+
+    def clear_the_road(self) -> None:
+        self._holders -= 1
+        if not self._holders:
+            self._road.set()
+
     # -- submitting ------------------------------------------------------------------
 
     def admit(self) -> None:
@@ -365,7 +451,7 @@ class Writer:
         Receivers call it before reading and decoding a body, so an overloaded
         collector spends its CPU on the requests it can take.
         """
-        if self._stopping or self._task is None:
+        if self._stopping or not self._tasks:
             raise StorageUnavailable("the collector is shutting down", retry_after=1)
         if time.monotonic() < self._down_until:
             raise StorageUnavailable("the database is unreachable", retry_after=5)
@@ -384,16 +470,32 @@ class Writer:
         # A batch larger than the whole bound is still taken when the queue is empty.
         if self._items and self._items + size > self.max_items:
             raise Saturated(f"the write queue is full ({self._items} items waiting)", retry_after=1)
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(batch, future))
+        # The batch counts against the bound from here: memory stays bounded
+        # while it waits for the road.
         self._items += size
         stats.set_queue_depth(self._items)
+        pending = None
+        try:
+            await self.make_way()
+            if self._stopping:
+                raise StorageUnavailable("the collector is shutting down", retry_after=1)
+            pending = _Pending(batch, asyncio.get_running_loop().create_future())
+            # Encoding the rows here, while no transaction waits on it, keeps
+            # the transactions (and the time they hold the project's lock) short.
+            _prepare(pending, *_window())
+        except BaseException:
+            self._items -= size
+            stats.set_queue_depth(self._items)
+            if pending is not None:
+                pending.clear()
+            raise
+        self._queue.append(pending)
         self._wakeup.set()
-        return await future
+        return await pending.future
 
-    # -- the writing task --------------------------------------------------------------
+    # -- the writing lanes -------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, lane: "_Lane") -> None:
         while True:
             if not self._queue:
                 if self._stopping:
@@ -404,6 +506,8 @@ class Writer:
             if self._items < self.group_items and self.linger and not self._stopping:
                 # Let concurrent requests join this transaction: one commit for many.
                 await asyncio.sleep(self.linger)
+                if not self._queue:
+                    continue  # another lane took them
             group, items = [], 0
             while self._queue and (
                 not group or items + self._queue[0].batch.size <= self.group_items
@@ -411,28 +515,32 @@ class Writer:
                 pending = self._queue.popleft()
                 group.append(pending)
                 items += pending.batch.size
-            await self._write_group(group)
+            await self._write_group(lane, group)
+            for pending in group:
+                pending.clear()
+            # Not kept alive while this lane waits for the next group.
+            group = pending = None
             self._items -= items
             stats.set_queue_depth(self._items)
 
-    async def _write_group(self, group: list[_Pending]) -> None:
+    async def _write_group(self, lane: "_Lane", group: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            await self._store(group)
+            await self._store(lane, group)
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             if isinstance(exc, pg_errors.ProgramLimitExceeded):
                 # An "operational" error that is the data's fault (a key too
                 # large for an index): the server is fine.
-                await self._write_refused(group, exc)
+                await self._write_refused(lane, group, exc)
                 return
             log.warning("database unavailable, %d batch(es) refused: %s", len(group), exc)
-            await self._discard_connection()
+            await lane.discard()
             self._down_until = time.monotonic() + DOWN_BACKOFF_S
             self._fail(group, StorageUnavailable("the database is unreachable", retry_after=5))
             self._fail_queued_while_down()
             return
         except Exception as exc:
-            await self._write_refused(group, exc)
+            await self._write_refused(lane, group, exc)
             return
         stats.observe_write(time.perf_counter() - started)
         # Refused rows are counted by the receivers, which report them.
@@ -440,7 +548,7 @@ class Writer:
             if not pending.future.done():
                 pending.future.set_result(pending.result)
 
-    async def _write_refused(self, group: list[_Pending], exc: Exception) -> None:
+    async def _write_refused(self, lane: "_Lane", group: list[_Pending], exc: Exception) -> None:
         """After a write failed for a reason other than the database being away.
 
         The transaction is gone, but one request's unexpected row must not
@@ -448,12 +556,10 @@ class Writer:
         writer either.
         """
         if not isinstance(exc, psycopg.Error):
-            await self._discard_connection()
+            await lane.discard()
         if len(group) > 1:
             for pending in group:
-                # What the failed transaction counted was rolled back with it.
-                pending.result = WriteResult()
-                await self._write_group([pending])
+                await self._write_group(lane, [pending])
             return
         (pending,) = group
         batch = pending.batch
@@ -485,8 +591,110 @@ class Writer:
         self._queue.clear()
         self._items -= sum(p.batch.size for p in failed)
         self._fail(failed, StorageUnavailable("the database is unreachable", retry_after=5))
+        for pending in failed:
+            pending.clear()
 
-    async def _discard_connection(self) -> None:
+    # -- one transaction -----------------------------------------------------------------
+
+    async def _store(self, lane: "_Lane", group: list[_Pending]) -> None:
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            rows = _collect(group)  # counts start afresh on each attempt
+            if not rows.any():
+                return
+            await self._ensure_partitions(rows.days())
+            conn = await lane.connection()
+            transaction = None
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    transaction = _Transaction(lane, cur, rows)
+                    await transaction.run()
+                self._count_day_rows(rows)
+                return
+            except pg_errors.DeadlockDetected:
+                # Two lanes loading the same retried rows in crossed order:
+                # PostgreSQL cancelled this one; the other has gone on.
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.info("a write was chosen as a deadlock victim; trying again")
+            except psycopg.Error as exc:
+                if conn.broken:
+                    raise psycopg.OperationalError(f"the connection was lost: {exc}") from exc
+                raise
+            finally:
+                if transaction is not None:
+                    transaction.release()
+
+    async def _ensure_partitions(self, days: set[dt.date]) -> None:
+        if not days - self._known_days:
+            return
+        async with self._partitions_lock:
+            missing = days - self._known_days
+            if missing:
+                # The DDL commits on its own short connection, so the data
+                # transaction never holds the partition lock.
+                await asyncio.to_thread(self._create_partitions, sorted(missing))
+                self._known_days |= missing
+
+    def _count_day_rows(self, rows: "_Rows") -> None:
+        """Analyse a day's partitions when enough rows have landed in them (ANALYZE_AFTER_ROWS)."""
+        count = len(rows.spans) + len(rows.stages)
+        for day in rows.days():
+            before = self._day_rows[day]
+            self._day_rows[day] = before + count
+            if any(before < step <= before + count for step in ANALYZE_AFTER_ROWS):
+                task = asyncio.create_task(asyncio.to_thread(self._analyze, day))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        while len(self._day_rows) > 4:  # days long past need no more counting
+            del self._day_rows[min(self._day_rows)]
+
+    def _analyze(self, day: dt.date) -> None:
+        # The columns the writer's and the dashboard's lookups filter on, from
+        # a small sample: whole rows (jsonb above all) would take seconds.
+        targets = ", ".join(
+            f'"{partitions.partition_name(table, day)}" ({", ".join(columns)})'
+            for table, columns in ANALYZED_COLUMNS.items()
+        )
+        try:
+            with psycopg.connect(
+                self.conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True
+            ) as conn:
+                conn.execute("SET default_statistics_target = 20")
+                conn.execute(f"ANALYZE {targets}")
+        except (psycopg.Error, OSError) as exc:
+            log.warning("could not analyse the partitions of %s: %s", day, exc)
+
+    def _create_partitions(self, days) -> None:
+        with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT) as conn:
+            with conn.cursor() as cur:
+                partitions.ensure(cur, days)
+
+
+class _Lane:
+    """One writing lane: its connection and that connection's staging tables."""
+
+    def __init__(self, writer: Writer):
+        self.writer = writer
+        self.conninfo = writer.conninfo
+        self._conn: psycopg.AsyncConnection | None = None
+        self._staging_ready: set[str] = set()
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo,
+                connect_timeout=CONNECT_TIMEOUT,
+                # Operators find the writers in pg_stat_activity by this name,
+                # and which collector process each belongs to.
+                application_name=f"{WRITER_APPLICATION_NAME} (pid {os.getpid()})",
+                # A hung server must not hold acknowledgements forever.
+                options="-c statement_timeout=60000",
+            )
+            configure_copy(self._conn)
+            self._staging_ready.clear()
+        return self._conn
+
+    async def discard(self) -> None:
         conn, self._conn = self._conn, None
         self._staging_ready.clear()
         if conn is not None:
@@ -495,49 +703,10 @@ class Writer:
             except Exception:  # the connection is already broken; nothing to save
                 log.debug("closing a broken connection failed", exc_info=True)
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                connect_timeout=CONNECT_TIMEOUT,
-                # Operators find the writers in pg_stat_activity by this name.
-                application_name=WRITER_APPLICATION_NAME,
-                # A hung server must not hold acknowledgements forever.
-                options="-c statement_timeout=60000",
-            )
-            configure_copy(self._conn)
-            self._staging_ready.clear()
-        return self._conn
-
-    # -- one transaction -----------------------------------------------------------------
-
-    async def _store(self, group: list[_Pending]) -> None:
-        rows = _collect(group)
-        if not rows.any():
-            return
-        await self._ensure_partitions(rows.days())
-        conn = await self._connection()
-        try:
-            async with conn.transaction(), conn.cursor() as cur:
-                await _Transaction(self, cur, rows).run()
-        except psycopg.Error as exc:
-            if conn.broken:
-                raise psycopg.OperationalError(f"the connection was lost: {exc}") from exc
-            raise
-
-    async def _ensure_partitions(self, days: set[dt.date]) -> None:
-        missing = days - self._known_days
-        if not missing:
-            return
-        # The DDL commits on its own short connection, so the data transaction
-        # never holds the partition lock.
-        await asyncio.to_thread(self._create_partitions, sorted(missing))
-        self._known_days |= missing
-
-    def _create_partitions(self, days) -> None:
-        with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT) as conn:
-            with conn.cursor() as cur:
-                partitions.ensure(cur, days)
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     async def staging_table(self, cur, table: _Table) -> str:
         name = f"es_staging_{table.name}"
@@ -554,17 +723,15 @@ class Writer:
 
 
 class _Rows:
-    """The group's rows after in-group dedupe and the time-window check."""
+    """The group's rows, each once."""
 
-    def __init__(self):
+    def __init__(self, group: list[_Pending]):
+        self.pendings = group
         self.spans: list[_Item] = []
         self.stages: list[_Item] = []
         self.envelopes: list[_Item] = []
         self.logs: list[_Item] = []
-        # (project, source, event_id, time_ns) of envelopes stamped on receipt
         self.receive_timed: set[tuple] = set()
-        self.pendings: list[_Pending] = []
-        # days (since the epoch) the rows fall on
         self.day_numbers: set[int] = set()
 
     def any(self) -> bool:
@@ -585,76 +752,109 @@ def _window() -> tuple[int, int]:
     return oldest_ns, time.time_ns() + _DAY_NS
 
 
-def _collect(group: list[_Pending]) -> _Rows:
-    rows = _Rows()
-    oldest_ns, newest_ns = _window()
-    seen: set[tuple] = set()
+def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
+    """Check and encode one batch's rows: refuse those outside the time window,
+    drop those repeated within the batch, build each COPY row."""
+    batch = pending.batch
+    result = pending.prepared
+    idents = pending.idents
+    days = pending.days
 
-    def accept(pending, kind: str, time_ns: int, key: tuple) -> bool:
+    def accept(kind: str, time_ns: int, ident: tuple) -> bool:
         if time_ns < oldest_ns:
-            pending.result.refuse(
+            result.refuse(
                 f"{kind} time is older than the {settings.RETENTION_DAYS}-day retention window"
             )
             return False
         if time_ns > newest_ns:
-            pending.result.refuse(f"{kind} time is more than a day in the future")
+            result.refuse(f"{kind} time is more than a day in the future")
             return False
-        if key in seen:
-            pending.result.duplicates += 1
+        if ident in idents:
+            result.duplicates += 1
             return False
-        seen.add(key)
+        idents.add(ident)
+        days.add(time_ns // _DAY_NS)
         return True
 
-    rows.pendings = group
-    days = rows.day_numbers
+    resources: dict[int, bytes] = {}
+    spans = pending.spans
+    for span in batch.spans:
+        start = span.start_time_ns
+        ident = (span.project_id, span.trace_id, span.span_id, start)
+        # Spans are most of the rows: the common case is checked inline.
+        if oldest_ns <= start <= newest_ns and ident not in idents:
+            idents.add(ident)
+            days.add(start // _DAY_NS)
+            spans.append(_Item(span, pending, ident, None, start, span_values(span, resources)))
+        else:
+            accept("span", start, ident)  # refuses it with the reason, or counts the repeat
+    for env in batch.envelopes:
+        ident = ("env", env.project_id, env.source, env.event_id)
+        if accept("event", env.time_ns, ident):
+            pending.envelopes.append(
+                _Item(env, pending, ident, None, env.time_ns, envelope_values(env))
+            )
+            if not env.time_from_event:
+                pending.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
+    stages = pending.stages
+    for stage in batch.stages:
+        time_ns = stage.time_ns
+        if not oldest_ns <= time_ns <= newest_ns:
+            continue  # its span or envelope was refused (and counted) already
+        key = stage.dedupe_key()
+        ident = ("stage", stage.project_id, key, time_ns)
+        if ident in idents:
+            result.duplicates += 1
+            continue
+        idents.add(ident)
+        days.add(time_ns // _DAY_NS)
+        stages.append(_Item(stage, pending, ident, key, time_ns, stage_values(stage, key, None)))
+    for record in batch.logs:
+        key = record.dedupe_key()
+        ident = ("log", record.project_id, key, record.time_ns)
+        if accept("log record", record.time_ns, ident):
+            pending.logs.append(
+                _Item(record, pending, ident, key, record.time_ns, log_values(record, key))
+            )
+
+
+def _collect(group: list[_Pending]) -> _Rows:
+    """The group's prepared rows, without the ones another batch of the group
+    carries too (a retry sent while the first delivery still waited)."""
+    rows = _Rows(group)
+    seen: set[tuple] = set()
     for pending in group:
-        batch = pending.batch
-        for span in batch.spans:
-            start = span.start_time_ns
-            # Spans are most of the rows: the common case is checked inline.
-            if oldest_ns <= start <= newest_ns:
-                key = (span.project_id, span.trace_id, span.span_id, start)
-                if key in seen:
+        pending.result = pending.prepared.copy()
+        rows.day_numbers |= pending.days
+        rows.receive_timed |= pending.receive_timed
+        if seen.isdisjoint(pending.idents):
+            seen |= pending.idents
+            rows.spans += pending.spans
+            rows.stages += pending.stages
+            rows.envelopes += pending.envelopes
+            rows.logs += pending.logs
+            continue
+        for mine, ours in (
+            (pending.spans, rows.spans),
+            (pending.stages, rows.stages),
+            (pending.envelopes, rows.envelopes),
+            (pending.logs, rows.logs),
+        ):
+            for item in mine:
+                if item.ident in seen:
                     pending.result.duplicates += 1
                 else:
-                    seen.add(key)
-                    rows.spans.append(_Item(span, pending, None, start))
-                    days.add(start // _DAY_NS)
-            else:
-                accept(pending, "span", start, None)  # refuses it, with the reason
-        for env in batch.envelopes:
-            key = ("env", env.project_id, env.source, env.event_id)
-            if accept(pending, "event", env.time_ns, key):
-                rows.envelopes.append(_Item(env, pending, None, env.time_ns))
-                days.add(env.time_ns // _DAY_NS)
-                if not env.time_from_event:
-                    rows.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
-        for stage in batch.stages:
-            dedupe_key = stage.dedupe_key()
-            in_window = oldest_ns <= stage.time_ns <= newest_ns
-            key = ("stage", stage.project_id, dedupe_key, stage.time_ns)
-            if not in_window:
-                continue  # its span or envelope was refused (and counted) already
-            if key in seen:
-                pending.result.duplicates += 1
-                continue
-            seen.add(key)
-            rows.stages.append(_Item(stage, pending, dedupe_key, stage.time_ns))
-            days.add(stage.time_ns // _DAY_NS)
-        for record in batch.logs:
-            dedupe_key = record.dedupe_key()
-            key = ("log", record.project_id, dedupe_key, record.time_ns)
-            if accept(pending, "log record", record.time_ns, key):
-                rows.logs.append(_Item(record, pending, None, record.time_ns))
-                days.add(record.time_ns // _DAY_NS)
+                    seen.add(item.ident)
+                    ours.append(item)
     return rows
 
 
 class _Transaction:
     """Everything written for one group, inside one transaction."""
 
-    def __init__(self, writer: Writer, cur, rows: _Rows):
-        self.writer = writer
+    def __init__(self, lane: _Lane, cur, rows: _Rows):
+        self.lane = lane
+        self.holding = False  # the project's write lock
         self.cur = cur
         self.rows = rows
         self.rollups = rollups.Rollups()
@@ -673,27 +873,26 @@ class _Transaction:
             "set_config('enable_hashjoin', 'off', true), "
             "set_config('enable_mergejoin', 'off', true)"
         )
-        # Writers of one project take turns, in one order (no deadlock): a
-        # producer and its consumer committed by two collector processes at
-        # the same instant would not see each other, and their end-to-end
-        # latency or call pair would be lost. Decoding, normalising and
-        # encoding (most of the work) still run in parallel.
-        await self.cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int[]) AS p ORDER BY p",
-            (WRITE_LOCK_CLASS, sorted(rows.projects())),
-        )
-        if rows.envelopes or rows.receive_timed:
+        # CloudEvents keep one envelope per event: whether an event is stored
+        # already must be asked, and the answer acted on, under the lock.
+        cloudevents = bool(rows.envelopes or rows.receive_timed)
+        if cloudevents:
+            await self._lock()
             await self._drop_stored_events()
-        e2e = await self._e2e_for_consumers()
+        e2e, unsettled = await self._e2e_for_consumers()
 
-        resources: dict[int, bytes] = {}
-        new_spans = await self._insert(SPANS, rows.spans, lambda s: span_values(s, resources))
+        new_spans = await self._insert(SPANS, rows.spans)
         for item in rows.stages:
-            item.values = stage_values(item.row, item.key, e2e.get(id(item.row)))
-        new_stages = await self._insert(STAGES, rows.stages, None)
-        await self._insert(ENVELOPES, rows.envelopes, envelope_values)
-        await self._insert(LOGS, rows.logs, log_values)
+            # Set from this transaction's join (a failed earlier attempt may have set another).
+            latency = e2e.get(id(item.row))
+            values = item.values
+            if latency != values[_E2E_AT]:
+                item.values = (*values[:_E2E_AT], latency, *values[_E2E_AT + 1 :])
+        new_stages = await self._insert(STAGES, rows.stages)
+        await self._insert(ENVELOPES, rows.envelopes)
+        await self._insert(LOGS, rows.logs)
 
+        # Counted before the lock is taken: what follows holds it.
         for item in new_stages:
             stage = item.row
             self.rollups.add_stage(stage)
@@ -701,11 +900,15 @@ class _Transaction:
             if stage.stage in rollups.ERRORS:
                 self.failures.add_stage(stage)
                 self.areas[stage.project_id].add(notify.FAILURES)
-            latency = e2e.get(id(stage))
-            if latency is not None and stage.stage in rollups.OUTCOMES:
-                edge = self.rollups.edge_of(stage, CONSUMER)
-                if edge is not None:
-                    self.rollups.add_e2e(edge, stage.time_ns, latency)
+        self._count_e2e([item.row for item in new_stages], e2e)
+        if not cloudevents:
+            await self._lock()
+            if unsettled:
+                # A publish committed by another lane or process since the
+                # lookup above, while this transaction loaded its rows.
+                new_ids = {id(item.row) for item in new_stages}
+                unsettled = [s for s in unsettled if id(s) in new_ids]
+                self._count_e2e(unsettled, await self._published_meanwhile(unsettled))
         await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
         await self._calls(new_spans)
 
@@ -713,22 +916,58 @@ class _Transaction:
             self.areas[project_id].add(notify.FLOW)
         await rollups.upsert(self.cur, self.rollups)
         await rollups.upsert_failures(self.cur, self.failures)
-        for project_id in sorted(self.areas):
-            for area in sorted(self.areas[project_id]):
-                # notify.send's query, awaited on this async cursor; delivered at commit.
-                await self.cur.execute(
-                    "SELECT pg_notify(%s, %s)", (notify.CHANNEL, notify.payload(project_id, area))
-                )
+        # notify.send's query, for every hint at once; delivered at commit.
+        await self.cur.execute(
+            "SELECT pg_notify(%s, hint) FROM unnest(%s::text[]) AS hint",
+            (
+                notify.CHANNEL,
+                [
+                    notify.payload(project_id, area)
+                    for project_id in sorted(self.areas)
+                    for area in sorted(self.areas[project_id])
+                ],
+            ),
+        )
+
+    def _count_e2e(self, stages: list, e2e: dict[int, float]) -> None:
+        for stage in stages:
+            latency = e2e.get(id(stage))
+            if latency is not None and stage.stage in rollups.OUTCOMES:
+                edge = self.rollups.edge_of(stage, CONSUMER)
+                if edge is not None:
+                    self.rollups.add_e2e(edge, stage.time_ns, latency)
+
+    async def _lock(self) -> None:
+        """Take the write lock of the group's projects, held until commit.
+
+        Writers of one project (lanes, collector processes, collectors) load
+        their rows at the same time but take turns from their joins to their
+        commit, in one order (no deadlock). A transaction that takes the lock
+        sees every row committed before, and none of the rows of the ones
+        still waiting for it: of a producer and its consumer (or a CLIENT and
+        its SERVER) stored by two writers at the same instant, the one that
+        takes the lock second finds the other, and the pair is joined exactly
+        once.
+        """
+        await self.cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int[]) AS p ORDER BY p",
+            (WRITE_LOCK_CLASS, sorted(self.rows.projects())),
+        )
+        # Every other writer of the project waits from now until this commits.
+        self.lane.writer.hold_the_road()
+        self.holding = True
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.lane.writer.clear_the_road()
 
     # -- inserting -------------------------------------------------------------------
 
-    async def _insert(self, table: _Table, items: list[_Item], encode) -> list[_Item]:
+    async def _insert(self, table: _Table, items: list[_Item]) -> list[_Item]:
         """Store `items`; returns the ones that were not stored before."""
         if not items:
             return []
-        if encode is not None:
-            for item in items:
-                item.values = encode(item.row)
         try:
             # Fast path: nothing is a retry, so COPY straight into the table.
             async with self.cur.connection.transaction():
@@ -764,7 +1003,7 @@ class _Transaction:
                     await copy.write(data)
 
     async def _insert_new_only(self, table: _Table, items: list[_Item]) -> list[_Item]:
-        staging = await self.writer.staging_table(self.cur, table)
+        staging = await self.lane.staging_table(self.cur, table)
         await self._copy(staging, table, items)
         key = ", ".join(table.key)
         await self.cur.execute(
@@ -845,8 +1084,9 @@ class _Transaction:
 
     # -- end-to-end latency -------------------------------------------------------------------
 
-    async def _e2e_for_consumers(self) -> dict[int, float]:
-        """e2e_ms per consume stage (by id) whose publish is in this group or stored."""
+    async def _e2e_for_consumers(self) -> tuple[dict[int, float], list]:
+        """e2e_ms per consume stage (by id) whose publish is in this group or
+        committed, and the consume stages whose publish is not known yet."""
         by_context: dict[tuple, int] = {}
         by_event: dict[tuple, int] = {}
         consumers = []
@@ -862,26 +1102,33 @@ class _Transaction:
             ):
                 consumers.append(s)
         if not consumers:
-            return {}
+            return {}, []
 
         # Consumers whose publish is in this group are settled without a query.
         out, missing = {}, []
-        missing_contexts, missing_events = set(), set()
         for s in consumers:
             published = _publish_time(s, by_context, by_event)
             if published is not None:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
-                continue
-            missing.append(s)
+            else:
+                missing.append(s)
+        if missing:
+            out.update(await self._stored_publishes(missing))
+        return out, [s for s in missing if id(s) not in out]
+
+    async def _stored_publishes(self, consumers: list) -> dict[int, float]:
+        """e2e_ms per consume stage (by id) whose publish is committed."""
+        by_context: dict[tuple, int] = {}
+        by_event: dict[tuple, int] = {}
+        contexts, events = set(), set()
+        for s in consumers:
             for trace_id, span_id in s.linked:
-                missing_contexts.add((s.project_id, trace_id, span_id))
+                contexts.add((s.project_id, trace_id, span_id))
             if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
-                missing_events.add((s.project_id, s.event_source, s.event_id))
-        if not missing:
-            return out
-        lo, hi = _bounds([s.time_ns for s in missing], E2E_WINDOW.total_seconds() * 10**9)
-        if missing_contexts:
-            keys = sorted(missing_contexts)
+                events.add((s.project_id, s.event_source, s.event_id))
+        lo, hi = _bounds([s.time_ns for s in consumers], E2E_WINDOW.total_seconds() * 10**9)
+        if contexts:
+            keys = sorted(contexts)
             await self.cur.execute(
                 "SELECT k.p, k.t, k.sp, x.time "
                 "FROM unnest(%b::int[], %b::bytea[], %b::bytea[]) AS k(p, t, sp) "
@@ -893,8 +1140,8 @@ class _Transaction:
             )
             for project_id, trace_id, span_id, when in await self.cur.fetchall():
                 _keep_earliest(by_context, (project_id, bytes(trace_id), bytes(span_id)), _ns(when))
-        if missing_events:
-            keys = sorted(missing_events, key=lambda k: (k[0], k[1] or "", k[2]))
+        if events:
+            keys = sorted(events, key=lambda k: (k[0], k[1] or "", k[2]))
             await self.cur.execute(
                 "SELECT k.p, k.src, k.i, x.time "
                 "FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, src, i) "
@@ -906,12 +1153,27 @@ class _Transaction:
             )
             for project_id, source, event_id, when in await self.cur.fetchall():
                 _keep_earliest(by_event, (project_id, source, event_id), _ns(when))
-
-        for s in missing:
+        out = {}
+        for s in consumers:
             published = _publish_time(s, by_context, by_event)
             if published is not None:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
         return out
+
+    async def _published_meanwhile(self, consumers: list) -> dict[int, float]:
+        """e2e_ms of this group's consume stages whose publish was committed after
+        the first lookup; their rows, loaded without it, get it too."""
+        if not consumers:
+            return {}
+        found = await self._stored_publishes(consumers)
+        if found:
+            updates = {
+                (s.project_id, s.dedupe_key(), to_datetime(s.time_ns)): found[id(s)]
+                for s in consumers
+                if id(s) in found
+            }
+            await self._set_e2e(updates)
+        return found
 
     async def _late_producers(self, publishes) -> None:
         """Give stored consume stages their e2e latency when their publish arrives late.
@@ -971,6 +1233,25 @@ class _Transaction:
                 updates[(project_id, bytes(key), when)] = max(0.0, (consumed_ns - min(times)) / 1e6)
         if not updates:
             return
+        for (
+            project_id,
+            when,
+            stage,
+            service,
+            system,
+            channel,
+            group,
+            e2e_ms,
+        ) in await self._set_e2e(updates):
+            if stage not in rollups.OUTCOMES:
+                continue
+            edge = rollups.stage_edge(project_id, CONSUMER, service, system, channel, group)
+            if edge is not None:
+                self.rollups.add_e2e(edge, _ns(when), e2e_ms)
+
+    async def _set_e2e(self, updates: dict[tuple, float]) -> list[tuple]:
+        """Set e2e_ms on the stages keyed (project, dedupe key, time) that have
+        none yet; returns the rows it set."""
         keys = sorted(updates, key=lambda k: (k[0], k[1], k[2]))
         await self.cur.execute(
             "UPDATE collector_stage c SET e2e_ms = k.e2e "
@@ -987,21 +1268,7 @@ class _Transaction:
                 [updates[k] for k in keys],
             ),
         )
-        for (
-            project_id,
-            when,
-            stage,
-            service,
-            system,
-            channel,
-            group,
-            e2e_ms,
-        ) in await self.cur.fetchall():
-            if stage not in rollups.OUTCOMES:
-                continue
-            edge = rollups.stage_edge(project_id, CONSUMER, service, system, channel, group)
-            if edge is not None:
-                self.rollups.add_e2e(edge, _ns(when), e2e_ms)
+        return await self.cur.fetchall()
 
     # -- call edges ------------------------------------------------------------------------
 

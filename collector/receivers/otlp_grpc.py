@@ -79,6 +79,7 @@ class _Export:
         raise NotImplementedError
 
     async def export(self, request, context, project_id: int):
+        await self.writer.make_way()
         result = self.normalize(request, project_id)
         items = self.items(result.batch)
         stats.count("received", self.signal, items + result.rejected)

@@ -282,6 +282,7 @@ class Receiver:
                 # goes to the requests that can be stored.
                 self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
+            await self.writer.make_way()
             request, normalized = await _off_loop(
                 len(body),
                 _decode_otlp,
@@ -354,6 +355,7 @@ class Receiver:
             project_id = await auth.project_for(headers.get("authorization"))
             self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
+            await self.writer.make_way()
             result = await _off_loop(
                 len(body), _decode_events, headers, body, project_id, time.time_ns()
             )

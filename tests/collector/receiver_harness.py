@@ -31,6 +31,9 @@ class CollectingWriter:
     def admit(self):
         pass
 
+    async def make_way(self):
+        pass
+
     async def submit(self, batch):
         self.batches.append(batch)
 
@@ -58,6 +61,9 @@ class RefusingWriter:
     def admit(self):
         # As the real writer does: refuse before the body is read and decoded.
         raise self.error
+
+    async def make_way(self):
+        pass
 
     async def submit(self, batch):
         self.submitted += 1

@@ -3,10 +3,12 @@
 import asyncio
 import base64
 import datetime as dt
+import gc
 import importlib
 import json
 import os
 import time
+import weakref
 
 import psycopg
 import pytest
@@ -544,3 +546,133 @@ async def test_an_unreachable_database_answers_storage_unavailable(project):
 
 async def test_ready_is_true_with_a_database(writer):
     assert await writer.ready() is True
+
+
+# ---- lanes: concurrent transactions ------------------------------------------------------
+
+
+@pytest.fixture
+async def lanes(telemetry_db):
+    # One batch per transaction and four transactions at once: a producer and
+    # its consumer, queued side by side, are written by two lanes together.
+    w = Writer(conninfo(), linger=0, lanes=4, group_items=1)
+    await w.start()
+    yield w
+    await w.stop()
+
+
+async def test_producers_and_consumers_written_at_once_by_two_lanes_are_joined_once(
+    lanes, pg, project
+):
+    pid, pairs = project.id, 60
+    batches = []
+    for n in range(1, pairs + 1):
+        batches.append(Batch(pid, "traces", stages=[publish(pid, 100 + n, 1000 + n)]))
+        consumer = consume(pid, 100 + n, 2000 + n, [(100 + n, 1000 + n)], at=50)
+        batches.append(Batch(pid, "traces", stages=[consumer]))
+    results = await asyncio.gather(*(lanes.submit(b) for b in batches))
+    assert sum(r.stored for r in results) == 2 * pairs
+    consumed = await edge(pg, "consume")
+    assert consumed["count"] == pairs
+    assert consumed["e2e_count"] == pairs
+    assert consumed["e2e_hist"][histogram.bucket(50)] == pairs
+    rows = await fetch(
+        pg, "SELECT e2e_ms, count(*) FROM collector_stage WHERE role = 'consumer' GROUP BY 1"
+    )
+    assert rows == [(50.0, pairs)]
+
+
+async def test_client_and_server_spans_written_at_once_by_two_lanes_are_one_call(
+    lanes, pg, project
+):
+    pid, pairs = project.id, 60
+    batches = []
+    for n in range(1, pairs + 1):
+        batches.append(
+            Batch(pid, "traces", spans=[span(pid, n, 1, kind=KIND_CLIENT, service="web")])
+        )
+        server = span(pid, n, 2, parent=1, kind=KIND_SERVER, service="api")
+        batches.append(Batch(pid, "traces", spans=[server]))
+    await asyncio.gather(*(lanes.submit(b) for b in batches))
+    call = await edge(pg, "call")
+    assert (call["source"], call["target"], call["count"]) == ("service:web", "service:api", pairs)
+
+
+async def test_a_transaction_cancelled_to_break_a_deadlock_is_tried_again(
+    writer, pg, project, monkeypatch
+):
+    from collector import writer as writer_module
+
+    run = writer_module._Transaction.run
+    calls = []
+
+    async def deadlocked_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            await self.cur.execute("SELECT 1")  # some of the work was done
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        await run(self)
+
+    monkeypatch.setattr(writer_module._Transaction, "run", deadlocked_once)
+    result = await writer.submit(messaging_batch(project.id))
+    assert len(calls) == 2
+    assert result.stored == 13 and result.duplicates == 0
+    assert (await edge(pg, "publish"))["count"] == 3
+    # Nothing waits on the failed attempt's write lock.
+    await asyncio.wait_for(writer.make_way(), 1)
+
+
+async def test_decoding_waits_while_a_lane_holds_the_write_lock(writer):
+    writer.hold_the_road()
+    waiting = asyncio.create_task(writer.make_way())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    writer.clear_the_road()
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_fresh_day_partition_gets_planner_statistics_from_the_writer(writer, pg, project):
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    name = f"collector_stage_p{day:%Y%m%d}"
+
+    async def analysed():
+        rows = await fetch(
+            pg, "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = %s", name
+        )
+        return rows[0][0] if rows else 0
+
+    before = await analysed()
+    at = int(dt.datetime.combine(day, dt.time(12), dt.UTC).timestamp()) * 10**9
+    stages = []
+    for n in range(600):
+        stage = publish(project.id, 5000 + n, 7000 + n)
+        stage.time_ns = at + n * MS
+        stages.append(stage)
+    await writer.submit(Batch(project.id, "traces", stages=stages))
+    deadline = time.monotonic() + 15
+    while await analysed() <= before:
+        assert time.monotonic() < deadline, "the partition was not analysed"
+        await asyncio.sleep(0.2)
+    stats = await fetch(
+        pg, "SELECT attname FROM pg_stats WHERE tablename = %s ORDER BY attname", name
+    )
+    assert {"project_id", "trace_id", "span_id", "time"} <= {a for (a,) in stats}
+
+
+async def test_an_answered_batch_is_freed_by_reference_counting(writer, project):
+    class Tracked(Batch):
+        pass  # without slots, so it can be weakly referenced
+
+    gc.disable()
+    try:
+        batch = Tracked(project.id, "traces")
+        source = messaging_batch(project.id)
+        batch.spans, batch.stages = source.spans, source.stages
+        ref = weakref.ref(batch)
+        await writer.submit(batch)
+        del batch, source
+        # The writer's prepared rows refer back to their request; letting go of
+        # them when answered keeps memory bounded without a full collection.
+        assert ref() is None
+    finally:
+        gc.enable()
