@@ -8,6 +8,7 @@ postgresql://postgres@127.0.0.1:5432. The benchmark database is
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -104,9 +105,13 @@ def raw_rows(workload) -> tuple[list, list]:
 def raw_copy_rate(conninfo, rows, chunk_spans=5000) -> tuple[float, float]:
     """Spans/s of plain binary COPY of the same rows (encoded beforehand, not
     timed), and PostgreSQL's CPU per span in µs."""
-    from collector import writer
+    from collector import partitions, writer
 
     spans, stages = rows
+    today = dt.datetime.now(dt.UTC).date()
+    with psycopg.connect(conninfo) as conn:
+        # The workload's times are around now; the collector creates these on demand.
+        partitions.ensure(conn.cursor(), [today + dt.timedelta(days=d) for d in (-1, 0, 1)])
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
     ratio = len(stages) / max(1, len(spans))
