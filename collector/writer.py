@@ -75,12 +75,13 @@ CONNECT_TIMEOUT = 5
 WRITER_APPLICATION_NAME = "eventscope writer"
 # pg_advisory_xact_lock(WRITE_LOCK_CLASS, project id) orders writers of a project.
 WRITE_LOCK_CLASS = 0x45530003
-# A day partition gets its first planner statistics from the writer, after
-# this many of its rows have landed (and again after the second figure):
-# autovacuum comes to a fresh partition only after a minute or more, and
-# until then the planner can take the primary key for the stage lookups and
-# read the whole day once per key.
-ANALYZE_AFTER_ROWS = (500, 20_000)
+# A day partition gets its first planner statistics from the writer once
+# this many of its rows have landed, unless it has some already: autovacuum
+# comes to a fresh partition only after a minute or more, and until then the
+# planner can take the primary key for the stage lookups and read the whole
+# day once per key. Statistics from the first rows keep that choice right as
+# the day grows (the keys are unique, the time range covers the day).
+ANALYZE_AFTER_ROWS = 1_000
 ANALYZED_COLUMNS = {
     "collector_span": (
         "project_id", "trace_id", "span_id", "parent_span_id", "start_time", "kind", "service",
@@ -197,7 +198,7 @@ class _Pending:
 
     __slots__ = (
         "batch", "future", "result", "prepared", "spans", "stages", "envelopes", "logs",
-        "idents", "receive_timed", "days",
+        "hints", "receive_timed", "days",
     )  # fmt: skip
 
     def __init__(self, batch: Batch, future: asyncio.Future):
@@ -211,7 +212,7 @@ class _Pending:
         self.stages: list[_Item] = []
         self.envelopes: list[_Item] = []
         self.logs: list[_Item] = []
-        self.idents: set[tuple] = set()  # every row's identity (see _prepare)
+        self.hints: set = set()  # span ids and dedupe keys (see _collect)
         # (project, source, event_id, time_ns) of envelopes stamped on receipt
         self.receive_timed: set[tuple] = set()
         self.days: set[int] = set()  # days (since the epoch) the rows fall on
@@ -220,19 +221,18 @@ class _Pending:
         """Let go of the prepared rows once answered: they refer back to this
         object, and only a full garbage collection (rare here) would free them."""
         self.spans = self.stages = self.envelopes = self.logs = []
-        self.idents = set()
+        self.hints = set()
 
 
 class _Item:
     """One row on its way in: the source object, its pending request and its tuple."""
 
-    __slots__ = ("row", "pending", "ident", "key", "time_ns", "values")
+    __slots__ = ("row", "pending", "key", "time_ns", "values")
 
-    def __init__(self, row, pending, ident, key, time_ns, values):
+    def __init__(self, row, pending, key, time_ns, values):
         self.row = row
         self.pending = pending
-        self.ident = ident  # tells the row from every other (in-group dedupe)
-        self.key = key  # the stage's dedupe key
+        self.key = key  # a stage's or log record's dedupe key
         self.time_ns = time_ns
         self.values = values  # the COPY row (a stage's with e2e_ms NULL; see _Transaction)
 
@@ -641,7 +641,7 @@ class Writer:
         for day in rows.days():
             before = self._day_rows[day]
             self._day_rows[day] = before + count
-            if any(before < step <= before + count for step in ANALYZE_AFTER_ROWS):
+            if before < ANALYZE_AFTER_ROWS <= before + count:
                 task = asyncio.create_task(asyncio.to_thread(self._analyze, day))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
@@ -659,8 +659,14 @@ class Writer:
             with psycopg.connect(
                 self.conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True
             ) as conn:
-                conn.execute("SET default_statistics_target = 20")
-                conn.execute(f"ANALYZE {targets}")
+                analysed = conn.execute(
+                    "SELECT EXISTS (SELECT FROM pg_stats WHERE tablename = %s "
+                    "AND attname = 'trace_id')",
+                    (partitions.partition_name(STAGES.name, day),),
+                ).fetchone()[0]
+                if not analysed:  # by another collector process, or autovacuum
+                    conn.execute("SET default_statistics_target = 20")
+                    conn.execute(f"ANALYZE {targets}")
         except (psycopg.Error, OSError) as exc:
             log.warning("could not analyse the partitions of %s: %s", day, exc)
 
@@ -757,8 +763,9 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
     drop those repeated within the batch, build each COPY row."""
     batch = pending.batch
     result = pending.prepared
-    idents = pending.idents
+    hints = pending.hints
     days = pending.days
+    seen: set[tuple] = set()  # exact identities, for the rows checked one by one
 
     def accept(kind: str, time_ns: int, ident: tuple) -> bool:
         if time_ns < oldest_ns:
@@ -769,83 +776,127 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
         if time_ns > newest_ns:
             result.refuse(f"{kind} time is more than a day in the future")
             return False
-        if ident in idents:
+        if ident in seen:
             result.duplicates += 1
             return False
-        idents.add(ident)
+        seen.add(ident)
         days.add(time_ns // _DAY_NS)
         return True
 
+    def all_fit(times: list[int], unique: set, count: int) -> bool:
+        # The common case: nothing to refuse and nothing repeated, so the rows
+        # are not checked one by one.
+        if len(unique) != count or min(times) < oldest_ns or max(times) > newest_ns:
+            return False
+        days.update(range(min(times) // _DAY_NS, max(times) // _DAY_NS + 1))
+        hints.update(unique)
+        return True
+
     resources: dict[int, bytes] = {}
-    spans = pending.spans
-    for span in batch.spans:
-        start = span.start_time_ns
-        ident = (span.project_id, span.trace_id, span.span_id, start)
-        # Spans are most of the rows: the common case is checked inline.
-        if oldest_ns <= start <= newest_ns and ident not in idents:
-            idents.add(ident)
-            days.add(start // _DAY_NS)
-            spans.append(_Item(span, pending, ident, None, start, span_values(span, resources)))
+    if spans := batch.spans:
+        starts = [span.start_time_ns for span in spans]
+        if all_fit(starts, {span.span_id for span in spans}, len(spans)):
+            pending.spans = [
+                _Item(span, pending, None, start, span_values(span, resources))
+                for span, start in zip(spans, starts, strict=True)
+            ]
         else:
-            accept("span", start, ident)  # refuses it with the reason, or counts the repeat
+            for span, start in zip(spans, starts, strict=True):
+                if accept("span", start, _ident(SPANS, span, None, start)):
+                    pending.spans.append(
+                        _Item(span, pending, None, start, span_values(span, resources))
+                    )
+                    hints.add(span.span_id)
     for env in batch.envelopes:
-        ident = ("env", env.project_id, env.source, env.event_id)
-        if accept("event", env.time_ns, ident):
-            pending.envelopes.append(
-                _Item(env, pending, ident, None, env.time_ns, envelope_values(env))
-            )
+        if accept("event", env.time_ns, _ident(ENVELOPES, env, None, env.time_ns)):
+            pending.envelopes.append(_Item(env, pending, None, env.time_ns, envelope_values(env)))
+            hints.add((env.source, env.event_id))
             if not env.time_from_event:
                 pending.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
-    stages = pending.stages
-    for stage in batch.stages:
-        time_ns = stage.time_ns
-        if not oldest_ns <= time_ns <= newest_ns:
-            continue  # its span or envelope was refused (and counted) already
-        key = stage.dedupe_key()
-        ident = ("stage", stage.project_id, key, time_ns)
-        if ident in idents:
-            result.duplicates += 1
-            continue
-        idents.add(ident)
-        days.add(time_ns // _DAY_NS)
-        stages.append(_Item(stage, pending, ident, key, time_ns, stage_values(stage, key, None)))
+    if stages := batch.stages:
+        keys = [stage.dedupe_key() for stage in stages]
+        times = [stage.time_ns for stage in stages]
+        if all_fit(times, set(keys), len(stages)):
+            pending.stages = [
+                _Item(stage, pending, key, time_ns, stage_values(stage, key, None))
+                for stage, key, time_ns in zip(stages, keys, times, strict=True)
+            ]
+        else:
+            for stage, key, time_ns in zip(stages, keys, times, strict=True):
+                if not oldest_ns <= time_ns <= newest_ns:
+                    continue  # its span or envelope was refused (and counted) already
+                if accept("stage", time_ns, _ident(STAGES, stage, key, time_ns)):
+                    pending.stages.append(
+                        _Item(stage, pending, key, time_ns, stage_values(stage, key, None))
+                    )
+                    hints.add(key)
     for record in batch.logs:
         key = record.dedupe_key()
-        ident = ("log", record.project_id, key, record.time_ns)
-        if accept("log record", record.time_ns, ident):
+        if accept("log record", record.time_ns, _ident(LOGS, record, key, record.time_ns)):
             pending.logs.append(
-                _Item(record, pending, ident, key, record.time_ns, log_values(record, key))
+                _Item(record, pending, key, record.time_ns, log_values(record, key))
             )
+            hints.add(key)
+
+
+def _ident(table: _Table, row, key: bytes | None, time_ns: int) -> tuple:
+    """What tells a row from every other of its table: its primary key."""
+    if table is SPANS:
+        return (row.project_id, row.trace_id, row.span_id, time_ns)
+    if table is ENVELOPES:
+        return ("env", row.project_id, row.source, row.event_id)
+    return (table.name, row.project_id, key, time_ns)
 
 
 def _collect(group: list[_Pending]) -> _Rows:
     """The group's prepared rows, without the ones another batch of the group
-    carries too (a retry sent while the first delivery still waited)."""
+    carries too (a retry sent while the first delivery still waited).
+
+    Each batch brings a set of hints (span ids, dedupe keys): batches whose
+    hints do not meet are taken whole; where they meet, the rows are told
+    apart by their full identity.
+    """
     rows = _Rows(group)
-    seen: set[tuple] = set()
+    hints: set = set()
+    exact: set[tuple] | None = None
     for pending in group:
         pending.result = pending.prepared.copy()
         rows.day_numbers |= pending.days
         rows.receive_timed |= pending.receive_timed
-        if seen.isdisjoint(pending.idents):
-            seen |= pending.idents
-            rows.spans += pending.spans
-            rows.stages += pending.stages
-            rows.envelopes += pending.envelopes
-            rows.logs += pending.logs
-            continue
-        for mine, ours in (
-            (pending.spans, rows.spans),
-            (pending.stages, rows.stages),
-            (pending.envelopes, rows.envelopes),
-            (pending.logs, rows.logs),
-        ):
-            for item in mine:
-                if item.ident in seen:
-                    pending.result.duplicates += 1
-                else:
-                    seen.add(item.ident)
-                    ours.append(item)
+        tables = (
+            (SPANS, pending.spans, rows.spans),
+            (STAGES, pending.stages, rows.stages),
+            (ENVELOPES, pending.envelopes, rows.envelopes),
+            (LOGS, pending.logs, rows.logs),
+        )
+        if hints.isdisjoint(pending.hints):
+            if exact is not None:
+                exact.update(
+                    _ident(t, i.row, i.key, i.time_ns) for t, mine, _ in tables for i in mine
+                )
+            for _, mine, ours in tables:
+                ours += mine
+        else:
+            if exact is None:
+                exact = {
+                    _ident(table, item.row, item.key, item.time_ns)
+                    for table, items in (
+                        (SPANS, rows.spans),
+                        (STAGES, rows.stages),
+                        (ENVELOPES, rows.envelopes),
+                        (LOGS, rows.logs),
+                    )  # fmt: skip
+                    for item in items
+                }
+            for table, mine, ours in tables:
+                for item in mine:
+                    ident = _ident(table, item.row, item.key, item.time_ns)
+                    if ident in exact:
+                        pending.result.duplicates += 1
+                    else:
+                        exact.add(ident)
+                        ours.append(item)
+        hints |= pending.hints
     return rows
 
 

@@ -642,9 +642,11 @@ async def test_a_fresh_day_partition_gets_planner_statistics_from_the_writer(wri
         return rows[0][0] if rows else 0
 
     before = await analysed()
+    known = await fetch(pg, "SELECT attname FROM pg_stats WHERE tablename = %s", name)
+    assert not known, "the partition has statistics before the test"
     at = int(dt.datetime.combine(day, dt.time(12), dt.UTC).timestamp()) * 10**9
     stages = []
-    for n in range(600):
+    for n in range(1200):
         stage = publish(project.id, 5000 + n, 7000 + n)
         stage.time_ns = at + n * MS
         stages.append(stage)
