@@ -71,6 +71,7 @@ _DAY_NS = 86_400 * 10**9
 RECEIVE_TIME_WINDOW_NS = _DAY_NS
 # How far apart a publish and its consume stage may be looked for.
 E2E_WINDOW = dt.timedelta(days=1)
+_E2E_WINDOW_NS = int(E2E_WINDOW.total_seconds()) * 10**9
 CONNECT_TIMEOUT = 5
 WRITER_APPLICATION_NAME = "eventscope writer"
 # pg_advisory_xact_lock(WRITE_LOCK_CLASS, project id) orders writers of a project.
@@ -91,6 +92,8 @@ ANALYZED_COLUMNS = {
         "e2e_ms",
     ),
 }  # fmt: skip
+# Publishes a writer remembers having committed (see _RecentPublishes).
+RECENT_PUBLISHES = 200_000
 # A transaction PostgreSQL cancels to break a deadlock is tried this many times.
 DEADLOCK_ATTEMPTS = 3
 # After a failed connection, submits fail fast for this long instead of queueing.
@@ -377,6 +380,7 @@ class Writer:
         self._holders = 0
         self._known_days: set[dt.date] = set()
         self._day_rows: collections.Counter[dt.date] = collections.Counter()
+        self.recent = _RecentPublishes(RECENT_PUBLISHES)
         self._background: set[asyncio.Task] = set()
         self._down_until = 0.0
         self._stopping = False
@@ -609,6 +613,7 @@ class Writer:
                     transaction = _Transaction(lane, cur, rows)
                     await transaction.run()
                 self._count_day_rows(rows)
+                self.recent.add(item.row for item in rows.stages)
                 return
             except pg_errors.DeadlockDetected:
                 # Two lanes loading the same retried rows in crossed order:
@@ -674,6 +679,51 @@ class Writer:
         with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT) as conn:
             with conn.cursor() as cur:
                 partitions.ensure(cur, days)
+
+
+class _RecentPublishes:
+    """The publishes this writer committed lately, by (project, trace id, span
+    id) and, for CloudEvents, (project, source, event id), with their time.
+
+    A consumer whose every publish is here gets its end-to-end latency
+    without a lookup: only committed publishes are added, so this answers
+    what the lookup would. The oldest are forgotten past `limit`.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.contexts: dict[tuple, int] = {}
+        self.events: dict[tuple, int] = {}
+
+    def add(self, stages) -> None:
+        contexts, events = self.contexts, self.events
+        for s in stages:
+            if s.role != PRODUCER or s.stage != "published":
+                continue
+            if s.trace_id and s.span_id:
+                _keep_earliest(contexts, (s.project_id, s.trace_id, s.span_id), s.time_ns)
+            if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
+                _keep_earliest(events, (s.project_id, s.event_source, s.event_id), s.time_ns)
+        for index in (contexts, events):
+            for _ in range(len(index) - self.limit):
+                del index[next(iter(index))]
+
+    def publish_time(self, stage) -> int | None:
+        """The earliest publish of the messages a consume stage handles, if all are here."""
+        times = []
+        for trace_id, span_id in stage.linked:
+            known = self.contexts.get((stage.project_id, trace_id, span_id))
+            if known is None:
+                return None
+            times.append(known)
+        if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
+            known = self.events.get((stage.project_id, stage.event_source, stage.event_id))
+            if known is None:
+                return None
+            times.append(known)
+        if not times or abs(stage.time_ns - min(times)) > _E2E_WINDOW_NS:
+            return None  # the lookup would not look that far either
+        return min(times)
 
 
 class _Lane:
@@ -1155,10 +1205,14 @@ class _Transaction:
         if not consumers:
             return {}, []
 
-        # Consumers whose publish is in this group are settled without a query.
+        # Consumers whose publish is in this group, or was committed by this
+        # writer lately, are settled without a query.
         out, missing = {}, []
+        recent = self.lane.writer.recent
         for s in consumers:
             published = _publish_time(s, by_context, by_event)
+            if published is None:
+                published = recent.publish_time(s)
             if published is not None:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
             else:

@@ -678,3 +678,31 @@ async def test_an_answered_batch_is_freed_by_reference_counting(writer, project)
         assert ref() is None
     finally:
         gc.enable()
+
+
+async def test_a_consumer_finds_a_publish_another_writer_committed(writer, pg, project):
+    # The writer remembers the publishes it committed itself; one stored by
+    # another collector is looked up in the database.
+    other = Writer(conninfo(), linger=0)
+    await other.start()
+    try:
+        await other.submit(Batch(project.id, "traces", stages=[publish(project.id, 9, 90)]))
+    finally:
+        await other.stop()
+    consumer = consume(project.id, 9, 91, [(9, 90)], at=75)
+    await writer.submit(Batch(project.id, "traces", stages=[consumer]))
+    assert (await edge(pg, "consume"))["e2e_count"] == 1
+    assert await fetch(pg, "SELECT e2e_ms FROM collector_stage WHERE role = 'consumer'") == [
+        (75.0,)
+    ]
+
+
+def test_the_writer_forgets_its_oldest_publishes_past_its_limit():
+    from collector.writer import _RecentPublishes
+
+    recent = _RecentPublishes(2)
+    recent.add([publish(1, n, 10 + n) for n in (1, 2, 3)])
+    assert recent.publish_time(consume(1, 1, 20, [(1, 11)], at=5)) is None
+    assert recent.publish_time(consume(1, 3, 20, [(3, 13)], at=5)) == BASE_NS
+    # A batch receive is settled here only when every message's publish is known.
+    assert recent.publish_time(consume(1, 3, 20, [(3, 13), (1, 11)], at=5)) is None
