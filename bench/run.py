@@ -213,7 +213,7 @@ def ingest_run(env, conninfo, token, workload, clients, processes) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--messages", type=int, default=150, help="messages per request")
     parser.add_argument("--calls", type=int, default=50, help="HTTP call pairs per request")
     parser.add_argument(
