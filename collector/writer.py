@@ -92,8 +92,10 @@ ANALYZED_COLUMNS = {
         "e2e_ms",
     ),
 }  # fmt: skip
-# Publishes a writer remembers having committed (see _RecentPublishes).
-RECENT_PUBLISHES = 200_000
+# Publishes a writer remembers having committed (see _RecentPublishes):
+# about 240 bytes each, so some 12 MiB; consumers mostly follow their
+# publish within seconds, and older ones are looked up.
+RECENT_PUBLISHES = 50_000
 # A transaction PostgreSQL cancels to break a deadlock is tried this many times.
 DEADLOCK_ATTEMPTS = 3
 # After a failed connection, submits fail fast for this long instead of queueing.
