@@ -158,11 +158,15 @@ class LogRow:
     trace_id: bytes | None = None
     span_id: bytes | None = None
     attributes: dict = field(default_factory=dict)
+    # A record with neither time nor observed time gets the receive time; a
+    # retry then differs in time, so such records are identified without it
+    # and the writer dedupes them by key within a window.
+    time_from_record: bool = True
 
     def dedupe_key(self) -> bytes:
         """Log records have no id; time, service, context and body identify a retry."""
         parts = (
-            str(self.time_ns).encode(),
+            str(self.time_ns).encode() if self.time_from_record else b"received",
             self.service.encode(),
             self.trace_id or b"",
             self.span_id or b"",

@@ -455,6 +455,9 @@ def normalize_logs(request, project_id: int) -> Normalized:
                         trace_id=record.trace_id or None,
                         span_id=record.span_id or None,
                         attributes=attributes(record.attributes, secrets),
+                        time_from_record=bool(
+                            record.time_unix_nano or record.observed_time_unix_nano
+                        ),
                     )
                 )
     return result

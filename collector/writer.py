@@ -897,6 +897,8 @@ def _ident(table: _Table, row, key: bytes | None, time_ns: int) -> tuple:
         return (row.project_id, row.trace_id, row.span_id, time_ns)
     if table is ENVELOPES:
         return ("env", row.project_id, row.source, row.event_id)
+    if table is LOGS and not row.time_from_record:
+        return (table.name, row.project_id, key, None)  # stamped on receipt
     return (table.name, row.project_id, key, time_ns)
 
 
@@ -976,12 +978,17 @@ class _Transaction:
             "set_config('enable_hashjoin', 'off', true), "
             "set_config('enable_mergejoin', 'off', true)"
         )
-        # CloudEvents keep one envelope per event: whether an event is stored
-        # already must be asked, and the answer acted on, under the lock.
-        cloudevents = bool(rows.envelopes or rows.receive_timed)
+        # CloudEvents keep one envelope per event, and rows stamped on receipt
+        # are known by key alone: whether such a row is stored already must be
+        # asked, and the answer acted on, under the lock.
+        timeless = [item for item in rows.logs if not item.row.time_from_record]
+        cloudevents = bool(rows.envelopes or rows.receive_timed or timeless)
         if cloudevents:
             await self._lock()
-            await self._drop_stored_events()
+            if rows.envelopes or rows.receive_timed:
+                await self._drop_stored_events()
+            if timeless:
+                await self._drop_stored_logs(timeless)
         e2e, unsettled = await self._e2e_for_consumers()
 
         new_spans = await self._insert(SPANS, rows.spans)
@@ -1169,21 +1176,32 @@ class _Transaction:
                     keep.append(item)
             rows.envelopes = keep
         if stages:
-            await self.cur.execute(
-                "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
-                "WHERE EXISTS (SELECT FROM collector_stage s WHERE s.project_id = k.p "
-                "AND s.dedupe_key = k.d AND s.time BETWEEN %s AND %s)",
-                ([i.row.project_id for i in stages], [i.key for i in stages], lo, hi),
-            )
-            stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
-            candidates = {id(i) for i in stages}
-            keep = []
-            for item in rows.stages:
-                if id(item) in candidates and (item.row.project_id, item.key) in stored:
-                    item.pending.result.duplicates += 1
-                else:
-                    keep.append(item)
-            rows.stages = keep
+            rows.stages = await self._without_stored_keys(STAGES, rows.stages, stages)
+
+    async def _drop_stored_logs(self, timeless: list[_Item]) -> None:
+        """Drop log records stamped on receipt whose key is stored within a day
+        (a retry of a record that has no time of its own)."""
+        self.rows.logs = await self._without_stored_keys(LOGS, self.rows.logs, timeless)
+
+    async def _without_stored_keys(self, table: _Table, items: list[_Item], candidates):
+        """`items` less the `candidates` whose (project, dedupe key) `table`
+        holds within RECEIVE_TIME_WINDOW_NS of their time; those count as duplicates."""
+        lo, hi = _bounds([i.time_ns for i in candidates], RECEIVE_TIME_WINDOW_NS)
+        await self.cur.execute(
+            "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
+            f"WHERE EXISTS (SELECT FROM {table.name} t WHERE t.project_id = k.p "
+            f"AND t.dedupe_key = k.d AND t.{table.columns[1]} BETWEEN %s AND %s)",
+            ([i.row.project_id for i in candidates], [i.key for i in candidates], lo, hi),
+        )
+        stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
+        ids = {id(i) for i in candidates}
+        keep = []
+        for item in items:
+            if id(item) in ids and (item.row.project_id, item.key) in stored:
+                item.pending.result.duplicates += 1
+            else:
+                keep.append(item)
+        return keep
 
     # -- end-to-end latency -------------------------------------------------------------------
 

@@ -282,3 +282,22 @@ def test_huge_names_are_cut_so_the_rest_of_the_request_stays_storable():
     assert len(stage.service) == 256 and stage.service.endswith("…")
     assert len(stage.channel) == 256 and stage.channel.startswith("orders-xxx")
     assert len(stage.event_id) == 512
+
+
+def test_a_log_record_without_any_time_is_marked_as_stamped_on_receipt():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    records.add().body.string_value = "no time at all"
+    observed = records.add()
+    observed.body.string_value = "observed only"
+    observed.observed_time_unix_nano = 1_700_000_000_000_000_000
+    timeless, stamped = normalize_logs(request, project_id=1).batch.logs
+    assert not timeless.time_from_record and timeless.time_ns > 0
+    assert stamped.time_from_record and stamped.time_ns == 1_700_000_000_000_000_000
+    # Retries of the timeless record, received at other times, share its key.
+    later = type(timeless)(
+        **{**{f: getattr(timeless, f) for f in timeless.__slots__}, "time_ns": 1}
+    )
+    assert later.dedupe_key() == timeless.dedupe_key()

@@ -1,5 +1,6 @@
 """The OTLP/gRPC receiver, through a real grpc.aio server and client."""
 
+import asyncio
 import time
 
 import grpc
@@ -211,3 +212,26 @@ def _default_project() -> int:
         return Project.default().pk
     finally:
         connection.close()  # this worker thread's connection would outlive the test database
+
+
+async def test_log_records_without_any_time_are_stored_once_when_retried(
+    project, ingest_token, telemetry_db
+):
+    request = decode_request("logs", (FIXTURES / "logs_consumer_error.json").read_bytes(), JSON)
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        record.time_unix_nano = record.observed_time_unix_nano = 0
+    async with running_writer() as writer, grpc_receiver(writer) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+            for _ in range(2):  # the retry is stamped with a later receive time
+                await stub.Export(
+                    request, metadata=(("authorization", f"Bearer {ingest_token}"),), timeout=10
+                )
+                await asyncio.sleep(0.01)
+    async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT body FROM collector_log WHERE project_id = %s", (project.pk,)
+            )
+        ).fetchall()
+    assert len(rows) == 2  # the fixture's two records, once each

@@ -706,3 +706,26 @@ def test_the_writer_forgets_its_oldest_publishes_past_its_limit():
     assert recent.publish_time(consume(1, 3, 20, [(3, 13)], at=5)) == BASE_NS
     # A batch receive is settled here only when every message's publish is known.
     assert recent.publish_time(consume(1, 3, 20, [(3, 13), (1, 11)], at=5)) is None
+
+
+async def test_a_log_record_stamped_on_receipt_is_stored_once_when_retried(writer, pg, project):
+    def timeless(received_ns):
+        return LogRow(
+            project.id, received_ns, "payments", 17, "ERROR", "card declined",
+            time_from_record=False,
+        )  # fmt: skip
+
+    first = await writer.submit(Batch(project.id, "logs", logs=[timeless(BASE_NS)]))
+    retry = await writer.submit(Batch(project.id, "logs", logs=[timeless(BASE_NS + 5_000 * MS)]))
+    assert (first.stored, retry.stored, retry.duplicates) == (1, 0, 1)
+    # Two deliveries waiting in one transaction are one record too.
+    results = await asyncio.gather(
+        writer.submit(Batch(project.id, "logs", logs=[timeless(BASE_NS + 7_000 * MS)])),
+        writer.submit(Batch(project.id, "logs", logs=[timeless(BASE_NS + 9_000 * MS)])),
+    )
+    assert sum(r.stored for r in results) == 0
+    # A record with a time of its own is still told apart by it.
+    timed = LogRow(project.id, BASE_NS + 11_000 * MS, "payments", 17, "ERROR", "card declined")
+    assert (await writer.submit(Batch(project.id, "logs", logs=[timed]))).stored == 1
+    rows = await fetch(pg, "SELECT count(*) FROM collector_log WHERE project_id = %s", project.id)
+    assert rows == [(2,)]
