@@ -729,3 +729,20 @@ async def test_a_log_record_stamped_on_receipt_is_stored_once_when_retried(write
     assert (await writer.submit(Batch(project.id, "logs", logs=[timed]))).stored == 1
     rows = await fetch(pg, "SELECT count(*) FROM collector_log WHERE project_id = %s", project.id)
     assert rows == [(2,)]
+
+
+async def test_a_late_publish_gives_latency_only_to_consumers_within_the_window(
+    writer, pg, project
+):
+    # The same day's window either way: a consumer stored two days before its
+    # publish (a broken clock) is not joined to it, as a publish two days
+    # before a consumer is not looked for.
+    far = consume(project.id, 12, 121, [(12, 120)], at=0)
+    far.time_ns -= 2 * 86_400 * 10**9
+    near = consume(project.id, 12, 122, [(12, 120)], at=40)
+    await writer.submit(Batch(project.id, "traces", stages=[far, near]))
+    await writer.submit(Batch(project.id, "traces", stages=[publish(project.id, 12, 120)]))
+    rows = await fetch(
+        pg, "SELECT e2e_ms FROM collector_stage WHERE role = 'consumer' ORDER BY time"
+    )
+    assert rows == [(None,), (40.0,)]
