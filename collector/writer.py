@@ -700,12 +700,8 @@ class _RecentPublishes:
     def add(self, stages) -> None:
         contexts, events = self.contexts, self.events
         for s in stages:
-            if s.role != PRODUCER or s.stage != "published":
-                continue
-            if s.trace_id and s.span_id:
-                _keep_earliest(contexts, (s.project_id, s.trace_id, s.span_id), s.time_ns)
-            if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
-                _keep_earliest(events, (s.project_id, s.event_source, s.event_id), s.time_ns)
+            if s.role == PRODUCER and s.stage == "published":
+                _index_publish(contexts, events, s)
         for index in (contexts, events):
             for _ in range(len(index) - self.limit):
                 del index[next(iter(index))]
@@ -1214,10 +1210,7 @@ class _Transaction:
         for item in self.rows.stages:
             s = item.row
             if s.role == PRODUCER and s.stage == "published":
-                if s.trace_id and s.span_id:
-                    _keep_earliest(by_context, (s.project_id, s.trace_id, s.span_id), s.time_ns)
-                if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
-                    _keep_earliest(by_event, (s.project_id, s.event_source, s.event_id), s.time_ns)
+                _index_publish(by_context, by_event, s)
             elif s.role == CONSUMER and (
                 s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)
             ):
@@ -1251,7 +1244,7 @@ class _Transaction:
                 contexts.add((s.project_id, trace_id, span_id))
             if s.origin == ORIGIN_CLOUDEVENT and s.event_id:
                 events.add((s.project_id, s.event_source, s.event_id))
-        lo, hi = _bounds([s.time_ns for s in consumers], E2E_WINDOW.total_seconds() * 10**9)
+        lo, hi = _bounds([s.time_ns for s in consumers], _E2E_WINDOW_NS)
         if contexts:
             keys = sorted(contexts)
             await self.cur.execute(
@@ -1319,10 +1312,7 @@ class _Transaction:
         contexts = {}
         events = {}
         for p in publishes:
-            if p.trace_id and p.span_id:
-                _keep_earliest(contexts, (p.project_id, p.trace_id, p.span_id), p.time_ns)
-            if p.origin == ORIGIN_CLOUDEVENT and p.event_id:
-                _keep_earliest(events, (p.project_id, p.event_source, p.event_id), p.time_ns)
+            _index_publish(contexts, events, p)
         if not contexts and not events:
             return
         lo, hi = _bounds([p.time_ns for p in publishes], _E2E_WINDOW_NS)
@@ -1505,6 +1495,16 @@ def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
     known = index.get(key)
     if known is None or time_ns < known:
         index[key] = time_ns
+
+
+def _index_publish(by_context: dict, by_event: dict, stage) -> None:
+    """Index a publish stage by its context and, for CloudEvents, by source
+    and id, keeping the earliest time of each."""
+    if stage.trace_id and stage.span_id:
+        _keep_earliest(by_context, (stage.project_id, stage.trace_id, stage.span_id), stage.time_ns)
+    if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
+        key = (stage.project_id, stage.event_source, stage.event_id)
+        _keep_earliest(by_event, key, stage.time_ns)
 
 
 def _publish_time(stage, by_context, by_event) -> int | None:
