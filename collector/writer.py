@@ -834,9 +834,10 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
     def all_fit(times: list[int], unique: set, count: int) -> bool:
         # The common case: nothing to refuse and nothing repeated, so the rows
         # are not checked one by one.
-        if len(unique) != count or min(times) < oldest_ns or max(times) > newest_ns:
+        first, last = min(times), max(times)
+        if len(unique) != count or first < oldest_ns or last > newest_ns:
             return False
-        days.update(range(min(times) // _DAY_NS, max(times) // _DAY_NS + 1))
+        days.update(range(first // _DAY_NS, last // _DAY_NS + 1))
         hints.update(unique)
         return True
 
@@ -907,18 +908,22 @@ def _collect(group: list[_Pending]) -> _Rows:
     apart by their full identity.
     """
     rows = _Rows(group)
+    taken = (
+        (SPANS, rows.spans),
+        (STAGES, rows.stages),
+        (ENVELOPES, rows.envelopes),
+        (LOGS, rows.logs),
+    )
     hints: set = set()
     exact: set[tuple] | None = None
     for pending in group:
         pending.result = pending.prepared.copy()
         rows.day_numbers |= pending.days
         rows.receive_timed |= pending.receive_timed
-        tables = (
-            (SPANS, pending.spans, rows.spans),
-            (STAGES, pending.stages, rows.stages),
-            (ENVELOPES, pending.envelopes, rows.envelopes),
-            (LOGS, pending.logs, rows.logs),
-        )
+        prepared = (pending.spans, pending.stages, pending.envelopes, pending.logs)
+        tables = [
+            (table, items, ours) for (table, ours), items in zip(taken, prepared, strict=True)
+        ]
         if hints.isdisjoint(pending.hints):
             if exact is not None:
                 exact.update(
@@ -930,12 +935,7 @@ def _collect(group: list[_Pending]) -> _Rows:
             if exact is None:
                 exact = {
                     _ident(table, item.row, item.key, item.time_ns)
-                    for table, items in (
-                        (SPANS, rows.spans),
-                        (STAGES, rows.stages),
-                        (ENVELOPES, rows.envelopes),
-                        (LOGS, rows.logs),
-                    )  # fmt: skip
+                    for table, items in taken
                     for item in items
                 }
             for table, mine, ours in tables:
@@ -1012,9 +1012,9 @@ class _Transaction:
             if unsettled:
                 # A publish committed by another lane or process since the
                 # lookup above, while this transaction loaded its rows.
-                new_ids = {id(item.row) for item in new_stages}
-                unsettled = [s for s in unsettled if id(s) in new_ids]
-                self._count_e2e(unsettled, await self._published_meanwhile(unsettled))
+                keys = {id(item.row): item.key for item in new_stages}
+                unsettled = [s for s in unsettled if id(s) in keys]
+                self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
         await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
         await self._calls(new_spans)
 
@@ -1278,15 +1278,16 @@ class _Transaction:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
         return out
 
-    async def _published_meanwhile(self, consumers: list) -> dict[int, float]:
+    async def _published_meanwhile(self, consumers: list, keys: dict) -> dict[int, float]:
         """e2e_ms of this group's consume stages whose publish was committed after
-        the first lookup; their rows, loaded without it, get it too."""
+        the first lookup; their rows (dedupe key by stage id in `keys`), loaded
+        without it, get it too."""
         if not consumers:
             return {}
         found = await self._stored_publishes(consumers)
         if found:
             updates = {
-                (s.project_id, s.dedupe_key(), to_datetime(s.time_ns)): found[id(s)]
+                (s.project_id, keys[id(s)], to_datetime(s.time_ns)): found[id(s)]
                 for s in consumers
                 if id(s) in found
             }
