@@ -978,8 +978,8 @@ class _Transaction:
         # are known by key alone: whether such a row is stored already must be
         # asked, and the answer acted on, under the lock.
         timeless = [item for item in rows.logs if not item.row.time_from_record]
-        cloudevents = bool(rows.envelopes or rows.receive_timed or timeless)
-        if cloudevents:
+        lock_first = bool(rows.envelopes or rows.receive_timed or timeless)
+        if lock_first:
             await self._lock()
             if rows.envelopes or rows.receive_timed:
                 await self._drop_stored_events()
@@ -1007,7 +1007,7 @@ class _Transaction:
                 self.failures.add_stage(stage)
                 self.areas[stage.project_id].add(notify.FAILURES)
         self._count_e2e([item.row for item in new_stages], e2e)
-        if not cloudevents:
+        if not lock_first:
             await self._lock()
             if unsettled:
                 # A publish committed by another lane or process since the
