@@ -105,32 +105,41 @@ def _looks_like_zlib(data: bytes) -> bool:
 
 
 def _inflate(data: bytes, wbits: int, limit: int, coding: str) -> bytes:
+    """Inflate `data`, every gzip member of it, into at most `limit` bytes.
+
+    Linear in time and memory whatever the member count: input is fed in
+    slices of at most _CHUNK bytes (so neither `unconsumed_tail` nor
+    `unused_data` ever copies the rest of the body), output is asked for with
+    `max_length`, and `flush()` is never called, because it inflates whatever
+    input is still pending with no bound at all.
+    """
     out = bytearray()
-    pending = data
-    while pending:
+    source = memoryview(data)
+    position = 0
+    while True:
         inflater = zlib.decompressobj(wbits)
-        view = pending
+        tail: bytes | memoryview = b""
         try:
-            while True:
-                chunk = inflater.decompress(view, min(_CHUNK, limit + 1 - len(out)))
-                out += chunk
+            while not inflater.eof:
+                if not tail:
+                    if position >= len(source):
+                        raise DecodeError(f"truncated {coding} body")
+                    tail = source[position : position + _CHUNK]
+                    position += len(tail)
+                # len(out) <= limit here, so max_length is at least 1 (0 would mean unbounded).
+                out += inflater.decompress(tail, limit + 1 - len(out))
                 if len(out) > limit:
                     raise BodyTooLarge(
                         f"request body inflates past the {limit} byte limit ({coding})"
                     )
-                view = inflater.unconsumed_tail
-                if inflater.eof or (not view and not chunk):
-                    break
-            out += inflater.flush()
+                tail = inflater.unconsumed_tail
         except zlib.error as exc:
             raise DecodeError(f"corrupt {coding} body: {exc}") from None
-        if len(out) > limit:
-            raise BodyTooLarge(f"request body inflates past the {limit} byte limit ({coding})")
-        if not inflater.eof:
-            raise DecodeError(f"truncated {coding} body")
+        # What the member's end left of the last slice goes back to the source.
+        position -= len(inflater.unused_data) + len(tail)
         # gzip allows several members back to back; zlib streams do not.
-        pending = inflater.unused_data if wbits & 16 else b""
-    return bytes(out)
+        if not wbits & 16 or position >= len(source):
+            return bytes(out)
 
 
 def decode_request(signal: str, body: bytes, fmt: str) -> Message:

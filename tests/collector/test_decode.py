@@ -1,10 +1,14 @@
 import gzip
 import json
 import re
+import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.decode import (
@@ -231,3 +235,79 @@ def test_id_problem_names_each_invalid_id():
     assert id_problem(trace, b"\x00" * 8) == "span id is all zeros"
     assert id_problem(trace, b"\x01" * 7) == "span id must be 8 bytes, got 7"
     assert "parent span id" in id_problem(trace, span, b"\x01" * 3)
+
+
+# ---- decompression stays linear and bounded -------------------------------------
+
+
+def _peak_bytes(function, *args):
+    """The peak of Python allocations while `function(*args)` runs (or raises)."""
+    tracemalloc.start()
+    try:
+        function(*args)
+    except BodyTooLarge:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_many_gzip_members_of_zeros_stop_at_the_limit_in_bounded_memory():
+    # 3 members of 100 kB of zeros are 396 bytes on the wire; flush() after
+    # each member's end used to inflate the rest again, doubling per member.
+    member = gzip.compress(b"\0" * 100_000)
+    bomb = member * 1000
+    limit = 1024 * 1024
+    with pytest.raises(BodyTooLarge):
+        decompress(bomb, "gzip", limit)
+    assert _peak_bytes(decompress, bomb, "gzip", limit) < limit + len(bomb) + 512 * 1024
+
+
+def test_a_thousand_small_members_inflate_to_their_concatenation():
+    members = [f"member {i};".encode() for i in range(1000)]
+    body = b"".join(gzip.compress(m) for m in members)
+    assert decompress(body, "gzip", 10**6) == b"".join(members)
+
+
+def test_tiny_empty_members_up_to_the_body_limit_take_linear_time():
+    empty = gzip.compress(b"")
+    body = empty * (2 * 1024 * 1024 // len(empty))  # about 100,000 members
+    started = time.process_time()
+    assert decompress(body, "gzip", 20 * 1024 * 1024) == b""
+    # Quadratic copying of the remainder would take minutes here.
+    assert time.process_time() - started < 20
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(0, 300_000), min_size=1, max_size=12),
+    coding=st.sampled_from(["gzip", "zlib", "raw"]),
+    limit=st.integers(1, 600_000),
+    fill=st.sampled_from([b"\0", b"span ", bytes(range(256))]),
+)
+def test_inflating_any_members_never_holds_more_than_the_limit(sizes, coding, limit, fill):
+    payloads = [(fill * (size // len(fill) + 1))[:size] for size in sizes]
+    if coding == "gzip":
+        body, encoding, expected = (
+            b"".join(map(gzip.compress, payloads)),
+            "gzip",
+            b"".join(payloads),
+        )
+    else:
+        # zlib and raw deflate streams carry one member.
+        expected = payloads[0]
+        wbits = zlib.MAX_WBITS if coding == "zlib" else -zlib.MAX_WBITS
+        deflater = zlib.compressobj(wbits=wbits)
+        body, encoding = deflater.compress(expected) + deflater.flush(), "deflate"
+    if len(body) > limit:
+        with pytest.raises(BodyTooLarge):
+            decompress(body, encoding, limit)
+        return
+    if len(expected) > limit:
+        with pytest.raises(BodyTooLarge, match="inflates past"):
+            decompress(body, encoding, limit)
+    else:
+        assert decompress(body, encoding, limit) == expected
+    # The output buffer, the input and one slice of each: never a copy per member.
+    assert _peak_bytes(decompress, body, encoding, limit) <= 2 * limit + len(body) + 256 * 1024

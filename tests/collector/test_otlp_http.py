@@ -248,9 +248,25 @@ def _gzip_bomb(size=1 << 30) -> bytes:
     return b"".join(compressor.compress(zeros) for _ in range(size >> 20)) + compressor.flush()
 
 
-async def test_it_rejects_gzip_bomb_with_flat_memory(ingest_token):
-    bomb = _gzip_bomb()
-    assert len(bomb) < 2 * 1024 * 1024  # 1 GiB of zeros
+def _many_member_bomb(members=1000) -> bytes:
+    # 1,000 gzip members of 100 kB of zeros: 132 kB on the wire. Inflating
+    # each member's leftovers again once grew a collector to 22 GB.
+    return gzip.compress(bytes(100_000)) * members
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "make_bomb"),
+    [
+        ("/v1/traces", "application/x-protobuf", _gzip_bomb),
+        ("/v1/traces", "application/x-protobuf", _many_member_bomb),
+        ("/v1/metrics", "application/json", _many_member_bomb),
+        ("/v1/logs", "application/x-protobuf", _many_member_bomb),
+        ("/v1/events", "application/cloudevents-batch+json", _many_member_bomb),
+    ],
+)
+async def test_it_rejects_gzip_bomb_with_flat_memory(ingest_token, path, content_type, make_bomb):
+    bomb = make_bomb()
+    assert len(bomb) < 2 * 1024 * 1024  # 1 GiB or 100 MB of zeros
     process = psutil.Process()
     baseline = process.memory_info().rss
     peak = baseline
@@ -268,15 +284,19 @@ async def test_it_rejects_gzip_bomb_with_flat_memory(ingest_token):
         async with http_receiver(None) as url:
             response = await post(
                 url,
-                "/v1/traces",
+                path,
                 bomb,
-                {**PROTOBUF, **bearer(ingest_token), "content-encoding": "gzip"},
+                {
+                    "content-type": content_type,
+                    **bearer(ingest_token),
+                    "content-encoding": "gzip",
+                },
             )
     finally:
         done.set()
         sampler.join()
     assert response.status_code == 413
-    assert "inflates past" in rpc_status(response).message
+    assert "inflates past" in response.text
     # The 20 MiB limit bounds the inflated copy; the client's copy of the bomb
     # and the received body are another ~2 MiB.
     assert peak - baseline < 50 * 1024 * 1024
