@@ -18,9 +18,14 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	EVENTSCOPE_INGEST_AUTH=$${EVENTSCOPE_INGEST_AUTH:-off} $(PY) manage.py serve --demo
 
+# scripts/prepare-tests installs the system packages the suite needs (Chromium,
+# Redis, RabbitMQ, NATS) when missing, starts the services that are not
+# running and enables RabbitMQ's management API; it writes var/test.env with
+# the local PostgreSQL's DATABASE_URL when one answers.
 # pytest exits 5 when it collected nothing; that is a failure here like any other.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	scripts/prepare-tests
+	set -a; [ ! -f var/test.env ] || . var/test.env; set +a; $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/run.py
