@@ -185,11 +185,10 @@ async def project_for(authorization: str | None, certificate: tuple[str, ...] = 
             if mapped is not None:
                 return mapped
         if not auth_off:
-            unmapped = f" (client certificate {certificate[0]!r} is not mapped to a project)"
-            raise Unauthorized(
-                "missing ingest token: send 'Authorization: Bearer <ingest token>'"
-                + (unmapped if certificate else "")
-            )
+            message = "missing ingest token: send 'Authorization: Bearer <ingest token>'"
+            if certificate:
+                message += f" (client certificate {certificate[0]!r} is not mapped to a project)"
+            raise Unauthorized(message)
         return await _project_of(None)
     project_id = await _project_of(token)
     if project_id is not None:

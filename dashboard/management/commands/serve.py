@@ -47,7 +47,8 @@ class Command(BaseCommand):
         def started():
             nonlocal demo_thread
             self.stdout.write(
-                f"serving the dashboard on http://{host}:{port}, OTLP/HTTP on {host}:"
+                f"serving the dashboard on {'https' if settings.TLS_CERT_FILE else 'http'}://"
+                f"{host}:{port}, OTLP/HTTP on {host}:"
                 f"{otlp_http_port}, OTLP/gRPC on {host}:{otlp_grpc_port}",
                 ending="\n",
             )
