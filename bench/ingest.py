@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -158,13 +159,15 @@ class _Connection:
     (a general-purpose client took a third of a core at these rates).
     """
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls=None):
+        self.host, self.port, self.tls = host, port, tls
         self.reader = self.writer = None
 
     async def post(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.reader, self.writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls
+            )
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -197,15 +200,20 @@ def http_request(url: str, token: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def drive(url, token, bodies, clients, honour_retry_after=True, deadline=None) -> DriveResult:
-    """POST every body (each until acknowledged, unless `honour_retry_after` is False)."""
+async def drive(
+    url, token, bodies, clients, honour_retry_after=True, deadline=None, tls=None
+) -> DriveResult:
+    """POST every body (each until acknowledged, unless `honour_retry_after` is False);
+    over TLS with the ssl.SSLContext `tls` for an https URL."""
     queue = list(reversed(range(len(bodies))))
     result = DriveResult(0.0)
     requests = [http_request(url, token, body) for body in bodies]  # untimed
     parts = urlsplit(url)
 
     async def client_loop():
-        connection = _Connection(parts.hostname, parts.port)
+        connection = _Connection(
+            parts.hostname, parts.port, tls if parts.scheme == "https" else None
+        )
         try:
             while queue and (deadline is None or time.monotonic() < deadline):
                 index = queue.pop()
@@ -258,21 +266,23 @@ def manage(env, *args, **kwargs):
 
 
 class Collector:
-    """A `manage.py collector [--processes N]` subprocess on free ports."""
+    """A `manage.py collector [--processes N]` subprocess on free ports; over TLS
+    when `env` names a certificate, with `tls` the client context that trusts it."""
 
-    def __init__(self, env, processes: int = 1):
+    def __init__(self, env, processes: int = 1, tls=None):
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "collector", "--otlp-http-port", str(self.port),
              "--otlp-grpc-port", str(free_port()), "--processes", str(processes)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # The banner comes once every process serves.
         banner = self.process.stdout.readline()
         if not banner.startswith("collector:"):
             raise RuntimeError(f"the collector did not start (exit {self.process.wait()})")
-        if httpx.get(self.url + "/readyz", timeout=5).status_code != 200:
+        if httpx.get(self.url + "/readyz", timeout=5, verify=tls or True).status_code != 200:
             raise RuntimeError("the collector is not ready")
 
     def processes(self) -> list[psutil.Process]:
@@ -312,6 +322,24 @@ class PostgresCPU:
         return total
 
 
+def tls_setup(directory: Path) -> tuple[dict, ssl.SSLContext]:
+    """A CA and a certificate for 127.0.0.1 made for the run: the collector's
+    environment for them, and the client context that trusts the CA."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    env = {
+        "EVENTSCOPE_TLS_CERT_FILE": str(directory / "cert.pem"),
+        "EVENTSCOPE_TLS_KEY_FILE": str(directory / "key.pem"),
+    }
+    return env, client
+
+
 def machine(conninfo) -> dict:
     model = "unknown"
     try:
@@ -329,4 +357,5 @@ def machine(conninfo) -> dict:
         "cpu": model,
         "postgresql": version,
         "python": sys.version.split()[0],
+        "load": " / ".join(f"{n:.1f}" for n in os.getloadavg()),
     }

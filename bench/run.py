@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -142,9 +143,9 @@ def raw_copy_rate(conninfo, rows, chunk_spans=5000) -> tuple[float, float]:
     return len(spans) / seconds, server_us
 
 
-def overload(env, token, workload, clients, seconds, processes) -> dict:
+def overload(env, token, workload, clients, seconds, processes, tls=None) -> dict:
     """Exporters that never back off against a collector with a small queue."""
-    collector = ingest.Collector({**env, "EVENTSCOPE_QUEUE_MAX_ITEMS": "20000"}, processes)
+    collector = ingest.Collector({**env, "EVENTSCOPE_QUEUE_MAX_ITEMS": "20000"}, processes, tls)
     idle_rss = collector.rss()
     peak = [idle_rss]
     done = threading.Event()
@@ -168,6 +169,7 @@ def overload(env, token, workload, clients, seconds, processes) -> dict:
                 clients,
                 honour_retry_after=False,
                 deadline=time.monotonic() + seconds,
+                tls=tls,
             )
         )
     finally:
@@ -186,16 +188,16 @@ def overload(env, token, workload, clients, seconds, processes) -> dict:
     }
 
 
-def ingest_run(env, conninfo, token, workload, clients, processes) -> dict:
+def ingest_run(env, conninfo, token, workload, clients, processes, tls=None) -> dict:
     """One collector (with `processes` processes) on empty tables: rate, CPU, checks."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("TRUNCATE collector_span, collector_stage, collector_flowrollup")
-    collector = ingest.Collector(env, processes)
+    collector = ingest.Collector(env, processes, tls)
     server = ingest.PostgresCPU(conninfo)
     try:
         cpu_before, server_before = collector.cpu_seconds(), server.seconds()
         result = asyncio.run(
-            ingest.drive(collector.url + "/v1/traces", token, workload.bodies, clients)
+            ingest.drive(collector.url + "/v1/traces", token, workload.bodies, clients, tls=tls)
         )
         cpu = collector.cpu_seconds() - cpu_before
         server_cpu = server.seconds() - server_before
@@ -231,6 +233,12 @@ def main(argv=None) -> int:
     parser.add_argument("--overload-clients", type=int, default=64)
     parser.add_argument("--overload-seconds", type=float, default=15)
     parser.add_argument("--skip-queries", action="store_true", help="ingest figures only")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the collector serves TLS (a certificate made for the run) and the exporters "
+        "send over https, each keeping its connection alive as real exporters do",
+    )
     args = parser.parse_args(argv)
 
     url = bench_database_url()
@@ -253,6 +261,11 @@ def main(argv=None) -> int:
     from collector.db import conninfo as django_conninfo
 
     conninfo = django_conninfo()
+    tls = None
+    if args.tls:
+        tls_dir = Path(tempfile.mkdtemp(prefix="eventscope-bench-tls-"))
+        tls_env, tls = ingest.tls_setup(tls_dir)
+        env.update(tls_env)
     ingest.manage(env, "migrate", "--verbosity", "0")
     token = ingest.manage(env, "createtoken", "bench").stdout.strip()
 
@@ -272,7 +285,7 @@ def main(argv=None) -> int:
         print("raw COPY baseline ...", file=sys.stderr)
         baselines.append(raw_copy_rate(conninfo, rows))
         print(f"collector: {count} process(es), {exporters} exporters ...", file=sys.stderr)
-        run = ingest_run(env, conninfo, token, workload, exporters, count)
+        run = ingest_run(env, conninfo, token, workload, exporters, count, tls)
         runs.append({**run, "clients": exporters})
     print("raw COPY baseline ...", file=sys.stderr)
     baselines.append(raw_copy_rate(conninfo, rows))
@@ -285,17 +298,20 @@ def main(argv=None) -> int:
     overload_workload = ingest.build_workload(args.requests, args.messages, args.calls, seed=11)
     flood = overload(
         env, token, overload_workload, args.overload_clients, args.overload_seconds,
-        runs[-1]["processes"],
+        runs[-1]["processes"], tls,
     )  # fmt: skip
 
     info = ingest.machine(conninfo)
     print("## Ingest benchmark\n")
     print(
         f"Machine: {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['cpu']}; "
-        f"PostgreSQL {info['postgresql']}; Python {info['python']}.\n"
+        f"PostgreSQL {info['postgresql']}; Python {info['python']}; load average "
+        f"{info['load']} at the end (a shared machine is slower when others work).\n"
     )
     print(
-        f"Workload: {args.requests} OTLP/HTTP protobuf requests, {workload.spans} spans "
+        f"Workload: {args.requests} OTLP/HTTP protobuf requests"
+        + (" over TLS (https, TLS 1.3, kept-alive connections)" if args.tls else "")
+        + f", {workload.spans} spans "
         f"({workload.messages} publishes, {workload.consumed} consumes, {workload.calls} "
         f"HTTP call pairs).\n"
     )

@@ -4,6 +4,13 @@ With EVENTSCOPE_INGEST_AUTH=off a valid ingest token still decides the
 project, and a missing or unusable one sends the data to the default
 project instead of a 401 (the contract's "unless ... off").
 
+Behind mutual TLS a client certificate can stand for a token: a request
+without an Authorization header whose verified certificate has a subject CN
+or subject alternative name listed in EVENTSCOPE_TLS_CLIENT_PROJECTS goes to
+that name's project. A request that sends a token is judged by the token
+alone, so the certificate is then only required in addition (with
+EVENTSCOPE_TLS_CLIENT_AUTH=required).
+
 Lookups are cached in the process for CACHE_SECONDS, because every export
 request carries the token and the database is busy with the writes. The
 price: revoking a token takes effect within CACHE_SECONDS. Unknown tokens
@@ -121,10 +128,44 @@ def _warn_once(prefix: str, problem: str) -> None:
     )
 
 
-async def project_for(authorization: str | None) -> int:
-    """The project id for a request's Authorization header.
+def _lookup_slug(slug: str) -> int | None:
+    from collector.models import Project
 
-    A valid ingest token gives its project. Otherwise, with ingest auth
+    try:
+        return Project.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    except DatabaseError as exc:
+        raise StorageUnavailable(f"cannot look up project {slug!r}: {exc}") from exc
+    finally:
+        connection.close()
+
+
+async def _certificate_project(names: tuple[str, ...]) -> int | None:
+    """The project a client certificate's names map to (EVENTSCOPE_TLS_CLIENT_PROJECTS);
+    None when none of them is mapped. Unauthorized when the project does not exist."""
+    mapping = settings.TLS_CLIENT_PROJECTS
+    for name in names:
+        slug = mapping.get(name)
+        if slug is None:
+            continue
+        key = "\x00project:" + slug
+        hit, project_id = _cached(key)
+        if not hit:
+            project_id = await sync_to_async(_lookup_slug)(slug)
+            _remember(key, project_id)
+        if project_id is None:
+            raise Unauthorized(
+                f"client certificate {name!r} is mapped to project {slug!r}, which does not exist"
+            )
+        return project_id
+    return None
+
+
+async def project_for(authorization: str | None, certificate: tuple[str, ...] = ()) -> int:
+    """The project id for a request's Authorization header and the names of its
+    verified client certificate (collector.tls.names_of; empty without one).
+
+    A valid ingest token gives its project; without a token, a certificate
+    name mapped to a project gives that one. Otherwise, with ingest auth
     required, Unauthorized; with it off, the default project (a given but
     unusable token is logged once per prefix). Raises StorageUnavailable
     when the database cannot be asked.
@@ -139,8 +180,15 @@ async def project_for(authorization: str | None) -> int:
         _warn_once(f"scheme:{scheme}", f"an Authorization header of scheme {scheme!r} is unusable")
         token = None
     if token is None:
+        if authorization is None or not authorization.strip():
+            mapped = await _certificate_project(certificate)
+            if mapped is not None:
+                return mapped
         if not auth_off:
-            raise Unauthorized("missing ingest token: send 'Authorization: Bearer <ingest token>'")
+            message = "missing ingest token: send 'Authorization: Bearer <ingest token>'"
+            if certificate:
+                message += f" (client certificate {certificate[0]!r} is not mapped to a project)"
+            raise Unauthorized(message)
         return await _project_of(None)
     project_id = await _project_of(token)
     if project_id is not None:

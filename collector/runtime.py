@@ -25,6 +25,7 @@ import psycopg
 import uvicorn
 
 from collector.db import conninfo as django_conninfo
+from collector.tls import TLSFiles, uvicorn_options
 from collector.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,18 @@ def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.sock
 
 
 async def start_asgi(
-    app, host: str, port: int, name: str, reuse_port: bool = False
+    app,
+    host: str,
+    port: int,
+    name: str,
+    reuse_port: bool = False,
+    tls: TLSFiles | None = None,
+    client_auth: bool = False,
 ) -> tuple[_Server, asyncio.Task]:
-    """Serve `app` with uvicorn on host:port; returns once it listens."""
+    """Serve `app` with uvicorn on host:port; returns once it listens.
+
+    With `tls`, over TLS from those files (re-read when they change);
+    `client_auth` asks clients for certificates as the files say (ingest)."""
     sock = listen_socket(host, port, reuse_port)
     config = uvicorn.Config(
         app,
@@ -92,6 +102,7 @@ async def start_asgi(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=15,
+        **uvicorn_options(tls, client_auth),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
@@ -100,7 +111,7 @@ async def start_asgi(
             task.result()  # raises the bind error
             raise OSError(f"{name} could not start on {host}:{port}")
         await asyncio.sleep(0.02)
-    log.info("%s listening on http://%s:%s", name, host, port)
+    log.info("%s listening on %s://%s:%s", name, "https" if tls else "http", host, port)
     return server, task
 
 
@@ -270,6 +281,7 @@ async def run(
     # pool's processes already keep N transactions going, and two lanes in
     # each made them contend (on two cores, 33,000 against 37,000 spans/s).
     writer = Writer(lanes=1 if ports.reuse_port else 2)
+    tls = TLSFiles.from_settings()
     await writer.start()
     started = []
     grpc_server = None
@@ -282,12 +294,14 @@ async def run(
                 ports.otlp_http,
                 "OTLP/HTTP receiver",
                 reuse_port=ports.reuse_port,
+                tls=tls,
+                client_auth=True,
             )  # fmt: skip
         )
-        grpc_server = await start_grpc_server(writer, ports.host, ports.otlp_grpc)
+        grpc_server = await start_grpc_server(writer, ports.host, ports.otlp_grpc, tls=tls)
         if web_app is not None:
             web = with_health(web_app, writer)
-            started.append(await start_asgi(web, ports.host, ports.web, "web app"))
+            started.append(await start_asgi(web, ports.host, ports.web, "web app", tls=tls))
         if tasks is not None:
             leader = asyncio.create_task(lead(tasks, stop), name="leader")
         if on_started is not None:

@@ -36,8 +36,10 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import queue
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -181,13 +183,26 @@ class _QuietThread(logging.Filter):
         return record.threadName != self.thread_name or record.levelno > logging.INFO
 
 
+def _exporter_tls() -> ssl.SSLContext:
+    """The TLS settings the OpenTelemetry exporters read from the environment
+    (OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY), so the
+    CloudEvents posts reach the collector the same way the spans do."""
+    context = ssl.create_default_context(cafile=os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+    client_certificate = os.environ.get("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+    if client_certificate:
+        context.load_cert_chain(
+            client_certificate, os.environ.get("OTEL_EXPORTER_OTLP_CLIENT_KEY") or None
+        )
+    return context
+
+
 class CloudEventSender:
     """Posts CloudEvents batches from a thread of its own, so a slow or absent
     collector never stalls the shop; when the queue is full, events are dropped."""
 
     def __init__(self, endpoint: str, headers: dict | None = None):
         self.url = f"{endpoint.rstrip('/')}/v1/events"
-        self.client = httpx.Client(headers=dict(headers or {}), timeout=5.0)
+        self.client = httpx.Client(headers=dict(headers or {}), timeout=5.0, verify=_exporter_tls())
         self.pending: queue.Queue = queue.Queue(maxsize=1000)
         self.dropped = 0
         self.thread = threading.Thread(target=self._deliver, name="demo-cloudevents", daemon=True)

@@ -242,3 +242,53 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS", 10, mini
 ALERT_EVALUATION_SECONDS = env_int("EVENTSCOPE_ALERT_EVALUATION_SECONDS", 15, minimum=1)
 # Where people reach the web UI; links in notifications point here.
 PUBLIC_URL = env_str("EVENTSCOPE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# ---- Eventscope: TLS and running behind a proxy ------------------------------------
+# One certificate and key for every listening port (OTLP/HTTP, OTLP/gRPC, the
+# web port of `serve`), re-read when the files change (collector/tls.py).
+TLS_CERT_FILE = env_str("EVENTSCOPE_TLS_CERT_FILE")
+TLS_KEY_FILE = env_str("EVENTSCOPE_TLS_KEY_FILE")
+# Mutual TLS on the ingest ports: clients' certificates are checked against this CA.
+TLS_CLIENT_CA_FILE = env_str("EVENTSCOPE_TLS_CLIENT_CA_FILE")
+TLS_CLIENT_AUTH = env_choice("EVENTSCOPE_TLS_CLIENT_AUTH", "off", ("off", "optional", "required"))
+# Client certificate name (subject CN or subject alternative name) = project slug.
+TLS_CLIENT_PROJECTS = {}
+for _item in env_list("EVENTSCOPE_TLS_CLIENT_PROJECTS"):
+    _name, _, _slug = _item.rpartition("=")
+    if not _name.strip() or not _slug.strip():
+        raise ImproperlyConfigured(
+            f"EVENTSCOPE_TLS_CLIENT_PROJECTS: {_item!r} is not certificate-name=project-slug"
+        )
+    TLS_CLIENT_PROJECTS[_name.strip()] = _slug.strip()
+if bool(TLS_CERT_FILE) != bool(TLS_KEY_FILE):
+    raise ImproperlyConfigured(
+        "EVENTSCOPE_TLS_CERT_FILE and EVENTSCOPE_TLS_KEY_FILE go together: set both or neither"
+    )
+for _name, _path in (
+    ("EVENTSCOPE_TLS_CERT_FILE", TLS_CERT_FILE),
+    ("EVENTSCOPE_TLS_KEY_FILE", TLS_KEY_FILE),
+    ("EVENTSCOPE_TLS_CLIENT_CA_FILE", TLS_CLIENT_CA_FILE),
+):
+    if _path and not Path(_path).is_file():
+        raise ImproperlyConfigured(f"{_name}={_path}: no such file")
+if TLS_CLIENT_AUTH != "off" and not (TLS_CERT_FILE and TLS_CLIENT_CA_FILE):
+    raise ImproperlyConfigured(
+        f"EVENTSCOPE_TLS_CLIENT_AUTH={TLS_CLIENT_AUTH} needs EVENTSCOPE_TLS_CERT_FILE, "
+        "EVENTSCOPE_TLS_KEY_FILE and EVENTSCOPE_TLS_CLIENT_CA_FILE"
+    )
+if TLS_CLIENT_CA_FILE and TLS_CLIENT_AUTH == "off":
+    raise ImproperlyConfigured(
+        "EVENTSCOPE_TLS_CLIENT_CA_FILE is set but EVENTSCOPE_TLS_CLIENT_AUTH is off: "
+        "set it to optional or required"
+    )
+if TLS_CLIENT_PROJECTS and TLS_CLIENT_AUTH == "off":
+    raise ImproperlyConfigured(
+        "EVENTSCOPE_TLS_CLIENT_PROJECTS needs EVENTSCOPE_TLS_CLIENT_AUTH=optional or required"
+    )
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and that is the
+# only way to reach the web port): requests it marks https are secure.
+TRUST_X_FORWARDED_PROTO = env_bool("EVENTSCOPE_TRUST_X_FORWARDED_PROTO", False)
+if TRUST_X_FORWARDED_PROTO:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Strict-Transport-Security on answers to HTTPS requests (never on plain HTTP).
+SECURE_HSTS_SECONDS = env_int("EVENTSCOPE_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)

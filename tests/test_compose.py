@@ -13,6 +13,7 @@ from django.core.management import get_commands, load_command_class
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_SERVICES = ("migrate", "collector", "web", "worker", "demo")
+TLS_SERVICES = ("web-tls", "tls-proxy")
 DATABASE_URL = "postgresql://eventscope:eventscope@postgres:5432/eventscope"
 
 
@@ -33,7 +34,7 @@ def command_of(service) -> list[str]:
 
 def test_it_is_a_compose_v2_file_with_the_whole_stack(compose, services):
     assert "version" not in compose
-    assert set(services) == {"postgres", "redis", *APP_SERVICES}
+    assert set(services) == {"postgres", "redis", *APP_SERVICES, *TLS_SERVICES}
     assert "pgdata" in compose["volumes"]
 
 
@@ -168,6 +169,45 @@ def test_the_image_exposes_the_ports_compose_publishes(services):
     published = {
         int(mapping.split(":")[-1])
         for service in services.values()
+        if service.get("build") == "."
         for mapping in service.get("ports", ())
     }
     assert published <= exposed
+
+
+def test_the_tls_proxy_starts_only_with_its_profile(services):
+    for name in TLS_SERVICES:
+        assert services[name]["profiles"] == ["tls"], name
+    for name in ("postgres", "redis", *APP_SERVICES):
+        assert "profiles" not in services[name], name
+
+
+def test_the_tls_proxy_fronts_a_web_process_that_trusts_it_and_no_one_else(services):
+    web_tls = services["web-tls"]
+    environment = web_tls["environment"]
+    assert environment["EVENTSCOPE_TRUST_X_FORWARDED_PROTO"] == "1"
+    # Trusting X-Forwarded-Proto is only safe when the proxy is the only way in.
+    assert "ports" not in web_tls
+    assert environment["DATABASE_URL"] == DATABASE_URL
+    readme = (ROOT / "README.md").read_text()
+    for variable in environment:
+        assert f"`{variable}`" in readme, variable
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    proxy = services["tls-proxy"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    sites = dict(
+        re.findall(r"^https://localhost:(\d+) \{.*?reverse_proxy (\S+)", caddyfile, re.S | re.M)
+    )
+    assert sites == {"8443": "web-tls:8000", "4443": "collector:4318"}
+    origins = environment["EVENTSCOPE_CSRF_TRUSTED_ORIGINS"].split(",")
+    assert "https://localhost:8443" in origins
+    assert {f"{port}:{port}" for port in sites} == set(proxy["ports"])
+    from uvicorn import main as uvicorn_cli
+
+    program, *arguments = command_of(web_tls)
+    options = uvicorn_cli.make_context("uvicorn", arguments).params
+    assert (program, options["app"], options["port"]) == (
+        "uvicorn",
+        "dashboard.asgi:application",
+        8000,
+    )

@@ -25,6 +25,7 @@ from collector.batch import IngestUnavailable
 from collector.decode import PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_logs, normalize_traces
 from collector.receivers.otlp_http import count_data_points
+from collector.tls import grpc_credentials
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,17 @@ async def _abort_unavailable(context, exc: IngestUnavailable):
     await context.abort_with_status(_RichStatus(status))
 
 
+def _client_names(context) -> tuple[str, ...]:
+    """The verified client certificate's CN and subject alternative names (mutual TLS)."""
+    peer = context.auth_context() or {}
+    names = [*peer.get("x509_common_name", ()), *peer.get("x509_subject_alternative_name", ())]
+    return tuple(dict.fromkeys(n.decode() if isinstance(n, bytes) else n for n in names))
+
+
 async def _project(context) -> int:
     metadata = dict(context.invocation_metadata() or ())
     try:
-        return await auth.project_for(metadata.get("authorization"))
+        return await auth.project_for(metadata.get("authorization"), _client_names(context))
     except auth.Unauthorized as exc:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
     except IngestUnavailable as exc:
@@ -207,8 +215,11 @@ def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
     )
 
 
-async def start_grpc_server(writer, host: str = "127.0.0.1", port: int = 4317) -> grpc.aio.Server:
-    """Start the OTLP/gRPC receiver on host:port (0 = an ephemeral port).
+async def start_grpc_server(
+    writer, host: str = "127.0.0.1", port: int = 4317, tls=None
+) -> grpc.aio.Server:
+    """Start the OTLP/gRPC receiver on host:port (0 = an ephemeral port), over
+    TLS from `tls` (collector.tls.TLSFiles, re-read when the files change) when given.
 
     The bound port is on the returned server as `server.bound_port`. Messages
     over settings.MAX_BODY_BYTES (after decompression) are refused by gRPC
@@ -235,10 +246,14 @@ async def start_grpc_server(writer, host: str = "127.0.0.1", port: int = 4317) -
         )
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials, server.certificates = grpc_credentials(tls)
+        bound = server.add_secure_port(address, credentials)
     if not bound:
         raise OSError(f"cannot listen for OTLP/gRPC on {address}")
     await server.start()
     server.bound_port = bound
-    log.info("OTLP/gRPC receiver listening on %s:%s", host, bound)
+    log.info("OTLP/gRPC receiver listening on %s:%s%s", host, bound, " (TLS)" if tls else "")
     return server

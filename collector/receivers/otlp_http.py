@@ -39,6 +39,7 @@ from collector.decode import (
     media_type,
 )
 from collector.normalize import normalize_logs, normalize_traces
+from collector.tls import client_names
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,8 @@ class Receiver:
                     headers=[(b"allow", allow)],
                 )
             if path == EVENTS_PATH:
-                return await self.events(headers, receive)
-            return await self.otlp(OTLP_PATHS[path], headers, receive)
+                return await self.events(headers, receive, client_names(scope))
+            return await self.otlp(OTLP_PATHS[path], headers, receive, client_names(scope))
         if path in ("/healthz", "/readyz", "/metrics"):
             if method not in ("GET", "HEAD"):
                 return Response(405, b"method not allowed: use GET\n", headers=[(b"allow", b"GET")])
@@ -266,7 +267,9 @@ class Receiver:
             log.exception("readiness check failed")
             return False
 
-    async def otlp(self, signal: str, headers: dict[str, str], receive) -> Response:
+    async def otlp(
+        self, signal: str, headers: dict[str, str], receive, certificate: tuple[str, ...] = ()
+    ) -> Response:
         try:
             fmt = media_type(headers.get("content-type"))
         except UnsupportedMediaType as exc:
@@ -274,7 +277,7 @@ class Receiver:
         else:
             unsupported = None
         try:
-            project_id = await auth.project_for(headers.get("authorization"))
+            project_id = await auth.project_for(headers.get("authorization"), certificate)
             if unsupported is not None:
                 raise unsupported
             if signal != "metrics":
@@ -350,9 +353,11 @@ class Receiver:
             response.partial_success.error_message = message or ""
         return Response(200, encode_response(response, fmt), CONTENT_TYPES[fmt])
 
-    async def events(self, headers: dict[str, str], receive) -> Response:
+    async def events(
+        self, headers: dict[str, str], receive, certificate: tuple[str, ...] = ()
+    ) -> Response:
         try:
-            project_id = await auth.project_for(headers.get("authorization"))
+            project_id = await auth.project_for(headers.get("authorization"), certificate)
             self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
             await self.writer.make_way()

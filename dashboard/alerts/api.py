@@ -67,6 +67,7 @@ def webhook_json(webhook: Webhook, editor: bool = False) -> dict:
         "url": webhook.url if editor else webhook.masked_url,
         "format": webhook.format,
         "secret_hint": webhook.secret_hint,
+        "ca_bundle": webhook.ca_bundle,
         "created_at": rfc3339(webhook.created_at),
         "updated_at": rfc3339(webhook.updated_at),
     }

@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import ssl
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,7 +12,8 @@ from dashboard.alerts.evaluate import close_rule_alerts
 from dashboard.alerts.models import SECRET_PREFIX, AlertRule, Format, Webhook, new_secret
 from dashboard.alerts.rules import Invalid, clean_rule
 
-WEBHOOK_FIELDS = ("name", "url", "format", "secret")
+WEBHOOK_FIELDS = ("name", "url", "format", "secret", "ca_bundle")
+CA_BUNDLE_MAX_CHARS = 64 * 1024
 
 
 def clean_webhook(data, current: Webhook | None = None) -> dict:
@@ -52,7 +54,34 @@ def clean_webhook(data, current: Webhook | None = None) -> dict:
     else:
         secret = secret.strip()
         check_secret(secret)
-    return {"name": name.strip(), "url": url, "format": fmt, "secret": secret}
+    ca_bundle = clean_ca_bundle(merged.get("ca_bundle"))
+    return {
+        "name": name.strip(),
+        "url": url,
+        "format": fmt,
+        "secret": secret,
+        "ca_bundle": ca_bundle,
+    }
+
+
+def clean_ca_bundle(value) -> str:
+    """PEM CA certificates that verify a receiver behind a private CA; "" for none."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid("ca_bundle must be a string of PEM certificates")
+    value = value.strip().replace("\r\n", "\n")
+    if not value:
+        return ""
+    if len(value) > CA_BUNDLE_MAX_CHARS:
+        raise Invalid(f"ca_bundle is longer than {CA_BUNDLE_MAX_CHARS} characters")
+    if "-----BEGIN CERTIFICATE-----" not in value:
+        raise Invalid("ca_bundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)")
+    try:
+        outbound.tls_context(value)
+    except (ssl.SSLError, ValueError) as exc:
+        raise Invalid(f"ca_bundle: these are not valid PEM certificates ({exc})") from None
+    return value + "\n"
 
 
 def check_secret(secret: str) -> None:

@@ -43,6 +43,9 @@ class Webhook(models.Model):
     url = models.URLField(max_length=2000)
     format = models.CharField(max_length=20, choices=Format.choices, default=Format.JSON)
     secret = models.CharField(max_length=200, default=new_secret)
+    # PEM certificates of the CA(s) that issued the receiver's certificate, for
+    # receivers behind a private CA; empty: the public roots (certifi).
+    ca_bundle = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -6,6 +6,11 @@ status line, headers and body of the answer, so a receiver that dribbles a
 header line every half second cannot hold a sender. A response is read up
 to RESPONSE_LIMIT bytes.
 
+HTTPS receivers' certificates are always verified, against the public
+roots (certifi) or, for a receiver behind a private CA, against the
+webhook's own CA bundle alone; there is no switch that turns verification
+off. A certificate that does not verify is a connection error that says so.
+
 It refuses destinations on loopback, private, site-local, link-local,
 multicast, reserved or unspecified addresses, and IPv6 forms that carry
 such an IPv4 address (IPv4-mapped, 6to4, NAT64), unless
@@ -22,6 +27,7 @@ import concurrent.futures
 import ipaddress
 import re
 import socket
+import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -193,9 +199,37 @@ def _limit() -> float:
     return float(settings.WEBHOOK_TIMEOUT_SECONDS)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None = None) -> Response:
+def tls_context(ca_bundle: str = "") -> ssl.SSLContext | bool:
+    """What verifies an HTTPS receiver: the public roots (True), or only the CA
+    certificates of `ca_bundle` (PEM); ssl.SSLError when it holds none."""
+    if not ca_bundle.strip():
+        return True
+    context = ssl.create_default_context(cadata=ca_bundle)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _untrusted(exc: Exception) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error, if that is what it is."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float | None = None,
+    ca_bundle: str = "",
+) -> Response:
     """POST `body` to `url` through the guard, within `timeout` seconds in all
-    (default EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS).
+    (default EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS); an https receiver's certificate
+    is verified against `ca_bundle` (PEM) when given, else the public roots.
 
     Raises Refused (not allowed), httpx.TimeoutException (the limit passed) or
     ConnectionError / httpx.TransportError (network trouble, worth retrying).
@@ -223,7 +257,17 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None =
         # Cancelling the coroutine closes the connection.
         return asyncio.run(
             asyncio.wait_for(
-                _exchange(parts, port, addresses, host, request_headers, body, started, limit),
+                _exchange(
+                    parts,
+                    port,
+                    addresses,
+                    host,
+                    request_headers,
+                    body,
+                    started,
+                    limit,
+                    tls_context(ca_bundle),
+                ),
                 left,
             )
         )
@@ -231,7 +275,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float | None =
         raise late from None
 
 
-async def _exchange(parts, port, addresses, host, headers, body, started, limit) -> Response:
+async def _exchange(
+    parts, port, addresses, host, headers, body, started, limit, verify=True
+) -> Response:
     """Send the request to the first checked address that accepts a connection."""
     deadline = started + limit
     # TLS still verifies the certificate against the host name.
@@ -239,7 +285,7 @@ async def _exchange(parts, port, addresses, host, headers, body, started, limit)
     failures = []
     # trust_env=False: a proxy from the environment would connect on our behalf
     # to whatever the name resolves to there, bypassing the check.
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx.AsyncClient(trust_env=False, verify=verify) as client:
         for n, address in enumerate(addresses):
             # Each address left gets an equal share of the time left to
             # connect, so one that never answers does not use up the rest.
@@ -257,6 +303,13 @@ async def _exchange(parts, port, addresses, host, headers, body, started, limit)
                 response = await client.send(request, stream=True, follow_redirects=False)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent yet, so the next address may be tried.
+                untrusted = _untrusted(exc)
+                if untrusted is not None:
+                    exc = httpx.ConnectError(
+                        f"the TLS certificate of {host} is not trusted "
+                        f"({untrusted.verify_message or untrusted.reason}); for a receiver "
+                        "behind a private CA, put that CA's certificate in the webhook's CA bundle"
+                    )
                 failures.append((address, exc))
                 continue
             try:

@@ -107,7 +107,9 @@ class Transport:
             return (dt.datetime.now(dt.UTC) - started).total_seconds() * 1000
 
         try:
-            response = outbound.post(self.webhook.url, body.encode(), headers)
+            response = outbound.post(
+                self.webhook.url, body.encode(), headers, ca_bundle=self.webhook.ca_bundle
+            )
         except outbound.Refused as exc:
             raise TransportError(str(exc), permanent=True, duration_ms=took()) from None
         except httpx.TimeoutException:

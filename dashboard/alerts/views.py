@@ -192,12 +192,13 @@ def remove_rule(request, rule_id):
 
 
 def _webhook_values(post) -> dict:
-    return {k: post.get(k, "") for k in ("name", "url", "format", "secret")}
+    return {k: post.get(k, "") for k in ("name", "url", "format", "secret", "ca_bundle")}
 
 
 @page_view()
 def webhooks_page(request):
-    error, values = None, {"name": "", "url": "", "format": Format.JSON, "secret": ""}
+    error = None
+    values = {"name": "", "url": "", "format": Format.JSON, "secret": "", "ca_bundle": ""}
     if request.method == "POST":
         _require_editor(request)
         values = _webhook_values(request.POST)
@@ -224,7 +225,13 @@ def webhooks_page(request):
 def webhook_page(request, webhook_id):
     webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
     error = None
-    values = {"name": webhook.name, "url": webhook.url, "format": webhook.format, "secret": ""}
+    values = {
+        "name": webhook.name,
+        "url": webhook.url,
+        "format": webhook.format,
+        "secret": "",
+        "ca_bundle": webhook.ca_bundle,
+    }
     if request.method == "POST":
         _require_editor(request)
         values = _webhook_values(request.POST)

@@ -431,6 +431,12 @@ SCHEMAS = {
             "format": {"enum": ["json", "alertmanager", "slack"]},
             "secret": {"type": "string", "description": "whsec_… signing key (editors only)"},
             "secret_hint": {**STRING_OR_NULL, "readOnly": True},
+            "ca_bundle": {
+                "type": "string",
+                "description": "PEM certificates of a private CA that issued the receiver's "
+                "certificate; when set, the receiver is verified against these alone "
+                "(empty: the public roots). Verification cannot be turned off",
+            },
             "created_at": {**DATE_TIME, "readOnly": True},
             "updated_at": {**DATE_TIME, "readOnly": True},
             "deliveries": {

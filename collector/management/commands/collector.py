@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from collector import processes, runtime
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         if processes < 1:
             raise CommandError("--processes must be at least 1")
         banner = f"OTLP/HTTP on {host}:{otlp_http_port}, OTLP/gRPC on {host}:{otlp_grpc_port}"
+        if settings.TLS_CERT_FILE:
+            banner += f", TLS (client certificates: {settings.TLS_CLIENT_AUTH})"
         if processes > 1:
             self._run_pool(processes, host, otlp_http_port, otlp_grpc_port, banner)
             return

@@ -47,7 +47,8 @@ class Command(BaseCommand):
         def started():
             nonlocal demo_thread
             self.stdout.write(
-                f"serving the dashboard on http://{host}:{port}, OTLP/HTTP on {host}:"
+                f"serving the dashboard on {'https' if settings.TLS_CERT_FILE else 'http'}://"
+                f"{host}:{port}, OTLP/HTTP on {host}:"
                 f"{otlp_http_port}, OTLP/gRPC on {host}:{otlp_grpc_port}",
                 ending="\n",
             )
@@ -93,7 +94,9 @@ class Command(BaseCommand):
     def _start_demo(self, otlp_http_port, stop, headers) -> threading.Thread:
         from dashboard import demo
 
-        endpoint = f"http://127.0.0.1:{otlp_http_port}"
+        # Over TLS the demo trusts what OTEL_EXPORTER_OTLP_CERTIFICATE names, as any exporter.
+        scheme = "https" if settings.TLS_CERT_FILE else "http"
+        endpoint = f"{scheme}://127.0.0.1:{otlp_http_port}"
 
         def run_demo():
             try:
