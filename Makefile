@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench lint format clean
+.PHONY: install run test bench lint format vendor vendor-check clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,15 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The front-end libraries in static/vendor/ come from npm, listed in its
+# manifest.json; `vendor` moves each to the newest release its range allows
+# (needs npm and the network), `vendor-check` verifies them offline.
+vendor:
+	$(PYTHON) scripts/vendor.py
+
+vendor-check:
+	$(PYTHON) scripts/vendor.py --check
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
