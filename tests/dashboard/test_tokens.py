@@ -55,9 +55,13 @@ def test_bad_token_forms_say_what_is_wrong(client, admin_user):
     assert response.status_code == 400 and "Scope must be" in response.content.decode()
 
 
-def test_admins_add_change_and_remove_members(client, admin_user, project):
+def test_admins_add_change_and_remove_members(client, admin_user, project, other_project):
     newcomer = get_user_model().objects.create_user("nina", password="pw-pw-pw-pw")
+    # Existing accounts can be added from the other projects one administers.
+    Membership.objects.create(user=admin_user, project=other_project, role=Role.ADMIN)
+    Membership.objects.create(user=newcomer, project=other_project, role=Role.VIEWER)
     client.force_login(admin_user)
+    client.get("/members/?project=shop")  # the project the forms below act on
     assert client.post("/members/", {"username": "nina", "role": Role.VIEWER}).status_code == 302
     membership = Membership.objects.get(user=newcomer, project=project)
     client.post(f"/members/{membership.pk}", {"role": Role.EDITOR})
@@ -66,7 +70,9 @@ def test_admins_add_change_and_remove_members(client, admin_user, project):
     client.post(f"/members/{membership.pk}", {"action": "remove"})
     assert not Membership.objects.filter(pk=membership.pk).exists()
     missing = client.post("/members/", {"username": "ghost", "role": Role.VIEWER})
-    assert missing.status_code == 400 and "no user" in missing.content.decode()
+    assert missing.status_code == 400 and "No account “ghost” that you can add" in (
+        missing.content.decode()
+    )
 
 
 def test_the_last_admin_cannot_be_removed_or_demoted(client, admin_user, project):
