@@ -119,3 +119,48 @@ def test_read_tokens_record_their_last_use_at_most_once_a_minute(client, admin_u
     api.get("/api/failures", HTTP_AUTHORIZATION=f"Bearer {secret}")
     token.refresh_from_db()
     assert token.last_used_at > earlier + dt.timedelta(minutes=4)
+
+
+def _comparable(html: str, username: str) -> str:
+    """The page without what differs on every render (CSRF tokens are masked
+    afresh each time) and with the name asked for made neutral."""
+    import re
+
+    html = re.sub(r'("X-CSRFToken": "|name="csrfmiddlewaretoken" value=")[^"]+', r"\1", html)
+    return html.replace(username, "NAME")
+
+
+def test_the_members_form_does_not_tell_who_else_has_an_account(
+    client, admin_user, project, other_viewer
+):
+    """An unknown name and a user of a project this admin has no part in get
+    the same answer: the form is no way to learn who uses the installation."""
+    client.force_login(admin_user)
+    stranger = client.post("/members/", {"username": "otto", "role": Role.VIEWER})
+    unknown = client.post("/members/", {"username": "ottx", "role": Role.VIEWER})
+    assert stranger.status_code == unknown.status_code == 400
+    page = stranger.content.decode()
+    assert _comparable(page, "otto") == _comparable(unknown.content.decode(), "ottx")
+    assert "No account “otto” that you can add" in page
+    assert not Membership.objects.filter(user=other_viewer, project=project).exists()
+    # Nor does the page offer them.
+    assert "otto" not in client.get("/members/").content.decode()
+
+
+def test_members_of_another_project_one_administers_are_offered_and_added(
+    client, admin_user, project, other_project, other_viewer
+):
+    Membership.objects.create(user=admin_user, project=other_project, role=Role.ADMIN)
+    client.force_login(admin_user)
+    page = client.get("/members/?project=shop").content.decode()
+    assert '<option value="otto">' in page
+    assert client.post("/members/", {"username": "otto", "role": Role.EDITOR}).status_code == 302
+    assert Membership.objects.get(user=other_viewer, project=project).role == Role.EDITOR
+
+
+def test_superusers_can_add_anyone(client, project, other_viewer):
+    root = get_user_model().objects.create_superuser("root", password="pw-pw-pw-pw")
+    client.force_login(root)
+    client.get("/members/?project=shop")
+    assert client.post("/members/", {"username": "otto", "role": Role.VIEWER}).status_code == 302
+    assert Membership.objects.filter(user=other_viewer, project=project).exists()
