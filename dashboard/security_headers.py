@@ -15,6 +15,7 @@ X-Frame-Options, X-Content-Type-Options, Referrer-Policy and HSTS come
 from Django's own middleware (settings.py).
 """
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.utils.cache import patch_cache_control
 
@@ -35,22 +36,39 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 
 class SecurityHeadersMiddleware:
+    # Both kinds, so under ASGI it adds no thread hop to every request.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
         response = self.get_response(request)
-        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        if self._private(request):
-            patch_cache_control(response, no_store=True, private=True)
-        return response
+        user = getattr(request, "user", None) if _may_be_private(request) else None
+        return _finish(request, response, user)
 
-    @staticmethod
-    def _private(request) -> bool:
-        path = request.path_info
-        if path.startswith(settings.STATIC_URL):
-            return False
-        if path.startswith("/api/"):
-            return True
-        user = getattr(request, "user", None)
-        return user is not None and user.is_authenticated
+    async def _acall(self, request):
+        response = await self.get_response(request)
+        user = None
+        if _may_be_private(request) and hasattr(request, "auser"):
+            # The lazy request.user would query the session from async code.
+            user = await request.auser()
+        return _finish(request, response, user)
+
+
+def _may_be_private(request) -> bool:
+    """False for static files, which no session or user reaches."""
+    return not request.path_info.startswith(settings.STATIC_URL)
+
+
+def _finish(request, response, user):
+    response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    private = request.path_info.startswith("/api/") or (user is not None and user.is_authenticated)
+    if private:
+        patch_cache_control(response, no_store=True, private=True)
+    return response

@@ -280,6 +280,8 @@ AXES_CLIENT_IP_CALLABLE = "dashboard.signin.client_ip"
 # Sign-ins are recorded in the audit log; axes keeps only its counters.
 AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
+# axes logs every clean-up and success at INFO; the audit log says what matters.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 # Reverse proxies in front of the web app that append to X-Forwarded-For;
 # 0 trusts only the connection's own address.
 PROXY_COUNT = env_int("EVENTSCOPE_PROXY_COUNT", 0, minimum=0)

@@ -160,3 +160,16 @@ def test_the_settings_come_from_the_environment_and_bad_values_fail_loudly():
     assert done.stdout.split() == ["31536000", "5", "1800.0", "2", "90"], done.stderr
     bad = _settings_with(EVENTSCOPE_LOGIN_FAILURE_LIMIT="0")
     assert bad.returncode != 0 and "EVENTSCOPE_LOGIN_FAILURE_LIMIT='0'" in bad.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_headers_are_the_same_under_asgi(async_client, admin_user, consumer_connections):
+    """The web app runs under uvicorn: the async path sets the same headers."""
+    anonymous = await async_client.get("/login/")
+    assert "'unsafe-inline'" not in anonymous["Content-Security-Policy"]
+    await async_client.aforce_login(admin_user)
+    page = await async_client.get("/tokens/")
+    assert page.status_code == 200 and "no-store" in page["Cache-Control"]
+    assert directives(page["Content-Security-Policy"])["script-src"] == ["'self'"]
+    static = await async_client.get("/static/js/forms.js")
+    assert "no-store" not in static.get("Cache-Control", "")
