@@ -28,6 +28,7 @@ from collector.cloudevents import CORE, ES_ATTRIBUTES, is_json_type
 from collector.models import Envelope, Stage
 from dashboard.alerts.models import Format, Webhook, secret_key
 from dashboard.alerts.transports import Transport, TransportError, signature_headers
+from dashboard.audit.trail import record as audit_record
 from dashboard.journeys import NotFound, iso
 from dashboard.models import Replay, ReplayStatus
 from dashboard.query_params import BadParameter, clean_text
@@ -230,6 +231,23 @@ def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_b
         record.duration_ms = response.elapsed_ms
     record.save(force_insert=True)
     return record
+
+
+def audit(request, replayed: Replay) -> None:
+    """The audit log's entry for a replay someone asked for (page or API)."""
+    audit_record(
+        "event.replayed",
+        request=request,
+        project=replayed.project,
+        target=f"event {replayed.event_id} from {replayed.source}",
+        details={
+            "replay": replayed.id,
+            "webhook": {"id": replayed.webhook_id, "name": replayed.webhook_name},
+            "status": replayed.status,
+            "http_status": replayed.http_status,
+            "error": replayed.error or None,
+        },
+    )
 
 
 def replay_json(record: Replay) -> dict:

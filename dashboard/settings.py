@@ -4,6 +4,7 @@ Each variable read here is documented in README.md (tests/test_docs.py checks
 it). The helpers fail loudly on a malformed value instead of guessing.
 """
 
+import datetime as dt
 import os
 import secrets
 from pathlib import Path
@@ -292,3 +293,46 @@ if TRUST_X_FORWARDED_PROTO:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Strict-Transport-Security on answers to HTTPS requests (never on plain HTTP).
 SECURE_HSTS_SECONDS = env_int("EVENTSCOPE_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+
+# ---- Eventscope: access security (sign-in lockout, audit log, headers) --------
+# Kept together so the rest of this file stays untouched by it.
+INSTALLED_APPS += [
+    "axes",
+    # After axes: its sign-in receivers must run first, so ours can tell a
+    # locked-out attempt from a plain failure (dashboard/audit/signins.py).
+    "dashboard.audit",
+]
+# Headers on every response (CSP, no-store) sit just inside SecurityMiddleware;
+# axes turns a locked-out sign-in into its answer and must come last.
+MIDDLEWARE.insert(1, "dashboard.security_headers.SecurityHeadersMiddleware")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    # Refuses any sign-in while the username or the address is locked out,
+    # before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed sign-ins counted per username (from any address) and per address
+# (for any username); either reaching the limit locks it out for the
+# cool-off, and every attempt during it (right password too) is refused
+# and restarts the cool-off.
+AXES_FAILURE_LIMIT = env_int("EVENTSCOPE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("EVENTSCOPE_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success must not wipe the counters: they are kept per (username,
+# address) row, so resetting by address would let anyone with an account
+# clear the failures an attacker piled up against someone else's.
+AXES_RESET_ON_SUCCESS = False
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "dashboard.signin.locked_out"
+# The one client-address rule, shared with the audit log (dashboard/signin.py).
+AXES_CLIENT_IP_CALLABLE = "dashboard.signin.client_ip"
+# Sign-ins are recorded in the audit log; axes keeps only its counters.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+# axes logs every clean-up and success at INFO; the audit log says what matters.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+# Reverse proxies in front of the web app that append to X-Forwarded-For;
+# 0 trusts only the connection's own address.
+PROXY_COUNT = env_int("EVENTSCOPE_PROXY_COUNT", 0, minimum=0)
+AUDIT_RETENTION_DAYS = env_int("EVENTSCOPE_AUDIT_RETENTION_DAYS", 365, minimum=1)

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("dashboard.core_urls")),
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.alerts.urls")),
+    path("", include("dashboard.audit.urls")),
 ]

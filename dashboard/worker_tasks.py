@@ -17,4 +17,6 @@ TASKS = {
     "webhooks": "dashboard.alerts.sender:run",
     # hourly flow rollups for long flow-graph windows
     "flow_hours": "dashboard.flowhours:run",
+    # audit events past EVENTSCOPE_AUDIT_RETENTION_DAYS
+    "audit_retention": "dashboard.audit.retention:run",
 }

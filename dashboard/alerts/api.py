@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from collector.models import Role
 from dashboard.access import api_view, json_error
-from dashboard.alerts import outbox, sender
+from dashboard.alerts import history, outbox, sender
 from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
 from dashboard.alerts.models import Alert, AlertRule, Attempt, Delivery, State, Webhook
 from dashboard.alerts.rules import Invalid
@@ -238,6 +238,7 @@ def _list_rules(request):
 @_guard
 def _create_rule(request):
     rule = save_rule(request.project, _body(request))
+    history.rule_saved(request, rule, None)
     return JsonResponse(rule_json(rule), status=201)
 
 
@@ -259,7 +260,9 @@ def _update_rule(request, rule_id):
     rule = _rule_or_404(request, rule_id)
     if rule is None:
         return json_error(404, f"no alert rule {rule_id} in this project")
+    before = history.rule_state(rule)
     rule = save_rule(request.project, _body(request), rule)
+    history.rule_saved(request, rule, before)
     return JsonResponse(rule_json(rule))
 
 
@@ -268,7 +271,9 @@ def _delete_rule(request, rule_id):
     rule = _rule_or_404(request, rule_id)
     if rule is None:
         return json_error(404, f"no alert rule {rule_id} in this project")
+    before = history.rule_state(rule)
     delete_rule(rule)
+    history.rule_deleted(request, rule, before)
     return HttpResponse(status=204)
 
 
@@ -307,6 +312,7 @@ def _list_webhooks(request):
 def _create_webhook(request):
     fields = clean_webhook(_body(request))
     webhook = Webhook.objects.create(project=request.project, **fields)
+    history.webhook_saved(request, webhook, None)
     return JsonResponse(webhook_json(webhook, editor=True), status=201)
 
 
@@ -330,10 +336,12 @@ def _update_webhook(request, webhook_id):
     if webhook is None:
         return json_error(404, f"no webhook {webhook_id} in this project")
     fields = clean_webhook(_body(request), webhook)
+    before = history.webhook_state(webhook)
     for name, value in fields.items():
         setattr(webhook, name, value)
     webhook.updated_at = timezone.now()
     webhook.save()
+    history.webhook_saved(request, webhook, before)
     return JsonResponse(webhook_json(webhook, editor=True))
 
 
@@ -342,7 +350,9 @@ def _delete_webhook(request, webhook_id):
     webhook = _webhook_or_none(request, webhook_id)
     if webhook is None:
         return json_error(404, f"no webhook {webhook_id} in this project")
+    before = history.webhook_state(webhook)
     webhook.delete()
+    history.webhook_deleted(request, webhook, before)
     return HttpResponse(status=204)
 
 
@@ -369,6 +379,7 @@ def _test_webhook(request, webhook_id):
     if webhook is None:
         return json_error(404, f"no webhook {webhook_id} in this project")
     delivery = send_test(webhook)
+    history.webhook_tested(request, webhook, delivery)
     return JsonResponse(delivery_json(delivery))
 
 

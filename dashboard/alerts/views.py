@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from collector.models import Role
 from dashboard.access import can, page_view
+from dashboard.alerts import history
 from dashboard.alerts.api import (
     alerts_queryset,
     deliveries_for_display,
@@ -125,11 +126,13 @@ def rule_form(request, rule_id=None):
                 data[name] = int(data[name])
         if rule is not None:
             data["muted_until"] = rule.muted_until
+        before = history.rule_state(rule) if rule is not None else None
         try:
             saved = save_rule(request.project, data, rule)
         except Invalid as exc:
             error = str(exc)
         else:
+            history.rule_saved(request, saved, before)
             messages.success(request, f"Rule “{saved.name}” saved.")
             return redirect(_project_url(request, "/alerts/"))
         values = data
@@ -174,7 +177,10 @@ def mute_rule(request, rule_id):
         messages.error(request, "Choose how long to mute for.")
         return redirect(_project_url(request, "/alerts/"))
     until = timezone.now() + dt.timedelta(seconds=int(seconds)) if int(seconds) else None
+    before = history.rule_state(rule)
     AlertRule.objects.filter(pk=rule.pk).update(muted_until=until, updated_at=timezone.now())
+    rule.muted_until = until
+    history.rule_saved(request, rule, before)
     if until:
         messages.success(request, f"“{rule.name}” muted until {until:%Y-%m-%d %H:%M} UTC.")
     else:
@@ -186,7 +192,9 @@ def mute_rule(request, rule_id):
 @page_view(Role.EDITOR)
 def remove_rule(request, rule_id):
     rule = get_object_or_404(AlertRule, project=request.project, pk=rule_id)
+    before = history.rule_state(rule)
     delete_rule(rule)
+    history.rule_deleted(request, rule, before)
     messages.success(request, f"Rule “{rule.name}” deleted.")
     return redirect(_project_url(request, "/alerts/"))
 
@@ -208,6 +216,7 @@ def webhooks_page(request):
             error = str(exc)
         else:
             webhook = Webhook.objects.create(project=request.project, **fields)
+            history.webhook_saved(request, webhook, None)
             messages.success(request, f"Webhook “{webhook.name}” created.")
             return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
     context = {
@@ -243,10 +252,12 @@ def webhook_page(request, webhook_id):
         except Invalid as exc:
             error = str(exc)
         else:
+            before = history.webhook_state(webhook)
             for name, value in fields.items():
                 setattr(webhook, name, value)
             webhook.updated_at = timezone.now()
             webhook.save()
+            history.webhook_saved(request, webhook, before)
             messages.success(request, "Webhook saved.")
             return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
     deliveries = (
@@ -272,6 +283,7 @@ def webhook_page(request, webhook_id):
 def test_webhook(request, webhook_id):
     webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
     delivery = send_test(webhook)
+    history.webhook_tested(request, webhook, delivery)
     if delivery.status == "delivered":
         attempt = delivery.attempts.last()
         messages.success(request, f"Test notification delivered (HTTP {attempt.status_code}).")
@@ -284,7 +296,9 @@ def test_webhook(request, webhook_id):
 @page_view(Role.EDITOR)
 def remove_webhook(request, webhook_id):
     webhook = get_object_or_404(Webhook, project=request.project, pk=webhook_id)
+    before = history.webhook_state(webhook)
     webhook.delete()
+    history.webhook_deleted(request, webhook, before)
     messages.success(request, f"Webhook “{webhook.name}” deleted.")
     return redirect(_project_url(request, "/webhooks/"))
 

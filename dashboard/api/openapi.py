@@ -493,6 +493,29 @@ SCHEMAS = {
     ),
 }
 
+SCHEMAS["AuditEvent"] = _object(
+    {
+        "time": DATE_TIME,
+        "actor": {"type": "string", "description": "username at the time ('' for none)"},
+        "project": {**STRING_OR_NULL, "description": "project slug; null for sign-ins"},
+        "action": {"type": "string", "description": "e.g. login.failed, token.created"},
+        "target": STRING,
+        "ip": {**STRING_OR_NULL, "description": "client address"},
+        "details": {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "what else is known; edits hold before and after",
+        },
+    }
+)
+
+AUDIT_FILTERS = [
+    _param("action", "One action (token.created) or a family (token)"),
+    _param("actor", "Only events of this username"),
+    _param("since", "From this time (RFC 3339, UTC)", {"type": "string", "format": "date-time"}),
+    _param("until", "Before this time (RFC 3339, UTC)", {"type": "string", "format": "date-time"}),
+]
+
 FAILURE_FILTERS = [
     _param(name, f"Only failures with this {name}")
     for name in ("service", "channel", "system", "group", "error")
@@ -664,6 +687,15 @@ def document() -> dict:
                     [_param("id", "webhook id", {"type": "integer"}, where="path")],
                     {"200": _json(_ref("Delivery")), **NOT_FOUND},
                     tag="alerts",
+                )
+            },
+            "/api/audit": {
+                "get": _op(
+                    "The audit log, newest first (signed-in admins only; API tokens get 403): "
+                    "the project's events, and for installation admins also sign-ins",
+                    [*AUDIT_FILTERS, *PAGE],
+                    {"200": _json(_list_of(_ref("AuditEvent")))},
+                    tag="audit",
                 )
             },
             "/api/alerts": {

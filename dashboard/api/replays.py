@@ -76,6 +76,7 @@ def _replay(request, event_id):
             "replays go to json webhooks",
         )
     record = replays.replay(request.project, envelope, webhook, request.user)
+    replays.audit(request, record)
     return ok(replays.replay_json(record), status=201)
 
 

@@ -1,5 +1,13 @@
 """Project administration: API tokens (create, list, revoke) and members (add,
-create an account, change role, remove). Admin role only."""
+create an account, change role, remove). Admin role only. Every change is
+recorded in the audit log.
+
+Adding an existing account is limited to people the admin can already see:
+members of another project they administer (installation admins: anyone).
+Any other name, whether no account has it or an account of a project the
+admin has no part in, gets the same answer, so the form tells nothing about
+who else uses the installation.
+"""
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -10,6 +18,7 @@ from django.views.decorators.http import require_POST
 from collector.models import ApiToken, Membership, Role, Scope
 from dashboard.access import page_view
 from dashboard.accounts import NewMemberForm
+from dashboard.audit.trail import changes, record
 from dashboard.query_params import BadParameter, text_param
 
 # The secret of a token just created, kept in the session between the POST
@@ -37,6 +46,10 @@ def _tokens_page(request, status=200):
     )
 
 
+def _token_target(token) -> str:
+    return f"{token.scope} token “{token.name}” ({token.prefix}…)"
+
+
 @page_view(Role.ADMIN)
 def tokens(request):
     if request.method != "POST":
@@ -54,6 +67,13 @@ def tokens(request):
         messages.error(request, f"Scope must be one of: {', '.join(Scope.values)}.")
         return _tokens_page(request, status=400)
     token, secret = ApiToken.issue(request.project, name, scope, created_by=request.user)
+    record(
+        "token.created",
+        request=request,
+        project=request.project,
+        target=_token_target(token),
+        details={"token_id": token.pk, "scope": scope, "prefix": token.prefix},
+    )
     # Post/redirect/get: reloading the page that shows the secret must not
     # issue a second token. Only the digest is stored with the token.
     request.session[NEW_TOKEN] = {
@@ -70,8 +90,25 @@ def revoke_token(request, token_id):
     token = get_object_or_404(ApiToken, pk=token_id, project=request.project)
     if token.revoked_at is None:
         token.revoke()
+        record(
+            "token.revoked",
+            request=request,
+            project=request.project,
+            target=_token_target(token),
+            details={"token_id": token.pk, "scope": token.scope, "prefix": token.prefix},
+        )
         messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("tokens")
+
+
+def addable_users(user, project):
+    """Accounts `user` may add to `project`: members of the other projects
+    they administer (anyone, for an installation admin), not yet in it."""
+    users = get_user_model().objects.filter(is_active=True)
+    if not user.is_superuser:
+        administered = Membership.objects.filter(user=user, role=Role.ADMIN).values("project")
+        users = users.filter(memberships__project__in=administered)
+    return users.exclude(memberships__project=project).distinct().order_by("username")
 
 
 def _members_page(request, status=200, new_member=None):
@@ -84,6 +121,10 @@ def _members_page(request, status=200, new_member=None):
             .order_by("user__username"),
             "roles": Role.choices,
             "new_member": new_member or NewMemberForm(auto_id="new-%s"),
+            # A datalist of names the admin may add (bounded: it is a hint).
+            "candidates": addable_users(request.user, request.project).values_list(
+                "username", flat=True
+            )[:500],
             "area": "members",
         },
         status=status,
@@ -109,14 +150,32 @@ def members(request):
     if role not in Role.values:
         messages.error(request, f"Role must be one of: {', '.join(Role.values)}.")
         return _members_page(request, status=400)
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        messages.error(request, f"There is no user “{username}”; create the account below instead.")
+    current = Membership.objects.filter(project=request.project, user__username=username).first()
+    if current is not None:
+        messages.error(request, f"{username} is already a member ({current.role}).")
         return _members_page(request, status=400)
-    membership, created = Membership.objects.get_or_create(
-        user=user, project=request.project, defaults={"role": role}
-    )
-    if not created:
+    user = addable_users(request.user, request.project).filter(username=username).first()
+    if user is None:
+        # One answer for "no such account" and "an account you cannot see".
+        messages.error(
+            request,
+            f"No account “{username}” that you can add. You can add members of the other "
+            "projects you administer; for anyone else, create an account below.",
+        )
+        return _members_page(request, status=400)
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            user=user, project=request.project, defaults={"role": role}
+        )
+        if created:
+            record(
+                "member.added",
+                request=request,
+                project=request.project,
+                target=f"user {username}",
+                details={"role": role, "new_account": False},
+            )
+    if not created:  # added by someone else a moment ago
         messages.error(request, f"{username} is already a member ({membership.role}).")
         return _members_page(request, status=400)
     messages.success(request, f"{username} added as {role}.")
@@ -129,8 +188,26 @@ def create_member(request):
     """A new account that belongs to this project only (never a superuser)."""
     form = NewMemberForm(request.POST, auto_id="new-%s")
     if not form.is_valid():
+        if form.has_error("username", "unique"):
+            # Names are unique in the installation, so a taken one must be
+            # refused; the attempt is on the record (see the module docstring).
+            record(
+                "member.create_refused",
+                request=request,
+                project=request.project,
+                target=f"user {form.data.get('username', '')[:150]}",
+                details={"reason": "username taken"},
+            )
         return _members_page(request, status=400, new_member=form)
-    user = form.save_in(request.project)
+    with transaction.atomic():
+        user = form.save_in(request.project)
+        record(
+            "member.added",
+            request=request,
+            project=request.project,
+            target=f"user {user.username}",
+            details={"role": form.cleaned_data["role"], "new_account": True},
+        )
     messages.success(
         request,
         f"Account {user.username} created as {form.cleaned_data['role']}: "
@@ -155,15 +232,32 @@ def change_member(request, membership_id):
         ):
             messages.error(request, "A project keeps at least one admin.")
             return _members_page(request, status=400)
+        target = f"user {membership.user.username}"
         if action == "remove":
             membership.delete()
+            record(
+                "member.removed",
+                request=request,
+                project=request.project,
+                target=target,
+                details={"role": membership.role},
+            )
             messages.success(request, f"{membership.user.username} removed.")
         else:
             role = request.POST.get("role") or ""
             if role not in Role.values:
                 messages.error(request, f"Role must be one of: {', '.join(Role.values)}.")
                 return _members_page(request, status=400)
+            before = membership.role
             membership.role = role
             membership.save(update_fields=["role"])
+            if before != role:
+                record(
+                    "member.role_changed",
+                    request=request,
+                    project=request.project,
+                    target=target,
+                    details=changes({"role": before}, {"role": role}),
+                )
             messages.success(request, f"{membership.user.username} is now {role}.")
     return redirect("members")

@@ -153,6 +153,7 @@ def _replay(request, event_id, source):
         error = str(exc)
     else:
         result = replays.replay(request.project, envelope, webhook, request.user)
+        replays.audit(request, result)
     if request.htmx:
         panel = _replay_panel(request, event_id, source, result, error)
         return render(request, "traces/journey.html#replays", {"replay": panel})

@@ -170,11 +170,22 @@ def chromium():
 
 @pytest.fixture
 def browser_page(chromium):
+    """A fresh page; a test fails if anything on it broke the Content-Security-Policy
+    (Chromium reports each refused script, style or connection on the console)."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
+    violations = []
+    page.on(
+        "console",
+        lambda message: (
+            "Content Security Policy" in message.text
+            and violations.append(f"{page.url}: {message.text}")
+        ),
+    )
     yield page
     context.close()
+    assert not violations, "CSP violations:\n" + "\n".join(violations)
 
 
 def sign_in(page, base_url: str, username: str, password: str = PASSWORD):

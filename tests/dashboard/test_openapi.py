@@ -19,6 +19,7 @@ CONTRACT = {
     "/api/webhooks/{id}": {"get", "put", "delete"},
     "/api/webhooks/{id}/test": {"post"},
     "/api/alerts": {"get"},
+    "/api/audit": {"get"},
 }
 
 

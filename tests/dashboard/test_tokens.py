@@ -55,9 +55,13 @@ def test_bad_token_forms_say_what_is_wrong(client, admin_user):
     assert response.status_code == 400 and "Scope must be" in response.content.decode()
 
 
-def test_admins_add_change_and_remove_members(client, admin_user, project):
+def test_admins_add_change_and_remove_members(client, admin_user, project, other_project):
     newcomer = get_user_model().objects.create_user("nina", password="pw-pw-pw-pw")
+    # Existing accounts can be added from the other projects one administers.
+    Membership.objects.create(user=admin_user, project=other_project, role=Role.ADMIN)
+    Membership.objects.create(user=newcomer, project=other_project, role=Role.VIEWER)
     client.force_login(admin_user)
+    client.get("/members/?project=shop")  # the project the forms below act on
     assert client.post("/members/", {"username": "nina", "role": Role.VIEWER}).status_code == 302
     membership = Membership.objects.get(user=newcomer, project=project)
     client.post(f"/members/{membership.pk}", {"role": Role.EDITOR})
@@ -66,7 +70,9 @@ def test_admins_add_change_and_remove_members(client, admin_user, project):
     client.post(f"/members/{membership.pk}", {"action": "remove"})
     assert not Membership.objects.filter(pk=membership.pk).exists()
     missing = client.post("/members/", {"username": "ghost", "role": Role.VIEWER})
-    assert missing.status_code == 400 and "no user" in missing.content.decode()
+    assert missing.status_code == 400 and "No account “ghost” that you can add" in (
+        missing.content.decode()
+    )
 
 
 def test_the_last_admin_cannot_be_removed_or_demoted(client, admin_user, project):
@@ -113,3 +119,48 @@ def test_read_tokens_record_their_last_use_at_most_once_a_minute(client, admin_u
     api.get("/api/failures", HTTP_AUTHORIZATION=f"Bearer {secret}")
     token.refresh_from_db()
     assert token.last_used_at > earlier + dt.timedelta(minutes=4)
+
+
+def _comparable(html: str, username: str) -> str:
+    """The page without what differs on every render (CSRF tokens are masked
+    afresh each time) and with the name asked for made neutral."""
+    import re
+
+    html = re.sub(r'("X-CSRFToken": "|name="csrfmiddlewaretoken" value=")[^"]+', r"\1", html)
+    return html.replace(username, "NAME")
+
+
+def test_the_members_form_does_not_tell_who_else_has_an_account(
+    client, admin_user, project, other_viewer
+):
+    """An unknown name and a user of a project this admin has no part in get
+    the same answer: the form is no way to learn who uses the installation."""
+    client.force_login(admin_user)
+    stranger = client.post("/members/", {"username": "otto", "role": Role.VIEWER})
+    unknown = client.post("/members/", {"username": "ottx", "role": Role.VIEWER})
+    assert stranger.status_code == unknown.status_code == 400
+    page = stranger.content.decode()
+    assert _comparable(page, "otto") == _comparable(unknown.content.decode(), "ottx")
+    assert "No account “otto” that you can add" in page
+    assert not Membership.objects.filter(user=other_viewer, project=project).exists()
+    # Nor does the page offer them.
+    assert "otto" not in client.get("/members/").content.decode()
+
+
+def test_members_of_another_project_one_administers_are_offered_and_added(
+    client, admin_user, project, other_project, other_viewer
+):
+    Membership.objects.create(user=admin_user, project=other_project, role=Role.ADMIN)
+    client.force_login(admin_user)
+    page = client.get("/members/?project=shop").content.decode()
+    assert '<option value="otto">' in page
+    assert client.post("/members/", {"username": "otto", "role": Role.EDITOR}).status_code == 302
+    assert Membership.objects.get(user=other_viewer, project=project).role == Role.EDITOR
+
+
+def test_superusers_can_add_anyone(client, project, other_viewer):
+    root = get_user_model().objects.create_superuser("root", password="pw-pw-pw-pw")
+    client.force_login(root)
+    client.get("/members/?project=shop")
+    assert client.post("/members/", {"username": "otto", "role": Role.VIEWER}).status_code == 302
+    assert Membership.objects.filter(user=other_viewer, project=project).exists()
