@@ -212,6 +212,11 @@ DEFAULT_PROJECT = env_str("EVENTSCOPE_DEFAULT_PROJECT", "default")
 MAX_BODY_BYTES = env_int("EVENTSCOPE_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # CloudEvents payloads are stored up to this size; the rest is marked truncated.
 PAYLOAD_MAX_BYTES = env_int("EVENTSCOPE_PAYLOAD_MAX_BYTES", 64 * 1024, minimum=0)
+# Attribute limits (collector/attribute_limits.py), as the OpenTelemetry SDK's span
+# limits: attributes kept per span, event, link, log record, resource and
+# CloudEvent, and characters kept per string value.
+MAX_ATTRIBUTES = env_int("EVENTSCOPE_MAX_ATTRIBUTES", 128, minimum=1)
+MAX_ATTRIBUTE_LENGTH = env_int("EVENTSCOPE_MAX_ATTRIBUTE_LENGTH", 4096, minimum=256)
 # Keys whose values are replaced before storage (collector/redact.py: words, then substring).
 REDACT_KEYS = env_list(
     "EVENTSCOPE_REDACT_KEYS",
