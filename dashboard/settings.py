@@ -229,6 +229,9 @@ QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
 # ---- Eventscope: storage and background work --------------------------------
 RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)
 ROLLUP_RETENTION_DAYS = env_int("EVENTSCOPE_ROLLUP_RETENTION_DAYS", 90, minimum=1)
+# Resolved alerts, finished webhook deliveries (with their attempts) and replays
+# are kept this long (dashboard/retention.py); expired sessions go at once.
+HISTORY_RETENTION_DAYS = env_int("EVENTSCOPE_HISTORY_RETENTION_DAYS", 30, minimum=1)
 BROKERS = env_list("EVENTSCOPE_BROKERS", "", sep=";")
 # Broker pollers run this often; one broker slower than the timeout is marked unreachable.
 BROKER_POLL_SECONDS = env_int("EVENTSCOPE_BROKER_POLL_SECONDS", 15, minimum=1)

@@ -17,4 +17,6 @@ TASKS = {
     "webhooks": "dashboard.alerts.sender:run",
     # hourly flow rollups for long flow-graph windows
     "flow_hours": "dashboard.flowhours:run",
+    # expired sessions, old alert history, deliveries and replays
+    "retention": "dashboard.retention:run",
 }
