@@ -152,11 +152,11 @@ def attributes(
     limits = limits or Limits()
     verdicts = secrets.verdicts  # the cache is asked inline: a call per key costs more
     length = limits.length
-    total = len(key_values)
-    if total > limits.count:
+    if len(key_values) > limits.count:
+        over = len(key_values) - limits.count
         key_values = key_values[: limits.count]
-        limits.dropped += total - limits.count
-        dropped += total - limits.count
+        limits.dropped += over
+        dropped += over
     out = {}
     cut = None
     for kv in key_values:
@@ -258,7 +258,7 @@ def normalize_traces(request, project_id: int) -> Normalized:
                 code = status.code
                 problem = _span_problem(*ids, *times, kind, code)
                 if problem:
-                    result.reject(f"span {span.name!r}: {problem}")
+                    result.reject(f"span {clip(span.name, 100)!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets, limits, span.dropped_attributes_count)
                 contexts = _contexts(span.links)
