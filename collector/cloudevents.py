@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from collector.attribute_limits import Limits, mark
 from collector.batch import (
     CONSUMER,
     MAX_ID_CHARS,
@@ -52,6 +53,8 @@ ES_ATTRIBUTES = (
     "eserror",
     "esduration",
 )
+# Read whatever the attribute limit: they say what the event is and where it belongs.
+KEPT_EXTENSIONS = (*ES_ATTRIBUTES, "traceparent", "tracestate")
 # The key under which a binary-mode event keeps its HTTP body: not a string,
 # so no JSON member can collide with it.
 _BODY = object()
@@ -344,21 +347,52 @@ def _clean_json(value):
     return value
 
 
-def _extensions(event: dict) -> dict:
-    extensions = {}
-    for name, value in event.items():
+def _extensions(event: dict, limits: Limits) -> dict:
+    """The event's extension attributes, within the attribute limits.
+
+    At most `limits.count` of them are read, in the order sent; Eventscope's
+    own and the trace context are always read, wherever they stand. String
+    values are cut to `limits.length`; what was cut is recorded in the map
+    (collector.attribute_limits) under keys no CloudEvents attribute can have.
+    """
+    extensions: dict = {}
+    cut = []
+    read = 0
+    for name in event:
         if name is _BODY or name in CORE:
             continue
-        if not _ATTRIBUTE_NAME.fullmatch(name):
-            raise InvalidEvent(
-                f"attribute name {name!r} is invalid: use lowercase letters and digits only"
-            )
-        if value is None:
-            continue  # null means unset
-        if isinstance(value, dict | list):
-            raise InvalidEvent(f"attribute {name!r} must be a string, number or boolean")
-        extensions[name] = clean_text(value) if isinstance(value, str) else value
-    return extensions
+        if read == limits.count:
+            break
+        read += 1
+        _add_extension(extensions, name, event[name], limits, cut)
+    else:
+        return mark(extensions, 0, cut)
+    # Counted, not read: the rest may be a million names.
+    present = sum(1 for name in (*CORE, _BODY) if name in event)
+    dropped = len(event) - present - read
+    for name in KEPT_EXTENSIONS:
+        if name not in extensions and name in event:
+            dropped -= 1
+            _add_extension(extensions, name, event[name], limits, cut)
+    limits.dropped += dropped
+    return mark(extensions, dropped, cut)
+
+
+def _add_extension(extensions: dict, name: str, value, limits: Limits, cut: list) -> None:
+    if not _ATTRIBUTE_NAME.fullmatch(name):
+        raise InvalidEvent(
+            f"attribute name {name!r} is invalid: use lowercase letters and digits only"
+        )
+    if value is None:
+        return  # null means unset
+    if isinstance(value, dict | list):
+        raise InvalidEvent(f"attribute {name!r} must be a string, number or boolean")
+    if isinstance(value, str):
+        if len(value) > limits.length:
+            value = limits.text(value)
+            cut.append(name)
+        value = clean_text(value)
+    extensions[name] = value
 
 
 def _duration_ms(value) -> float | None:
@@ -404,7 +438,9 @@ def _event_time(event: dict) -> int | None:
     return time_ns
 
 
-def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[EnvelopeRow, StageRow]:
+def event_rows(
+    event: dict, project_id: int, received_ns: int, limits: Limits | None = None
+) -> tuple[EnvelopeRow, StageRow]:
     """One validated CloudEvent (JSON-format dict) -> its envelope and its stage.
 
     Raises InvalidEvent with the reason when the event breaks CloudEvents 1.0
@@ -427,7 +463,7 @@ def event_rows(event: dict, project_id: int, received_ns: int) -> tuple[Envelope
     content_type = _optional_text(event, "datacontenttype")
     schema = _optional_text(event, "dataschema")
     event_ns = _event_time(event)
-    extensions = _extensions(event)
+    extensions = _extensions(event, limits or Limits())
 
     stage = str(extensions.get("esstage", "published")).lower()
     if stage not in STAGES:
@@ -517,15 +553,17 @@ def normalize_events(
     """A /v1/events request -> envelopes and stages for the writer, plus rejections by index."""
     mode, events = events_from_request(headers, body)
     result = EventsResult(Batch(project_id=project_id, signal="events"), mode=mode)
+    limits = Limits()
     for index, event in enumerate(events):
         try:
             if isinstance(event, InvalidEvent):
                 raise event
-            envelope, stage = event_rows(event, project_id, received_ns)
+            envelope, stage = event_rows(event, project_id, received_ns, limits)
         except InvalidEvent as exc:
             result.rejected.append({"index": index, "error": str(exc)})
             continue
         result.batch.envelopes.append(envelope)
         result.batch.stages.append(stage)
         result.accepted += 1
+    limits.report("events")
     return result

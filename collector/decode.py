@@ -13,6 +13,7 @@ import math
 import sys
 import zlib
 
+from django.conf import settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
@@ -21,6 +22,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector import stats
 
 PROTOBUF, JSON = "protobuf", "json"
 REQUESTS = {
@@ -36,6 +39,11 @@ HEX_ID_KEYS = frozenset(
 # `id_problem`, so only the item carrying it is rejected, not the request.
 _MALFORMED_ID = base64.b64encode(b"\xff").decode()
 _CHUNK = 64 * 1024
+# Signals whose attributes are stored, and so held to the attribute limits.
+LIMITED_SIGNALS = ("traces", "logs")
+_DROPPED_NAMES = ("droppedAttributesCount", "dropped_attributes_count")
+_COLLECTIONS = ("arrayValue", "kvlistValue", "array_value", "kvlist_value")
+_MAX_UINT32 = 2**32 - 1
 
 
 class DecodeError(ValueError):
@@ -158,8 +166,11 @@ def decode_request(signal: str, body: bytes, fmt: str) -> Message:
     document = parse_json(body)
     if not isinstance(document, dict):
         raise DecodeError(f"invalid OTLP JSON: expected an object, got {type(document).__name__}")
+    limit = settings.MAX_ATTRIBUTES if signal in LIMITED_SIGNALS else None
     try:
-        _hex_ids_to_base64(document)
+        dropped = _prepare_json(document, limit)
+        if dropped:
+            stats.count_cut(signal, dropped, 0)
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, TypeError, ValueError) as exc:
         raise DecodeError(f"invalid OTLP JSON {message.DESCRIPTOR.name}: {exc}") from None
@@ -243,17 +254,27 @@ def _excerpt(text: str, keep: int = 24) -> str:
     return text if len(text) <= keep else f"{text[:keep]}… ({len(text)} characters)"
 
 
-def _hex_ids_to_base64(node) -> None:
-    """Rewrite OTLP JSON's hex ids in place to the base64 that json_format expects.
+def _prepare_json(node, limit: int | None = None) -> int:
+    """Rewrite an OTLP JSON document in place for json_format; returns the attributes dropped.
 
-    Hex text is also valid base64 and would silently decode to wrong bytes.
-    Attribute maps are lists of {"key", "value"}, so user data never shows
-    up here as a dict key named like an id.
+    Hex ids become the base64 that json_format expects (hex text is also
+    valid base64 and would silently decode to wrong bytes). Attribute maps
+    are lists of {"key", "value"}, so user data never shows up here as a
+    dict key named like an id.
+
+    With `limit`, attribute lists are cut to `limit` entries before
+    json_format converts them, which is what a million attributes cost, and
+    the cut is added to their owner's droppedAttributesCount (the normaliser
+    stores it). Arrays and maps inside values are cut to `limit + 1`
+    elements: one more than the normaliser keeps, so it sees and marks the cut.
     """
+    dropped = 0
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
+            if limit is not None:
+                dropped += _cut_attributes(item, limit)
             for key, value in item.items():
                 if key in HEX_ID_KEYS and isinstance(value, str):
                     item[key] = _hex_to_base64(value)
@@ -261,6 +282,28 @@ def _hex_ids_to_base64(node) -> None:
                     stack.append(value)
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, dict | list))
+    return dropped
+
+
+def _cut_attributes(item: dict, limit: int) -> int:
+    attributes = item.get("attributes")
+    cut = 0
+    if isinstance(attributes, list) and len(attributes) > limit:
+        cut = len(attributes) - limit
+        del attributes[limit:]
+        name = next((n for n in _DROPPED_NAMES if n in item), _DROPPED_NAMES[0])
+        already = item.get(name)
+        if isinstance(already, str) and already.isdigit():  # proto3 JSON allows "5" too
+            already = int(already)
+        already = already if isinstance(already, int) and not isinstance(already, bool) else 0
+        item[name] = min(_MAX_UINT32, max(0, already) + cut)
+    for name in _COLLECTIONS:
+        collection = item.get(name)
+        if isinstance(collection, dict):
+            values = collection.get("values")
+            if isinstance(values, list) and len(values) > limit + 1:
+                del values[limit + 1 :]
+    return cut
 
 
 def _hex_to_base64(value: str) -> str:

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from collector import redact, semconv
+from collector.attribute_limits import Limits, mark
 from collector.batch import (
     CONSUMER,
     KIND_CONSUMER,
@@ -134,22 +135,41 @@ def any_value(value):
     return None
 
 
-def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
-    """OTLP KeyValue list -> dict, with secret-keyed values redacted.
+def attributes(
+    key_values, secrets: redact.Matcher | None = None, limits: Limits | None = None, dropped=0
+) -> dict:
+    """OTLP KeyValue list -> dict, with secret-keyed values redacted, within `limits`.
+
+    `dropped` is the sender's own dropped_attributes_count; what the limits
+    cut is added to it and recorded in the map (collector.attribute_limits).
 
     This runs for every span, resource, event and link, so the common case (a
-    string value under a key seen before) costs one protobuf field read and
-    one cached key verdict.
+    string value under a key seen before) costs one protobuf field read, one
+    cached key verdict and one length check. Entries past the count limit
+    are never read.
     """
     secrets = secrets or redact.matcher()
+    limits = limits or Limits()
     verdicts = secrets.verdicts  # the cache is asked inline: a call per key costs more
+    length = limits.length
+    if len(key_values) > limits.count:
+        over = len(key_values) - limits.count
+        key_values = key_values[: limits.count]
+        limits.dropped += over
+        dropped += over
     out = {}
+    cut = None
     for kv in key_values:
         key = kv.key
-        if "\x00" in key:
-            key = _pb_text(key)
         secret = verdicts.get(key)
         if secret is None:
+            # The verdict cache holds only short keys without NUL (redact.MAX_CACHED_KEY_CHARS,
+            # which the length limit is never below), so only a miss needs these checks.
+            if "\x00" in key:
+                key = _pb_text(key)
+            if len(key) > length:
+                key = limits.text(key)
+                cut = [*(cut or ()), key]
             secret = secrets.is_secret(key)
         if secret:
             out[key] = redact.REDACTED
@@ -159,11 +179,45 @@ def attributes(key_values, secrets: redact.Matcher | None = None) -> dict:
         # saves a WhichOneof call on the commonest kind of value.
         text = value.string_value
         if text:
+            if len(text) > length:
+                text = limits.text(text)
+                cut = [*(cut or ()), key]
             out[key] = _pb_text(text) if "\x00" in text else text
         else:
-            item = any_value(value)
+            before = limits.truncated
+            item = bounded_value(value, limits)
+            if limits.truncated != before:
+                cut = [*(cut or ()), key]
             out[key] = secrets.walk(item) if isinstance(item, dict | list) else item
+    if dropped or cut:
+        mark(out, dropped, cut)
     return out
+
+
+def bounded_value(value, limits: Limits):
+    """`any_value` within the limits: strings cut to the length limit, arrays and
+    maps to the count limit (elements past it are never read)."""
+    which = value.WhichOneof("value")
+    # Numbers first: they are the commonest values that are not strings.
+    if which == "int_value":
+        return value.int_value
+    if which == "string_value":
+        return _pb_text(limits.text(value.string_value))
+    if which == "bytes_value":
+        return limits.text(base64.b64encode(value.bytes_value).decode())
+    if which == "array_value":
+        values = value.array_value.values
+        if len(values) > limits.count:
+            limits.truncated += 1
+            values = values[: limits.count]
+        return [bounded_value(v, limits) for v in values]
+    if which == "kvlist_value":
+        values = value.kvlist_value.values
+        if len(values) > limits.count:
+            limits.truncated += 1
+            values = values[: limits.count]
+        return {_pb_text(limits.text(kv.key)): bounded_value(kv.value, limits) for kv in values}
+    return any_value(value)
 
 
 def _service(resource: dict) -> str:
@@ -186,8 +240,12 @@ def normalize_traces(request, project_id: int) -> Normalized:
     dead_letter_publishes: list[tuple[StageRow, dict]] = []
 
     secrets = redact.matcher()
+    limits = Limits()
     for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes, secrets)
+        resource_message = resource_spans.resource
+        resource = attributes(
+            resource_message.attributes, secrets, limits, resource_message.dropped_attributes_count
+        )
         service = _service(resource)
         for scope_spans in resource_spans.scope_spans:
             scope = _pb_text(scope_spans.scope.name) or None
@@ -200,13 +258,13 @@ def normalize_traces(request, project_id: int) -> Normalized:
                 code = status.code
                 problem = _span_problem(*ids, *times, kind, code)
                 if problem:
-                    result.reject(f"span {span.name!r}: {problem}")
+                    result.reject(f"span {clip(span.name, 100)!r}: {problem}")
                     continue
-                attrs = attributes(span.attributes, secrets)
+                attrs = attributes(span.attributes, secrets, limits, span.dropped_attributes_count)
                 contexts = _contexts(span.links)
                 row = _span_row(
-                    span, attrs, project_id, service, resource, scope, secrets, ids, times,
-                    kind, code, status.message, contexts,
+                    span, attrs, project_id, service, resource, scope, secrets, limits, ids,
+                    times, kind, code, status.message, contexts,
                 )  # fmt: skip
                 result.batch.spans.append(row)
                 stage = _stage_row(span, attrs, row, contexts)
@@ -219,6 +277,7 @@ def normalize_traces(request, project_id: int) -> Normalized:
 
     for publish, attrs in dead_letter_publishes:
         _mark_dead_letter(publish, attrs, stages_by_span, result.batch)
+    limits.report("traces")
     return result
 
 
@@ -241,12 +300,17 @@ def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, cod
 
 
 def _span_row(
-    span, attrs, project_id, service, resource, scope, secrets, ids, times, kind, code, message,
-    contexts,
+    span, attrs, project_id, service, resource, scope, secrets, limits, ids, times, kind, code,
+    message, contexts,
 ) -> SpanRow:  # fmt: skip
     trace_id, span_id, parent_span_id = ids
     start_ns, end_ns = times
     events = span.events
+    name = span.name
+    if len(name) > limits.length:
+        name = limits.text(name)
+    if len(message) > limits.length:
+        message = limits.text(message)
     return SpanRow(
         project_id=project_id,
         trace_id=trace_id,
@@ -255,7 +319,7 @@ def _span_row(
         start_time_ns=start_ns,
         duration_ns=max(0, end_ns - start_ns),
         service=service,
-        name=_pb_text(span.name),
+        name=_pb_text(name),
         kind=kind,
         status_code=code,
         status_message=_pb_text(message) or None,
@@ -263,9 +327,11 @@ def _span_row(
         resource=resource,
         events=[
             {
-                "name": _pb_text(event.name),
+                "name": _pb_text(limits.text(event.name)),
                 "time_ns": event.time_unix_nano,
-                "attributes": attributes(event.attributes, secrets),
+                "attributes": attributes(
+                    event.attributes, secrets, limits, event.dropped_attributes_count
+                ),
             }
             for event in events
         ]
@@ -275,7 +341,9 @@ def _span_row(
             {
                 "trace_id": hex_id(link_trace),
                 "span_id": hex_id(link_span),
-                "attributes": attributes(link.attributes, secrets),
+                "attributes": attributes(
+                    link.attributes, secrets, limits, link.dropped_attributes_count
+                ),
             }
             for link_trace, link_span, link in contexts
         ],
@@ -315,15 +383,16 @@ def _stage_and_role(row: SpanRow, found) -> tuple[str, str] | None:
     return stage, role
 
 
-def _error_text(span, found, row: SpanRow) -> str | None:
+def _error_text(found, row: SpanRow) -> str | None:
     if row.status_message:
         return row.status_message
     error_type = found.get("error_type")
     if error_type:
         return str(error_type)
-    for event in span.events:
-        if event.name == "exception":
-            event_attrs = {kv.key: any_value(kv.value) for kv in event.attributes}
+    # The events as stored: their attributes are already within the limits.
+    for event in row.events:
+        if event["name"] == "exception":
+            event_attrs = event["attributes"]
             message = event_attrs.get("exception.message") or event_attrs.get("exception.type")
             if message:
                 return str(message)
@@ -363,7 +432,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         parent_span_id=row.parent_span_id,
         linked=list(dict.fromkeys(linked)) if len(linked) > 1 else linked,
         event_id=clip(str(message_id), MAX_ID_CHARS) if message_id is not None else None,
-        error=_error_text(span, found, row) if stage in ("failed", "deadlettered") else None,
+        error=_error_text(found, row) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
     )
 
@@ -406,13 +475,16 @@ def _mark_dead_letter(publish: StageRow, attrs, stages_by_span, batch: Batch) ->
 # ---- logs ----------------------------------------------------------------------
 
 
-def _body_text(value, secrets: redact.Matcher) -> str | None:
-    body = any_value(value)
+def _body_text(value, secrets: redact.Matcher, limits: Limits) -> str | None:
+    if value.WhichOneof("value") == "string_value":
+        # A log message is not an attribute: it is kept whole.
+        return _pb_text(value.string_value)
+    # A structured body (a map of fields) is bounded and redacted like attributes.
+    body = bounded_value(value, limits)
     if body is None:
         return None
     if isinstance(body, str):
         return body
-    # A structured body (a map of fields) is redacted like attributes.
     return json.dumps(secrets.walk(body), ensure_ascii=False)
 
 
@@ -425,8 +497,12 @@ def normalize_logs(request, project_id: int) -> Normalized:
     result = Normalized(Batch(project_id=project_id, signal="logs"))
     received_ns = time.time_ns()
     secrets = redact.matcher()
+    limits = Limits()
     for resource_logs in request.resource_logs:
-        resource = attributes(resource_logs.resource.attributes, secrets)
+        resource_message = resource_logs.resource
+        resource = attributes(
+            resource_message.attributes, secrets, limits, resource_message.dropped_attributes_count
+        )
         service = _service(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
@@ -441,7 +517,7 @@ def normalize_logs(request, project_id: int) -> Normalized:
                 if problem:
                     result.reject(f"log record: {problem}")
                     continue
-                body = _body_text(record.body, secrets)
+                body = _body_text(record.body, secrets, limits)
                 result.batch.logs.append(
                     LogRow(
                         project_id=project_id,
@@ -454,10 +530,13 @@ def normalize_logs(request, project_id: int) -> Normalized:
                         body=body,
                         trace_id=record.trace_id or None,
                         span_id=record.span_id or None,
-                        attributes=attributes(record.attributes, secrets),
+                        attributes=attributes(
+                            record.attributes, secrets, limits, record.dropped_attributes_count
+                        ),
                         time_from_record=bool(
                             record.time_unix_nano or record.observed_time_unix_nano
                         ),
                     )
                 )
+    limits.report("logs")
     return result

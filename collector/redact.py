@@ -20,6 +20,10 @@ REDACTED = "[REDACTED]"
 # Attribute keys repeat across spans (a few hundred names in a real system),
 # so each key's verdict is remembered; the bound keeps hostile key churn cheap.
 _KEY_CACHE_SIZE = 10_000
+# Only short, clean keys are remembered: the attribute loop of ingest skips
+# its length and NUL checks for a key it finds here (a key past the attribute
+# length limit, at least this long, is cut before it is looked up).
+MAX_CACHED_KEY_CHARS = 256
 
 
 class Matcher:
@@ -42,9 +46,10 @@ class Matcher:
             if self._pattern is None:
                 return False
             verdict = self._pattern.search(_words(str(key))) is not None
-            if len(self.verdicts) >= _KEY_CACHE_SIZE:
-                self.verdicts.clear()
-            self.verdicts[key] = verdict
+            if isinstance(key, str) and len(key) <= MAX_CACHED_KEY_CHARS and "\x00" not in key:
+                if len(self.verdicts) >= _KEY_CACHE_SIZE:
+                    self.verdicts.clear()
+                self.verdicts[key] = verdict
         return verdict
 
     def walk(self, value):

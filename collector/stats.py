@@ -6,7 +6,10 @@ Counters are per process and per `signal` (traces, metrics, logs, events):
 - rejected: items refused as invalid (reported in partial_success / 202 body)
 - dropped: items not stored because the writer was saturated or the
   database unavailable (the client was told to retry)
-Plus the writer's queue depth and a histogram of batch write durations.
+Plus the writer's queue depth, a histogram of batch write durations, and
+what the attribute limits cut (collector.attribute_limits), by `limit`:
+`count` for attributes (and array/map elements) not kept, `length` for
+values cut short.
 """
 
 import threading
@@ -19,6 +22,7 @@ _counters = {
     name: dict.fromkeys(SIGNALS, 0) for name in ("received", "accepted", "rejected", "dropped")
 }
 _refused_requests = dict.fromkeys(SIGNALS, 0)
+_cut = {"count": dict.fromkeys(SIGNALS, 0), "length": dict.fromkeys(SIGNALS, 0)}
 _queue_depth = 0
 _write_counts = [0] * (len(WRITE_BUCKETS) + 1)
 _write_sum = 0.0
@@ -35,6 +39,13 @@ def refuse_request(signal: str) -> None:
     """A request turned away (429/503) before its body was decoded, so its items are unknown."""
     with _lock:
         _refused_requests[signal] = _refused_requests.get(signal, 0) + 1
+
+
+def count_cut(signal: str, dropped: int, truncated: int) -> None:
+    """Attributes dropped past the count limit and values cut to the length limit."""
+    with _lock:
+        _cut["count"][signal] = _cut["count"].get(signal, 0) + dropped
+        _cut["length"][signal] = _cut["length"].get(signal, 0) + truncated
 
 
 def set_queue_depth(items: int) -> None:
@@ -60,6 +71,7 @@ def snapshot() -> dict:
         return {
             **{kind: dict(values) for kind, values in _counters.items()},
             "refused_requests": dict(_refused_requests),
+            "truncated_attributes": {limit: dict(values) for limit, values in _cut.items()},
             "queue_depth": _queue_depth,
             "writes": sum(_write_counts),
         }
@@ -80,6 +92,15 @@ def render() -> str:
         lines.append(f"# TYPE {name} counter")
         for signal, value in _refused_requests.items():
             lines.append(f'{name}{{signal="{signal}"}} {value}')
+        name = "eventscope_truncated_attributes_total"
+        lines.append(
+            f"# HELP {name} Attributes cut by the attribute limits, by signal and limit "
+            "(count: not kept, length: value cut short)."
+        )
+        lines.append(f"# TYPE {name} counter")
+        for limit, values in _cut.items():
+            for signal, value in values.items():
+                lines.append(f'{name}{{signal="{signal}",limit="{limit}"}} {value}')
         lines.append("# HELP eventscope_queue_depth Items waiting in the writer's queue.")
         lines.append("# TYPE eventscope_queue_depth gauge")
         lines.append(f"eventscope_queue_depth {_queue_depth}")

@@ -13,6 +13,7 @@ import json
 
 from django.db import connection
 
+from collector import attribute_limits
 from dashboard.query_params import BadParameter, clean_text
 
 MAX_SPANS = 20_000  # a trace larger than this is cut, and says so
@@ -98,8 +99,26 @@ def _stage(row: dict) -> dict:
     }
 
 
+def _limited(item: dict, raw_attributes, name: str = "attributes") -> dict:
+    """`item` with `name` set to the stored map, and what the attribute limits
+    cut in it as `dropped_attributes_count` and `truncated_attributes`."""
+    attributes, dropped, truncated = attribute_limits.lift(_json(raw_attributes) or {})
+    item[name] = attributes
+    item["dropped_attributes_count"] = dropped
+    item["truncated_attributes"] = truncated
+    return item
+
+
+def _parts(values) -> list[dict]:
+    """Span events or links with their attributes lifted like a span's."""
+    return [
+        _limited(dict(value), value.get("attributes")) if isinstance(value, dict) else value
+        for value in _json(values) or []
+    ]
+
+
 def _span(row: dict) -> dict:
-    return {
+    span = {
         "trace_id": _hex(row["trace_id"]),
         "span_id": _hex(row["span_id"]),
         "parent_span_id": _hex(row["parent_span_id"]),
@@ -111,14 +130,14 @@ def _span(row: dict) -> dict:
         "duration_ms": row["duration_ns"] / 1e6,
         "status": STATUS.get(row["status_code"], str(row["status_code"])),
         "status_message": row["status_message"],
-        "attributes": _json(row["attributes"]) or {},
-        "events": _json(row["events"]) or [],
-        "links": _json(row["links"]) or [],
+        "events": _parts(row["events"]),
+        "links": _parts(row["links"]),
     }
+    return _limited(span, row["attributes"])
 
 
 def _envelope(row: dict) -> dict:
-    return {
+    envelope = {
         "source": row["source"],
         "id": row["event_id"],
         "type": row["type"],
@@ -126,7 +145,6 @@ def _envelope(row: dict) -> dict:
         "subject": row["subject"],
         "datacontenttype": row["datacontenttype"],
         "dataschema": row["dataschema"],
-        "extensions": _json(row["extensions"]) or {},
         "data": _json(row["data"]),
         "data_text": row["data_text"],
         "data_base64": row["data_base64"],
@@ -134,10 +152,11 @@ def _envelope(row: dict) -> dict:
         "truncated": row["truncated"],
         "trace_id": _hex(row["trace_id"]),
     }
+    return _limited(envelope, row["extensions"], "extensions")
 
 
 def _log(row: dict) -> dict:
-    return {
+    log = {
         "time": iso(row["time"]),
         "service": row["service"],
         "severity": row["severity_text"] or str(row["severity_number"]),
@@ -145,8 +164,8 @@ def _log(row: dict) -> dict:
         "body": row["body"],
         "trace_id": _hex(row["trace_id"]),
         "span_id": _hex(row["span_id"]),
-        "attributes": _json(row["attributes"]) or {},
     }
+    return _limited(log, row["attributes"])
 
 
 def _stages_of_traces(project_id: int, trace_ids: list[bytes]) -> list[dict]:
@@ -227,7 +246,7 @@ def _journey(project_id: int, trace_ids: list[bytes], stage_rows: list[dict]) ->
         (r["event_source"] or "", r["event_id"]) for r in stage_rows if r["event_id"] is not None
     }
     stages = [_stage(r) for r in stage_rows]
-    return {
+    journey = {
         "spans": [_span(r) for r in spans],
         "stages": stages,
         "envelopes": [_envelope(r) for r in _envelopes(project_id, keys)],
@@ -235,6 +254,21 @@ def _journey(project_id: int, trace_ids: list[bytes], stage_rows: list[dict]) ->
         "traces": [t.hex() for t in all_traces],
         "truncated": truncated,
     }
+    journey.update(limits_summary(journey))
+    return journey
+
+
+def limits_summary(journey: dict) -> dict:
+    """What the attribute limits cut in the journey's spans (with their events
+    and links), logs and envelopes, in all: attributes dropped and values cut short."""
+    dropped = truncated = 0
+    items = [*journey["spans"], *journey["logs"], *journey["envelopes"]]
+    for span in journey["spans"]:
+        items += [part for part in (*span["events"], *span["links"]) if isinstance(part, dict)]
+    for item in items:
+        dropped += item.get("dropped_attributes_count", 0)
+        truncated += len(item.get("truncated_attributes", ()))
+    return {"dropped_attributes_count": dropped, "truncated_attributes_count": truncated}
 
 
 def trace(project_id: int, trace_id: bytes) -> dict:
@@ -298,6 +332,7 @@ def event(project_id: int, event_id: str, source: str | None = None) -> dict:
     stage_rows.sort(key=lambda r: r["time"])
     journey = _journey(project_id, trace_ids, stage_rows)
     journey["envelopes"] = [_envelope(r) for r in envelope_rows] or journey["envelopes"]
+    journey.update(limits_summary(journey))
     journey["event_id"] = event_id
     journey["source"] = source or (envelope_rows[0]["source"] if envelope_rows else None)
     journey["envelope"] = journey["envelopes"][0] if journey["envelopes"] else None
@@ -413,6 +448,8 @@ def waterfall(journey: dict) -> list[dict]:
                 "id": node["span_id"],
                 "trace_id": node["trace_id"],
                 "attributes": node["attributes"],
+                "dropped_attributes_count": node["dropped_attributes_count"],
+                "truncated_attributes": node["truncated_attributes"],
             }
         )
         kids = sorted(

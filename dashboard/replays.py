@@ -24,6 +24,7 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 
+from collector.attribute_limits import DROPPED_KEY, TRUNCATED_KEY
 from collector.cloudevents import CORE, ES_ATTRIBUTES, is_json_type
 from collector.models import Envelope, Stage
 from dashboard.alerts.models import Format, Webhook, secret_key
@@ -39,8 +40,8 @@ CONTENT_TYPE = "application/cloudevents+json"
 # Eventscope's own attributes report one stage of the journey (where it
 # failed, with which error); they are not part of the event, and a receiver
 # that reports to Eventscope itself would otherwise file the replay as
-# another dead letter.
-NOT_REPLAYED = frozenset(ES_ATTRIBUTES)
+# another dead letter. Nor is Eventscope's record of what the attribute limits cut.
+NOT_REPLAYED = frozenset((*ES_ATTRIBUTES, DROPPED_KEY, TRUNCATED_KEY))
 REPLAY_ATTRIBUTE = "esreplay"
 SOURCES_NAMED = 5  # in the message asking which source was meant
 

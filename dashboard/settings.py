@@ -213,6 +213,11 @@ DEFAULT_PROJECT = env_str("EVENTSCOPE_DEFAULT_PROJECT", "default")
 MAX_BODY_BYTES = env_int("EVENTSCOPE_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # CloudEvents payloads are stored up to this size; the rest is marked truncated.
 PAYLOAD_MAX_BYTES = env_int("EVENTSCOPE_PAYLOAD_MAX_BYTES", 64 * 1024, minimum=0)
+# Attribute limits (collector/attribute_limits.py), as the OpenTelemetry SDK's span
+# limits: attributes kept per span, event, link, log record, resource and
+# CloudEvent, and characters kept per string value.
+MAX_ATTRIBUTES = env_int("EVENTSCOPE_MAX_ATTRIBUTES", 128, minimum=1)
+MAX_ATTRIBUTE_LENGTH = env_int("EVENTSCOPE_MAX_ATTRIBUTE_LENGTH", 4096, minimum=256)
 # Keys whose values are replaced before storage (collector/redact.py: words, then substring).
 REDACT_KEYS = env_list(
     "EVENTSCOPE_REDACT_KEYS",
@@ -225,6 +230,9 @@ QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
 # ---- Eventscope: storage and background work --------------------------------
 RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)
 ROLLUP_RETENTION_DAYS = env_int("EVENTSCOPE_ROLLUP_RETENTION_DAYS", 90, minimum=1)
+# Resolved alerts, finished webhook deliveries (with their attempts) and replays
+# are kept this long (dashboard/retention.py); expired sessions go at once.
+HISTORY_RETENTION_DAYS = env_int("EVENTSCOPE_HISTORY_RETENTION_DAYS", 30, minimum=1)
 BROKERS = env_list("EVENTSCOPE_BROKERS", "", sep=";")
 # Broker pollers run this often; one broker slower than the timeout is marked unreachable.
 BROKER_POLL_SECONDS = env_int("EVENTSCOPE_BROKER_POLL_SECONDS", 15, minimum=1)

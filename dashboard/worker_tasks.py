@@ -19,4 +19,6 @@ TASKS = {
     "flow_hours": "dashboard.flowhours:run",
     # audit events past EVENTSCOPE_AUDIT_RETENTION_DAYS
     "audit_retention": "dashboard.audit.retention:run",
+    # expired sessions, old alert history, deliveries and replays
+    "retention": "dashboard.retention:run",
 }

@@ -167,6 +167,21 @@ def test_createtoken_token_is_stored_hashed_and_scoped():
     assert token not in {t.digest for t in ApiToken.objects.all()}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_createtoken_output_writes_a_private_token_file_once(tmp_path):
+    path = tmp_path / "demo_token"
+    first = createtoken("demo", "--output", str(path))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""  # written, not printed
+    token = path.read_text().strip()
+    assert ApiToken.objects.authenticate(token, Scope.INGEST).project.slug == "default"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = createtoken("demo", "--output", str(path))  # a container restarting
+    assert again.returncode == 0 and "exists" in again.stderr
+    assert path.read_text().strip() == token
+    assert ApiToken.objects.filter(name="demo").count() == 1
+
+
 def test_createtoken_refuses_a_bad_project_slug(transactional_db):
     result = createtoken("x", "--project", "Not A Slug")
     assert result.returncode != 0

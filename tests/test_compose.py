@@ -12,7 +12,7 @@ import yaml
 from django.core.management import get_commands, load_command_class
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_SERVICES = ("migrate", "collector", "web", "worker", "demo")
+APP_SERVICES = ("migrate", "collector", "web", "worker", "demo-token", "demo")
 TLS_SERVICES = ("web-tls", "tls-proxy")
 DATABASE_URL = "postgresql://eventscope:eventscope@postgres:5432/eventscope"
 
@@ -35,7 +35,7 @@ def command_of(service) -> list[str]:
 def test_it_is_a_compose_v2_file_with_the_whole_stack(compose, services):
     assert "version" not in compose
     assert set(services) == {"postgres", "redis", *APP_SERVICES, *TLS_SERVICES}
-    assert "pgdata" in compose["volumes"]
+    assert {"pgdata", "var", "caddydata"} <= set(compose["volumes"])
 
 
 def test_postgres_16_reports_healthy_with_pg_isready(services):
@@ -62,7 +62,93 @@ def test_every_process_runs_the_project_image_on_the_shared_database(services, n
     assert service["build"] == "."
     assert (ROOT / "Dockerfile").is_file()
     assert service["environment"]["DATABASE_URL"] == DATABASE_URL
-    assert service["environment"]["EVENTSCOPE_INGEST_AUTH"] == "off"
+
+
+# Compose's own interpolation: ${NAME}, ${NAME:-default}, ${NAME-default},
+# ${NAME:?error}, ${NAME?error}; `$$` is a literal dollar.
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, environment: dict[str, str]) -> str:
+    """`value` as `docker compose` reads it with `environment` as the shell's."""
+
+    def one(match):
+        name, operator, word = match.groups()
+        present = name in environment and (
+            environment[name] != "" or not (operator or "").startswith(":")
+        )
+        if present:
+            return environment[name]
+        if operator and operator.endswith("?"):
+            raise ValueError(word or f"{name} is required")
+        return word or ""
+
+    return _VARIABLE.sub(one, value.replace("$$", "\0")).replace("\0", "$")
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_ingest_needs_a_token_whatever_the_shell_sets(services, name):
+    value = services[name]["environment"]["EVENTSCOPE_INGEST_AUTH"]
+    assert interpolate(value, {}) == "required"
+    assert interpolate(value, {"EVENTSCOPE_INGEST_AUTH": "off"}) == "required"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_no_fixed_secret_key_the_key_is_generated_into_a_volume(services, name):
+    service = services[name]
+    # Unset, it is empty, and the settings generate var/secret_key once ...
+    assert interpolate(service["environment"]["EVENTSCOPE_SECRET_KEY"], {}) == ""
+    assert (
+        interpolate(
+            service["environment"]["EVENTSCOPE_SECRET_KEY"], {"EVENTSCOPE_SECRET_KEY": "k" * 50}
+        )
+        == "k" * 50
+    )
+    # ... on a volume every process shares, so they all sign with the same key
+    # and it survives `docker compose down` / `up`.
+    dockerfile = dict(
+        pair.split("=", 1)
+        for keyword, argument in dockerfile_instructions()
+        if keyword == "ENV"
+        for pair in argument.split()
+    )
+    assert f"var:{dockerfile['EVENTSCOPE_VAR_DIR']}" in service["volumes"]
+
+
+def published(service) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each mapping, with no variable set."""
+    out = []
+    for mapping in service.get("ports", ()):
+        parts = interpolate(str(mapping), {}).split(":")
+        assert len(parts) == 3, f"{mapping} publishes on every interface"
+        out.append(tuple(parts))
+    return out
+
+
+def test_ports_listen_on_loopback_only_unless_the_user_says_otherwise(services):
+    mappings = [m for service in services.values() for m in published(service)]
+    assert {(port, target) for _, port, target in mappings} == {
+        ("4317", "4317"), ("4318", "4318"), ("8000", "8000"),
+        # the optional TLS proxy (profile "tls")
+        ("8443", "8443"), ("4443", "4443"),
+    }  # fmt: skip
+    assert {address for address, _, _ in mappings} == {"127.0.0.1"}
+    for service in services.values():
+        for mapping in service.get("ports", ()):
+            exposed = interpolate(str(mapping), {"EVENTSCOPE_BIND": "0.0.0.0"})
+            assert exposed.startswith("0.0.0.0:"), mapping
+
+
+def test_the_demo_sends_with_a_token_created_once_into_the_volume(services):
+    token = services["demo-token"]
+    command = command_of(token)
+    assert command[2] == "createtoken" and token["restart"] == "no"
+    output = command[command.index("--output") + 1]
+    demo = command_of(services["demo"])
+    assert demo[demo.index("--token-file") + 1] == output
+    assert services["demo"]["depends_on"]["demo-token"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 def test_the_migration_runs_once_before_everything_that_uses_the_database(services):
@@ -70,24 +156,26 @@ def test_the_migration_runs_once_before_everything_that_uses_the_database(servic
     assert command_of(migrate)[:3] == ["python", "manage.py", "migrate"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("collector", "web", "worker"):
+    for name in ("collector", "web", "worker", "demo-token"):
         condition = services[name]["depends_on"]["migrate"]["condition"]
         assert condition == "service_completed_successfully", name
 
 
 def test_the_collector_publishes_otlp_ports_and_a_readiness_check(services):
     collector = services["collector"]
-    assert {"4317:4317", "4318:4318"} <= set(collector["ports"])
+    assert {(port, target) for _, port, target in published(collector)} == {
+        ("4317", "4317"), ("4318", "4318"),
+    }  # fmt: skip
     assert command_of(collector)[-2:] == ["--host", "0.0.0.0"]
     assert "http://127.0.0.1:4318/readyz" in " ".join(collector["healthcheck"]["test"])
 
 
 def test_the_web_app_serves_8000_with_redis_for_live_updates(services):
     web = services["web"]
-    assert "8000:8000" in web["ports"]
+    assert [(port, target) for _, port, target in published(web)] == [("8000", "8000")]
     assert web["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert web["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert "web" in web["environment"]["EVENTSCOPE_ALLOWED_HOSTS"].split(",")
+    assert "web" in interpolate(web["environment"]["EVENTSCOPE_ALLOWED_HOSTS"], {}).split(",")
 
 
 def test_the_demo_exports_to_the_collector_once_it_is_ready(services):
@@ -102,7 +190,7 @@ def test_the_demo_exports_to_the_collector_once_it_is_ready(services):
     assert endpoint == f"http://collector:{http_port}"
 
 
-@pytest.mark.parametrize("name", ["migrate", "collector", "worker", "demo"])
+@pytest.mark.parametrize("name", ["migrate", "collector", "worker", "demo-token", "demo"])
 def test_management_commands_exist_and_accept_their_options(services, name):
     python, manage, command, *arguments = command_of(services[name])
     assert (python, manage) == ("python", "manage.py")
@@ -166,13 +254,13 @@ def test_the_image_exposes_the_ports_compose_publishes(services):
         if keyword == "EXPOSE"
         for port in argument.split()
     }
-    published = {
-        int(mapping.split(":")[-1])
+    targets = {
+        int(target)
         for service in services.values()
         if service.get("build") == "."
-        for mapping in service.get("ports", ())
+        for *_, target in published(service)
     }
-    assert published <= exposed
+    assert targets <= exposed
 
 
 def test_the_tls_proxy_starts_only_with_its_profile(services):
@@ -201,7 +289,9 @@ def test_the_tls_proxy_fronts_a_web_process_that_trusts_it_and_no_one_else(servi
     assert sites == {"8443": "web-tls:8000", "4443": "collector:4318"}
     origins = environment["EVENTSCOPE_CSRF_TRUSTED_ORIGINS"].split(",")
     assert "https://localhost:8443" in origins
-    assert {f"{port}:{port}" for port in sites} == set(proxy["ports"])
+    assert {f"127.0.0.1:{port}:{port}" for port in sites} == {
+        mapping.replace("${EVENTSCOPE_BIND:-127.0.0.1}", "127.0.0.1") for mapping in proxy["ports"]
+    }
     from uvicorn import main as uvicorn_cli
 
     program, *arguments = command_of(web_tls)

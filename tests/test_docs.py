@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,3 +26,16 @@ def test_every_setting_is_documented_in_the_readme():
 def test_readme_quick_start_is_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+def _rendered_metrics():
+    from collector import stats
+
+    return sorted(
+        {line.split()[2] for line in stats.render().splitlines() if line.startswith("# TYPE ")}
+    )
+
+
+@pytest.mark.parametrize("metric", _rendered_metrics())
+def test_every_metric_on_the_collector_port_is_documented(metric):
+    assert f"`{metric}`" in (ROOT / "README.md").read_text(), f"{metric} is not in README.md"

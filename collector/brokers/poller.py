@@ -213,8 +213,10 @@ def _prune(thinned_until: dt.datetime | None) -> dt.datetime:
     thin_until = now - THIN_AFTER
     with psycopg.connect(conninfo(), connect_timeout=10) as conn, conn.cursor() as cursor:
         deleted = samples.prune(cursor, cutoff)
-        # Groups nobody reported for the whole retention period are gone.
+        # Groups nobody reported for the whole retention period are gone, and so
+        # are brokers no longer polled (taken out of EVENTSCOPE_BROKERS).
         cursor.execute("DELETE FROM brokers_groupstate WHERE updated_at < %s", [cutoff])
+        cursor.execute("DELETE FROM brokers_brokerstate WHERE updated_at < %s", [cutoff])
         thinned = samples.thin(cursor, max(cutoff, thinned_until or cutoff), thin_until)
     if deleted or thinned:
         log.info("lag samples: %d past retention deleted, %d thinned", deleted, thinned)

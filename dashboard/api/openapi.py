@@ -130,6 +130,24 @@ def _object(properties: dict, optional=()) -> dict:
     }
 
 
+# What the attribute limits cut (README "Attribute limits"), on every item with attributes.
+LIMITED = {
+    "dropped_attributes_count": {
+        **INTEGER,
+        "description": "attributes not kept: the sender's dropped_attributes_count plus what "
+        "EVENTSCOPE_MAX_ATTRIBUTES cut",
+    },
+    "truncated_attributes": {
+        "type": "array",
+        "items": STRING,
+        "description": "keys whose value was cut short (a cut string ends with …)",
+    },
+}
+LIMITED_PARTS = (
+    "each with name (events), trace_id and span_id (links), attributes, "
+    "dropped_attributes_count and truncated_attributes"
+)
+
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "Node": _object(
@@ -199,8 +217,9 @@ SCHEMAS = {
             "status": {"enum": ["unset", "ok", "error"]},
             "status_message": STRING_OR_NULL,
             "attributes": OBJECT,
-            "events": {"type": "array", "items": OBJECT},
-            "links": {"type": "array", "items": OBJECT},
+            **LIMITED,
+            "events": {"type": "array", "items": OBJECT, "description": LIMITED_PARTS},
+            "links": {"type": "array", "items": OBJECT, "description": LIMITED_PARTS},
         }
     ),
     "Stage": _object(
@@ -237,6 +256,7 @@ SCHEMAS = {
                 "datacontenttype": STRING_OR_NULL,
                 "dataschema": STRING_OR_NULL,
                 "extensions": OBJECT,
+                **LIMITED,
                 "data": {},
                 "data_text": STRING_OR_NULL,
                 "data_base64": BOOLEAN,
@@ -257,6 +277,7 @@ SCHEMAS = {
             "trace_id": STRING_OR_NULL,
             "span_id": STRING_OR_NULL,
             "attributes": OBJECT,
+            **LIMITED,
         }
     ),
     "Journey": _object(
@@ -283,6 +304,15 @@ SCHEMAS = {
                 "description": "this trace and the consumer traces joined by span links",
             },
             "truncated": {"type": "boolean", "description": "spans were cut"},
+            "dropped_attributes_count": {
+                **INTEGER,
+                "description": "attributes dropped by the attribute limits in all its spans "
+                "(events and links included), logs and envelopes",
+            },
+            "truncated_attributes_count": {
+                **INTEGER,
+                "description": "attribute values cut to EVENTSCOPE_MAX_ATTRIBUTE_LENGTH in all",
+            },
             "start_ns": INTEGER,
             "duration_ms": {"type": "number"},
         },

@@ -88,7 +88,11 @@
     item("duration", fmtMs(row.duration_ms));
     if (row.id) item(row.kind === "stage" ? "event id" : "span id", row.id);
     if (row.error) item("error", row.error);
-    Object.keys(row.attributes || {}).sort().forEach(function (k) { item(k, row.attributes[k]); });
+    if (row.dropped_attributes_count) item("attributes dropped", String(row.dropped_attributes_count));
+    var cut = row.truncated_attributes || [];
+    Object.keys(row.attributes || {}).sort().forEach(function (k) {
+      item(cut.indexOf(k) >= 0 ? k + " (truncated)" : k, row.attributes[k]);
+    });
     detail.appendChild(list);
     detail.hidden = false;
   }

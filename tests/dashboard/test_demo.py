@@ -391,6 +391,26 @@ def test_the_command_runs_for_a_duration_with_a_token():
         assert {"storefront", "orders"} <= {span["service"] for span in sink.spans}
 
 
+def test_the_command_reads_its_token_from_a_file(tmp_path):
+    token_file = tmp_path / "demo_token"
+    token_file.write_text("es_from_a_file\n")
+    with OtlpSink() as sink:
+        output = subprocess.run(
+            [
+                sys.executable, "manage.py", "demo", "--endpoint", sink.url, "--rate", "20",
+                "--duration", "1", "--token-file", str(token_file),
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env=_env(),
+        )  # fmt: skip
+        assert output.returncode == 0, output.stderr
+        assert sink.authorizations == {"Bearer es_from_a_file"}
+    missing = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--token-file", str(tmp_path / "none")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=_env(),
+    )  # fmt: skip
+    assert missing.returncode != 0 and "--token-file" in missing.stderr
+
+
 def test_the_command_stops_cleanly_on_sigterm():
     with OtlpSink() as sink:
         process = subprocess.Popen(

@@ -3,6 +3,7 @@
 import signal
 import threading
 import urllib.parse
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -31,10 +32,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--token", default=None, help="an ingest token for the collector")
         parser.add_argument(
+            "--token-file",
+            default=None,
+            help="read the ingest token from this file (e.g. written by createtoken --output)",
+        )
+        parser.add_argument(
             "--seed", type=int, default=None, help="replay the same orders and failures"
         )
 
-    def handle(self, *args, endpoint, rate, duration, token, seed, **options):
+    def handle(self, *args, endpoint, rate, duration, token, seed, token_file=None, **options):
+        if token_file:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as exc:
+                raise CommandError(f"--token-file {token_file}: {exc}") from None
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise CommandError(f"--endpoint must be an http(s) URL, got {endpoint!r}")
