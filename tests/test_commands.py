@@ -174,9 +174,13 @@ def test_createtoken_refuses_a_bad_project_slug(transactional_db):
 
 
 def _leader(conn) -> str | None:
+    # Advisory locks are per database: other databases on the same server may
+    # have leaders of their own, so only this test database's lock counts.
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s AND l.classid = 0",
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s AND l.classid = 0 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND a.datname = current_database()",
         (LEADER_LOCK_KEY,),
     ).fetchall()
     assert len(row) <= 1, row
