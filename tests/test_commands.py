@@ -217,9 +217,14 @@ def test_two_workers_elect_one_leader_and_the_other_takes_over(telemetry_db):
             workers[first].communicate(timeout=10)
             assert _wait_leader(conn, {other}, workers) == other
     finally:
-        for process in workers.values():
-            if process.poll() is None:
-                terminate(process)
+        # Stop both before checking either: a failed check must not leave
+        # the other worker running against the test database.
+        running = [process for process in workers.values() if process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            output, _ = process.communicate(timeout=30)
+            assert process.returncode == 0, output
 
 
 def uvicorn(port: int, env: dict) -> subprocess.Popen:

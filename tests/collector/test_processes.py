@@ -169,7 +169,7 @@ def test_the_children_stop_when_the_parent_is_killed_and_the_ports_are_free_agai
         children = psutil.Process(parent.pid).children()
         assert len(children) == 2
         parent.kill()  # SIGKILL: the parent gets no chance to stop them
-        parent.communicate(timeout=10)
+        parent.wait(timeout=10)
         deadline = time.monotonic() + 10
         while any(_running(child) for child in children):
             assert time.monotonic() < deadline, "children still run 10 s after their parent died"
@@ -178,6 +178,7 @@ def test_the_children_stop_when_the_parent_is_killed_and_the_ports_are_free_agai
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+        parent.stdout.close()  # the children wrote to it too
 
     again = manage(*args)
     try:
