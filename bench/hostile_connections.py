@@ -245,7 +245,7 @@ def half_open(count: int) -> None:
     print(
         f"| `/healthz` during | {statistics.median(latencies):.1f} ms | "
         f"{percentile(latencies, 0.99):.1f} ms | {max(latencies):.1f} ms | "
-        f"{len(latencies) + failed} | {failed} {prober.failures or ''} |"
+        f"{len(latencies) + failed} | {failed}{f' {prober.failures}' if failed else ''} |"
     )
     print()
     print("| collector | before | peak | after |")
@@ -318,13 +318,12 @@ def web_requests(count: int, clients: int = 16) -> None:
             time.sleep(2)  # the worker's first passes
             with psycopg.connect(database_url(), autocommit=True) as conn:
 
-                def connections() -> tuple[int, int]:
+                def connections() -> int:
                     return conn.execute(
-                        "SELECT count(*) FILTER (WHERE application_name = %s), count(*) "
-                        "FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid()",
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND application_name = %s",
                         (name,),
-                    ).fetchone()
+                    ).fetchone()[0]
 
                 before = connections()
                 samples, done = [], threading.Event()
@@ -349,8 +348,9 @@ def web_requests(count: int, clients: int = 16) -> None:
                 sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
                 started = time.monotonic()
+                shares = [count // clients + (i < count % clients) for i in range(clients)]
                 with ThreadPoolExecutor(clients) as pool:
-                    list(pool.map(client, [count // clients] * clients))
+                    list(pool.map(client, shares))
                 elapsed = time.monotonic() - started
                 done.set()
                 sampler.join()
@@ -366,16 +366,9 @@ def web_requests(count: int, clients: int = 16) -> None:
         f"(`EVENTSCOPE_DB_POOL_SIZE` default, 10) in {elapsed:.1f} s "
         f"({sent / elapsed:.0f}/s); answers: {statuses}.\n"
     )
-    print("| PostgreSQL connections | before | peak | right after | 5 s later |")
+    print("| the server's PostgreSQL connections | before | peak | right after | 5 s later |")
     print("|---|---:|---:|---:|---:|")
-    print(
-        f"| the server's (pool, leader lock, LISTEN) | {before[0]} | "
-        f"{max(s[0] for s in samples)} | {right_after[0]} | {later[0]} |"
-    )
-    print(
-        f"| the whole database (the writer's too) | {before[1]} | "
-        f"{max(s[1] for s in samples)} | {right_after[1]} | {later[1]} |"
-    )
+    print(f"| pool, leader lock, LISTEN | {before} | {max(samples)} | {right_after} | {later} |")
     print()
 
 
@@ -383,10 +376,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--half-open", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1_000)
+    parser.add_argument(
+        "--scenarios", default="half-open,web", help="comma-separated: half-open, web"
+    )
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
     print("## Hostile load: connections\n")
-    half_open(args.half_open)
-    web_requests(args.requests)
+    if "half-open" in scenarios:
+        half_open(args.half_open)
+    if "web" in scenarios:
+        web_requests(args.requests)
 
 
 if __name__ == "__main__":
