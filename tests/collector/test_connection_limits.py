@@ -81,6 +81,21 @@ async def test_a_connection_that_never_completes_its_headers_is_closed_in_time(
             writer.close()
 
 
+async def test_a_grpc_connection_that_never_sends_its_preface_is_closed_in_time(
+    telemetry_db, settings
+):
+    settings.HTTP_HEADER_TIMEOUT_SECONDS = 1
+    async with running_server() as ports:
+        silent = await asyncio.open_connection("127.0.0.1", ports.otlp_grpc)
+        half = await asyncio.open_connection("127.0.0.1", ports.otlp_grpc)
+        half[1].write(b"PRI * HTTP/2.0\r\n")  # half the HTTP/2 preface
+        # The server's own SETTINGS frame comes first, then the close.
+        assert await _closed_within(silent[0], 4) < 2.5
+        assert await _closed_within(half[0], 4) < 2.5
+        for _reader, writer in (silent, half):
+            writer.close()
+
+
 async def test_at_the_cap_busy_connections_are_kept_and_a_new_one_is_refused(
     telemetry_db, settings, ingest_token
 ):
