@@ -38,7 +38,7 @@ def database_settings(data_dir: Path) -> dict:
         "PASSWORD": "",
         "HOST": str(data_dir),
         "PORT": "",
-        "CONN_MAX_AGE": 60,
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {},
     }

@@ -7,10 +7,15 @@ the kernel spreads connections over them), waits until every one of them
 is serving, restarts any that dies, and on SIGTERM stops them all, each
 committing what it acknowledged. Their writers take turns per project (an
 advisory lock in collector.writer), so results are the same as with one.
+
+Children never outlive the parent: should it be killed outright (SIGKILL,
+the OOM killer), they stop as on SIGTERM, so the ports are free for the
+next start instead of held by orphans nobody supervises.
 """
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 120.0
+PARENT_CHECK_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def check_free(host: str, port: int) -> None:
@@ -38,8 +45,34 @@ def child_command(host: str, http_port: int, grpc_port: int, ready_fd: int) -> l
     return [
         sys.executable, "-m", "django", "collector", "--host", host,
         "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
-        "--shared-ports", "--ready-fd", str(ready_fd),
+        "--shared-ports", "--ready-fd", str(ready_fd), "--parent-pid", str(os.getpid()),
     ]  # fmt: skip
+
+
+def stop_with_parent(parent_pid: int) -> None:
+    """In a child: have the kernel send SIGTERM when the parent dies (Linux).
+
+    If the parent is already gone, stop now: it may have died between
+    starting this process and this call, which the kernel would not report.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """In a child: set `stop` once the parent is gone (its children are then
+    re-parented). Covers systems without PR_SET_PDEATHSIG."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.error("the collector parent (pid %d) is gone; stopping", parent_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_CHECK_SECONDS)
 
 
 class Pool:

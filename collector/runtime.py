@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 import uvicorn
+from django.conf import settings
 
+from collector import connection_limits
 from collector.db import conninfo as django_conninfo
 from collector.tls import TLSFiles, uvicorn_options
 from collector.writer import Writer
@@ -92,12 +94,17 @@ async def start_asgi(
     """Serve `app` with uvicorn on host:port; returns once it listens.
 
     With `tls`, over TLS from those files (re-read when they change);
-    `client_auth` asks clients for certificates as the files say (ingest)."""
+    `client_auth` asks clients for certificates as the files say (ingest).
+    Connections are bounded by collector.connection_limits: a deadline for
+    request headers, a keep-alive time and a cap per port."""
     sock = listen_socket(host, port, reuse_port)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=connection_limits.HttpProtocol,
+        timeout_keep_alive=settings.HTTP_KEEPALIVE_SECONDS,
+        backlog=connection_limits.accept_backlog(),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -277,6 +284,7 @@ async def run(
     from collector.receivers.otlp_http import make_app
 
     tune_gc()
+    connection_limits.raise_open_file_limit()
     # A process of a `collector --processes N` pool writes on one lane: the
     # pool's processes already keep N transactions going, and two lanes in
     # each made them contend (on two cores, 33,000 against 37,000 spans/s).

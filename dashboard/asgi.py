@@ -19,6 +19,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from collector.connection_limits import raise_open_file_limit  # noqa: E402
 from collector.db import conninfo  # noqa: E402
 from collector.runtime import with_health  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
@@ -53,3 +54,7 @@ class Database:
 
 
 application = with_health(web_application, Database())
+
+# Whatever server imports this, its connections may use every descriptor
+# the system allows this process.
+raise_open_file_limit()

@@ -97,13 +97,23 @@ def compact_now() -> tuple[dt.datetime, dt.datetime] | None:
         return compact(cursor)
 
 
+def _compact_in_thread() -> tuple[dt.datetime, dt.datetime] | None:
+    from django.db import connection
+
+    try:
+        return compact_now()
+    finally:
+        # Hand the pooled connection back: this thread idles for a minute.
+        connection.close()
+
+
 async def run(stop: asyncio.Event) -> None:
     """Worker loop: compact once a minute until `stop` is set."""
     from asgiref.sync import sync_to_async
 
     while not stop.is_set():
         try:
-            done = await sync_to_async(compact_now, thread_sensitive=False)()
+            done = await sync_to_async(_compact_in_thread, thread_sensitive=False)()
             if done:
                 log.debug("flow hours compacted %s .. %s", *done)
         except Exception:

@@ -141,19 +141,39 @@ TEMPLATES = [
 ]
 
 
+# Django connections of one process come from one bounded pool. Under ASGI
+# every request runs in a thread of its own, and a connection kept per thread
+# (CONN_MAX_AGE) outlived its thread: each request left one open. 0 turns the
+# pool off (a connection per request, for an external pooler such as PgBouncer).
+DB_POOL_SIZE = env_int("EVENTSCOPE_DB_POOL_SIZE", 10, minimum=0)
+# How long a request waits for a free pooled connection before it fails.
+DB_POOL_TIMEOUT_SECONDS = 10
+
+
 def _database():
     url = env_str("DATABASE_URL")
     if url:
         import dj_database_url
 
-        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        config = dj_database_url.parse(url, conn_health_checks=True)
         if config["ENGINE"] != "django.db.backends.postgresql":
             raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL")
-        return config
-    # No server given: an embedded PostgreSQL under ./var/pg, started on demand.
-    from collector.embedded_pg import database_settings
+    else:
+        # No server given: an embedded PostgreSQL under ./var/pg, started on demand.
+        from collector.embedded_pg import database_settings
 
-    return database_settings(VAR_DIR / "pg")
+        config = database_settings(VAR_DIR / "pg")
+    # Django's pool requires connections to be handed back at the end of each
+    # request, which is what CONN_MAX_AGE = 0 means with a pool.
+    config["CONN_MAX_AGE"] = 0
+    if DB_POOL_SIZE:
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": DB_POOL_SIZE,
+            "timeout": DB_POOL_TIMEOUT_SECONDS,
+            "name": "eventscope",
+        }
+    return config
 
 
 DATABASES = {"default": _database()}
@@ -226,6 +246,13 @@ REDACT_KEYS = env_list(
 )
 # The writer's queue bound, in items (spans + events); past it ingest answers 429.
 QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
+# Every listening port (collector/connection_limits.py): request headers are
+# due this long after a connection opens; kept-alive connections idle this
+# long (longer than a load balancer's usual 60 s, so it closes first); and at
+# most this many connections per port and process.
+HTTP_HEADER_TIMEOUT_SECONDS = env_int("EVENTSCOPE_HTTP_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
+HTTP_KEEPALIVE_SECONDS = env_int("EVENTSCOPE_HTTP_KEEPALIVE_SECONDS", 75, minimum=1)
+MAX_CONNECTIONS = env_int("EVENTSCOPE_MAX_CONNECTIONS", 1000, minimum=1)
 
 # ---- Eventscope: storage and background work --------------------------------
 RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)

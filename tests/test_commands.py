@@ -189,9 +189,13 @@ def test_createtoken_refuses_a_bad_project_slug(transactional_db):
 
 
 def _leader(conn) -> str | None:
+    # Advisory locks are per database: other databases on the same server may
+    # have leaders of their own, so only this test database's lock counts.
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s AND l.classid = 0",
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s AND l.classid = 0 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND a.datname = current_database()",
         (LEADER_LOCK_KEY,),
     ).fetchall()
     assert len(row) <= 1, row
@@ -228,9 +232,14 @@ def test_two_workers_elect_one_leader_and_the_other_takes_over(telemetry_db):
             workers[first].communicate(timeout=10)
             assert _wait_leader(conn, {other}, workers) == other
     finally:
-        for process in workers.values():
-            if process.poll() is None:
-                terminate(process)
+        # Stop both before checking either: a failed check must not leave
+        # the other worker running against the test database.
+        running = [process for process in workers.values() if process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            output, _ = process.communicate(timeout=30)
+            assert process.returncode == 0, output
 
 
 def uvicorn(port: int, env: dict) -> subprocess.Popen:

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector import auth, stats
+from collector import auth, connection_limits, stats
 from collector.batch import IngestUnavailable
 from collector.decode import PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_logs, normalize_traces
@@ -230,6 +230,7 @@ async def start_grpc_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            *connection_limits.grpc_options(),
         ]
     )
     services = (

@@ -1,5 +1,6 @@
 """`collector --processes N`: several processes on the same ports, results as with one."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -143,3 +144,45 @@ def test_it_refuses_to_start_on_a_port_in_use(telemetry_db):
         output, _ = process.communicate(timeout=60)
     assert process.returncode != 0
     assert "cannot start the collector" in output and "in use" in output
+
+
+def _running(process: psutil.Process) -> bool:
+    # An orphan that exited stays a zombie until whoever adopted it reaps it.
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_the_children_stop_when_the_parent_is_killed_and_the_ports_are_free_again(
+    telemetry_db,
+):
+    http_port, grpc_port = free_port(), free_port()
+    args = (
+        "collector", "--processes", "2",
+        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
+    )  # fmt: skip
+    parent = manage(*args)
+    children = []
+    try:
+        assert _banner(parent).startswith("collector: 2 processes")
+        children = psutil.Process(parent.pid).children()
+        assert len(children) == 2
+        parent.kill()  # SIGKILL: the parent gets no chance to stop them
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_running(child) for child in children):
+            assert time.monotonic() < deadline, "children still run 10 s after their parent died"
+            time.sleep(0.1)
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        parent.stdout.close()  # the children wrote to it too
+
+    again = manage(*args)
+    try:
+        assert _banner(again).startswith("collector: 2 processes"), "the ports are still taken"
+        assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200
+    finally:
+        terminate(again)

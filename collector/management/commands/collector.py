@@ -14,7 +14,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from collector import processes, runtime
+from collector import processes as processes_module
+from collector import runtime
 
 
 class Command(BaseCommand):
@@ -33,13 +34,18 @@ class Command(BaseCommand):
         # Set by the parent of --processes N for each of its children.
         parser.add_argument("--shared-ports", action="store_true", help="(internal)")
         parser.add_argument("--ready-fd", type=int, default=None, help="(internal)")
+        parser.add_argument("--parent-pid", type=int, default=None, help="(internal)")
 
     def handle(
         self, *args, host, otlp_http_port, otlp_grpc_port, processes, shared_ports, ready_fd,
-        **options,
+        parent_pid, **options,
     ):  # fmt: skip
         if processes < 1:
             raise CommandError("--processes must be at least 1")
+        if parent_pid is not None:
+            # Before anything else: a parent killed while this one starts
+            # must not leave it behind, holding the shared ports.
+            processes_module.stop_with_parent(parent_pid)
         banner = f"OTLP/HTTP on {host}:{otlp_http_port}, OTLP/gRPC on {host}:{otlp_grpc_port}"
         if settings.TLS_CERT_FILE:
             banner += f", TLS (client certificates: {settings.TLS_CLIENT_AUTH})"
@@ -60,12 +66,19 @@ class Command(BaseCommand):
         async def main():
             stop = asyncio.Event()
             runtime.install_stop_signals(stop)
-            await runtime.run(ports, stop, on_started=started)
+            watcher = None
+            if parent_pid is not None:
+                watcher = asyncio.create_task(processes_module.watch_parent(parent_pid, stop))
+            try:
+                await runtime.run(ports, stop, on_started=started)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
 
         asyncio.run(main())
 
     def _run_pool(self, count, host, http_port, grpc_port, banner):
-        pool = processes.Pool(count, host, http_port, grpc_port)
+        pool = processes_module.Pool(count, host, http_port, grpc_port)
 
         def started():
             self.stdout.write(f"collector: {count} processes, {banner}", ending="\n")

@@ -9,7 +9,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand
 
-from collector import runtime
+from collector import connection_limits, runtime
 from dashboard.worker_tasks import TASKS
 
 
@@ -17,6 +17,7 @@ class Command(BaseCommand):
     help = "Run retention, broker pollers, alert evaluation and webhook delivery (one leader)."
 
     def handle(self, *args, **options):
+        connection_limits.raise_open_file_limit()
         tasks = runtime.load_tasks(TASKS)
 
         async def main():
