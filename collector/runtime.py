@@ -98,18 +98,21 @@ async def start_asgi(
     Connections are bounded by collector.connection_limits: a deadline for
     request headers, a keep-alive time and a cap per port."""
     sock = listen_socket(host, port, reuse_port)
+    options = {
+        "http": connection_limits.HttpProtocol,
+        **uvicorn_options(tls, client_auth, connection_limits.HttpProtocol),
+    }
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=connection_limits.HttpProtocol,
         timeout_keep_alive=settings.HTTP_KEEPALIVE_SECONDS,
         backlog=connection_limits.accept_backlog(),
         lifespan="off",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=15,
-        **uvicorn_options(tls, client_auth),
+        **options,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=name)

@@ -279,14 +279,20 @@ def peer_protocol(base: type) -> type:
     return PeerCertificateProtocol
 
 
-def uvicorn_options(files: TLSFiles | None, client_auth: bool = False) -> dict:
-    """Extra uvicorn.Config arguments serving TLS from `files` (none for plain text)."""
+def uvicorn_options(
+    files: TLSFiles | None, client_auth: bool = False, http_protocol: type | None = None
+) -> dict:
+    """Extra uvicorn.Config arguments serving TLS from `files` (none for plain text).
+
+    `http_protocol` is the uvicorn HTTP protocol class the port uses; with
+    client certificates it is extended to pass the peer's certificate on."""
     if files is None:
         return {}
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    if http_protocol is None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol as http_protocol
 
     rotating = RotatingContext(files, client_auth)
     options = {"ssl_context_factory": lambda _config, _default: rotating.context}
     if client_auth and files.client_auth != "off":
-        options["http"] = peer_protocol(AutoHTTPProtocol)
+        options["http"] = peer_protocol(http_protocol)
     return options
