@@ -43,8 +43,9 @@ from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 
 from collector import notify
-from collector.models import Membership, Project, Role
+from collector.models import Project
 from dashboard.access import SESSION_PROJECT
+from dashboard.accounts.models import Membership, Role, projects_of
 from dashboard.query_params import BadParameter, clean_text
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _project_for(self, user):
-        projects = Project.objects.for_user(user)
+        projects = projects_of(user)
         slug = self.params.get("project")
         if slug:
             try:

@@ -106,7 +106,14 @@ INSTALLED_APPS = [
     "collector",
     "collector.brokers",
     "dashboard",
+    # One app per feature: its pages, API, queries, urls and templates side by side.
+    "dashboard.accounts",
+    "dashboard.flow",
+    "dashboard.journeys",
+    "dashboard.failures",
+    "dashboard.lag",
     "dashboard.alerts",
+    "dashboard.replays",
 ]
 
 MIDDLEWARE = [

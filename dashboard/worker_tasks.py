@@ -16,5 +16,5 @@ TASKS = {
     # webhook delivery from the outbox, with retries
     "webhooks": "dashboard.alerts.sender:run",
     # hourly flow rollups for long flow-graph windows
-    "flow_hours": "dashboard.flowhours:run",
+    "flow_hours": "dashboard.flow.hours:run",
 }

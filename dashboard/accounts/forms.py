@@ -11,7 +11,7 @@ from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.db import transaction
 
-from collector.models import Membership, Role
+from dashboard.accounts.models import Membership, Role
 
 
 class NewMemberForm(UserCreationForm):

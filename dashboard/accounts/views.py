@@ -7,9 +7,10 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from collector.models import ApiToken, Membership, Role, Scope
+from collector.models import ApiToken, Scope
 from dashboard.access import page_view
-from dashboard.accounts import NewMemberForm
+from dashboard.accounts.forms import NewMemberForm
+from dashboard.accounts.models import Membership, Role
 from dashboard.query_params import BadParameter, text_param
 
 # The secret of a token just created, kept in the session between the POST

@@ -11,8 +11,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from collector.models import Role
 from dashboard.access import can, page_view
+from dashboard.accounts.models import Role
 from dashboard.alerts.api import (
     alerts_queryset,
     deliveries_for_display,

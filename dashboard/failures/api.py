@@ -2,9 +2,9 @@
 
 from django.views.decorators.http import require_GET
 
-from dashboard import failures as failure_queries
 from dashboard.access import api_view
-from dashboard.api import answers_bad_parameters, ok
+from dashboard.failures import queries as failure_queries
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.query_params import (
     BadParameter,
     decode_cursor,

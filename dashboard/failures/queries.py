@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from dashboard.journeys import iso
+from dashboard.journeys.queries import iso
 from dashboard.query_params import text_param
 
 FAILURE_STAGES = ("failed", "deadlettered")

@@ -6,12 +6,17 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from dashboard import failures as failure_queries
 from dashboard.access import page_view
+from dashboard.failures import queries as failure_queries
 from dashboard.links import event_url, window_query, with_query
 from dashboard.live import LiveConsumer
-from dashboard.query_params import WINDOWS, BadParameter, encode_cursor, parse_window
-from dashboard.views.flow import window_choice
+from dashboard.query_params import (
+    WINDOWS,
+    BadParameter,
+    encode_cursor,
+    parse_window,
+    window_choice,
+)
 
 PAGE_SIZE = 50
 GROUPS_SHOWN = 30

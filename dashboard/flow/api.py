@@ -3,8 +3,8 @@
 from django.views.decorators.http import require_GET
 
 from dashboard.access import api_view
-from dashboard.api import answers_bad_parameters, ok
-from dashboard.flowgraph import DEFAULT_EDGES, MAX_EDGES, flow_graph
+from dashboard.flow.queries import DEFAULT_EDGES, MAX_EDGES, flow_graph
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.query_params import parse_limit, parse_window
 
 

@@ -3,7 +3,7 @@
 A week-long flow graph summed from per-minute rollups reads ~10,000 rows per
 edge (over a second for a hundred edges); from hourly rows it reads ~170.
 The worker sums every complete hour into dashboard_flowhour and records how
-far it got (`through`). Readers (dashboard.flowgraph) take whole hours
+far it got (`through`). Readers (dashboard.flow.queries) take whole hours
 before `through` from here and the rest, at most a little over an hour at
 each end of the window, from the minute rows, so the graph is always exact
 up to the minute.

@@ -13,7 +13,7 @@ import datetime as dt
 from django.db import connection
 
 from collector import histogram
-from dashboard import flowhours
+from dashboard.flow import hours as flowhours
 from dashboard.lag.edges import lag_for_edges
 
 KINDS = ("publish", "consume", "call")

@@ -5,36 +5,10 @@ from django.shortcuts import render
 from django.utils.http import urlencode
 
 from dashboard.access import page_view
-from dashboard.flowgraph import DEFAULT_EDGES, MAX_EDGES, flow_graph, parse_node
+from dashboard.flow.queries import DEFAULT_EDGES, MAX_EDGES, flow_graph, parse_node
 from dashboard.links import lag_url, with_query
 from dashboard.live import LiveConsumer
-from dashboard.query_params import WINDOWS, BadParameter, parse_limit, parse_window
-
-
-def window_choice(request, default: str, params=None) -> tuple[dict, str | None]:
-    """(since/until/window shown on the page, error message) from the query string
-    (or from `params`, when the page has already settled which window it shows)."""
-    params = request.GET if params is None else params
-    try:
-        since, until = parse_window(params, default=default)
-        error = None
-    except BadParameter as exc:
-        error = str(exc)
-        since, until = parse_window({}, default=default)
-    custom = bool(params.get("since") or params.get("until")) and error is None
-    window = (
-        "custom"
-        if custom
-        else (params.get("window") if params.get("window") in WINDOWS else default)
-    )
-    return {
-        "since": since,
-        "until": until,
-        "window": window,
-        "windows": list(WINDOWS),
-        "custom_since": params.get("since", ""),
-        "custom_until": params.get("until", ""),
-    }, error
+from dashboard.query_params import BadParameter, parse_limit, parse_window, window_choice
 
 
 def edge_links(edge: dict, keep: dict) -> list[tuple[str, str]]:

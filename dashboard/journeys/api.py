@@ -2,9 +2,9 @@
 
 from django.views.decorators.http import require_GET
 
-from dashboard import journeys
 from dashboard.access import api_view, json_error
-from dashboard.api import answers_bad_parameters, ok
+from dashboard.journeys import queries as journeys
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.query_params import text_param
 
 

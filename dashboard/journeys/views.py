@@ -13,12 +13,13 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from collector.models import Role
-from dashboard import journeys, replays
 from dashboard.access import can, page_view
+from dashboard.accounts.models import Role
+from dashboard.journeys import queries as journeys
 from dashboard.links import event_url
-from dashboard.models import Replay
 from dashboard.query_params import BadParameter, text_param
+from dashboard.replays import send as replays
+from dashboard.replays.models import Replay
 
 REPLAYS_SHOWN = 50
 

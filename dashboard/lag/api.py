@@ -4,7 +4,7 @@ from django.views.decorators.http import require_GET
 
 from collector.brokers import lag
 from dashboard.access import api_view
-from dashboard.api import answers_bad_parameters, ok
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.lag.views import unreachable_brokers
 from dashboard.query_params import BadParameter, decode_cursor, encode_cursor, parse_limit
 

@@ -18,8 +18,7 @@ from dashboard.access import page_view
 from dashboard.lag.history import group_series, sparklines
 from dashboard.lag.slowest import slowest_stages
 from dashboard.live import LiveConsumer
-from dashboard.query_params import BadParameter, clean_text, parse_window
-from dashboard.views.flow import window_choice
+from dashboard.query_params import BadParameter, clean_text, parse_window, window_choice
 
 # A group's URL needs a segment even when the broker has no group name
 # (a RabbitMQ queue is consumed, not subscribed by a named group).

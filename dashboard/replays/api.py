@@ -10,14 +10,12 @@ import json
 from django.db.models import Q
 from django.views.decorators.csrf import csrf_exempt
 
-from collector.models import Role
-from dashboard import replays
 from dashboard.access import api_view, json_error
+from dashboard.accounts.models import Role
 from dashboard.alerts.models import Format, Webhook
-from dashboard.api import answers_bad_parameters, ok
-from dashboard.api import traces as api_traces
-from dashboard.journeys import NotFound, iso
-from dashboard.models import Replay
+from dashboard.journeys import api as api_traces
+from dashboard.journeys.queries import NotFound, iso
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.query_params import (
     BadParameter,
     clean_text,
@@ -27,6 +25,8 @@ from dashboard.query_params import (
     parse_time,
     text_param,
 )
+from dashboard.replays import send as replays
+from dashboard.replays.models import Replay
 
 REQUEST_FIELDS = ("webhook", "source")
 

@@ -1,7 +1,5 @@
-"""Tables of the dashboard itself: the record of event replays.
-
-(The hourly flow rollups are raw SQL, see migrations/0001_flow_hours.py.)
-"""
+"""The record of event replays. The table kept its first name,
+`dashboard_replay` (db_table), when the model moved into this app."""
 
 import uuid
 
@@ -64,6 +62,7 @@ class Replay(models.Model):
     objects = ReplayQuerySet.as_manager()
 
     class Meta:
+        db_table = "dashboard_replay"
         ordering = ["-requested_at", "-id"]
         indexes = [
             models.Index(

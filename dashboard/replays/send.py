@@ -28,9 +28,9 @@ from collector.cloudevents import CORE, ES_ATTRIBUTES, is_json_type
 from collector.models import Envelope, Stage
 from dashboard.alerts.models import Format, Webhook, secret_key
 from dashboard.alerts.transports import Transport, TransportError, signature_headers
-from dashboard.journeys import NotFound, iso
-from dashboard.models import Replay, ReplayStatus
+from dashboard.journeys.queries import NotFound, iso
 from dashboard.query_params import BadParameter, clean_text
+from dashboard.replays.models import Replay, ReplayStatus
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from collector.models import Membership, Project, Role
+from collector.models import Project
+from dashboard.accounts.models import Membership, Role
 
 PASSWORD = "orange kettle 94 march"
 

@@ -58,7 +58,7 @@ def test_failures_page_groups_and_links_to_the_event(client, viewer, project):
 
 
 def test_project_picker_switches_projects(client, viewer, other_project):
-    from collector.models import Membership
+    from dashboard.accounts.models import Membership
 
     Membership.objects.create(user=viewer, project=other_project, role="viewer")
     client.force_login(viewer)

@@ -16,8 +16,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
 
-from collector.models import Project, Role
-from dashboard.accounts import NewMemberForm, form_errors
+from collector.models import Project
+from dashboard.accounts.forms import NewMemberForm, form_errors
+from dashboard.accounts.models import Role
 
 
 class Command(BaseCommand):
