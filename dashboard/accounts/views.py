@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from collector.models import ApiToken, Scope
@@ -135,7 +136,7 @@ def create_member(request):
     messages.success(
         request,
         f"Account {user.username} created as {form.cleaned_data['role']}: "
-        "give them the password you chose; they sign in at /login/.",
+        f"give them the password you chose; they sign in at {reverse('login')}.",
     )
     return redirect("members")
 

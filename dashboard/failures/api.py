@@ -32,12 +32,7 @@ def failures(request):
             raise BadParameter("cursor is not one this API returned")
         items, following = failure_queries.groups(request.project.id, filters, limit, cursor or 0)
     else:
-        if cursor is not None and not (
-            isinstance(cursor, list)
-            and len(cursor) == 2
-            and all(isinstance(c, str) for c in cursor)
-        ):
-            raise BadParameter("cursor is not one this API returned")
+        cursor = failure_queries.list_cursor(request.GET)
         try:
             items, following = failure_queries.failures(request.project.id, filters, limit, cursor)
         except ValueError:

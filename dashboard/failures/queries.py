@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from dashboard.journeys.queries import iso
-from dashboard.query_params import text_param
+from dashboard.query_params import BadParameter, decode_cursor, text_param
 
 FAILURE_STAGES = ("failed", "deadlettered")
 TREND_BUCKETS = 24
@@ -89,6 +89,16 @@ class Filters:
             )
             if v
         }
+
+
+def list_cursor(params) -> list | None:
+    """The `cursor` of a page of the newest-first list, checked; None for the first page."""
+    cursor = decode_cursor(params)
+    if cursor is not None and not (
+        isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(c, str) for c in cursor)
+    ):
+        raise BadParameter("cursor is not one this API returned")
+    return cursor
 
 
 def failures(

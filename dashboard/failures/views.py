@@ -3,12 +3,11 @@
 from channels.db import database_sync_to_async
 from django.shortcuts import render
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils.http import urlencode
 
 from dashboard.access import page_view
 from dashboard.failures import queries as failure_queries
-from dashboard.links import event_url, window_query, with_query
+from dashboard.links import event_url, failures_url, trace_url, window_query
 from dashboard.live import LiveConsumer
 from dashboard.query_params import (
     WINDOWS,
@@ -25,7 +24,9 @@ WINDOW_KEYS = ("window", "since", "until")
 
 
 def failures_context(project, params) -> dict:
-    """Everything the live part of the page shows, for the page and for pushes.
+    """Everything the live part of the page shows, for the page and for pushes:
+    the groups of the window, and one page of the newest failures (`cursor`
+    names where an older page starts).
 
     Every link keeps the window, the project and the other filters, so
     narrowing down never silently widens the window back to 24 hours.
@@ -33,8 +34,12 @@ def failures_context(project, params) -> dict:
     shown_window = window_query(params, DEFAULT_WINDOW)
     since, until = parse_window(shown_window, default=DEFAULT_WINDOW)
     filters = failure_queries.Filters.from_params(params, since, until)
+    cursor = failure_queries.list_cursor(params)
     groups, _ = failure_queries.groups(project.id, filters, GROUPS_SHOWN)
-    rows, more = failure_queries.failures(project.id, filters, PAGE_SIZE)
+    try:
+        rows, more = failure_queries.failures(project.id, filters, PAGE_SIZE, cursor)
+    except ValueError:
+        raise BadParameter("cursor is not one this page made") from None
     keep = {**shown_window, "project": project.slug}
     current = filters.query()
     peak = max((max(g["trend"]) for g in groups), default=0)
@@ -44,39 +49,32 @@ def failures_context(project, params) -> dict:
             for i, c in enumerate(group["trend"])
             for h in [round(22 * c / peak, 1) if peak else 0]
         ]
-        group["service_url"] = with_query(
-            "/failures/", {**keep, **current, "service": group["service"]}
-        )
-        group["channel_url"] = with_query(
-            "/failures/",
-            {**keep, **current, "channel": group["channel"], "system": group["system"]},
+        group["service_url"] = failures_url(keep, **{**current, "service": group["service"]})
+        group["channel_url"] = failures_url(
+            keep, **{**current, "channel": group["channel"], "system": group["system"]}
         )
         # A group without a message cannot be asked for by `error=`.
-        group["error_url"] = group["error"] and with_query(
-            "/failures/",
-            {
-                **keep,
-                **current,
-                **{k: group[k] for k in ("service", "channel", "system", "error")},
-            },
+        group["error_url"] = group["error"] and failures_url(
+            keep,
+            **{**current, **{k: group[k] for k in ("service", "channel", "system", "error")}},
         )
     for row in rows:
         if row["event_id"]:
             row["url"] = event_url(row["event_id"], row["source"], project.slug)
         elif row["trace_id"]:
-            row["url"] = with_query(
-                reverse("trace", args=[row["trace_id"]]), {"project": project.slug}
-            )
+            row["url"] = trace_url(row["trace_id"], project.slug)
     older = None
     if more is not None:
-        older = with_query("/api/failures", {**keep, **current, "cursor": encode_cursor(more)})
+        older = failures_url(keep, **current, cursor=encode_cursor(more))
     return {
         "groups": groups,
         "rows": rows,
         "more": more is not None,
         "older_url": older,
+        # On an older page, the way back to the newest failures.
+        "newest_url": cursor is not None and failures_url(keep, **current),
         "filters": filters,
-        "clear_url": with_query("/failures/", keep),
+        "clear_url": failures_url(keep),
     }
 
 
@@ -111,9 +109,13 @@ def failures(request):
         )
     live_query = {**context["filters"].query(), "project": request.project.slug}
     live_query.update(window_query(params, DEFAULT_WINDOW))
+    if context["newest_url"]:
+        live_query["cursor"] = params["cursor"]  # an older page stays that page
     context.update(choice=choice, error=error, live_query=urlencode(live_query), area="failures")
     if request.htmx:
-        return render(request, "failures/page.html#live", context)
+        # The filter form and the pager ask for the results only. htmx swaps
+        # only 2xx answers, so a wrong filter's message comes with a 200.
+        return render(request, "failures/page.html#results", context)
     return render(request, "failures/page.html", context, status=400 if error else 200)
 
 

@@ -2,34 +2,14 @@
 
 from channels.db import database_sync_to_async
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.http import urlencode
 
 from dashboard.access import page_view
-from dashboard.flow.queries import DEFAULT_EDGES, MAX_EDGES, flow_graph, parse_node
-from dashboard.links import lag_url, with_query
+from dashboard.flow.queries import DEFAULT_EDGES, MAX_EDGES, flow_graph
+from dashboard.links import flow_links, window_query, with_query
 from dashboard.live import LiveConsumer
 from dashboard.query_params import BadParameter, parse_limit, parse_window, window_choice
-
-
-def edge_links(edge: dict, keep: dict) -> list[tuple[str, str]]:
-    """(label, url) of the pages that narrow down to one edge, in `keep`'s window
-    and project. static/js/flow.js builds the same links for live updates."""
-    failures = {}
-    for node_id in (edge["source"], edge["target"]):
-        node = parse_node(node_id)
-        if node["kind"] == "channel":
-            failures.update(channel=node["name"], system=node["system"])
-        elif edge["kind"] != "call" or node_id == edge["target"]:
-            failures["service"] = node["name"]
-    if edge["group"]:
-        failures["group"] = edge["group"]
-    links = [("failures", with_query("/failures/", {**keep, **failures}))]
-    if edge["kind"] == "consume":
-        channel = parse_node(edge["source"])
-        url = lag_url(channel["system"], channel["name"], edge["group"])
-        if url:
-            links.append(("lag", with_query(url, keep)))
-    return links
 
 
 def _limit(params) -> int:
@@ -50,17 +30,16 @@ def flow(request):
         else {"since": choice["custom_since"], "until": choice["custom_until"]}
     )
     keep = {**query, "project": request.project.slug}
-    rows = [{"edge": edge, "links": edge_links(edge, keep)} for edge in graph["edges"]]
+    graph = flow_links(graph, keep)
     live_query = {**keep, "limit": limit} if limit != DEFAULT_EDGES else keep
     return render(
         request,
         "flow/page.html",
         {
             "graph": graph,
-            "rows": rows,
             "choice": choice,
             "error": error,
-            "keep": urlencode(keep),
+            "search_url": with_query(reverse("search"), keep),
             "live_query": urlencode(live_query),
             "limit": limit,
             "area": "flow",
@@ -74,7 +53,8 @@ class FlowConsumer(LiveConsumer):
 
     The graph is bounded (the busiest edges, as the page and the API), so a
     full snapshot is simpler than deltas and heals any missed message. Consume
-    edges carry their group's lag, so new broker figures refresh it too.
+    edges carry their group's lag, so new broker figures refresh it too. Nodes
+    and edges carry their links (dashboard.links.flow_links), as on the page.
     """
 
     areas = ("flow", "lag")
@@ -89,4 +69,5 @@ class FlowConsumer(LiveConsumer):
             limit = _limit(self.params)
         except BadParameter as exc:
             return {"error": str(exc), "nodes": [], "edges": [], "truncated": False}
-        return flow_graph(self.project.id, since, until, limit)
+        keep = {**window_query(self.params, "1h"), "project": self.project.slug}
+        return flow_links(flow_graph(self.project.id, since, until, limit), keep)
