@@ -1,4 +1,5 @@
-"""Projects, members, API tokens, and the telemetry tables.
+"""Projects, API tokens, and the telemetry tables. (Who may see a project is
+the dashboard's business: dashboard/accounts/models.py.)
 
 The telemetry tables (spans, stages, envelopes, flow rollups) are partitioned
 or bulk-written with COPY, so their DDL lives in hand-written SQL migrations;
@@ -17,22 +18,10 @@ from django.utils import timezone
 TOKEN_PREFIX = "es_"
 
 
-class ProjectQuerySet(models.QuerySet):
-    def for_user(self, user):
-        """Projects `user` may see: all for a superuser, else those they are a member of."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self.all()
-        return self.filter(memberships__user=user)
-
-
 class Project(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-
-    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -47,46 +36,6 @@ class Project(models.Model):
             slug=settings.DEFAULT_PROJECT, defaults={"name": settings.DEFAULT_PROJECT.title()}
         )
         return project
-
-
-class Role(models.TextChoices):
-    VIEWER = "viewer", "Viewer"  # reads everything in the project
-    EDITOR = "editor", "Editor"  # also alerts, webhooks, replays
-    ADMIN = "admin", "Admin"  # also tokens and users
-
-    @classmethod
-    def rank(cls, role):
-        return {cls.VIEWER: 1, cls.EDITOR: 2, cls.ADMIN: 3}.get(role, 0)
-
-
-class Membership(models.Model):
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "project"], name="membership_user_project")
-        ]
-
-    def __str__(self):
-        return f"{self.user} is {self.role} of {self.project}"
-
-    @staticmethod
-    def has_role(user, project_id, role):
-        """True if `user` holds at least `role` in the project (superusers hold every role)."""
-        if not user.is_authenticated:
-            return False
-        if user.is_superuser:
-            return True
-        held = (
-            Membership.objects.filter(user=user, project_id=project_id)
-            .values_list("role", flat=True)
-            .first()
-        )
-        return Role.rank(held) >= Role.rank(role)
 
 
 class Scope(models.TextChoices):

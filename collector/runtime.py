@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 import uvicorn
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from collector import connection_limits
 from collector.db import conninfo as django_conninfo
@@ -152,10 +153,13 @@ def with_health(app, writer: Writer):
 
 
 def load_tasks(tasks: dict[str, str]) -> dict[str, object]:
-    """Import each "module:function"; a module that does not exist (yet) is skipped.
+    """Import each "module:function".
 
-    Any other import error is raised: a loop that is present but broken must
-    not disappear silently.
+    A configured task whose module or function does not exist stops the
+    start with ImproperlyConfigured naming both: a background loop that
+    silently never runs (alerts never evaluated, data never expired) is worse
+    than a process that refuses to start. Any other import error is raised
+    as it is.
     """
     loaded = {}
     for name, spec in tasks.items():
@@ -164,10 +168,16 @@ def load_tasks(tasks: dict[str, str]) -> dict[str, object]:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                log.warning("background task %s skipped: %s is not installed", name, module_name)
-                continue
+                raise ImproperlyConfigured(
+                    f"background task {name!r}: module {module_name} does not exist"
+                ) from exc
             raise
-        loaded[name] = getattr(module, function)
+        try:
+            loaded[name] = getattr(module, function)
+        except AttributeError:
+            raise ImproperlyConfigured(
+                f"background task {name!r}: module {module_name} has no {function!r}"
+            ) from None
     return loaded
 
 

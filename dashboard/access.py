@@ -18,7 +18,8 @@ from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from collector.models import ApiToken, Membership, Project, Role, Scope
+from collector.models import ApiToken, Project, Scope
+from dashboard.accounts.models import Membership, Role, projects_of
 from dashboard.query_params import BadParameter, clean_text
 
 SESSION_PROJECT = "project_id"
@@ -108,7 +109,7 @@ def api_view(role: str = Role.VIEWER):
                     return json_error(
                         401, "authentication required: sign in or send a Bearer token"
                     )
-                projects = Project.objects.for_user(request.user)
+                projects = projects_of(request.user)
             try:
                 project = _choose_project(request, projects)
             except Http404 as exc:
@@ -147,7 +148,7 @@ def page_view(role: str = Role.VIEWER):
         def wrapped(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            projects = Project.objects.for_user(request.user)
+            projects = projects_of(request.user)
             project = _choose_project(request, projects)
             if project is None:
                 from django.shortcuts import render

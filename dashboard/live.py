@@ -8,23 +8,30 @@ to the Channels group ``live.<project>.<area>``.
 
 A live page subclasses `LiveConsumer`, names the areas it shows and
 implements `push()`, which re-reads PostgreSQL and sends whatever the page
-needs (an htmx out-of-band fragment through `send_fragment`, or JSON through
-`send_json`). Hints carry no data: PostgreSQL stays the single source of
+needs: the page's live partial rendered with ``hx-swap-oob`` for htmx's
+websocket extension (failures, lag, alerts), or JSON through `send_json`
+(the flow graph). Hints carry no data: PostgreSQL stays the single source of
 truth, a burst of hints costs at most one push per second per connection,
 and a reconnecting page simply gets a fresh `push()`. Before every push the
 consumer checks that the session is still signed in and the user still a
 member of the project; a page whose user signed out or was removed is
 closed (4401 / 4403) instead of receiving more data.
 
-Example::
+Example (dashboard/alerts/views.py)::
 
-    class LagConsumer(LiveConsumer):
-        areas = ("lag",)
+    class AlertsConsumer(LiveConsumer):
+        areas = ("alerts",)
 
         async def push(self):
-            await self.send_fragment("lag/page.html#table", {"rows": await self.rows()})
+            html = await database_sync_to_async(self._render)()
+            await self.send(text_data=html)
 
-and in dashboard/routing.py: ``path("ws/lag/", LagConsumer.as_asgi())``.
+        def _render(self) -> str:
+            context = live_context(self.project, self.params)
+            context["oob"] = True
+            return render_to_string("alerts/page.html#live", context)
+
+and in dashboard/routing.py: ``path("ws/alerts/", AlertsConsumer.as_asgi())``.
 """
 
 import asyncio
@@ -40,11 +47,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.template.loader import render_to_string
 
 from collector import notify
-from collector.models import Membership, Project, Role
+from collector.models import Project
 from dashboard.access import SESSION_PROJECT
+from dashboard.accounts.models import Membership, Role, projects_of
 from dashboard.query_params import BadParameter, clean_text
 
 log = logging.getLogger(__name__)
@@ -235,14 +242,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def send_json(self, data) -> None:
         await self.send(text_data=json.dumps(data, separators=(",", ":"), default=str))
 
-    async def send_fragment(self, template_name: str, context: dict) -> None:
-        """Render a template (or "page.html#partial") and send it for htmx's ws extension.
-
-        The fragment's top element should carry an id and ``hx-swap-oob``.
-        """
-        html = await database_sync_to_async(render_to_string)(template_name, context)
-        await self.send(text_data=html)
-
     # ---- coalescing ------------------------------------------------------------
 
     def _schedule(self) -> None:
@@ -302,7 +301,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _project_for(self, user):
-        projects = Project.objects.for_user(user)
+        projects = projects_of(user)
         slug = self.params.get("project")
         if slug:
             try:

@@ -104,3 +104,29 @@ def decode_cursor(params):
         return json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError):
         raise BadParameter("cursor is not one this API returned") from None
+
+
+def window_choice(request, default: str, params=None) -> tuple[dict, str | None]:
+    """(since/until/window shown on the page, error message) from the query string
+    (or from `params`, when the page has already settled which window it shows)."""
+    params = request.GET if params is None else params
+    try:
+        since, until = parse_window(params, default=default)
+        error = None
+    except BadParameter as exc:
+        error = str(exc)
+        since, until = parse_window({}, default=default)
+    custom = bool(params.get("since") or params.get("until")) and error is None
+    window = (
+        "custom"
+        if custom
+        else (params.get("window") if params.get("window") in WINDOWS else default)
+    )
+    return {
+        "since": since,
+        "until": until,
+        "window": window,
+        "windows": list(WINDOWS),
+        "custom_since": params.get("since", ""),
+        "custom_until": params.get("until", ""),
+    }, error

@@ -3,9 +3,9 @@
 from django.urls import path
 
 from dashboard.alerts.views import AlertsConsumer
+from dashboard.failures.views import FailuresConsumer
+from dashboard.flow.views import FlowConsumer
 from dashboard.lag.views import LagConsumer
-from dashboard.views.failures import FailuresConsumer
-from dashboard.views.flow import FlowConsumer
 
 websocket_urlpatterns = [
     path("ws/alerts/", AlertsConsumer.as_asgi()),

@@ -107,7 +107,14 @@ INSTALLED_APPS = [
     "collector",
     "collector.brokers",
     "dashboard",
+    # One app per feature: its pages, API, queries, urls and templates side by side.
+    "dashboard.accounts",
+    "dashboard.flow",
+    "dashboard.journeys",
+    "dashboard.failures",
+    "dashboard.lag",
     "dashboard.alerts",
+    "dashboard.replays",
 ]
 
 MIDDLEWARE = [
@@ -194,9 +201,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
+LOGIN_URL = "login"  # URL names: the routes live in the features' urls.py
+LOGIN_REDIRECT_URL = "flow"
+LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -359,9 +366,9 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 # clear the failures an attacker piled up against someone else's.
 AXES_RESET_ON_SUCCESS = False
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_LOCKOUT_CALLABLE = "dashboard.signin.locked_out"
-# The one client-address rule, shared with the audit log (dashboard/signin.py).
-AXES_CLIENT_IP_CALLABLE = "dashboard.signin.client_ip"
+AXES_LOCKOUT_CALLABLE = "dashboard.accounts.signin.locked_out"
+# The one client-address rule, shared with the audit log (dashboard/accounts/signin.py).
+AXES_CLIENT_IP_CALLABLE = "dashboard.accounts.signin.client_ip"
 # Sign-ins are recorded in the audit log; axes keeps only its counters.
 AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False

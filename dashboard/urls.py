@@ -1,10 +1,19 @@
-"""URL map. Each area keeps its routes in its own module."""
+"""URL map. Each feature keeps its routes (pages and JSON API) in its own urls.py."""
 
 from django.urls import include, path
 
+from dashboard import openapi
+
 urlpatterns = [
-    path("", include("dashboard.core_urls")),
+    path("", include("dashboard.accounts.urls")),
+    path("", include("dashboard.flow.urls")),
+    # Before journeys: its api/events/<path:event_id> would take the
+    # /replay and /replays suffixes as part of the id.
+    path("", include("dashboard.replays.urls")),
+    path("", include("dashboard.journeys.urls")),
+    path("", include("dashboard.failures.urls")),
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.alerts.urls")),
     path("", include("dashboard.audit.urls")),
+    path("api/openapi.json", openapi.openapi, name="api-openapi"),
 ]

@@ -16,7 +16,7 @@ TASKS = {
     # webhook delivery from the outbox, with retries
     "webhooks": "dashboard.alerts.sender:run",
     # hourly flow rollups for long flow-graph windows
-    "flow_hours": "dashboard.flowhours:run",
+    "flow_hours": "dashboard.flow.hours:run",
     # audit events past EVENTSCOPE_AUDIT_RETENTION_DAYS
     "audit_retention": "dashboard.audit.retention:run",
     # expired sessions, old alert history, deliveries and replays

@@ -8,7 +8,8 @@ points it at the local server), otherwise the embedded one.
 import pytest
 from django.contrib.auth import get_user_model
 
-from collector.models import ApiToken, Membership, Project, Role, Scope
+from collector.models import ApiToken, Project, Scope
+from dashboard.accounts.models import Membership, Role
 
 # Every table the writer, the pollers and the background loops fill through
 # their own connections. Django's flush empties only managed models' tables,

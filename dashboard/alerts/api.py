@@ -16,8 +16,8 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from collector.models import Role
 from dashboard.access import api_view, json_error
+from dashboard.accounts.models import Membership, Role
 from dashboard.alerts import history, outbox, sender
 from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
 from dashboard.alerts.models import Alert, AlertRule, Attempt, Delivery, State, Webhook
@@ -291,8 +291,6 @@ def _webhook_or_none(request, webhook_id):
 def _is_editor(request) -> bool:
     # Secrets and full URLs are for the people who configure receivers, not
     # every reader (read tokens included).
-    from collector.models import Membership
-
     return request.api_token is None and Membership.has_role(
         request.user, request.project.pk, Role.EDITOR
     )

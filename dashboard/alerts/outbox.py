@@ -4,13 +4,14 @@ transaction so an alert state change and its notifications commit together."""
 import datetime as dt
 
 from django.conf import settings
+from django.urls import reverse
 
 from dashboard.alerts.models import Alert, Delivery, Webhook
 from dashboard.alerts.transports import Notification, rfc3339, transport_for
 
 
 def alert_url(alert: Alert) -> str:
-    return f"{settings.PUBLIC_URL}/alerts/?project={alert.project.slug}#alert-{alert.pk}"
+    return f"{settings.PUBLIC_URL}{reverse('alerts')}?project={alert.project.slug}#alert-{alert.pk}"
 
 
 def notification_for(alert: Alert, event: str, now: dt.datetime) -> Notification:
@@ -50,7 +51,7 @@ def sample_notification(webhook: Webhook, now: dt.datetime) -> Notification:
             "summary": f"a test notification from Eventscope to {webhook.name}",
             "started_at": rfc3339(now),
             "resolved_at": None,
-            "url": f"{settings.PUBLIC_URL}/webhooks/{webhook.pk}/?project={project.slug}",
+            "url": f"{settings.PUBLIC_URL}{reverse('webhook', args=[webhook.pk])}?project={project.slug}",
         },
         time=now,
     )

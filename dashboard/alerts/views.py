@@ -8,11 +8,13 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from collector.models import Role
 from dashboard.access import can, page_view
+from dashboard.accounts.models import Role
 from dashboard.alerts import history
 from dashboard.alerts.api import (
     alerts_queryset,
@@ -21,13 +23,16 @@ from dashboard.alerts.api import (
     send_test,
 )
 from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
-from dashboard.alerts.models import AlertRule, Format, Kind, Webhook
+from dashboard.alerts.models import Alert, AlertRule, Format, Kind, State, Webhook
 from dashboard.alerts.rules import KINDS, Invalid
+from dashboard.links import with_query
 from dashboard.live import LiveConsumer
+from dashboard.query_params import BadParameter
 
 MUTE_CHOICES = (("3600", "1 hour"), ("14400", "4 hours"), ("86400", "1 day"), ("604800", "1 week"))
 DELIVERIES_SHOWN = 50
 NOTIFICATIONS_SHOWN = 5  # per alert on the alerts page
+ALERTS_PER_PAGE = 50
 
 
 def _require_editor(request):
@@ -35,26 +40,53 @@ def _require_editor(request):
         raise PermissionDenied("this needs the editor role")
 
 
-def _project_url(request, path):
-    return f"{path}?project={request.project.slug}"
+def _project_url(request, name, *args):
+    return with_query(reverse(name, args=args), {"project": request.project.slug})
 
 
-def live_context(project, now=None) -> dict:
+def live_context(project, params, now=None) -> dict:
+    """The current alerts the live part of the page shows, for the page and
+    for pushes: `state=` narrows them, and `before=` (an alert id) names
+    where an older page starts."""
     # The page shows each alert's last few notifications, not their attempts.
-    alerts = alerts_queryset(project, {}, now, deliveries=NOTIFICATIONS_SHOWN, attempts=False)
-    alerts = list(alerts.order_by("-pk")[:200])
+    alerts = alerts_queryset(project, params, now, deliveries=NOTIFICATIONS_SHOWN, attempts=False)
+    before = params.get("before") or ""
+    if before:
+        if not (before.isascii() and before.isdigit()):
+            raise BadParameter(f"before={before!r} is not an alert id")
+        alerts = alerts.filter(pk__lt=int(before))
+    alerts = list(alerts.order_by("-pk")[: ALERTS_PER_PAGE + 1])
+    shown = alerts[:ALERTS_PER_PAGE]
+    filters = {"state": params.get("state") or "", "project": project.slug}
+    here = reverse("alerts")
     return {
-        "alerts": alerts,
-        "firing": sum(1 for a in alerts if a.state == "firing"),
-        "pending": sum(1 for a in alerts if a.state == "pending"),
+        "alerts": shown,
+        # Of every open alert, whatever the filter and page show.
+        "firing": Alert.objects.filter(project=project, state=State.FIRING).count(),
+        "pending": Alert.objects.filter(project=project, state=State.PENDING).count(),
+        "states": State.values,
+        "filters": filters,
+        "older_url": len(alerts) > ALERTS_PER_PAGE
+        and with_query(here, {**filters, "before": shown[-1].pk}),
+        "newest_url": bool(before) and with_query(here, filters),
+        "live_query": urlencode({k: v for k, v in {**filters, "before": before}.items() if v}),
     }
 
 
 @page_view()
 def alerts_page(request):
-    context = live_context(request.project)
+    """Current alerts (live, filtered by state, a page at a time) and the rules.
+    With htmx (the filter form and the pager), only the alerts."""
+    error = None
+    try:
+        context = live_context(request.project, request.GET)
+    except BadParameter as exc:
+        error = str(exc)
+        context = live_context(request.project, {})
+    context["error"] = error
     if request.htmx:
-        return render(request, "alerts/page.html#live", context)
+        # htmx swaps only 2xx answers; the message is in the partial.
+        return render(request, "alerts/page.html#results", context)
     rules = AlertRule.objects.filter(project=request.project).prefetch_related("webhooks")
     context.update(
         area="alerts",
@@ -63,7 +95,7 @@ def alerts_page(request):
         editor=can(request, Role.EDITOR),
         mute_choices=MUTE_CHOICES,
     )
-    return render(request, "alerts/page.html", context)
+    return render(request, "alerts/page.html", context, status=400 if error else 200)
 
 
 def _param_fields(selected_kind: str, values: dict) -> list[dict]:
@@ -134,7 +166,7 @@ def rule_form(request, rule_id=None):
         else:
             history.rule_saved(request, saved, before)
             messages.success(request, f"Rule “{saved.name}” saved.")
-            return redirect(_project_url(request, "/alerts/"))
+            return redirect(_project_url(request, "alerts"))
         values = data
     elif rule is not None:
         values = {
@@ -175,7 +207,7 @@ def mute_rule(request, rule_id):
     seconds = request.POST.get("seconds", "0")
     if not seconds.isdigit():
         messages.error(request, "Choose how long to mute for.")
-        return redirect(_project_url(request, "/alerts/"))
+        return redirect(_project_url(request, "alerts"))
     until = timezone.now() + dt.timedelta(seconds=int(seconds)) if int(seconds) else None
     before = history.rule_state(rule)
     AlertRule.objects.filter(pk=rule.pk).update(muted_until=until, updated_at=timezone.now())
@@ -185,7 +217,7 @@ def mute_rule(request, rule_id):
         messages.success(request, f"“{rule.name}” muted until {until:%Y-%m-%d %H:%M} UTC.")
     else:
         messages.success(request, f"“{rule.name}” unmuted.")
-    return redirect(_project_url(request, "/alerts/"))
+    return redirect(_project_url(request, "alerts"))
 
 
 @require_POST
@@ -196,7 +228,7 @@ def remove_rule(request, rule_id):
     delete_rule(rule)
     history.rule_deleted(request, rule, before)
     messages.success(request, f"Rule “{rule.name}” deleted.")
-    return redirect(_project_url(request, "/alerts/"))
+    return redirect(_project_url(request, "alerts"))
 
 
 def _webhook_values(post) -> dict:
@@ -218,7 +250,7 @@ def webhooks_page(request):
             webhook = Webhook.objects.create(project=request.project, **fields)
             history.webhook_saved(request, webhook, None)
             messages.success(request, f"Webhook “{webhook.name}” created.")
-            return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+            return redirect(_project_url(request, "webhook", webhook.pk))
     context = {
         "area": "webhooks",
         "webhooks": Webhook.objects.filter(project=request.project).prefetch_related("rules"),
@@ -259,7 +291,7 @@ def webhook_page(request, webhook_id):
             webhook.save()
             history.webhook_saved(request, webhook, before)
             messages.success(request, "Webhook saved.")
-            return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+            return redirect(_project_url(request, "webhook", webhook.pk))
     deliveries = (
         deliveries_for_display()
         .filter(webhook=webhook)
@@ -289,7 +321,7 @@ def test_webhook(request, webhook_id):
         messages.success(request, f"Test notification delivered (HTTP {attempt.status_code}).")
     else:
         messages.error(request, f"Test notification failed: {delivery.last_error}")
-    return redirect(_project_url(request, f"/webhooks/{webhook.pk}/"))
+    return redirect(_project_url(request, "webhook", webhook.pk))
 
 
 @require_POST
@@ -300,7 +332,7 @@ def remove_webhook(request, webhook_id):
     webhook.delete()
     history.webhook_deleted(request, webhook, before)
     messages.success(request, f"Webhook “{webhook.name}” deleted.")
-    return redirect(_project_url(request, "/webhooks/"))
+    return redirect(_project_url(request, "webhooks"))
 
 
 class AlertsConsumer(LiveConsumer):
@@ -313,6 +345,9 @@ class AlertsConsumer(LiveConsumer):
         await self.send(text_data=html)
 
     def _render(self) -> str:
-        context = live_context(self.project)
+        try:
+            context = live_context(self.project, self.params)
+        except BadParameter:
+            context = live_context(self.project, {})
         context["oob"] = True
         return render_to_string("alerts/page.html#live", context)

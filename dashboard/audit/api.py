@@ -11,11 +11,11 @@ Filters: `action` (one action, or a family such as `token`), `actor`,
 from django.db.models import Q
 from django.views.decorators.http import require_GET
 
-from collector.models import Role
 from dashboard.access import api_view, bearer_token, json_error
-from dashboard.api import answers_bad_parameters, ok
+from dashboard.accounts.models import Role
 from dashboard.audit.models import ACTIONS, AuditEvent
-from dashboard.journeys import iso
+from dashboard.journeys.queries import iso
+from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.query_params import (
     BadParameter,
     decode_cursor,

@@ -12,8 +12,8 @@ Every record is also written to the Python log (logger `dashboard.audit`).
 
 import logging
 
+from dashboard.accounts.signin import client_ip
 from dashboard.audit.models import ACTIONS, AuditEvent
-from dashboard.signin import client_ip
 
 log = logging.getLogger("dashboard.audit")
 

@@ -8,8 +8,8 @@ without JavaScript.
 from django.http import QueryDict
 from django.shortcuts import render
 
-from collector.models import Role
 from dashboard.access import page_view
+from dashboard.accounts.models import Role
 from dashboard.audit.api import filtered, page
 from dashboard.audit.models import ACTIONS, AuditEvent
 from dashboard.query_params import BadParameter

@@ -4,44 +4,11 @@ from django.views.decorators.http import require_GET
 
 from collector.brokers import lag
 from dashboard.access import api_view
-from dashboard.api import answers_bad_parameters, ok
-from dashboard.lag.views import unreachable_brokers
-from dashboard.query_params import BadParameter, decode_cursor, encode_cursor, parse_limit
+from dashboard.jsonapi import answers_bad_parameters, ok
+from dashboard.lag import queries
+from dashboard.query_params import encode_cursor, parse_limit
 
 FILTERS = ("system", "vhost", "account", "channel", "group")
-BAD_CURSOR = "cursor is not one this API returned"
-
-
-def position(item: dict) -> tuple:
-    """Where an item sorts: worst status first, then by its key.
-
-    Figures change between two pages, so the order must not depend on them:
-    a cursor is this position of the last item sent, and the next page
-    starts after it, whatever moved in between.
-    """
-    return (
-        -lag.SEVERITY.get(item["status"], 0),
-        item["system"],
-        lag.namespace_of(item),
-        item["channel"],
-        item["group"],
-    )
-
-
-def _after(params) -> tuple | None:
-    value = decode_cursor(params)
-    if value is None:
-        return None
-    ranks = set(lag.SEVERITY.values())
-    if (
-        not isinstance(value, list)
-        or len(value) != 5
-        or type(value[0]) is not int
-        or -value[0] not in ranks
-        or not all(isinstance(part, str) for part in value[1:])
-    ):
-        raise BadParameter(BAD_CURSOR)
-    return tuple(value)
 
 
 @require_GET
@@ -54,28 +21,19 @@ def lag_list(request):
     (comma-separated). `brokers` lists configured brokers that are not answering.
     """
     limit = parse_limit(request.GET, default=100, maximum=500)
-    after = _after(request.GET)
-    statuses = [s for s in (request.GET.get("status") or "").split(",") if s]
-    unknown = [s for s in statuses if s not in lag.STATUSES]
-    if unknown:
-        raise BadParameter(
-            f"status={unknown[0]!r}: expected one or more of {', '.join(lag.STATUSES)}"
-        )
+    start_after = queries.after(request.GET)
+    chosen = queries.statuses(request.GET)
     items = lag.current(request.project.id)
     for name in FILTERS:
         value = request.GET.get(name)
         if value is not None:
             items = [i for i in items if i[name] == value]
-    if statuses:
-        items = [i for i in items if i["status"] in statuses]
-    items.sort(key=position)
-    if after is not None:
-        items = [i for i in items if position(i) > after]
-    page = items[:limit]
-    following = list(position(page[-1])) if len(items) > limit else None
+    if chosen:
+        items = [i for i in items if i["status"] in chosen]
+    page, following = queries.page(items, start_after, limit)
     brokers = [
         {**b, "since": b["since"].isoformat().replace("+00:00", "Z") if b["since"] else None}
-        for b in unreachable_brokers(request.project.id)
+        for b in queries.unreachable_brokers(request.project.id)
     ]
     for broker in brokers:
         broker.pop("last_ok_at", None)

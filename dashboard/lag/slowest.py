@@ -2,9 +2,10 @@
 lagging group spends its time, each with a link to its trace."""
 
 import datetime as dt
-from urllib.parse import quote
 
 from django.db import connection
+
+from dashboard.links import event_url, trace_url
 
 LIMIT = 20
 CONSUMER_STAGES = ("processed", "failed")
@@ -45,9 +46,9 @@ def slowest_stages(
     stages = []
     for time, service, stage, duration_ms, e2e_ms, error, trace_id, event_id in rows:
         if trace_id:
-            url = f"/traces/{trace_id}"
+            url = trace_url(trace_id)
         elif event_id:
-            url = f"/events/{quote(event_id, safe='')}"
+            url = event_url(event_id)
         else:
             url = None
         stages.append(

@@ -3,29 +3,31 @@ partitions and history (/lag/<system>/<channel>/<group>/), both live."""
 
 import datetime as dt
 import json
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection
 from django.http import Http404
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.http import urlencode
 
 from collector.brokers import lag
 from dashboard.access import page_view
+from dashboard.lag import queries
 from dashboard.lag.history import group_series, sparklines
 from dashboard.lag.slowest import slowest_stages
+from dashboard.links import DEFAULT_NAMESPACES, NO_GROUP, failures_url, lag_url, with_query
 from dashboard.live import LiveConsumer
-from dashboard.query_params import BadParameter, clean_text, parse_window
-from dashboard.views.flow import window_choice
+from dashboard.query_params import (
+    BadParameter,
+    clean_text,
+    parse_window,
+    text_param,
+    window_choice,
+)
 
-# A group's URL needs a segment even when the broker has no group name
-# (a RabbitMQ queue is consumed, not subscribed by a named group).
-NO_GROUP = "-"
-# The namespace a group's URL leaves out (RabbitMQ's default vhost).
-DEFAULT_NAMESPACES = {"rabbitmq": "/"}
 BADGES = {
     lag.OK: "ok",
     lag.WARNING: "warn",
@@ -36,22 +38,6 @@ BADGES = {
 }
 
 
-def _segment(name: str) -> str:
-    """A channel or group name as one path segment, whatever characters it holds.
-
-    Servers decode %2F before routing, so "/" and "%" are escaped twice:
-    "team/app" becomes "team%252Fapp", arrives as "team%2Fapp" and is
-    unquoted once more by `_name`. "." and ".." would be folded away by
-    browsers and "-" stands for "no group", so those are escaped twice too.
-    """
-    if name == "":
-        return NO_GROUP
-    text = name.replace("%", "%25").replace("/", "%2F")
-    if text in (".", "..", NO_GROUP):
-        text = "".join(f"%{ord(c):02X}" for c in text)
-    return quote(text, safe="")
-
-
 def _name(segment: str) -> str:
     return "" if segment == NO_GROUP else unquote(segment)
 
@@ -59,14 +45,6 @@ def _name(segment: str) -> str:
 def namespace_param(system: str) -> str | None:
     """The query parameter naming a group's namespace (vhost, account), if the system has one."""
     return lag.NAMESPACE_FIELDS.get(system)
-
-
-def group_url(system: str, channel: str, group: str, namespace: str = "") -> str:
-    url = f"/lag/{quote(system, safe='')}/{_segment(channel)}/{_segment(group)}/"
-    field = namespace_param(system)
-    if field and namespace != DEFAULT_NAMESPACES.get(system, ""):
-        url += "?" + urlencode({field: namespace})
-    return url
 
 
 def duration(seconds) -> str:
@@ -116,7 +94,7 @@ def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     item["badge"] = BADGES.get(item["status"], "")
     item["namespace"] = lag.namespace_of(item)
     item["namespace_label"] = namespace_param(item["system"]) if item["namespace"] else ""
-    item["url"] = group_url(item["system"], item["channel"], item["group"], item["namespace"])
+    item["url"] = lag_url(item["system"], item["channel"], item["group"], item["namespace"])
     item["lag_seconds_text"] = duration(item["lag_seconds"])
     for partition in item["partitions"]:
         partition["badge"] = BADGES.get(partition["status"], "")
@@ -124,45 +102,84 @@ def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     return item
 
 
-def unreachable_brokers(project_id: int) -> list[dict]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT source, system, error, error_since, last_ok_at FROM brokers_brokerstate
-            WHERE project_id = %s AND error <> '' ORDER BY source
-            """,
-            [project_id],
-        )
-        return [
-            {"source": s, "system": k, "error": e, "since": since, "last_ok_at": ok}
-            for s, k, e, since, ok in cursor.fetchall()
-        ]
+GROUPS_PER_PAGE = 100
 
 
-def overview_context(project_id: int) -> dict:
-    """Everything the live part of /lag/ shows, for the page and for pushes."""
-    items = [_decorate(i) for i in lag.current(project_id)]
-    spark = sparklines(project_id)
+def _page_number(params) -> int:
+    value = params.get("page") or "1"
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 10_000):
+        raise BadParameter(f"page={value!r} is not a page number")
+    return int(value)
+
+
+def overview_context(project, params) -> dict:
+    """Everything the live part of /lag/ shows, for the page and for pushes:
+    the groups that `status=` and `q=` (part of a channel or group name) choose,
+    a page at a time in the order of `lag.current` (worst first), and how many
+    groups of each status there are in all.
+
+    Figures move, so a group can move to another page between two looks; the
+    API's cursor (GET /api/lag) is the way to read every group exactly once.
+    """
+    chosen = queries.statuses(params)
+    text = text_param(params, "q", max_length=200)
+    number = _page_number(params)
+    everything = lag.current(project.id)
+    counts = {s: 0 for s in lag.STATUSES}
+    for item in everything:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    needle = text.casefold()
+    matching = [
+        i
+        for i in everything
+        if (not chosen or i["status"] in chosen)
+        and (needle in i["channel"].casefold() or needle in i["group"].casefold())
+    ]
+    start = (number - 1) * GROUPS_PER_PAGE
+    items = [_decorate(i) for i in matching[start : start + GROUPS_PER_PAGE]]
+    spark = sparklines(project.id)
     for item in items:
         key = (item["system"], item["namespace"], item["channel"], item["group"])
         item["spark"] = json.dumps(spark.get(key))
-    counts = {s: 0 for s in lag.STATUSES}
-    for item in items:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    filters = {"status": ",".join(chosen), "q": text, "project": project.slug}
+    here = reverse("lag")
     return {
         "items": items,
-        "brokers": unreachable_brokers(project_id),
-        "counts": [(s, n, BADGES[s]) for s, n in counts.items() if n],
+        "brokers": queries.unreachable_brokers(project.id),
+        "counts": [
+            (s, n, BADGES[s], with_query(here, {**filters, "status": s}))
+            for s, n in counts.items()
+            if n
+        ],
+        "filters": filters,
+        "statuses": lag.STATUSES,
+        "total": len(matching),
+        "first": start + 1,
+        "last": start + len(items),
+        "previous_url": number > 1 and with_query(here, {**filters, "page": number - 1}),
+        "next_url": len(matching) > start + GROUPS_PER_PAGE
+        and with_query(here, {**filters, "page": number + 1}),
+        "live_query": urlencode(
+            {k: v for k, v in {**filters, "page": number}.items() if v and v != 1}
+        ),
     }
 
 
 @page_view()
 def overview(request):
-    context = overview_context(request.project.id)
-    context.update(area="lag", live_query=urlencode({"project": request.project.slug}))
+    """The groups, filtered and a page at a time; with htmx (the filter form
+    and the pager), only the results."""
+    error = None
+    try:
+        context = overview_context(request.project, request.GET)
+    except BadParameter as exc:
+        error = str(exc)
+        context = overview_context(request.project, {})
+    context.update(area="lag", error=error)
     if request.htmx:
-        return render(request, "lag/page.html#live", context)
-    return render(request, "lag/page.html", context)
+        # htmx swaps only 2xx answers; the message is in the partial.
+        return render(request, "lag/page.html#results", context)
+    return render(request, "lag/page.html", context, status=400 if error else 200)
 
 
 def _namespace(system: str, params) -> str:
@@ -174,7 +191,7 @@ def _namespace(system: str, params) -> str:
 def _split(project_id: int, system: str, namespace: str, rest: str) -> tuple[str, str]:
     """(channel, group) from the path after /lag/<system>/.
 
-    Links from these pages escape "/" inside names (see `_segment`), so two
+    Links from these pages escape "/" inside names (see `links.lag_segment`), so two
     segments are the usual case; a path with more (typed by hand, or from a
     proxy that decoded it) is matched against the groups this project has.
     """
@@ -244,7 +261,7 @@ def group_context(
         "group": group,
         "partition": partition,
         "series": json.dumps(series),
-        "failures_url": "/failures/?" + urlencode(failures_query),
+        "failures_url": failures_url({}, **failures_query),
         "slowest": slowest,
         "page_query": urlencode(page_query),
         "since": since,
@@ -282,8 +299,6 @@ def group_detail(request, system: str, rest: str):
     context.update(
         area="lag", choice=choice, error=error, live_query=urlencode(live_query), url=request.path
     )
-    if request.htmx:
-        return render(request, "lag/group.html#live", context)
     return render(request, "lag/group.html", context, status=400 if error else 200)
 
 
@@ -308,6 +323,9 @@ class LagConsumer(LiveConsumer):
                 context = group_context(self.project.id, *key, {}, namespace)
             context["oob"] = True
             return render_to_string("lag/group.html#live", context)
-        context = overview_context(self.project.id)
+        try:
+            context = overview_context(self.project, params)
+        except BadParameter:
+            context = overview_context(self.project, {})
         context["oob"] = True
         return render_to_string("lag/page.html#live", context)

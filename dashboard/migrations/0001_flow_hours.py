@@ -1,5 +1,5 @@
 """Hourly flow rollups: the per-minute rows summed per hour, so week-long flow
-graphs read ~170 rows per edge instead of ~10,000 (see dashboard/flowhours.py)."""
+graphs read ~170 rows per edge instead of ~10,000 (see dashboard/flow/hours.py)."""
 
 from django.db import migrations
 

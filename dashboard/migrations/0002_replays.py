@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import dashboard.models
+import dashboard.replays.models
 
 
 class Migration(migrations.Migration):
@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 (
                     "id",
                     models.CharField(
-                        default=dashboard.models.new_replay_id,
+                        default=dashboard.replays.models.new_replay_id,
                         editable=False,
                         max_length=40,
                         primary_key=True,

@@ -31,55 +31,13 @@
   }
   function fmtRate(v) { return v >= 1 || v === 0 ? Number(v).toFixed(2) : Number(v).toPrecision(2); }
 
-  // Links keep the window and project the graph shows (data-keep), so the
-  // failures or lag page opens on the same slice of time. The server builds
-  // the same links for the first render (dashboard/views/flow.py edge_links).
-  function pageUrl(path, extra) {
-    var q = new URLSearchParams(container.dataset.keep || "");
-    Object.keys(extra || {}).forEach(function (k) { if (extra[k]) q.set(k, extra[k]); });
-    var text = q.toString();
-    return path + (text ? "?" + text : "");
+  // Every node and edge arrives with its links ({label, url}), built by the
+  // server (dashboard/links.py flow_links) in the window and project the graph
+  // shows, so the failures or lag page opens on the same slice of time.
+  function links(item) {
+    return (item.links || []).map(function (link) { return [link.label, link.url]; });
   }
-  function isDots(s) { return s === "." || s === ".."; }
-  function lagUrl(system, channel, group) {
-    // /lag/<system>/<channel>/<group>/, "-" for a queue consumed without a group name.
-    if (!system || !channel || isDots(system) || isDots(group) || channel.split("/").some(isDots)) return null;
-    return pageUrl("/lag/" + encodeURIComponent(system) + "/" +
-      channel.split("/").map(encodeURIComponent).join("/") + "/" + encodeURIComponent(group || "-") + "/");
-  }
-  function nodeFilter(n) {
-    return n.kind === "service" ? { service: n.name } : { channel: n.name, system: n.system };
-  }
-  function edgeLinks(e) {
-    var q = {};
-    [e.source, e.target].forEach(function (id) {
-      var n = nodesById[id];
-      if (!n) return;
-      if (n.kind === "channel") { q.channel = n.name; q.system = n.system; }
-      else if (e.kind !== "call" || id === e.target) q.service = n.name;
-    });
-    if (e.group) q.group = e.group;
-    var links = [["failures", pageUrl("/failures/", q)]];
-    var channel = nodesById[e.source];
-    if (e.kind === "consume" && channel) {
-      var lag = lagUrl(channel.system, channel.name, e.group);
-      if (lag) links.push(["lag", lag]);
-    }
-    return links;
-  }
-  function nodeLinks(n) {
-    var links = [["failures", pageUrl("/failures/", nodeFilter(n))]];
-    if (n.kind === "channel") {
-      Object.keys(edgesById).forEach(function (id) {
-        var e = edgesById[id];
-        if (e.kind !== "consume" || e.source !== n.id) return;
-        var lag = lagUrl(n.system, n.name, e.group);
-        if (lag) links.push(["lag of " + (e.group || "its consumers"), lag]);
-      });
-    }
-    return links;
-  }
-  function searchLink() { return ["find a trace or event by id", pageUrl("/search/")]; }
+  function searchLink() { return ["find a trace or event by id", container.dataset.searchUrl]; }
 
   var cy = cytoscape({
     container: container,
@@ -182,10 +140,10 @@
       cell(tr, String(e.errors), "num");
       cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
       cell(tr, e.lag_status ? lagText(e) : "–", "num");
-      var links = cell(tr, "", "links");
-      edgeLinks(e).forEach(function (link, i) {
-        if (i) links.appendChild(document.createTextNode(" · "));
-        links.appendChild(anchor(link));
+      var cellOfLinks = cell(tr, "", "links");
+      links(e).forEach(function (link, i) {
+        if (i) cellOfLinks.appendChild(document.createTextNode(" · "));
+        cellOfLinks.appendChild(anchor(link));
       });
       rows.push(tr);
     });
@@ -243,14 +201,14 @@
   cy.on("mouseout", function () { tip.hidden = true; });
 
   // A click opens a small menu of where to go from here, next to the click.
-  function showMenu(evt, title, links) {
+  function showMenu(evt, title, items) {
     tip.hidden = true;
     menu.replaceChildren();
     var head = document.createElement("div");
     head.className = "menu-title";
     head.textContent = title;
     menu.appendChild(head);
-    links.concat([searchLink()]).forEach(function (link) { menu.appendChild(anchor(link)); });
+    items.concat([searchLink()]).forEach(function (link) { menu.appendChild(anchor(link)); });
     var pos = evt.renderedPosition || { x: 0, y: 0 };
     menu.style.left = Math.max(0, Math.min(pos.x + 8, container.clientWidth - 240)) + "px";
     menu.style.top = pos.y + 8 + "px";
@@ -259,11 +217,11 @@
   }
   cy.on("tap", "node", function (evt) {
     var n = nodesById[evt.target.id()];
-    if (n) showMenu(evt, n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name, nodeLinks(n));
+    if (n) showMenu(evt, n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name, links(n));
   });
   cy.on("tap", "edge", function (evt) {
     var e = edgesById[evt.target.id()];
-    if (e) showMenu(evt, e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""), edgeLinks(e));
+    if (e) showMenu(evt, e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""), links(e));
   });
   cy.on("tap", function (evt) { if (evt.target === cy) menu.hidden = true; });
   document.addEventListener("keydown", function (evt) { if (evt.key === "Escape") menu.hidden = true; });

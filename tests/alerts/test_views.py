@@ -125,3 +125,69 @@ async def test_a_firing_alert_reaches_the_live_page(viewer, project):
     pushed = await ws.receive_from(timeout=5)
     assert 'hx-swap-oob="true"' in pushed and "DLQ" in pushed and "firing" in pushed
     await ws.disconnect()
+
+
+# ---- htmx: the state filter and the pager ask for the alerts only --------------
+
+
+def _alerts(project, states):
+    from django.utils import timezone
+
+    from dashboard.alerts.models import Alert
+
+    rule = AlertRule.objects.create(project=project, name="Lagging", kind="lag")
+    now = timezone.now()
+    return [
+        Alert.objects.create(
+            project=project,
+            rule=rule,
+            fingerprint=f"{i:016x}",
+            state=state,
+            summary=f"alert number {i}",
+            started_at=now,
+            last_seen_at=now,
+            resolved_at=now if state == "resolved" else None,
+        )
+        for i, state in enumerate(states)
+    ]
+
+
+def test_an_htmx_request_gets_only_the_alerts_and_a_plain_one_the_page(client, viewer, project):
+    _alerts(project, ["firing", "pending", "resolved"])
+    client.force_login(viewer)
+    page = client.get("/alerts/").content.decode()
+    partial = client.get("/alerts/", HTTP_HX_REQUEST="true").content.decode()
+    assert page.lstrip().startswith("<!doctype html>") and 'id="rule-rows"' in page
+    assert partial.lstrip().startswith('<div hx-ext="ws" ws-connect="/ws/alerts/?')
+    assert 'id="alerts-results"' in partial and "alert number 2" in partial
+    assert "<html" not in partial and 'id="rule-rows"' not in partial
+    form = page.split('id="alert-filters"', 1)[1].split(">", 1)[0]
+    assert 'hx-get="/alerts/"' in form and 'hx-push-url="true"' in form
+
+
+def test_the_alert_list_filters_by_state(client, viewer, project):
+    _alerts(project, ["firing", "pending", "resolved"])
+    client.force_login(viewer)
+    firing = client.get("/alerts/?state=firing", HTTP_HX_REQUEST="true").content.decode()
+    assert "alert number 0" in firing and "alert number 1" not in firing
+    assert "state=firing" in firing.split('"', 4)[3]  # the live connection keeps it
+    bad = client.get("/alerts/?state=loud")
+    assert (
+        bad.status_code == 400 and "state=&#x27;loud&#x27;: expected one of" in bad.content.decode()
+    )
+
+
+def test_the_alert_list_pages_with_real_links(client, viewer, project, monkeypatch):
+    from dashboard.alerts import views
+
+    monkeypatch.setattr(views, "ALERTS_PER_PAGE", 2)
+    _alerts(project, ["resolved", "resolved", "firing"])
+    client.force_login(viewer)
+    first = client.get("/alerts/").content.decode()
+    assert "alert number 2" in first and "alert number 0" not in first
+    older = first.split('id="older-alerts"', 1)[0].rsplit("<a ", 1)[1]
+    href = older.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert href.startswith("/alerts/?") and f'hx-get="{href}"'.replace("&", "&amp;") in older
+    second = client.get(href).content.decode()
+    assert "alert number 0" in second and "alert number 2" not in second
+    assert 'id="newest-alerts"' in second and 'id="older-alerts"' not in second

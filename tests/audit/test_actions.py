@@ -6,7 +6,8 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 
-from collector.models import ApiToken, Membership, Role, Scope
+from collector.models import ApiToken, Scope
+from dashboard.accounts.models import Membership, Role
 from dashboard.alerts.models import AlertRule, Webhook
 from dashboard.audit.models import AuditEvent
 from tests.alerts.conftest import receiver as receiver  # the real local HTTP receiver

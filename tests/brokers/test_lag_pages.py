@@ -383,3 +383,48 @@ def test_a_nul_character_in_a_group_path_is_not_found(client, viewer):
         "/lag/rabbitmq/q/-/?vhost=%00",
     ):
         assert client.get(url).status_code == 404, url
+
+
+# ---- htmx: the filter form and the pager ask for the results only -------------
+
+
+def test_an_htmx_request_gets_only_the_lag_results_and_a_plain_one_the_page(client, groups, viewer):
+    client.force_login(viewer)
+    page = client.get("/lag/").content.decode()
+    partial = client.get("/lag/", HTTP_HX_REQUEST="true").content.decode()
+    assert page.lstrip().startswith("<!doctype html>") and 'id="lag-filters"' in page
+    assert partial.lstrip().startswith('<div hx-ext="ws" ws-connect="/ws/lag/?')
+    assert 'id="lag-results"' in partial and "billing" in partial and "payments" in partial
+    assert "<html" not in partial and 'id="lag-filters"' not in partial
+    form = page.split('id="lag-filters"', 1)[1].split(">", 1)[0]
+    assert 'hx-get="/lag/"' in form and 'hx-push-url="true"' in form
+
+
+def test_the_lag_list_filters_by_status_and_name(client, groups, viewer):
+    client.force_login(viewer)
+    stalled = client.get("/lag/?status=stalled", HTTP_HX_REQUEST="true").content.decode()
+    assert "payments" in stalled and "billing" not in stalled
+    assert "status=stalled" in stalled.split('"', 4)[3]  # the live connection keeps it
+    named = client.get("/lag/?q=BILL").content.decode()
+    assert "billing" in named and ">payments<" not in named
+    bad = client.get("/lag/?status=sleepy")
+    assert (
+        bad.status_code == 400
+        and "status=&#x27;sleepy&#x27;: expected one or more of" in bad.content.decode()
+    )
+
+
+def test_the_lag_list_pages_with_real_links(client, groups, viewer, monkeypatch):
+    from dashboard.lag import views
+
+    monkeypatch.setattr(views, "GROUPS_PER_PAGE", 1)
+    client.force_login(viewer)
+    first = client.get("/lag/").content.decode()
+    nxt = first.split('id="lag-next"', 1)[0].rsplit("<a ", 1)[1]
+    href = nxt.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert "page=2" in href and 'hx-push-url="true"' in nxt and "hx-get=" in nxt
+    second = client.get(href, HTTP_HX_REQUEST="true").content.decode()
+    worst_first = ("payments", "billing")  # the stalled queue, then the healthy group
+    assert worst_first[0] in first.split('id="lag-groups"', 1)[1]
+    assert worst_first[1] in second and worst_first[0] not in second.split("<tbody>", 1)[1]
+    assert 'id="lag-previous"' in second and 'id="lag-next"' not in second

@@ -5,7 +5,8 @@ the lockout page render (the fixture fails on any CSP violation)."""
 
 import pytest
 
-from collector.models import ApiToken, Membership, Role
+from collector.models import ApiToken
+from dashboard.accounts.models import Membership, Role
 from tests.browser.conftest import sign_in
 
 pytestmark = pytest.mark.browser

@@ -3,17 +3,31 @@
 import asyncio
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from collector import runtime
 from collector.db import conninfo
 
 
-def test_a_task_whose_module_does_not_exist_yet_is_skipped(caplog):
-    loaded = runtime.load_tasks(
-        {"maintenance": "collector.maintenance:run", "later": "collector.not_built_yet:run"}
+def test_a_task_whose_module_does_not_exist_stops_the_start():
+    with pytest.raises(ImproperlyConfigured) as raised:
+        runtime.load_tasks(
+            {"maintenance": "collector.maintenance:run", "later": "collector.not_built_yet:run"}
+        )
+    assert str(raised.value) == (
+        "background task 'later': module collector.not_built_yet does not exist"
     )
-    assert list(loaded) == ["maintenance"]
-    assert "collector.not_built_yet is not installed" in caplog.text
+
+
+def test_a_task_whose_function_does_not_exist_stops_the_start():
+    with pytest.raises(ImproperlyConfigured, match="'maintenance': .* has no 'go'"):
+        runtime.load_tasks({"maintenance": "collector.maintenance:go"})
+
+
+def test_every_configured_task_loads():
+    from dashboard.worker_tasks import TASKS
+
+    assert list(runtime.load_tasks(TASKS)) == list(TASKS)
 
 
 def test_a_task_that_fails_on_import_for_another_reason_is_not_skipped(tmp_path, monkeypatch):

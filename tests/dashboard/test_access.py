@@ -6,8 +6,9 @@ import pytest
 from django.http import JsonResponse
 from django.test import RequestFactory
 
-from collector.models import ApiToken, Role, Scope
+from collector.models import ApiToken, Scope
 from dashboard.access import api_view
+from dashboard.accounts.models import Role
 from dashboard.query_params import (
     BadParameter,
     decode_cursor,

@@ -9,7 +9,8 @@ from django.core.management import CommandError, call_command
 from django.http import HttpRequest
 from django.test import Client
 
-from collector.models import Membership, Project, Role
+from collector.models import Project
+from dashboard.accounts.models import Membership, Role
 
 PASSWORD = "orange kettle 94 march"
 

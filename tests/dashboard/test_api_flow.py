@@ -134,9 +134,60 @@ def test_flow_edges_link_to_their_failures_and_lag_in_the_same_window(client, vi
     )
     assert 'href="/lag/kafka/orders/email/?window=6h&amp;project=shop"' in email
     custom = client.get("/?since=2026-01-01T00:00:00Z&until=2026-01-01T06:00:00Z")
-    assert 'data-keep="since=2026-01-01T00%3A00%3A00Z&amp;until=2026-01-01T06%3A00%3A00Z' in (
-        custom.content.decode()
+    assert (
+        'data-search-url="/search/?since=2026-01-01T00%3A00%3A00Z'
+        '&amp;until=2026-01-01T06%3A00%3A00Z&amp;project=shop"'
+    ) in custom.content.decode()
+
+
+def _page_graph(html: str) -> dict:
+    import json
+
+    start = html.index('id="flow-data" type="application/json">') + len(
+        'id="flow-data" type="application/json">'
     )
+    return json.loads(html[start : html.index("</script>", start)])
+
+
+def test_the_pages_graph_carries_the_links_the_script_shows(client, viewer, project):
+    # static/js/flow.js draws its menus and table from these; it builds no URL itself.
+    store_order(project.id)
+    client.force_login(viewer)
+    graph = _page_graph(client.get("/?window=6h").content.decode())
+    email = next(e for e in graph["edges"] if e["target"] == "service:email")
+    assert email["links"] == [
+        {
+            "label": "failures",
+            "url": "/failures/?window=6h&project=shop&channel=orders&system=kafka"
+            "&service=email&group=email",
+        },
+        {"label": "lag", "url": "/lag/kafka/orders/email/?window=6h&project=shop"},
+    ]
+    orders = next(n for n in graph["nodes"] if n["id"] == "channel:kafka:orders")
+    assert orders["links"][0] == {
+        "label": "failures",
+        "url": "/failures/?window=6h&project=shop&channel=orders&system=kafka",
+    }
+    assert {
+        "label": "lag of email",
+        "url": "/lag/kafka/orders/email/?window=6h&project=shop",
+    } in orders["links"]
+    service = next(n for n in graph["nodes"] if n["id"] == "service:email")
+    assert service["links"] == [
+        {"label": "failures", "url": "/failures/?window=6h&project=shop&service=email"}
+    ]
+    # The API's graph is the contract's: no links.
+    assert all("links" not in e for e in client.get("/api/flow?window=6h").json()["edges"])
+
+
+def test_a_rabbitmq_queue_links_to_its_lag_page_in_the_default_vhost(db):
+    from dashboard.links import lag_url, with_query
+
+    url = lag_url("rabbitmq", "payments", "")
+    assert url == "/lag/rabbitmq/payments/-/"
+    assert with_query(url, {"window": "1h"}) == "/lag/rabbitmq/payments/-/?window=1h"
+    other = lag_url("rabbitmq", "payments", "", namespace="shop")
+    assert with_query(other, {"window": "1h"}) == "/lag/rabbitmq/payments/-/?vhost=shop&window=1h"
 
 
 def test_consume_edges_carry_their_groups_present_lag(client, viewer, project):

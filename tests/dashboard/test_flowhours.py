@@ -7,7 +7,8 @@ import time
 import pytest
 from django.db import connection
 
-from dashboard import flowgraph, flowhours
+from dashboard.flow import hours as flowhours
+from dashboard.flow import queries as flowgraph
 from tests.dashboard.world import order_journey, store, traces_batch
 
 pytestmark = pytest.mark.usefixtures("telemetry_db")

@@ -4,9 +4,9 @@ guessed ids, or the websocket."""
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from dashboard.failures.views import FailuresConsumer
+from dashboard.flow.views import FlowConsumer
 from dashboard.live import listener
-from dashboard.views.failures import FailuresConsumer
-from dashboard.views.flow import FlowConsumer
 from tests.dashboard.world import store_order
 
 pytestmark = pytest.mark.usefixtures("telemetry_db", "consumer_connections")

@@ -145,7 +145,7 @@ async def test_client_messages_cannot_push_more_than_once_a_second(viewer, proje
 
 
 async def test_a_removed_member_is_closed_with_4403_at_the_next_push(viewer, project):
-    from collector.models import Membership
+    from dashboard.accounts.models import Membership
 
     ws = await connect(viewer, "project=shop")
     assert json.loads(await ws.receive_from(timeout=3))["push"] == 1

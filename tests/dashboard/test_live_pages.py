@@ -6,9 +6,9 @@ import asyncio
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from dashboard.failures.views import FailuresConsumer
+from dashboard.flow.views import FlowConsumer
 from dashboard.live import listener
-from dashboard.views.failures import FailuresConsumer
-from dashboard.views.flow import FlowConsumer
 from tests.collector.receiver_harness import running_writer
 from tests.dashboard.world import order_journey, traces_batch
 

@@ -1,6 +1,8 @@
 """/api/openapi.json describes every endpoint of the JSON API contract."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from django.urls import Resolver404, resolve
@@ -44,6 +46,57 @@ def test_the_core_endpoints_it_describes_are_served():
             resolve(path)
         except Resolver404:
             raise AssertionError(f"{path} is described but not routed") from None
+
+
+# ---- Nothing described goes away unnoticed ------------------------------------
+#
+# Each feature describes its own endpoints (dashboard/<feature>/openapi.py)
+# and dashboard/openapi.py merges them. The snapshot is the document as it
+# was when it was one module: every path, operation, parameter and schema in
+# it must still be there, unchanged. Additions are fine; a deliberate change
+# updates the snapshot in the same commit.
+
+SNAPSHOT = Path(__file__).resolve().parent.parent / "fixtures" / "openapi-before.json"
+
+
+def lost(before, now, where="") -> list[str]:
+    """What of `before` is missing or different in `now` (what `now` adds is fine)."""
+    if isinstance(before, dict):
+        if not isinstance(now, dict):
+            return [f"{where or '/'}: was an object, now {json.dumps(now)[:80]}"]
+        problems = []
+        for key, value in before.items():
+            if key not in now:
+                problems.append(f"{where}/{key}: removed")
+            else:
+                problems += lost(value, now[key], f"{where}/{key}")
+        return problems
+    if isinstance(before, list):
+        if not isinstance(now, list):
+            return [f"{where}: was a list, now {json.dumps(now)[:80]}"]
+        return [
+            f"{where}[{i}]: {json.dumps(item)[:120]} removed or changed"
+            for i, item in enumerate(before)
+            if not any(not lost(item, candidate) for candidate in now)
+        ]
+    return [] if before == now else [f"{where}: {before!r} became {now!r}"]
+
+
+def test_the_document_keeps_every_path_and_schema_of_the_snapshot(client, db):
+    before = json.loads(SNAPSHOT.read_text())
+    now = client.get("/api/openapi.json").json()
+    problems = lost(before["paths"], now["paths"], "paths")
+    problems += lost(before["components"], now["components"], "components")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_snapshot_comparison_allows_additions_and_catches_the_rest():
+    before = {"p": {"get": {"parameters": [{"name": "a"}], "required": ["x"]}}}
+    added = {"p": {"get": {"parameters": [{"name": "a"}, {"name": "b"}], "required": ["x", "y"]}}}
+    assert lost(before, added) == []
+    assert lost(before, {"p": {}}) == ["/p/get: removed"]
+    assert lost(before, {"p": {"get": {"parameters": [{"name": "b"}], "required": ["x"]}}})
+    assert lost(before, {"p": {"get": {"parameters": [{"name": "a"}], "required": "x"}}})
 
 
 # ---- Real responses against the document -------------------------------------

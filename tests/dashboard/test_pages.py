@@ -58,7 +58,7 @@ def test_failures_page_groups_and_links_to_the_event(client, viewer, project):
 
 
 def test_project_picker_switches_projects(client, viewer, other_project):
-    from collector.models import Membership
+    from dashboard.accounts.models import Membership
 
     Membership.objects.create(user=viewer, project=other_project, role="viewer")
     client.force_login(viewer)
@@ -93,9 +93,8 @@ def test_failures_links_keep_the_window_project_and_other_filters(client, viewer
     assert service["service"] == ["email"]
     error = next(parse_qs(u.query) for u in links if "error" in parse_qs(u.query))
     assert error["error"] == ["SMTP 550 mailbox unavailable"] and error["channel"] == ["orders"]
-    older = next(u for u in links if u.path == "/api/failures")
-    page = client.get(f"/api/failures?{older.query}").json()
-    assert len(page["items"]) == 10  # the 10 older than the 50 on the page
+    older = next(u for u in links if "cursor" in parse_qs(u.query))
+    assert older.path == "/failures/"  # the next page of this page, not the JSON API
 
 
 def test_a_custom_range_survives_the_filter_form(client, viewer, project):
@@ -116,3 +115,74 @@ def test_a_custom_range_survives_the_filter_form(client, viewer, project):
     preset = client.get("/failures/?window=1h&since=2026-01-01T00:00:00&until=2026-01-01T06:00")
     assert "evt-c" in preset.content.decode()
     assert "<option selected>1h</option>" in preset.content.decode()
+
+
+# ---- htmx: one view, the whole page or only its results -------------------------
+
+
+def _failures(project, count):
+    ids = [f"evt-{i:02d}" for i in range(count)]
+    for event_id in ids:
+        store_order(project.id, event_id=event_id)
+    return ids
+
+
+def test_older_failures_opens_the_next_page_of_the_failures_page(client, viewer, project):
+    from urllib.parse import urlsplit
+
+    _failures(project, 55)
+    client.force_login(viewer)
+    first = client.get("/failures/?window=6h").content.decode()
+    older = next(h for h in _hrefs(first) if "cursor=" in h)
+    assert urlsplit(older).path == "/failures/"
+    second = client.get(older)
+    assert second.status_code == 200 and second["Content-Type"].startswith("text/html")
+    html = second.content.decode()
+    # The five oldest, none of the 50 newest; a way back, no further page.
+    shown = {f"evt-{i:02d}" for i in range(55) if f">evt-{i:02d}<" in html}
+    assert len(shown) == 5 and shown.isdisjoint(
+        {f"evt-{i:02d}" for i in range(55) if f">evt-{i:02d}<" in first}
+    )
+    assert 'id="newest-failures"' in html and 'id="older-failures"' not in html
+    # The live connection keeps showing this page, not the newest one.
+    assert "cursor=" in html.split('ws-connect="', 1)[1].split('"', 1)[0]
+
+
+def test_the_failure_pager_and_filter_form_ask_htmx_for_the_results_with_a_real_link(
+    client, viewer, project
+):
+    _failures(project, 55)
+    client.force_login(viewer)
+    html = client.get("/failures/").content.decode()
+    form = html.split('id="failure-filters"', 1)[1].split(">", 1)[0]
+    assert 'hx-get="/failures/"' in form and 'hx-push-url="true"' in form
+    assert 'hx-target="#failures-results"' in form
+    pager = html.split('id="older-failures"', 1)[0].rsplit("<a ", 1)[1]
+    href = pager.split('href="', 1)[1].split('"', 1)[0]
+    assert f'hx-get="{href}"' in pager and 'hx-push-url="true"' in pager
+
+
+def test_an_htmx_request_gets_only_the_failure_results_and_a_plain_one_the_page(
+    client, viewer, project
+):
+    _failures(project, 3)
+    client.force_login(viewer)
+    page = client.get("/failures/?service=email").content.decode()
+    partial = client.get("/failures/?service=email", HTTP_HX_REQUEST="true").content.decode()
+    assert page.lstrip().startswith("<!doctype html>") and '<nav class="mainnav">' in page
+    assert partial.lstrip().startswith('<div hx-ext="ws" ws-connect="/ws/failures/?')
+    assert 'id="failures-results"' in partial and "evt-02" in partial
+    assert "<html" not in partial and 'id="failure-filters"' not in partial
+    # The swapped-in results reconnect the live updates with the new filters.
+    assert "service=email" in partial.split('"', 4)[3]
+
+
+def test_an_htmx_request_with_a_wrong_filter_gets_the_message_in_the_results(
+    client, viewer, project
+):
+    client.force_login(viewer)
+    response = client.get("/failures/?service=%00", HTTP_HX_REQUEST="true")
+    # htmx swaps only 2xx answers: the message must arrive as one.
+    assert response.status_code == 200
+    assert "NUL character" in response.content.decode()
+    assert client.get("/failures/?service=%00").status_code == 400

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from dashboard.alerts.models import Format, Webhook
-from dashboard.models import Replay
+from dashboard.replays.models import Replay
 from tests.alerts.conftest import Reply
 from tests.alerts.conftest import receiver as receiver  # the real local HTTP receiver
 from tests.alerts.test_evaluate import verify

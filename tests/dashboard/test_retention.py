@@ -13,7 +13,7 @@ from collector.brokers import poller
 from collector.brokers.models import BrokerState
 from dashboard import retention, worker_tasks
 from dashboard.alerts.models import Alert, AlertRule, Attempt, Delivery, State, Webhook
-from dashboard.models import Replay
+from dashboard.replays.models import Replay
 
 NOW = timezone.now()
 DAY = dt.timedelta(days=1)

@@ -4,7 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from collector.models import ApiToken, Membership, Role, Scope
+from collector.models import ApiToken, Scope
+from dashboard.accounts.models import Membership, Role
 
 
 def test_only_admins_manage_tokens_and_members(client, viewer, editor):

@@ -1,0 +1,1 @@
+"""Members, roles and API tokens of a project, and signing in."""

@@ -1,0 +1,1 @@
+"""Failed and dead-lettered events: /failures/ (live) and GET /api/failures."""

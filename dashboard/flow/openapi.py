@@ -1,0 +1,90 @@
+"""What flow adds to /api/openapi.json: GET /api/flow, and the schemas they answer with."""
+
+from dashboard.jsonapi import (
+    DATE_TIME,
+    INTEGER,
+    INTEGER_OR_NULL,
+    NUMBER_OR_NULL,
+    STRING,
+    WINDOW,
+    object_schema,
+    operation,
+    param,
+    ref,
+    response,
+)
+
+SCHEMAS = {
+    "Node": object_schema(
+        {
+            "id": {"type": "string", "description": "service:<name> or channel:<system>:<name>"},
+            "kind": {"enum": ["service", "channel"]},
+            "name": STRING,
+            "system": STRING,
+        }
+    ),
+    "Edge": object_schema(
+        {
+            "source": STRING,
+            "target": STRING,
+            "kind": {"enum": ["publish", "consume", "call"]},
+            "group": {"type": "string", "description": "consumer group (consume edges)"},
+            "count": INTEGER,
+            "rate_per_s": {"type": "number"},
+            "errors": INTEGER,
+            "deadlettered": INTEGER,
+            "retries": INTEGER,
+            "p50_ms": NUMBER_OR_NULL,
+            "p95_ms": NUMBER_OR_NULL,
+            "e2e_p95_ms": {**NUMBER_OR_NULL, "description": "produce→consume latency"},
+            "lag": {
+                **INTEGER_OR_NULL,
+                "description": "consume edges: the group's present lag in messages, if known",
+            },
+            "lag_seconds": {**NUMBER_OR_NULL, "description": "consume edges: seconds behind"},
+            "lag_status": {
+                "enum": ["ok", "warning", "error", "stalled", "stopped", "rewind", None],
+                "description": "consume edges with a known group: its status (GET /api/lag)",
+            },
+        }
+    ),
+    "Flow": object_schema(
+        {
+            "since": DATE_TIME,
+            "until": DATE_TIME,
+            "nodes": {
+                "type": "array",
+                "items": ref("Node"),
+                "description": "the nodes of the edges returned",
+            },
+            "edges": {
+                "type": "array",
+                "items": ref("Edge"),
+                "description": "the busiest `limit` edges, most messages first",
+            },
+            "truncated": {
+                "type": "boolean",
+                "description": "true when more edges than `limit` had traffic",
+            },
+        }
+    ),
+}
+
+PATHS = {
+    "/api/flow": {
+        "get": operation(
+            "Flow graph of a time window: the busiest edges and their nodes",
+            [
+                *WINDOW,
+                param(
+                    "limit",
+                    "Most edges returned (the busiest first); `truncated` says when "
+                    "there were more",
+                    {"type": "integer", "minimum": 1, "maximum": 2000, "default": 500},
+                ),
+            ],
+            {"200": response(ref("Flow"))},
+            tag="flow",
+        )
+    },
+}

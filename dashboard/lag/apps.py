@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class LagConfig(AppConfig):
+    name = "dashboard.lag"
+    label = "lag"
+    verbose_name = "Consumer lag"

@@ -1,1 +1,0 @@
-"""Server-rendered pages: flow graph, journeys, failures, tokens and members."""
