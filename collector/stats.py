@@ -6,7 +6,7 @@ Counters are per process and per `signal` (traces, metrics, logs, events):
 - rejected: items refused as invalid (reported in partial_success / 202 body)
 - dropped: items not stored because the writer was saturated or the
   database unavailable (the client was told to retry)
-Plus the writer's queue depth and a histogram of batch write durations.
+Plus the writer's queue depth, the request bytes in flight and a histogram of batch write durations.
 """
 
 import threading
@@ -20,6 +20,7 @@ _counters = {
 }
 _refused_requests = dict.fromkeys(SIGNALS, 0)
 _queue_depth = 0
+_ingest_bytes = 0
 _write_counts = [0] * (len(WRITE_BUCKETS) + 1)
 _write_sum = 0.0
 
@@ -42,6 +43,11 @@ def set_queue_depth(items: int) -> None:
     _queue_depth = items
 
 
+def set_ingest_bytes(size: int) -> None:
+    global _ingest_bytes
+    _ingest_bytes = size
+
+
 def observe_write(seconds: float) -> None:
     global _write_sum
     with _lock:
@@ -61,6 +67,7 @@ def snapshot() -> dict:
             **{kind: dict(values) for kind, values in _counters.items()},
             "refused_requests": dict(_refused_requests),
             "queue_depth": _queue_depth,
+            "ingest_bytes": _ingest_bytes,
             "writes": sum(_write_counts),
         }
 
@@ -83,6 +90,12 @@ def render() -> str:
         lines.append("# HELP eventscope_queue_depth Items waiting in the writer's queue.")
         lines.append("# TYPE eventscope_queue_depth gauge")
         lines.append(f"eventscope_queue_depth {_queue_depth}")
+        lines.append(
+            "# HELP eventscope_ingest_bytes Request bytes (after decompression) being "
+            "decoded or waiting to be stored."
+        )
+        lines.append("# TYPE eventscope_ingest_bytes gauge")
+        lines.append(f"eventscope_ingest_bytes {_ingest_bytes}")
         lines.append("# HELP eventscope_write_seconds Time to write and commit one batch.")
         lines.append("# TYPE eventscope_write_seconds histogram")
         cumulative = 0
