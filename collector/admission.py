@@ -142,9 +142,9 @@ class Admission:
 class DrainRate:
     """Items per second one writing lane commits while work waits for it.
 
-    Only transactions whose oldest batch had to wait are measured: they show
-    what the lane does when it is the bottleneck, which is when the figure
-    matters. Older measures fade with a half-life of HALF_LIFE_S, and each
+    Only transactions whose work was queued while the lane was busy are
+    measured: they show what the lane does when it is the bottleneck, which
+    is when the figure matters. Older measures fade with a half-life of HALF_LIFE_S, and each
     weighs by its items, so a run of one-span transactions (whose fixed cost
     dominates) cannot pull the rate down much.
     """

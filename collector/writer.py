@@ -529,8 +529,10 @@ class Writer:
         # A batch larger than the whole bound is still taken when the queue is empty.
         if self._items and self._items + size > self.max_items:
             raise self._full(f"the write queue is full ({self._items} items waiting)")
+        # Applied when the queue already holds some work, so that one large
+        # batch is still taken by an idle writer.
         seconds = self.queued_seconds(size)
-        if self._items and seconds > self.max_wait:
+        if self._items >= QUEUE_SECONDS_FLOOR_ITEMS and seconds > self.max_wait:
             raise self._full(self._too_long(seconds))
         # The batch counts against the bound from here: memory stays bounded
         # while it waits for the road.
@@ -558,6 +560,7 @@ class Writer:
     # -- the writing lanes -------------------------------------------------------------
 
     async def _run(self, lane: "_Lane") -> None:
+        finished = 0.0  # when this lane's last transaction ended
         while True:
             if not self._queue:
                 if self._stopping:
@@ -578,10 +581,13 @@ class Writer:
                 group.append(pending)
                 items += pending.batch.size
             started = time.monotonic()
-            # The rate is measured when work waited for the lane (see DrainRate).
-            waited = started - group[0].queued_at > max(0.01, 2 * self.linger)
-            if await self._write_group(lane, group) and waited:
+            # The rate is measured when work was queued while this lane was
+            # busy (see DrainRate): a lane that waits for requests measures
+            # how fast they come, not how fast it writes.
+            backlog = group[0].queued_at < finished
+            if await self._write_group(lane, group) and backlog:
                 self.drain.observe(items, time.monotonic() - started)
+            finished = time.monotonic()
             for pending in group:
                 pending.clear()
             # Not kept alive while this lane waits for the next group.
