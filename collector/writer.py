@@ -2,9 +2,14 @@
 
 Receivers `await writer.submit(batch)`; the answer comes after the rows are
 committed, so a 200 to an exporter means the data is stored. A full queue
-raises Saturated (429) at once and an unreachable database StorageUnavailable
-(503): memory stays bounded and nothing is half-stored, because one request's
-rows always share one transaction.
+raises Saturated (429) at once: full in items, in request bytes (the
+receivers reserve them from `writer.admission` from reading a body to its
+answer) or in time (more than MAX_QUEUE_SECONDS of work at the measured
+drain rate), so what is acknowledged is acknowledged within an exporter's
+timeout. While the database is unreachable a batch waits up to
+OUTAGE_HOLD_S for it, then StorageUnavailable (503). Memory stays bounded
+and nothing is half-stored, because one request's rows always share one
+transaction.
 
 `submit` checks and encodes the batch's rows at once, in the receiver's
 turn; writing lanes (each a task with its own connection) drain the queue,
