@@ -260,12 +260,13 @@ def manage(env, *args, **kwargs):
 class Collector:
     """A `manage.py collector [--processes N]` subprocess on free ports."""
 
-    def __init__(self, env, processes: int = 1):
+    def __init__(self, env, processes: int = 1, root: Path = ROOT):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "collector", "--otlp-http-port", str(self.port),
-             "--otlp-grpc-port", str(free_port()), "--processes", str(processes)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+             "--otlp-grpc-port", str(self.grpc_port), "--processes", str(processes)],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
         # The banner comes once every process serves.

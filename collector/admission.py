@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import threading
 import time
@@ -33,12 +34,25 @@ from collector.batch import Saturated
 
 log = logging.getLogger(__name__)
 
-# Past this size a body is decoded in a thread (decoding holds the loop about 1 s per 10 MB).
+# A request is counted as this many times its decompressed size: what its
+# rows and their COPY encoding hold once decoded (14,000 spans of 20
+# attributes, 17 MB, held 95 MB; requests of ordinary messaging spans hold
+# 12 times their size, but the queue's bound in seconds stops them first).
+# The budget then bounds memory rather than wire bytes.
+DECODED_WEIGHT = 6
+# Past this size a body is decoded in a thread (decoding holds the loop about
+# 1 s per 10 MB); a compressed one past COMPRESSED_THREAD_THRESHOLD, as a few
+# kilobytes of gzip can inflate to megabytes.
 THREAD_THRESHOLD = 256 * 1024
-# Large bodies decoded at once, and at most as many more waiting for a turn;
-# beyond that the answer is 429. Decoding holds the GIL, so more threads
-# would not go faster, only hold more decoded messages at once.
+COMPRESSED_THREAD_THRESHOLD = 4 * 1024
+# Bodies decoded in threads at once; the others wait their turn, their
+# bodies counted in the budget, for at most DECODE_WAIT_S (then 429): turns
+# come every few milliseconds with ordinary requests, and bodies that take
+# seconds each to decode must not pile up behind each other. Decoding holds
+# the GIL, so more threads would not go faster, only hold more decoded
+# messages at once.
 DECODERS = 2
+DECODE_WAIT_S = 1.0
 # Memory is given back once the bytes in flight fall to zero after at least
 # this many were in flight, and at most once per TRIM_INTERVAL_S.
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
@@ -55,9 +69,8 @@ class Admission:
         self._bytes = 0
         self._peak = 0  # most bytes in flight since memory was last given back
         self._slots = asyncio.Semaphore(decoders)
-        self._waiting = 0
         self._last_trim = 0.0
-        self._trimming: asyncio.Future | None = None
+        self._trim_pending = False
 
     @property
     def bytes_in_flight(self) -> int:
@@ -98,45 +111,47 @@ class Admission:
             f"within its {self.max_bytes} byte budget"
         )
 
-    async def decode(self, size: int, function, *args):
-        """`function(*args)`: on the loop for a small body, else in a thread,
-        a few at a time. Raises Saturated when too many wait for a turn."""
-        if size <= THREAD_THRESHOLD:
+    async def decode(self, size: int, function, *args, compressed: bool = False):
+        """`function(*args)` for a body of `size` bytes: on the loop when it is
+        small, else in a thread, `decoders` at a time. Raises Saturated when
+        its turn does not come soon or the budget filled up meanwhile."""
+        if size <= (COMPRESSED_THREAD_THRESHOLD if compressed else THREAD_THRESHOLD):
             return function(*args)
-        if self._waiting >= self.decoders and self._slots.locked():
+        try:
+            await asyncio.wait_for(self._slots.acquire(), DECODE_WAIT_S)
+        except TimeoutError:
             raise Saturated(
                 f"the collector is busy: {self.decoders} large requests are being decoded "
-                f"and {self._waiting} wait",
+                f"and this one waited {DECODE_WAIT_S:g} s for its turn",
                 retry_after=1,
-            )
-        self._waiting += 1
+            ) from None
         try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
+            # Refused before the body is decompressed and decoded.
+            self.check()
             return await asyncio.to_thread(function, *args)
         finally:
             self._slots.release()
 
     def _maybe_release_memory(self) -> None:
-        now = time.monotonic()
-        if self._trimming is not None or now - self._last_trim < TRIM_INTERVAL_S:
+        if self._trim_pending:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._last_trim = now
-        with self._lock:
-            self._peak = self._bytes
-        self._trimming = loop.run_in_executor(None, release_memory)
-        self._trimming.add_done_callback(self._trimmed)
+        # At most once per TRIM_INTERVAL_S, but always after the last drain.
+        self._trim_pending = True
+        delay = max(0.0, self._last_trim + TRIM_INTERVAL_S - time.monotonic())
+        loop.call_later(delay, self._trim, loop)
 
-    def _trimmed(self, future) -> None:
-        self._trimming = None
-        with contextlib.suppress(Exception):
-            future.result()
+    def _trim(self, loop) -> None:
+        self._trim_pending = False
+        with self._lock:
+            if self._bytes:
+                return  # busy again: the next drain tries
+            self._peak = 0
+        self._last_trim = time.monotonic()
+        loop.run_in_executor(None, release_memory).add_done_callback(_ignore_result)
 
 
 class DrainRate:
@@ -238,9 +253,17 @@ def configure_memory() -> None:
 
 
 def release_memory() -> None:
-    """Hand freed heap pages back to the system (glibc's malloc_trim)."""
+    """Hand freed memory back to the system: cyclic garbage first (the
+    collector's thresholds are high, see runtime.tune_gc), then the free
+    heap pages (glibc's malloc_trim)."""
+    started = time.perf_counter()
+    gc.collect()
     libc = _glibc()
     if libc is not None:
-        started = time.perf_counter()
         libc.malloc_trim(0)
-        log.debug("malloc_trim took %.1f ms", (time.perf_counter() - started) * 1000)
+    log.debug("memory released in %.1f ms", (time.perf_counter() - started) * 1000)
+
+
+def _ignore_result(future) -> None:
+    with contextlib.suppress(Exception):
+        future.result()

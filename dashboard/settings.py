@@ -220,8 +220,8 @@ REDACT_KEYS = env_list(
 )
 # The writer's queue bound, in items (spans + events); past it ingest answers 429.
 QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
-# ... and in request bytes after decompression, from reading a body until its
-# answer: a collector process holds a few times this in memory at most.
+# ... and in bytes: the memory requests hold from reading a body until its
+# answer (a request counts as four times its size after decompression).
 QUEUE_MAX_BYTES = env_int("EVENTSCOPE_QUEUE_MAX_BYTES", 256 * 1024 * 1024, minimum=1024 * 1024)
 
 # ---- Eventscope: storage and background work --------------------------------

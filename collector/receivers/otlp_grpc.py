@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector import auth, stats
+from collector.admission import DECODED_WEIGHT
 from collector.batch import IngestUnavailable
 from collector.decode import PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_logs, normalize_traces
@@ -201,7 +202,7 @@ def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
                 writer.admit()
             else:
                 writer.admission.check()
-            reservation.add(len(raw))
+            reservation.add(len(raw) * DECODED_WEIGHT)
         except IngestUnavailable as exc:
             stats.refuse_request(signal)
             await _abort_unavailable(context, exc)

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collector import auth, stats
+from collector.admission import DECODED_WEIGHT
 from collector.batch import IngestUnavailable
 from collector.cloudevents import normalize_events
 from collector.decode import (
@@ -166,10 +167,10 @@ def count_data_points(request) -> int:
 
 
 def _decompress(body: bytes, encoding, reservation) -> bytes:
-    """The body decompressed, its inflated size reserved (Saturated when it does not fit)."""
+    """The body decompressed, what its decoding will hold reserved (Saturated
+    when it does not fit)."""
     raw = decompress(body, encoding, settings.MAX_BODY_BYTES)
-    if raw is not body:
-        reservation.add(len(raw))
+    reservation.add(len(raw) * DECODED_WEIGHT - (len(body) if raw is body else 0))
     return raw
 
 
@@ -302,6 +303,7 @@ class Receiver:
                 fmt,
                 project_id,
                 reservation,
+                compressed=bool(headers.get("content-encoding")),
             )
             del body
         except auth.Unauthorized as exc:
@@ -377,7 +379,14 @@ class Receiver:
             reservation.add(len(body))
             await self.writer.make_way()
             result = await self.writer.admission.decode(
-                len(body), _decode_events, headers, body, project_id, time.time_ns(), reservation
+                len(body),
+                _decode_events,
+                headers,
+                body,
+                project_id,
+                time.time_ns(),
+                reservation,
+                compressed=bool(headers.get("content-encoding")),
             )
             del body
         except auth.Unauthorized as exc:

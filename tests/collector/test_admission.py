@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector import auth
+from collector.admission import DECODED_WEIGHT
 from collector.db import conninfo
 from collector.writer import Writer
 from tests.collector.receiver_harness import grpc_receiver, http_receiver
@@ -84,8 +85,9 @@ async def test_bytes_in_flight_are_bounded_when_the_item_budget_would_take_them(
     project, ingest_token, proxy, settings
 ):
     # 12 requests of 20 spans each inflate to about 1 MiB: 240 items are far
-    # below the item bound, 12 MiB far above a 4 MiB byte budget.
-    settings.QUEUE_MAX_BYTES = 4 * MiB
+    # below the item bound; each is counted as what its decoding holds,
+    # some 4 MiB, so 48 MiB are far above a 16 MiB byte budget.
+    settings.QUEUE_MAX_BYTES = 16 * MiB
     body = {n: gzip.compress(traces(n, 20, attributes=5, value_size=10_000)) for n in range(1, 13)}
     assert all(len(b) < 64 * 1024 for b in body.values())
     writer = Writer(proxy.conninfo(conninfo()), linger=0, lanes=1)
@@ -117,7 +119,8 @@ async def test_bytes_in_flight_are_bounded_when_the_item_budget_would_take_them(
             for response in refused.values():
                 assert response.status_code == 429, response.text
                 assert int(response.headers["retry-after"]) >= 1
-            assert writer.admission.bytes_in_flight <= 4 * MiB + 1.1 * MiB
+            one = DECODED_WEIGHT * len(traces(1, 20, attributes=5, value_size=10_000))
+            assert writer.admission.bytes_in_flight <= 16 * MiB + one
             proxy.bytes_per_second = None  # the database catches up
             answers = dict(await asyncio.gather(*tasks))
     finally:
