@@ -100,11 +100,16 @@ class RssSampler:
         return self.peak
 
 
-def queue_depth(url: str) -> int:
+def metric(url: str, name: str) -> float:
+    """A value from the collector's /metrics (0 when absent)."""
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("eventscope_queue_depth "):
-            return int(float(line.split()[1]))
-    return 0
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def queue_depth(url: str) -> int:
+    return int(metric(url, "eventscope_queue_depth"))
 
 
 def wait_until_idle(collector: ingest.Collector, timeout: float) -> float:
@@ -302,8 +307,13 @@ def saturation(setup: Setup) -> list[str]:
             )
         )
         wait_until_idle(collector, args.drain_timeout)
+        early = metric(collector.url, 'eventscope_refused_requests_total{signal="traces"}')
+        late = metric(collector.url, 'eventscope_dropped_items_total{signal="traces"}')
     finally:
         collector.stop()
+    print(
+        f"  refused before decoding: {early:.0f}, spans refused after: {late:.0f}", file=sys.stderr
+    )
     acked = answers.latencies
     share = answers.count(429) / answers.total if answers.total else 0.0
     return [

@@ -67,6 +67,7 @@ class Admission:
         self.decoders = decoders
         self._lock = threading.Lock()  # reservations grow from decoding threads
         self._bytes = 0
+        self.requests = 0  # live reservations: requests between their start and their answer
         self._peak = 0  # most bytes in flight since memory was last given back
         self._slots = asyncio.Semaphore(decoders)
         self._last_trim = 0.0
@@ -82,8 +83,10 @@ class Admission:
             raise Saturated(self._full_message(), retry_after=1)
 
     def reservation(self) -> "Reservation":
-        """An empty reservation for one request: `add()` bytes as they come,
-        `release()` them all with the answer."""
+        """An empty reservation for one request, taken when it starts (it
+        counts in `requests` from then on): `add()` bytes as they come,
+        `release()` them all with the answer. Created and released on the
+        event loop."""
         return Reservation(self)
 
     def _add(self, reservation: "Reservation", size: int) -> None:
@@ -155,13 +158,14 @@ class Admission:
 
 
 class DrainRate:
-    """Items per second one writing lane commits while work waits for it.
+    """Items per second the writer commits while work waits for it.
 
-    Only transactions whose work was queued while the lane was busy are
-    measured: they show what the lane does when it is the bottleneck, which
-    is when the figure matters. Older measures fade with a half-life of HALF_LIFE_S, and each
-    weighs by its items, so a run of one-span transactions (whose fixed cost
-    dominates) cannot pull the rate down much.
+    Measured from commit to commit (of any lane) when the committed work
+    had been queued before the previous commit, so the writer was busy all
+    along: that shows what it does when it is the bottleneck, which is when
+    the figure matters, with whatever else the process does meanwhile
+    (decoding takes the same cores). Older measures fade with a half-life
+    of HALF_LIFE_S, and each weighs by its items.
     """
 
     HALF_LIFE_S = 10.0
@@ -190,17 +194,22 @@ class DrainRate:
 class Reservation:
     """One request's share of the byte budget; a context manager that releases it."""
 
-    __slots__ = ("admission", "size")
+    __slots__ = ("admission", "size", "live")
 
     def __init__(self, admission: Admission):
         self.admission = admission
         self.size = 0
+        self.live = True
+        admission.requests += 1
 
     def add(self, size: int) -> None:
         """Reserve `size` more bytes (thread-safe); raises Saturated past the budget."""
         self.admission._add(self, size)
 
     def release(self) -> None:
+        if self.live:
+            self.live = False
+            self.admission.requests -= 1
         size, self.size = self.size, 0
         if size:
             self.admission._release(size)

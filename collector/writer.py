@@ -406,6 +406,9 @@ class Writer:
         self.lanes = max(1, lanes)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._items = 0
+        self._batches = 0  # batches submitted and not yet answered (as _items counts items)
+        self._batch_items = 0.0  # items per batch, a moving average
+        self._last_commit = 0.0  # monotonic time of the last commit
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._lanes: list[_Lane] = []
@@ -464,11 +467,21 @@ class Writer:
 
     def queued_seconds(self, items: int = 0) -> float:
         """How long the queue (plus `items` more) takes to write at the measured rate."""
-        queued = self._items + items
+        return self._seconds_for(self._items + items)
+
+    def _expected_seconds(self) -> float:
+        """How long a request admitted now would take: the queue, the requests
+        being read and decoded ahead of it (they hold reservations and are not
+        in the queue yet; the caller's own is one of them), and itself, each
+        counted as a batch of the average size."""
+        ahead = max(1, self.admission.requests - self._batches)
+        return self._seconds_for(self._items + ahead * self._batch_items)
+
+    def _seconds_for(self, queued: float) -> float:
         rate = self.drain.per_second
         if rate is None or queued < QUEUE_SECONDS_FLOOR_ITEMS:
             return 0.0
-        return queued / (rate * self.lanes)
+        return queued / rate
 
     # -- giving way ------------------------------------------------------------------
 
@@ -504,7 +517,7 @@ class Writer:
             raise StorageUnavailable("the collector is shutting down", retry_after=1)
         if self._items >= self.max_items:
             raise self._full(f"the write queue is full ({self._items} items waiting)")
-        seconds = self.queued_seconds()
+        seconds = self._expected_seconds()
         if seconds > self.max_wait:
             raise self._full(self._too_long(seconds))
         self.admission.check()
@@ -517,8 +530,8 @@ class Writer:
 
     def _too_long(self, seconds: float) -> str:
         return (
-            f"the write queue holds {seconds:.1f} s of work ({self._items} items), "
-            f"more than the {self.max_wait:g} s it may"
+            f"the write queue holds {seconds:.1f} s of work ({self._items} items queued, "
+            f"more on their way), more than the {self.max_wait:g} s it may"
         )
 
     async def submit(self, batch: Batch) -> WriteResult:
@@ -542,6 +555,8 @@ class Writer:
         # The batch counts against the bound from here: memory stays bounded
         # while it waits for the road.
         self._items += size
+        self._batches += 1
+        self._batch_items += (size - self._batch_items) / (16 if self._batch_items else 1)
         stats.set_queue_depth(self._items)
         pending = None
         try:
@@ -554,6 +569,7 @@ class Writer:
             _prepare(pending, *_window())
         except BaseException:
             self._items -= size
+            self._batches -= 1
             stats.set_queue_depth(self._items)
             if pending is not None:
                 pending.clear()
@@ -565,7 +581,6 @@ class Writer:
     # -- the writing lanes -------------------------------------------------------------
 
     async def _run(self, lane: "_Lane") -> None:
-        finished = 0.0  # when this lane's last transaction ended
         while True:
             if not self._queue:
                 if self._stopping:
@@ -585,19 +600,22 @@ class Writer:
                 pending = self._queue.popleft()
                 group.append(pending)
                 items += pending.batch.size
-            started = time.monotonic()
-            # The rate is measured when work was queued while this lane was
-            # busy (see DrainRate): a lane that waits for requests measures
-            # how fast they come, not how fast it writes.
-            backlog = group[0].queued_at < finished
-            if await self._write_group(lane, group) and backlog:
-                self.drain.observe(items, time.monotonic() - started)
-            finished = time.monotonic()
+            if await self._write_group(lane, group):
+                # The rate is measured over the time since the previous
+                # commit (of any lane) when this group's work was queued
+                # before it, so that work waited all along (see DrainRate):
+                # a writer that waits for requests measures how fast they
+                # come, not how fast it writes.
+                now = time.monotonic()
+                if group[0].queued_at < self._last_commit:
+                    self.drain.observe(items, now - self._last_commit)
+                self._last_commit = now
             for pending in group:
                 pending.clear()
+            self._items -= items
+            self._batches -= len(group)
             # Not kept alive while this lane waits for the next group.
             group = pending = None
-            self._items -= items
             stats.set_queue_depth(self._items)
 
     async def _write_group(self, lane: "_Lane", group: list[_Pending]) -> bool:
@@ -665,6 +683,7 @@ class Writer:
             # the group's leave it when its lane is done with it.
             self._queue = collections.deque(p for p in self._queue if not expired(p))
             self._items -= sum(p.batch.size for p in stale)
+            self._batches -= len(stale)
             stats.set_queue_depth(self._items)
             self._fail(stale, error)
             for pending in stale:
