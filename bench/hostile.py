@@ -425,8 +425,10 @@ def main(argv=None) -> int:
     parser.add_argument("--saturation-seconds", type=float, default=30)
     parser.add_argument("--saturation-requests", type=int, default=120)
     parser.add_argument("--outage-rate", type=float, default=100, help="spans per second")
-    parser.add_argument("--outage-produce-seconds", type=float, default=20)
-    parser.add_argument("--outage-at", type=float, default=3)
+    parser.add_argument("--outage-produce-seconds", type=float, default=24)
+    parser.add_argument(
+        "--outage-at", type=float, default=7, help="after the exporter's first batch (5 s)"
+    )
     parser.add_argument("--outage-seconds", type=float, default=10)
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
