@@ -42,8 +42,10 @@ import collections
 import datetime as dt
 import json
 import logging
+import math
 import operator
 import os
+import random
 import struct
 import time
 from dataclasses import dataclass, field
@@ -478,9 +480,13 @@ class Writer:
         return self._seconds_for(self._items + ahead * self._batch_items)
 
     def _seconds_for(self, queued: float) -> float:
-        rate = self.drain.per_second
-        if rate is None or queued < QUEUE_SECONDS_FLOOR_ITEMS:
+        if queued < QUEUE_SECONDS_FLOOR_ITEMS:
             return 0.0
+        rate = self.drain.per_second
+        if rate is None:
+            # Nothing measured yet (the writer has not had a backlog): a
+            # transaction's worth per lane is taken, and writing it measures.
+            return math.inf if queued > self.group_items * self.lanes else 0.0
         return queued / rate
 
     # -- giving way ------------------------------------------------------------------
@@ -526,9 +532,14 @@ class Writer:
         if self._down_since is not None:
             # Nothing drains while the database is away: say so.
             return StorageUnavailable(f"the database is unreachable and {message}", retry_after=1)
-        return Saturated(message, retry_after=1)
+        # Refused exporters come back spread over a few seconds rather than
+        # all together; at most 3 s leaves an SDK exporter (10 s for all its
+        # attempts) four tries.
+        return Saturated(message, retry_after=random.randint(1, 3))
 
     def _too_long(self, seconds: float) -> str:
+        if math.isinf(seconds):
+            return f"the write queue is full ({self._items} items queued, more on their way)"
         return (
             f"the write queue holds {seconds:.1f} s of work ({self._items} items queued, "
             f"more on their way), more than the {self.max_wait:g} s it may"
