@@ -269,12 +269,13 @@ class Collector:
     """A `manage.py collector [--processes N]` subprocess on free ports; over TLS
     when `env` names a certificate, with `tls` the client context that trusts it."""
 
-    def __init__(self, env, processes: int = 1, tls=None):
+    def __init__(self, env, processes: int = 1, tls=None, root: Path = ROOT):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "collector", "--otlp-http-port", str(self.port),
-             "--otlp-grpc-port", str(free_port()), "--processes", str(processes)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+             "--otlp-grpc-port", str(self.grpc_port), "--processes", str(processes)],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"

@@ -13,8 +13,9 @@ EVENTSCOPE_TLS_CLIENT_AUTH=required).
 
 Lookups are cached in the process for CACHE_SECONDS, because every export
 request carries the token and the database is busy with the writes. The
-price: revoking a token takes effect within CACHE_SECONDS. Unknown tokens
-are cached as unknown too (a token's secret is random, so an unknown
+price: revoking a token takes effect within CACHE_SECONDS. While the
+database is unreachable, the last answer for a token stays in use. Unknown
+tokens are cached as unknown too (a token's secret is random, so an unknown
 secret never becomes valid later), which keeps a misconfigured exporter
 from costing a query per request.
 """
@@ -73,7 +74,7 @@ def _lookup(token: str | None) -> int | None:
         ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
         return found.project_id
     except DatabaseError as exc:
-        raise StorageUnavailable(f"cannot check the token: {exc}") from exc
+        raise StorageUnavailable(f"cannot check the token: {exc}", retry_after=1) from exc
     finally:
         # Lookups are rare (cached), and a connection kept by this worker
         # thread would outlive the server that started it.
@@ -107,7 +108,17 @@ async def _project_of(token: str | None) -> int | None:
     key = token if token is not None else _DEFAULT
     hit, project_id = _cached(key)
     if not hit:
-        project_id = await sync_to_async(_lookup)(token)
+        try:
+            project_id = await sync_to_async(_lookup)(token)
+        except StorageUnavailable:
+            # While the database is away, what it said last still holds: the
+            # writer keeps batches through a short outage, and an exporter
+            # refused for its token alone would lose them.
+            with _lock:
+                stale = _cache.get(key)
+            if stale is None:
+                raise
+            return stale[0]
         _remember(key, project_id)
     return project_id
 

@@ -6,10 +6,10 @@ Counters are per process and per `signal` (traces, metrics, logs, events):
 - rejected: items refused as invalid (reported in partial_success / 202 body)
 - dropped: items not stored because the writer was saturated or the
   database unavailable (the client was told to retry)
-Plus the writer's queue depth, a histogram of batch write durations, and
-what the attribute limits cut (collector.attribute_limits), by `limit`:
-`count` for attributes (and array/map elements) not kept, `length` for
-values cut short.
+Plus the writer's queue depth, the request bytes in flight, a histogram of
+batch write durations, and what the attribute limits cut
+(collector.attribute_limits), by `limit`: `count` for attributes (and
+array/map elements) not kept, `length` for values cut short.
 """
 
 import threading
@@ -24,6 +24,7 @@ _counters = {
 _refused_requests = dict.fromkeys(SIGNALS, 0)
 _cut = {"count": dict.fromkeys(SIGNALS, 0), "length": dict.fromkeys(SIGNALS, 0)}
 _queue_depth = 0
+_ingest_bytes = 0
 _write_counts = [0] * (len(WRITE_BUCKETS) + 1)
 _write_sum = 0.0
 
@@ -53,6 +54,11 @@ def set_queue_depth(items: int) -> None:
     _queue_depth = items
 
 
+def set_ingest_bytes(size: int) -> None:
+    global _ingest_bytes
+    _ingest_bytes = size
+
+
 def observe_write(seconds: float) -> None:
     global _write_sum
     with _lock:
@@ -73,6 +79,7 @@ def snapshot() -> dict:
             "refused_requests": dict(_refused_requests),
             "truncated_attributes": {limit: dict(values) for limit, values in _cut.items()},
             "queue_depth": _queue_depth,
+            "ingest_bytes": _ingest_bytes,
             "writes": sum(_write_counts),
         }
 
@@ -104,6 +111,12 @@ def render() -> str:
         lines.append("# HELP eventscope_queue_depth Items waiting in the writer's queue.")
         lines.append("# TYPE eventscope_queue_depth gauge")
         lines.append(f"eventscope_queue_depth {_queue_depth}")
+        lines.append(
+            "# HELP eventscope_ingest_bytes Request bytes (after decompression) being "
+            "decoded or waiting to be stored."
+        )
+        lines.append("# TYPE eventscope_ingest_bytes gauge")
+        lines.append(f"eventscope_ingest_bytes {_ingest_bytes}")
         lines.append("# HELP eventscope_write_seconds Time to write and commit one batch.")
         lines.append("# TYPE eventscope_write_seconds histogram")
         cumulative = 0

@@ -2,9 +2,14 @@
 
 Receivers `await writer.submit(batch)`; the answer comes after the rows are
 committed, so a 200 to an exporter means the data is stored. A full queue
-raises Saturated (429) at once and an unreachable database StorageUnavailable
-(503): memory stays bounded and nothing is half-stored, because one request's
-rows always share one transaction.
+raises Saturated (429) at once: full in items, in request bytes (the
+receivers reserve them from `writer.admission` from reading a body to its
+answer) or in time (more than MAX_QUEUE_SECONDS of work at the measured
+drain rate), so what is acknowledged is acknowledged within an exporter's
+timeout. While the database is unreachable a batch waits up to
+OUTAGE_HOLD_S for it, then StorageUnavailable (503). Memory stays bounded
+and nothing is half-stored, because one request's rows always share one
+transaction.
 
 `submit` checks and encodes the batch's rows at once, in the receiver's
 turn; writing lanes (each a task with its own connection) drain the queue,
@@ -37,8 +42,10 @@ import collections
 import datetime as dt
 import json
 import logging
+import math
 import operator
 import os
+import random
 import struct
 import time
 from dataclasses import dataclass, field
@@ -50,6 +57,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.string import BytesBinaryDumper
 
 from collector import notify, partitions, rollups, stats
+from collector.admission import Admission, DrainRate, configure_memory
 from collector.batch import (
     CONSUMER,
     KIND_CLIENT,
@@ -58,6 +66,7 @@ from collector.batch import (
     PRODUCER,
     STATUS_ERROR,
     Batch,
+    IngestUnavailable,
     Saturated,
     StorageUnavailable,
 )
@@ -98,8 +107,22 @@ ANALYZED_COLUMNS = {
 RECENT_PUBLISHES = 50_000
 # A transaction PostgreSQL cancels to break a deadlock is tried this many times.
 DEADLOCK_ATTEMPTS = 3
-# After a failed connection, submits fail fast for this long instead of queueing.
-DOWN_BACKOFF_S = 1.0
+# Admission bounds the wait as well as memory: a request is refused (429)
+# when the queue holds more than this many seconds of work at the rate the
+# writer is measured to commit, so what is acknowledged is acknowledged well
+# within an exporter's timeout (10 s by default in the OpenTelemetry SDKs),
+# and what is refused is refused at once, in time for the exporter to retry.
+MAX_QUEUE_SECONDS = 3.0
+# Below this many queued items the queue is never too long to wait for.
+QUEUE_SECONDS_FLOOR_ITEMS = 1_000
+# While the database is unreachable a batch waits this long for it before it
+# is refused (503, Retry-After 1 s). An exporter with the SDKs' defaults (a
+# 10 s deadline for all its attempts) then gets its answer with time left to
+# try again, and a batch whose exporter gave up meanwhile is still stored
+# when the database is back within this time: a short outage loses nothing.
+OUTAGE_HOLD_S = 8.0
+# How often a writing lane tries the database again during an outage.
+OUTAGE_RETRY_S = 0.5
 
 
 def to_datetime(time_ns: int) -> dt.datetime:
@@ -203,12 +226,13 @@ class _Pending:
 
     __slots__ = (
         "batch", "future", "result", "prepared", "spans", "stages", "envelopes", "logs",
-        "hints", "receive_timed", "days",
+        "hints", "receive_timed", "days", "queued_at",
     )  # fmt: skip
 
     def __init__(self, batch: Batch, future: asyncio.Future):
         self.batch = batch
         self.future = future
+        self.queued_at = time.monotonic()
         # What preparing found (refused and repeated rows); each attempt to
         # store the batch starts from it.
         self.prepared = WriteResult()
@@ -347,13 +371,21 @@ def log_values(r, key: bytes) -> tuple:
 
 
 class Writer:
-    """Bounded queue + writing lanes. Use `await start()`, `submit()`, `await stop()`."""
+    """Bounded queue + writing lanes. Use `await start()`, `submit()`, `await stop()`.
+
+    The queue is bounded in items (`max_items`), in request bytes
+    (`max_bytes`, kept by `admission`, which the receivers reserve from) and
+    in time (`max_wait` seconds of work at the measured drain rate).
+    """
 
     def __init__(
         self,
         conninfo: str | None = None,
         *,
         max_items: int | None = None,
+        max_bytes: int | None = None,
+        max_wait: float = MAX_QUEUE_SECONDS,
+        hold: float = OUTAGE_HOLD_S,
         group_items: int = 20_000,
         linger: float = 0.003,
         lanes: int = 2,
@@ -364,6 +396,10 @@ class Writer:
             conninfo = django_conninfo()
         self.conninfo = conninfo
         self.max_items = max_items or settings.QUEUE_MAX_ITEMS
+        self.admission = Admission(max_bytes or settings.QUEUE_MAX_BYTES)
+        self.max_wait = max_wait
+        self.hold = hold
+        self.drain = DrainRate()
         # A transaction takes at most about this many items (one batch may exceed it).
         self.group_items = group_items
         # How long to wait for more batches when the queue is nearly empty.
@@ -372,6 +408,9 @@ class Writer:
         self.lanes = max(1, lanes)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._items = 0
+        self._batches = 0  # batches submitted and not yet answered (as _items counts items)
+        self._batch_items = 0.0  # items per batch, a moving average
+        self._last_commit = 0.0  # monotonic time of the last commit
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._lanes: list[_Lane] = []
@@ -384,7 +423,7 @@ class Writer:
         self._day_rows: collections.Counter[dt.date] = collections.Counter()
         self.recent = _RecentPublishes(RECENT_PUBLISHES)
         self._background: set[asyncio.Task] = set()
-        self._down_until = 0.0
+        self._down_since: float | None = None  # when the current outage was noticed
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -393,6 +432,7 @@ class Writer:
         """Start the writing lanes (the database may still be down; submits then get 503)."""
         if self._tasks:
             return
+        configure_memory()
         self._stopping = False
         self._lanes = [_Lane(self) for _ in range(self.lanes)]
         self._tasks = [
@@ -427,6 +467,28 @@ class Writer:
     def queued_items(self) -> int:
         return self._items
 
+    def queued_seconds(self, items: int = 0) -> float:
+        """How long the queue (plus `items` more) takes to write at the measured rate."""
+        return self._seconds_for(self._items + items)
+
+    def _expected_seconds(self) -> float:
+        """How long a request admitted now would take: the queue, the requests
+        being read and decoded ahead of it (they hold reservations and are not
+        in the queue yet; the caller's own is one of them), and itself, each
+        counted as a batch of the average size."""
+        ahead = max(1, self.admission.requests - self._batches)
+        return self._seconds_for(self._items + ahead * self._batch_items)
+
+    def _seconds_for(self, queued: float) -> float:
+        if queued < QUEUE_SECONDS_FLOOR_ITEMS:
+            return 0.0
+        rate = self.drain.per_second
+        if rate is None:
+            # Nothing measured yet (the writer has not had a backlog): a
+            # transaction's worth per lane is taken, and writing it measures.
+            return math.inf if queued > self.group_items * self.lanes else 0.0
+        return queued / rate
+
     # -- giving way ------------------------------------------------------------------
 
     async def make_way(self) -> None:
@@ -452,17 +514,36 @@ class Writer:
     # -- submitting ------------------------------------------------------------------
 
     def admit(self) -> None:
-        """Raise what `submit` would raise right now for a full queue or a dead database.
+        """Raise what `submit` would raise right now for a full queue.
 
         Receivers call it before reading and decoding a body, so an overloaded
         collector spends its CPU on the requests it can take.
         """
         if self._stopping or not self._tasks:
             raise StorageUnavailable("the collector is shutting down", retry_after=1)
-        if time.monotonic() < self._down_until:
-            raise StorageUnavailable("the database is unreachable", retry_after=5)
         if self._items >= self.max_items:
-            raise Saturated(f"the write queue is full ({self._items} items waiting)", retry_after=1)
+            raise self._full(f"the write queue is full ({self._items} items waiting)")
+        seconds = self._expected_seconds()
+        if seconds > self.max_wait:
+            raise self._full(self._too_long(seconds))
+        self.admission.check()
+
+    def _full(self, message: str) -> IngestUnavailable:
+        if self._down_since is not None:
+            # Nothing drains while the database is away: say so.
+            return StorageUnavailable(f"the database is unreachable and {message}", retry_after=1)
+        # Refused exporters come back spread over a few seconds rather than
+        # all together; at most 3 s leaves an SDK exporter (10 s for all its
+        # attempts) four tries.
+        return Saturated(message, retry_after=random.randint(1, 3))
+
+    def _too_long(self, seconds: float) -> str:
+        if math.isinf(seconds):
+            return f"the write queue is full ({self._items} items queued, more on their way)"
+        return (
+            f"the write queue holds {seconds:.1f} s of work ({self._items} items queued, "
+            f"more on their way), more than the {self.max_wait:g} s it may"
+        )
 
     async def submit(self, batch: Batch) -> WriteResult:
         """Queue `batch` and wait until its rows are committed.
@@ -471,14 +552,22 @@ class Writer:
         database cannot be reached or the write failed; in both cases none of
         the batch's rows are stored.
         """
-        self.admit()
+        if self._stopping or not self._tasks:
+            raise StorageUnavailable("the collector is shutting down", retry_after=1)
         size = batch.size
         # A batch larger than the whole bound is still taken when the queue is empty.
         if self._items and self._items + size > self.max_items:
-            raise Saturated(f"the write queue is full ({self._items} items waiting)", retry_after=1)
+            raise self._full(f"the write queue is full ({self._items} items waiting)")
+        # Applied when the queue already holds some work, so that one large
+        # batch is still taken by an idle writer.
+        seconds = self.queued_seconds(size)
+        if self._items >= QUEUE_SECONDS_FLOOR_ITEMS and seconds > self.max_wait:
+            raise self._full(self._too_long(seconds))
         # The batch counts against the bound from here: memory stays bounded
         # while it waits for the road.
         self._items += size
+        self._batches += 1
+        self._batch_items += (size - self._batch_items) / (16 if self._batch_items else 1)
         stats.set_queue_depth(self._items)
         pending = None
         try:
@@ -491,6 +580,7 @@ class Writer:
             _prepare(pending, *_window())
         except BaseException:
             self._items -= size
+            self._batches -= 1
             stats.set_queue_depth(self._items)
             if pending is not None:
                 pending.clear()
@@ -521,38 +611,95 @@ class Writer:
                 pending = self._queue.popleft()
                 group.append(pending)
                 items += pending.batch.size
-            await self._write_group(lane, group)
+            if await self._write_group(lane, group):
+                # The rate is measured over the time since the previous
+                # commit (of any lane) when this group's work was queued
+                # before it, so that work waited all along (see DrainRate):
+                # a writer that waits for requests measures how fast they
+                # come, not how fast it writes.
+                now = time.monotonic()
+                if group[0].queued_at < self._last_commit:
+                    self.drain.observe(items, now - self._last_commit)
+                self._last_commit = now
             for pending in group:
                 pending.clear()
+            self._items -= items
+            self._batches -= len(group)
             # Not kept alive while this lane waits for the next group.
             group = pending = None
-            self._items -= items
             stats.set_queue_depth(self._items)
 
-    async def _write_group(self, lane: "_Lane", group: list[_Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            await self._store(lane, group)
-        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            if isinstance(exc, pg_errors.ProgramLimitExceeded):
-                # An "operational" error that is the data's fault (a key too
-                # large for an index): the server is fine.
+    async def _write_group(self, lane: "_Lane", group: list[_Pending]) -> bool:
+        """Store the group and answer its submitters; True when it was committed
+        in one go (the drain rate measures those)."""
+        first_try = True
+        while True:
+            started = time.perf_counter()
+            try:
+                await self._store(lane, group)
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                if isinstance(exc, pg_errors.ProgramLimitExceeded):
+                    # An "operational" error that is the data's fault (a key too
+                    # large for an index): the server is fine.
+                    await self._write_refused(lane, group, exc)
+                    return False
+                await lane.discard()
+                # Tried again until the database is back or the batches have
+                # waited `hold`: a retried transaction is stored once (the
+                # dedupe sees rows a lost commit may have stored after all).
+                group = self._outage(group, exc)
+                if not group:
+                    return False
+                first_try = False
+                await asyncio.sleep(OUTAGE_RETRY_S)
+                continue
+            except Exception as exc:
                 await self._write_refused(lane, group, exc)
-                return
-            log.warning("database unavailable, %d batch(es) refused: %s", len(group), exc)
-            await lane.discard()
-            self._down_until = time.monotonic() + DOWN_BACKOFF_S
-            self._fail(group, StorageUnavailable("the database is unreachable", retry_after=5))
-            self._fail_queued_while_down()
-            return
-        except Exception as exc:
-            await self._write_refused(lane, group, exc)
-            return
+                return False
+            break
+        if self._down_since is not None:
+            log.warning(
+                "the database is reachable again after %.1f s",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
         stats.observe_write(time.perf_counter() - started)
         # Refused rows are counted by the receivers, which report them.
         for pending in group:
             if not pending.future.done():
                 pending.future.set_result(pending.result)
+        return first_try
+
+    def _outage(self, group: list[_Pending], exc: Exception) -> list[_Pending]:
+        """After a failed connection: refuse (503) the batches of `group` and of the
+        queue that have waited `hold` (all of them when stopping); return the rest
+        of `group`, to be tried again."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("database unreachable; batches wait up to %g s for it: %s", self.hold, exc)
+        error = StorageUnavailable("the database is unreachable", retry_after=1)
+
+        def expired(pending: _Pending) -> bool:
+            # A batch whose submitter went away is still stored if it can
+            # be: its exporter may not know whether it was.
+            return self._stopping or now - pending.queued_at >= self.hold
+
+        waiting = [p for p in group if not expired(p)]
+        self._fail([p for p in group if expired(p)], error)
+        stale = [p for p in self._queue if expired(p)]
+        if stale:
+            # Queued batches would wait for the same server: answered now,
+            # their exporters retry sooner. Their items leave the count here;
+            # the group's leave it when its lane is done with it.
+            self._queue = collections.deque(p for p in self._queue if not expired(p))
+            self._items -= sum(p.batch.size for p in stale)
+            self._batches -= len(stale)
+            stats.set_queue_depth(self._items)
+            self._fail(stale, error)
+            for pending in stale:
+                pending.clear()
+        return waiting
 
     async def _write_refused(self, lane: "_Lane", group: list[_Pending], exc: Exception) -> None:
         """After a write failed for a reason other than the database being away.
@@ -589,16 +736,6 @@ class Writer:
         for pending in group:
             if not pending.future.done():
                 pending.future.set_exception(exc)
-
-    def _fail_queued_while_down(self) -> None:
-        # Waiting batches would hit the same dead server one transaction at a
-        # time; answering them now lets their exporters back off sooner.
-        failed = list(self._queue)
-        self._queue.clear()
-        self._items -= sum(p.batch.size for p in failed)
-        self._fail(failed, StorageUnavailable("the database is unreachable", retry_after=5))
-        for pending in failed:
-            pending.clear()
 
     # -- one transaction -----------------------------------------------------------------
 

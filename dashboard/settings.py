@@ -260,6 +260,10 @@ QUEUE_MAX_ITEMS = env_int("EVENTSCOPE_QUEUE_MAX_ITEMS", 200_000, minimum=1)
 HTTP_HEADER_TIMEOUT_SECONDS = env_int("EVENTSCOPE_HTTP_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
 HTTP_KEEPALIVE_SECONDS = env_int("EVENTSCOPE_HTTP_KEEPALIVE_SECONDS", 75, minimum=1)
 MAX_CONNECTIONS = env_int("EVENTSCOPE_MAX_CONNECTIONS", 1000, minimum=1)
+# ... and in bytes: the memory requests hold from reading a body until its
+# answer (a request counts as six times its size after decompression:
+# collector.admission.DECODED_WEIGHT).
+QUEUE_MAX_BYTES = env_int("EVENTSCOPE_QUEUE_MAX_BYTES", 256 * 1024 * 1024, minimum=1024 * 1024)
 
 # ---- Eventscope: storage and background work --------------------------------
 RETENTION_DAYS = env_int("EVENTSCOPE_RETENTION_DAYS", 7, minimum=1)

@@ -1,7 +1,9 @@
 """The OTLP/gRPC receiver (grpc.aio): Trace, Metrics and Logs Export services.
 
 Each call is checked in the order that costs least first: the token, then
-whether the writer can take data, then the message is parsed and normalised.
+whether the writer can take data, then the message is parsed and normalised
+(in a thread when it is large, as the HTTP receiver does, so one large
+export does not hold every other request and health check).
 Status codes as the OTLP spec says: UNAUTHENTICATED for a missing or bad
 token, INVALID_ARGUMENT for bad data (never retried), UNAVAILABLE with a
 google.rpc.RetryInfo detail when the writer is saturated or the database is
@@ -21,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector import auth, connection_limits, stats
+from collector.admission import DECODED_WEIGHT
 from collector.batch import IngestUnavailable
 from collector.decode import PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_logs, normalize_traces
@@ -45,9 +48,14 @@ class _RichStatus(grpc.Status):
 
 async def _abort_unavailable(context, exc: IngestUnavailable):
     seconds = max(1, int(exc.retry_after or 1))
+    retry_info = error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds}))
+    detail.Pack(retry_info)
     status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(exc), details=[detail])
+    # The OpenTelemetry Python exporter reads the delay from this trailer of
+    # its own, not from the status details; without it, it backs off 1, 2,
+    # 4 s... whatever the collector asks.
+    context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info.SerializeToString()),))
     await context.abort_with_status(_RichStatus(status))
 
 
@@ -77,6 +85,10 @@ class _Export:
     def __init__(self, writer):
         self.writer = writer
 
+    def decode(self, raw: bytes, project_id: int):
+        """Parse and normalise (pure: may run in a thread)."""
+        return self.normalize(decode_request(self.signal, raw, PROTOBUF), project_id)
+
     def normalize(self, request, project_id):
         raise NotImplementedError
 
@@ -86,9 +98,7 @@ class _Export:
     def items(self, batch) -> int:
         raise NotImplementedError
 
-    async def export(self, request, context, project_id: int):
-        await self.writer.make_way()
-        result = self.normalize(request, project_id)
+    async def export(self, result, context, project_id: int):
         items = self.items(result.batch)
         stats.count("received", self.signal, items + result.rejected)
         stats.count("rejected", self.signal, result.rejected)
@@ -140,10 +150,17 @@ class LogsService(_Export):
 
 
 class MetricsService:
-    """Metrics go to the broker-metrics ingest, which stores them itself (no writer)."""
+    """Metrics go to the broker-metrics ingest, which stores them itself: the
+    writer is only asked for room in its byte budget."""
 
     signal = "metrics"
     uses_writer = False
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def decode(self, raw: bytes, project_id: int):
+        return decode_request(self.signal, raw, PROTOBUF)
 
     async def export(self, request, context, project_id: int):
         points = count_data_points(request)
@@ -185,18 +202,29 @@ def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
 
     async def export(raw: bytes, context):
         project_id = await _project(context)
-        if servicer.uses_writer:
+        writer = servicer.writer
+        reservation = writer.admission.reservation()
+        try:
+            # Refuse before parsing when the writer cannot take it.
+            if servicer.uses_writer:
+                writer.admit()
+            else:
+                writer.admission.check()
+            reservation.add(len(raw) * DECODED_WEIGHT)
+        except IngestUnavailable as exc:
+            stats.refuse_request(signal)
+            await _abort_unavailable(context, exc)
+        try:
+            if servicer.uses_writer:
+                await writer.make_way()
             try:
-                servicer.writer.admit()  # refuse before parsing when the writer cannot take it
+                decoded = await writer.admission.decode(len(raw), servicer.decode, raw, project_id)
+            except DecodeError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except IngestUnavailable as exc:
                 stats.refuse_request(signal)
                 await _abort_unavailable(context, exc)
-        try:
-            try:
-                request = decode_request(signal, raw, PROTOBUF)
-            except DecodeError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return await servicer.export(request, context, project_id)
+            return await servicer.export(decoded, context, project_id)
         except grpc.aio.AbortError:
             raise  # the answer is already chosen
         except Exception as exc:
@@ -209,6 +237,8 @@ def _export_handler(signal: str, servicer) -> grpc.RpcMethodHandler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the collector could not process this request ({type(exc).__name__}: {detail})",
             )
+        finally:
+            reservation.release()
 
     return grpc.unary_unary_rpc_method_handler(
         export, request_deserializer=None, response_serializer=response_type.SerializeToString
@@ -235,7 +265,11 @@ async def start_grpc_server(
     )
     services = (
         ("opentelemetry.proto.collector.trace.v1.TraceService", "traces", TraceService(writer)),
-        ("opentelemetry.proto.collector.metrics.v1.MetricsService", "metrics", MetricsService()),
+        (
+            "opentelemetry.proto.collector.metrics.v1.MetricsService",
+            "metrics",
+            MetricsService(writer),
+        ),
         ("opentelemetry.proto.collector.logs.v1.LogsService", "logs", LogsService(writer)),
     )
     server.add_generic_rpc_handlers(

@@ -9,7 +9,6 @@ so the exporter retries. Bad data is never answered with a 5xx, because
 older exporters retry every 5xx forever; nor is a bug met on the way.
 """
 
-import asyncio
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collector import auth, stats
+from collector.admission import DECODED_WEIGHT
 from collector.batch import IngestUnavailable
 from collector.cloudevents import normalize_events
 from collector.decode import (
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 OTLP_PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 EVENTS_PATH = "/v1/events"
 CONTENT_TYPES = {PROTOBUF: b"application/x-protobuf", JSON: b"application/json"}
-# Decoding a large body holds the event loop; past this size it runs in a thread.
-THREAD_THRESHOLD = 256 * 1024
 
 
 class ClientGone(Exception):
@@ -169,20 +167,23 @@ def count_data_points(request) -> int:
     return total
 
 
-def _decode_otlp(signal, body, encoding, fmt, project_id):
+def _decompress(body: bytes, encoding, reservation) -> bytes:
+    """The body decompressed, what its decoding will hold reserved (Saturated
+    when it does not fit)."""
     raw = decompress(body, encoding, settings.MAX_BODY_BYTES)
-    request = decode_request(signal, raw, fmt)
+    reservation.add(len(raw) * DECODED_WEIGHT - (len(body) if raw is body else 0))
+    return raw
+
+
+def _decode_otlp(signal, body, encoding, fmt, project_id, reservation):
+    """(the decoded metrics request, None) or (None, the normalised spans or logs):
+    a span or log request is let go once normalised, while its rows wait."""
+    request = decode_request(signal, _decompress(body, encoding, reservation), fmt)
     if signal == "traces":
-        return request, normalize_traces(request, project_id)
+        return None, normalize_traces(request, project_id)
     if signal == "logs":
-        return request, normalize_logs(request, project_id)
+        return None, normalize_logs(request, project_id)
     return request, None
-
-
-async def _off_loop(size: int, function, *args):
-    if size > THREAD_THRESHOLD:
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
 
 
 class Receiver:
@@ -270,6 +271,15 @@ class Receiver:
     async def otlp(
         self, signal: str, headers: dict[str, str], receive, certificate: tuple[str, ...] = ()
     ) -> Response:
+        reservation = self.writer.admission.reservation()
+        try:
+            return await self._otlp(signal, headers, receive, reservation, certificate)
+        finally:
+            reservation.release()
+
+    async def _otlp(
+        self, signal: str, headers: dict[str, str], receive, reservation, certificate
+    ) -> Response:
         try:
             fmt = media_type(headers.get("content-type"))
         except UnsupportedMediaType as exc:
@@ -280,13 +290,16 @@ class Receiver:
             project_id = await auth.project_for(headers.get("authorization"), certificate)
             if unsupported is not None:
                 raise unsupported
+            # Refuse before reading and decoding: under overload the CPU
+            # goes to the requests that can be stored.
             if signal != "metrics":
-                # Refuse before reading and decoding: under overload the CPU
-                # goes to the requests that can be stored.
                 self.writer.admit()
+            else:
+                self.writer.admission.check()  # metrics are stored elsewhere, but decoded here
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
+            reservation.add(len(body))
             await self.writer.make_way()
-            request, normalized = await _off_loop(
+            request, normalized = await self.writer.admission.decode(
                 len(body),
                 _decode_otlp,
                 signal,
@@ -294,7 +307,10 @@ class Receiver:
                 headers.get("content-encoding"),
                 fmt,
                 project_id,
+                reservation,
+                compressed=bool(headers.get("content-encoding")),
             )
+            del body
         except auth.Unauthorized as exc:
             return rpc_status(401, str(exc), fmt)
         except (DecodeError, BodyTooLarge, UnsupportedMediaType) as exc:
@@ -356,14 +372,30 @@ class Receiver:
     async def events(
         self, headers: dict[str, str], receive, certificate: tuple[str, ...] = ()
     ) -> Response:
+        reservation = self.writer.admission.reservation()
+        try:
+            return await self._events(headers, receive, reservation, certificate)
+        finally:
+            reservation.release()
+
+    async def _events(self, headers: dict[str, str], receive, reservation, certificate) -> Response:
         try:
             project_id = await auth.project_for(headers.get("authorization"), certificate)
             self.writer.admit()
             body = await read_body(receive, headers, settings.MAX_BODY_BYTES)
+            reservation.add(len(body))
             await self.writer.make_way()
-            result = await _off_loop(
-                len(body), _decode_events, headers, body, project_id, time.time_ns()
+            result = await self.writer.admission.decode(
+                len(body),
+                _decode_events,
+                headers,
+                body,
+                project_id,
+                time.time_ns(),
+                reservation,
+                compressed=bool(headers.get("content-encoding")),
             )
+            del body
         except auth.Unauthorized as exc:
             return json_response(401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
         except (DecodeError, BodyTooLarge, UnsupportedMediaType) as exc:
@@ -418,8 +450,8 @@ def _webhook_handshake(headers: dict[str, str]) -> Response:
     )
 
 
-def _decode_events(headers, body, project_id, received_ns):
-    raw = decompress(body, headers.get("content-encoding"), settings.MAX_BODY_BYTES)
+def _decode_events(headers, body, project_id, received_ns, reservation):
+    raw = _decompress(body, headers.get("content-encoding"), reservation)
     return normalize_events(headers, raw, project_id, received_ns)
 
 

@@ -5,6 +5,7 @@ import contextlib
 
 import uvicorn
 
+from collector.admission import Admission
 from collector.db import conninfo
 from collector.receivers.otlp_grpc import start_grpc_server
 from collector.receivers.otlp_http import make_app
@@ -27,6 +28,7 @@ class CollectingWriter:
 
     def __init__(self):
         self.batches = []
+        self.admission = Admission(256 * 1024 * 1024)
 
     def admit(self):
         pass
@@ -57,6 +59,7 @@ class RefusingWriter:
     def __init__(self, error):
         self.error = error
         self.submitted = 0
+        self.admission = Admission(256 * 1024 * 1024)
 
     def admit(self):
         # As the real writer does: refuse before the body is read and decoded.

@@ -533,13 +533,18 @@ async def test_clean_shutdown_commits_everything_acknowledged(telemetry_db, pg, 
 
 
 async def test_an_unreachable_database_answers_storage_unavailable(project):
-    w = Writer("host=127.0.0.1 port=1 user=postgres dbname=none connect_timeout=1", linger=0)
+    w = Writer(
+        "host=127.0.0.1 port=1 user=postgres dbname=none connect_timeout=1", linger=0, hold=1
+    )
     await w.start()
     try:
         assert await w.ready() is False
+        started = time.monotonic()
         with pytest.raises(StorageUnavailable) as info:
             await w.submit(Batch(project.id, "traces", spans=[span(project.id, 1, 1)]))
         assert info.value.status == 503 and info.value.retry_after > 0
+        # The batch waited for the database as long as the writer holds batches, no longer.
+        assert 1 <= time.monotonic() - started < 5
     finally:
         await w.stop()
 
