@@ -5,6 +5,9 @@ Per alert instance (rule + label set, one fingerprint):
     (condition holds)  → pending, since now
     pending, held for_seconds → firing: notify "firing" once
     firing, repeat_seconds since the last notice → notify "repeat"
+    firing, to alertmanager-push webhooks: "repeat" about every minute,
+                         whatever repeat_seconds says (Alertmanager forgets
+                         an alert that is not re-sent before its endsAt)
     (condition gone)   → firing: resolved, notify "resolved" once;
                          pending: dropped (nobody was told about it)
 
@@ -13,7 +16,8 @@ hint commit in one transaction, so a notification is queued if and only if
 the state change it announces is stored.
 
 A muted rule keeps tracking state but sends no "firing" or "repeat"; once
-unmuted, receivers are told of alerts still firing. "Resolved" is sent even
+unmuted, receivers are told of alerts still firing. Only the re-sends that
+keep an Alertmanager's copy of an announced alert alive go on during a mute. "Resolved" is sent even
 while muted, to the receivers that were told the alert fired: a mute is to
 stop the noise of an incident being worked on, and a pager must still be
 able to close the incident it opened.
@@ -30,9 +34,10 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from collector import notify
-from dashboard.alerts.models import OPEN_STATES, Alert, AlertRule, State
+from dashboard.alerts.models import OPEN_STATES, Alert, AlertRule, Format, State
 from dashboard.alerts.outbox import notify_webhooks
 from dashboard.alerts.rules import KINDS, fingerprint
+from dashboard.alerts.transports import PUSH_RESEND_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +119,8 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
             alert.state = State.FIRING
             alert.firing_at = now
         alert.save()
-        if alert.state == State.FIRING and not muted:
-            _notify_firing(rule, alert, now, changes)
+        if alert.state == State.FIRING:
+            _notify_firing(rule, alert, now, changes, muted)
     for key, alert in open_alerts.items():
         if key in seen:
             continue
@@ -128,20 +133,44 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
         changes["resolved"] += 1
 
 
-def _notify_firing(rule: AlertRule, alert: Alert, now, changes) -> None:
+def _notify_firing(rule: AlertRule, alert: Alert, now, changes, muted: bool) -> None:
+    webhooks = list(rule.webhooks.all())
+    pushed = [w for w in webhooks if w.format == Format.ALERTMANAGER_PUSH]
+    told = [w for w in webhooks if w.format != Format.ALERTMANAGER_PUSH]
     if alert.notified_state != State.FIRING:
-        event = "firing"
-    elif rule.repeat_seconds and now - alert.last_notified_at >= dt.timedelta(
-        seconds=rule.repeat_seconds
-    ):
-        event = "repeat"
+        if muted:
+            return
+        notify_webhooks(alert, "firing", now, webhooks)
+        alert.notified_state = State.FIRING
+        alert.last_notified_at = alert.last_pushed_at = now
+        changes["firing"] += 1
     else:
-        return
-    notify_webhooks(alert, event, now)
-    alert.notified_state = State.FIRING
-    alert.last_notified_at = now
-    alert.save(update_fields=["notified_state", "last_notified_at"])
-    changes[event] += 1
+        if (
+            not muted
+            and rule.repeat_seconds
+            and now - alert.last_notified_at >= dt.timedelta(seconds=rule.repeat_seconds)
+        ):
+            notify_webhooks(alert, "repeat", now, told)
+            alert.last_notified_at = now
+            changes["repeat"] += 1
+        # Kept up during a mute too: Alertmanager takes an alert not re-sent
+        # for a few minutes as resolved and would page "resolved" while it
+        # still fires; re-sends of an alert it already has make no noise.
+        if pushed and push_due(alert.last_pushed_at, now):
+            notify_webhooks(alert, "repeat", now, pushed)
+            alert.last_pushed_at = now
+    alert.save(update_fields=["notified_state", "last_notified_at", "last_pushed_at"])
+
+
+def push_due(last_pushed_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether an Alertmanager must be sent a firing alert again. Evaluations
+    come every ALERT_EVALUATION_SECONDS, so the re-send happens one interval
+    early rather than up to one interval late: never more than a minute
+    apart, as Prometheus's default resend delay."""
+    if last_pushed_at is None:
+        return True
+    early = min(settings.ALERT_EVALUATION_SECONDS, PUSH_RESEND_SECONDS)
+    return now - last_pushed_at >= dt.timedelta(seconds=PUSH_RESEND_SECONDS - early)
 
 
 def resolve(alert: Alert, now: dt.datetime) -> None:
