@@ -238,6 +238,11 @@ def get_json(url: str):
 def alertmanager(tmp_path):
     """Debian's prometheus-alertmanager on a free loopback port, routing
     everything to a receiver that notifies nobody, clustering off."""
+    if not shutil.which(ALERTMANAGER):
+        pytest.fail(
+            f"{ALERTMANAGER} not found; run scripts/prepare-tests "
+            "(apt-get install prometheus-alertmanager)"
+        )
     config = tmp_path / "alertmanager.yml"
     config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     port = free_port()
@@ -308,10 +313,6 @@ def wait_for(check, seconds=20):
         time.sleep(0.2)
 
 
-@pytest.mark.skipif(
-    not shutil.which(ALERTMANAGER),
-    reason="prometheus-alertmanager missing: run scripts/prepare-tests",
-)
 def test_a_real_alertmanager_holds_the_alert_while_it_fires_and_drops_it_on_resolve(
     transactional_db, project, settings, alertmanager, worker_loops
 ):
