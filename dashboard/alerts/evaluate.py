@@ -17,10 +17,10 @@ the state change it announces is stored.
 
 A muted rule keeps tracking state but sends no "firing" or "repeat"; once
 unmuted, receivers are told of alerts still firing. Only the re-sends that
-keep an Alertmanager's copy of an announced alert alive go on during a mute. "Resolved" is sent even
-while muted, to the receivers that were told the alert fired: a mute is to
-stop the noise of an incident being worked on, and a pager must still be
-able to close the incident it opened.
+keep an Alertmanager's copy of an announced alert alive go on during a mute.
+"Resolved" is sent even while muted, to the receivers that were told the
+alert fired: a mute is to stop the noise of an incident being worked on, and
+a pager must still be able to close the incident it opened.
 """
 
 import asyncio
@@ -93,6 +93,7 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
         for a in Alert.objects.select_for_update().filter(rule=rule, state__in=OPEN_STATES)
     }
     muted = rule.is_muted(now)
+    webhooks = list(rule.webhooks.all())
     seen = set()
     for finding in findings:
         key = fingerprint(rule.pk, finding.labels)
@@ -120,7 +121,7 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
             alert.firing_at = now
         alert.save()
         if alert.state == State.FIRING:
-            _notify_firing(rule, alert, now, changes, muted)
+            _notify_firing(rule, alert, webhooks, now, changes, muted)
     for key, alert in open_alerts.items():
         if key in seen:
             continue
@@ -133,8 +134,7 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
         changes["resolved"] += 1
 
 
-def _notify_firing(rule: AlertRule, alert: Alert, now, changes, muted: bool) -> None:
-    webhooks = list(rule.webhooks.all())
+def _notify_firing(rule: AlertRule, alert: Alert, webhooks, now, changes, muted: bool) -> None:
     pushed = [w for w in webhooks if w.format == Format.ALERTMANAGER_PUSH]
     told = [w for w in webhooks if w.format != Format.ALERTMANAGER_PUSH]
     if alert.notified_state != State.FIRING:
@@ -145,18 +145,22 @@ def _notify_firing(rule: AlertRule, alert: Alert, now, changes, muted: bool) -> 
         alert.last_notified_at = alert.last_pushed_at = now
         changes["firing"] += 1
     else:
-        if (
+        told_due = (
             not muted
             and rule.repeat_seconds
             and now - alert.last_notified_at >= dt.timedelta(seconds=rule.repeat_seconds)
-        ):
-            notify_webhooks(alert, "repeat", now, told)
-            alert.last_notified_at = now
-            changes["repeat"] += 1
+        )
         # Kept up during a mute too: Alertmanager takes an alert not re-sent
         # for a few minutes as resolved and would page "resolved" while it
         # still fires; re-sends of an alert it already has make no noise.
-        if pushed and push_due(alert.last_pushed_at, now):
+        push_now = bool(pushed) and push_due(alert.last_pushed_at, now)
+        if not (told_due or push_now):
+            return
+        if told_due:
+            notify_webhooks(alert, "repeat", now, told)
+            alert.last_notified_at = now
+            changes["repeat"] += 1
+        if push_now:
             notify_webhooks(alert, "repeat", now, pushed)
             alert.last_pushed_at = now
     alert.save(update_fields=["notified_state", "last_notified_at", "last_pushed_at"])
