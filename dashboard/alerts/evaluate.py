@@ -5,6 +5,9 @@ Per alert instance (rule + label set, one fingerprint):
     (condition holds)  → pending, since now
     pending, held for_seconds → firing: notify "firing" once
     firing, repeat_seconds since the last notice → notify "repeat"
+    firing, to alertmanager-push webhooks: "repeat" about every minute,
+                         whatever repeat_seconds says (Alertmanager forgets
+                         an alert that is not re-sent before its endsAt)
     (condition gone)   → firing: resolved, notify "resolved" once;
                          pending: dropped (nobody was told about it)
 
@@ -13,10 +16,11 @@ hint commit in one transaction, so a notification is queued if and only if
 the state change it announces is stored.
 
 A muted rule keeps tracking state but sends no "firing" or "repeat"; once
-unmuted, receivers are told of alerts still firing. "Resolved" is sent even
-while muted, to the receivers that were told the alert fired: a mute is to
-stop the noise of an incident being worked on, and a pager must still be
-able to close the incident it opened.
+unmuted, receivers are told of alerts still firing. Only the re-sends that
+keep an Alertmanager's copy of an announced alert alive go on during a mute.
+"Resolved" is sent even while muted, to the receivers that were told the
+alert fired: a mute is to stop the noise of an incident being worked on, and
+a pager must still be able to close the incident it opened.
 """
 
 import asyncio
@@ -30,9 +34,10 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from collector import notify
-from dashboard.alerts.models import OPEN_STATES, Alert, AlertRule, State
+from dashboard.alerts.models import OPEN_STATES, Alert, AlertRule, Format, State
 from dashboard.alerts.outbox import notify_webhooks
 from dashboard.alerts.rules import KINDS, fingerprint
+from dashboard.alerts.transports import PUSH_RESEND_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,7 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
         for a in Alert.objects.select_for_update().filter(rule=rule, state__in=OPEN_STATES)
     }
     muted = rule.is_muted(now)
+    webhooks = list(rule.webhooks.all())
     seen = set()
     for finding in findings:
         key = fingerprint(rule.pk, finding.labels)
@@ -114,8 +120,8 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
             alert.state = State.FIRING
             alert.firing_at = now
         alert.save()
-        if alert.state == State.FIRING and not muted:
-            _notify_firing(rule, alert, now, changes)
+        if alert.state == State.FIRING:
+            _notify_firing(rule, alert, webhooks, now, changes, muted)
     for key, alert in open_alerts.items():
         if key in seen:
             continue
@@ -128,20 +134,47 @@ def _apply(rule: AlertRule, findings, now, changes) -> None:
         changes["resolved"] += 1
 
 
-def _notify_firing(rule: AlertRule, alert: Alert, now, changes) -> None:
+def _notify_firing(rule: AlertRule, alert: Alert, webhooks, now, changes, muted: bool) -> None:
+    pushed = [w for w in webhooks if w.format == Format.ALERTMANAGER_PUSH]
+    told = [w for w in webhooks if w.format != Format.ALERTMANAGER_PUSH]
     if alert.notified_state != State.FIRING:
-        event = "firing"
-    elif rule.repeat_seconds and now - alert.last_notified_at >= dt.timedelta(
-        seconds=rule.repeat_seconds
-    ):
-        event = "repeat"
+        if muted:
+            return
+        notify_webhooks(alert, "firing", now, webhooks)
+        alert.notified_state = State.FIRING
+        alert.last_notified_at = alert.last_pushed_at = now
+        changes["firing"] += 1
     else:
-        return
-    notify_webhooks(alert, event, now)
-    alert.notified_state = State.FIRING
-    alert.last_notified_at = now
-    alert.save(update_fields=["notified_state", "last_notified_at"])
-    changes[event] += 1
+        told_due = (
+            not muted
+            and rule.repeat_seconds
+            and now - alert.last_notified_at >= dt.timedelta(seconds=rule.repeat_seconds)
+        )
+        # Kept up during a mute too: Alertmanager takes an alert not re-sent
+        # for a few minutes as resolved and would page "resolved" while it
+        # still fires; re-sends of an alert it already has make no noise.
+        push_now = bool(pushed) and push_due(alert.last_pushed_at, now)
+        if not (told_due or push_now):
+            return
+        if told_due:
+            notify_webhooks(alert, "repeat", now, told)
+            alert.last_notified_at = now
+            changes["repeat"] += 1
+        if push_now:
+            notify_webhooks(alert, "repeat", now, pushed)
+            alert.last_pushed_at = now
+    alert.save(update_fields=["notified_state", "last_notified_at", "last_pushed_at"])
+
+
+def push_due(last_pushed_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether an Alertmanager must be sent a firing alert again. Evaluations
+    come every ALERT_EVALUATION_SECONDS, so the re-send happens one interval
+    early rather than up to one interval late: never more than a minute
+    apart, as Prometheus's default resend delay."""
+    if last_pushed_at is None:
+        return True
+    early = min(settings.ALERT_EVALUATION_SECONDS, PUSH_RESEND_SECONDS)
+    return now - last_pushed_at >= dt.timedelta(seconds=PUSH_RESEND_SECONDS - early)
 
 
 def resolve(alert: Alert, now: dt.datetime) -> None:

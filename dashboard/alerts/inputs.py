@@ -3,6 +3,7 @@
 import base64
 import binascii
 import ssl
+import urllib.parse
 
 from django.db import transaction
 from django.utils import timezone
@@ -46,6 +47,11 @@ def clean_webhook(data, current: Webhook | None = None) -> dict:
     fmt = merged.get("format") or Format.JSON
     if fmt not in Format.values:
         raise Invalid(f"format must be one of {', '.join(Format.values)}")
+    if fmt == Format.ALERTMANAGER_PUSH and "/api/v1/" in urllib.parse.urlsplit(url).path:
+        raise Invalid(
+            "url: Alertmanager removed API v1 (0.27); give its base URL "
+            "(http://alertmanager:9093) or its /api/v2/alerts URL"
+        )
     secret = merged.get("secret")
     if secret in (None, ""):
         secret = new_secret()

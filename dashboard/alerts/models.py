@@ -35,6 +35,7 @@ class Format(models.TextChoices):
     JSON = "json", "JSON (Standard Webhooks signature)"
     ALERTMANAGER = "alertmanager", "Alertmanager webhook (version 4)"
     SLACK = "slack", "Slack incoming webhook"
+    ALERTMANAGER_PUSH = "alertmanager-push", "Alertmanager API (URL: its base, or …/api/v2/alerts)"
 
 
 class Webhook(models.Model):
@@ -138,6 +139,9 @@ class Alert(models.Model):
     # only receivers told of the firing are told of the end.
     notified_state = models.CharField(max_length=10, blank=True, default="")
     last_notified_at = models.DateTimeField(null=True)
+    # When alertmanager-push webhooks were last sent it: they are re-sent
+    # every minute while it fires, apart from the rule's repeat_seconds.
+    last_pushed_at = models.DateTimeField(null=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -63,7 +63,7 @@ SCHEMAS = {
                 "format": "uri",
                 "description": "in full for editors, masked for viewers",
             },
-            "format": {"enum": ["json", "alertmanager", "slack"]},
+            "format": {"enum": ["json", "alertmanager", "alertmanager-push", "slack"]},
             "secret": {"type": "string", "description": "whsec_… signing key (editors only)"},
             "secret_hint": {**STRING_OR_NULL, "readOnly": True},
             "ca_bundle": {

@@ -6,7 +6,7 @@ import datetime as dt
 from django.conf import settings
 from django.urls import reverse
 
-from dashboard.alerts.models import Alert, Delivery, Webhook
+from dashboard.alerts.models import Alert, Delivery, DeliveryStatus, Format, Webhook
 from dashboard.alerts.transports import Notification, rfc3339, transport_for
 
 
@@ -74,7 +74,26 @@ def enqueue(
     )
 
 
-def notify_webhooks(alert: Alert, event: str, now: dt.datetime) -> list[Delivery]:
-    """Queue `event` for the alert to every webhook of its rule."""
+def notify_webhooks(
+    alert: Alert, event: str, now: dt.datetime, webhooks: list[Webhook] | None = None
+) -> list[Delivery]:
+    """Queue `event` for the alert to `webhooks` (default: every webhook of its rule)."""
+    if webhooks is None:
+        webhooks = list(alert.rule.webhooks.all())
+    if not webhooks:
+        return []
     notification = notification_for(alert, event, now)
-    return [enqueue(w, notification, now, alert) for w in alert.rule.webhooks.all()]
+    pushed = [w.pk for w in webhooks if w.format == Format.ALERTMANAGER_PUSH]
+    if pushed:
+        # Alertmanager keeps whatever it was sent last, so an older push still
+        # being retried must not follow a newer one: a stale firing re-send
+        # arriving after the resolve would bring the alert back.
+        Delivery.objects.filter(
+            alert=alert, webhook_id__in=pushed, status=DeliveryStatus.PENDING
+        ).update(
+            status=DeliveryStatus.FAILED,
+            last_error="superseded by a newer notification of this alert",
+            claimed_until=None,
+            claim_token=None,
+        )
+    return [enqueue(w, notification, now, alert) for w in webhooks]

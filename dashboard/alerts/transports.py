@@ -14,6 +14,7 @@ import email.utils
 import hashlib
 import hmac
 import json
+import urllib.parse
 from dataclasses import dataclass
 
 import httpx
@@ -95,6 +96,11 @@ class Transport:
     def render(self, notification: Notification) -> str:
         raise NotImplementedError
 
+    def target_url(self) -> str:
+        """Where the body is posted: the webhook's URL, unless the format
+        derives its endpoint from it."""
+        return self.webhook.url
+
     def headers(self, message_id: str, body: str, now: dt.datetime) -> dict[str, str]:
         return {"Content-Type": self.content_type}
 
@@ -108,7 +114,7 @@ class Transport:
 
         try:
             response = outbound.post(
-                self.webhook.url, body.encode(), headers, ca_bundle=self.webhook.ca_bundle
+                self.target_url(), body.encode(), headers, ca_bundle=self.webhook.ca_bundle
             )
         except outbound.Refused as exc:
             raise TransportError(str(exc), permanent=True, duration_ms=took()) from None
@@ -213,6 +219,71 @@ class AlertmanagerTransport(Transport):
         )
 
 
+ALERTS_PATH = "/api/v2/alerts"
+# Alertmanager keeps an alert active until its endsAt. Prometheus sets it to
+# 4 x max(evaluation interval, resend delay) ahead, so that three lost
+# re-sends in a row do not end an alert that still fires.
+PUSH_RESEND_SECONDS = 60
+PUSH_VALIDITY_FACTOR = 4
+
+
+def push_url(url: str) -> str:
+    """An Alertmanager's alerts endpoint from its base URL (which may carry a
+    path prefix, as behind a proxy) or from the endpoint itself."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.endswith(ALERTS_PATH):
+        path += ALERTS_PATH
+    return urllib.parse.urlunsplit(parts._replace(path=path))
+
+
+def push_validity() -> dt.timedelta:
+    """How far ahead a firing alert's endsAt is set."""
+    every = max(settings.ALERT_EVALUATION_SECONDS, PUSH_RESEND_SECONDS)
+    return dt.timedelta(seconds=PUSH_VALIDITY_FACTOR * every)
+
+
+class AlertmanagerPushTransport(Transport):
+    """Alertmanager's own API (POST /api/v2/alerts), as Prometheus feeds it:
+    a list of postable alerts. Alertmanager then groups, routes, inhibits and
+    silences Eventscope's alerts with everyone else's. It forgets an alert at
+    its endsAt, so a firing alert is re-sent about every minute (evaluate.py)
+    with endsAt a few minutes ahead, and a resolved one once with endsAt = the
+    time it ended."""
+
+    SEVERITY = "warning"
+
+    def target_url(self):
+        return push_url(self.webhook.url)
+
+    def render(self, notification):
+        alert = notification.alert
+        labels = {
+            "alertname": notification.rule["name"],
+            "severity": self.SEVERITY,
+            **{k: str(v) for k, v in alert["labels"].items()},
+            "project": notification.project["slug"],
+        }
+        annotations = {"summary": alert.get("summary") or notification.rule["name"]}
+        if notification.alert.get("value") is not None:
+            annotations["value"] = f"{alert['value']:g}"
+        if notification.status == "resolved":
+            ends_at = alert.get("resolved_at") or rfc3339(notification.time)
+        else:
+            ends_at = rfc3339(notification.time + push_validity())
+        return _dumps(
+            [
+                {
+                    "labels": labels,
+                    "annotations": annotations,
+                    "startsAt": alert.get("started_at") or rfc3339(notification.time),
+                    "endsAt": ends_at,
+                    "generatorURL": alert.get("url", ""),
+                }
+            ]
+        )
+
+
 def slack_escape(text: str) -> str:
     """Text as Slack shows it literally: &, < and > are its markup (<!channel>
     pings everyone, <url|text> is a link), and names and summaries come
@@ -247,6 +318,7 @@ TRANSPORTS: dict[str, type[Transport]] = {
     Format.JSON: JsonTransport,
     Format.ALERTMANAGER: AlertmanagerTransport,
     Format.SLACK: SlackTransport,
+    Format.ALERTMANAGER_PUSH: AlertmanagerPushTransport,
 }
 
 

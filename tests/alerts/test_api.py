@@ -140,11 +140,33 @@ def test_webhooks_get_a_generated_secret_and_given_ones_are_checked(as_editor):
         ({"secret": "whsec_!!"}, "secret: the part after whsec_ is not valid base64"),
         ({"secret": "whsec_c2hvcnQ="}, "secret: the key must be 24 to 64 bytes, this one is 5"),
         ({"secret": "abc"}, "secret must start with whsec_"),
-        ({"format": "xml"}, "format must be one of json, alertmanager, slack"),
+        ({"format": "xml"}, "format must be one of json, alertmanager, slack, alertmanager-push"),
     ):
         payload = {"name": "x", "url": "https://example.com/h", **change}
         bad = send(as_editor, "post", "/api/webhooks", payload)
         assert bad.status_code == 400 and bad.json()["error"].startswith(message)
+
+
+def test_an_alertmanager_push_webhook_takes_the_base_or_the_v2_url_and_refuses_v1(
+    as_editor, receiver
+):
+    for url in (
+        f"http://127.0.0.1:{receiver.port}",
+        f"http://127.0.0.1:{receiver.port}/api/v2/alerts",
+    ):
+        payload = {"name": "am", "url": url, "format": "alertmanager-push"}
+        created = send(as_editor, "post", "/api/webhooks", payload)
+        assert created.status_code == 201 and created.json()["format"] == "alertmanager-push"
+        tested = as_editor.post(f"/api/webhooks/{created.json()['id']}/test")
+        assert tested.status_code == 200 and tested.json()["status"] == "delivered"
+    assert [r.path for r in receiver.requests] == ["/api/v2/alerts"] * 2
+    payload = {
+        "name": "am",
+        "url": "http://am.example.com/api/v1/alerts",
+        "format": "alertmanager-push",
+    }
+    refused = send(as_editor, "post", "/api/webhooks", payload)
+    assert refused.status_code == 400 and "API v1" in refused.json()["error"]
 
 
 def test_a_webhook_to_a_private_address_is_refused_when_saved(as_editor, settings):

@@ -76,6 +76,25 @@ def test_the_webhook_page_shows_its_delivery_log_and_sends_a_test(
     assert bad.status_code == 400
 
 
+def test_an_editor_points_a_webhook_at_an_alertmanager_through_the_form(
+    client, editor, project, receiver
+):
+    client.force_login(editor)
+    assert 'value="alertmanager-push"' in client.get("/webhooks/").content.decode()
+    base = f"http://127.0.0.1:{receiver.port}"
+    bad = client.post(
+        "/webhooks/", {"name": "am", "url": base + "/api/v1/alerts", "format": "alertmanager-push"}
+    )
+    assert bad.status_code == 400 and "API v1" in bad.content.decode()
+    created = client.post("/webhooks/", {"name": "am", "url": base, "format": "alertmanager-push"})
+    assert created.status_code == 302
+    hook = Webhook.objects.get(name="am")
+    client.post(f"/webhooks/{hook.pk}/test")
+    (request,) = receiver.requests
+    assert request.path == "/api/v2/alerts"
+    assert request.json()[0]["labels"]["alertname"] == "Test notification"
+
+
 SLACK = "https://hooks.slack.com/services/T0001/B0002/sEcReTsEcReT"
 
 
