@@ -561,6 +561,7 @@ def test_the_command_stops_cleanly_on_sigterm():
     [
         (["--rate", "0"], "--rate must be a positive"),
         (["--duration", "-1"], "--duration must be a positive"),
+        (["--cycle-seconds", "0"], "--cycle-seconds must be positive"),
         (["--endpoint", "collector:4318"], r"--endpoint must be an http\(s\) URL"),
     ],
 )

@@ -10,10 +10,12 @@ import time
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from collector.models import ApiToken, Membership, Project, Role, Scope
-from dashboard.alerts.models import Format, Webhook
+from dashboard.alerts.models import AlertRule, Format, Webhook
+from dashboard.management.commands.serve import Command as Serve
 from tests.test_commands import command_env, free_port, manage, terminate, wait_http
 
 DEMO_RULE = "analytics is behind (demo)"
@@ -174,6 +176,12 @@ def test_serve_demo_starts_without_warnings_and_says_how_to_begin(telemetry_db, 
         for asset in assets:
             answer = browser.get(asset)
             assert answer.status_code == 200 and answer.content, asset
+        # Static files stream asynchronously: whole, in part, or headers only.
+        whole = browser.get("/static/css/app.css").content
+        part = browser.get("/static/css/app.css", headers={"range": "bytes=0-9"})
+        assert part.status_code == 206 and part.content == whole[:10]
+        head = browser.head("/static/css/app.css")
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole)
     finally:
         output = terminate(process)
     assert "Warning" not in output and "WARNING" not in output, output
@@ -186,3 +194,24 @@ def test_serve_demo_starts_without_warnings_and_says_how_to_begin(telemetry_db, 
         assert "EVENTSCOPE_INGEST_AUTH=required" in output, output
     else:
         assert "createtoken" in output, output
+
+
+def test_the_demo_alert_rule_is_made_once_and_sends_nowhere(db):
+    Serve()._demo_alert_rule()
+    Serve()._demo_alert_rule()  # the next start
+    [rule] = AlertRule.objects.filter(project=Project.default())
+    assert (rule.name, rule.kind, rule.enabled) == (DEMO_RULE, "lag_status", True)
+    assert rule.params["group"] == "analytics" and rule.params["channel"] == "shop.orders"
+    assert not rule.webhooks.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        (["--demo-cycle-seconds", "60"], "--demo-cycle-seconds goes with --demo"),
+        (["--demo", "--demo-cycle-seconds", "0"], "--demo-cycle-seconds must be positive"),
+    ],
+)
+def test_serve_explains_bad_demo_arguments(arguments, problem):
+    with pytest.raises(CommandError, match=problem):
+        call_command("serve", *arguments)
