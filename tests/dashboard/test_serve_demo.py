@@ -210,6 +210,7 @@ def test_the_demo_alert_rule_is_made_once_and_sends_nowhere(db):
     [
         (["--demo-cycle-seconds", "60"], "--demo-cycle-seconds goes with --demo"),
         (["--demo", "--demo-cycle-seconds", "0"], "--demo-cycle-seconds must be positive"),
+        (["--demo", "--demo-cycle-seconds", "inf"], "--demo-cycle-seconds must be positive"),
     ],
 )
 def test_serve_explains_bad_demo_arguments(arguments, problem):

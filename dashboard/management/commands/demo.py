@@ -1,5 +1,6 @@
 """`manage.py demo`: the demo shop, exporting OTLP to a collector until Ctrl-C, SIGTERM or --duration."""
 
+import math
 import signal
 import threading
 import urllib.parse
@@ -68,7 +69,7 @@ class Command(BaseCommand):
             raise CommandError(f"--endpoint must be an http(s) URL, got {endpoint!r}")
         if not rate > 0:
             raise CommandError(f"--rate must be a positive number of orders per second, got {rate}")
-        if not cycle_seconds > 0:
+        if not (cycle_seconds > 0 and math.isfinite(cycle_seconds)):
             raise CommandError(f"--cycle-seconds must be positive, got {cycle_seconds}")
         if duration is not None and not duration > 0:
             raise CommandError(f"--duration must be a positive number of seconds, got {duration}")

@@ -9,6 +9,7 @@ into the default project, with an alert rule that follows its slow consumer.
 
 import asyncio
 import logging
+import math
 import os
 import threading
 
@@ -57,7 +58,7 @@ class Command(BaseCommand):
         if demo_cycle_seconds is not None and not demo:
             raise CommandError("--demo-cycle-seconds goes with --demo")
         cycle = demo_shop.ANALYTICS_CYCLE_S if demo_cycle_seconds is None else demo_cycle_seconds
-        if not cycle > 0:
+        if not (cycle > 0 and math.isfinite(cycle)):
             raise CommandError(f"--demo-cycle-seconds must be positive, got {cycle:g}")
         call_command("migrate", interactive=False, verbosity=0)
         if demo:
