@@ -14,9 +14,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+# `make run HOST=0.0.0.0 PORT=8080 OTLP_HTTP_PORT=14318 OTLP_GRPC_PORT=14317`.
 # With DATABASE_URL unset, `serve` starts the embedded PostgreSQL under ./var/pg.
+# Ingest auth is off for the demo unless EVENTSCOPE_INGEST_AUTH says otherwise.
+HOST           ?= 127.0.0.1
+PORT           ?= 8000
+OTLP_HTTP_PORT ?= 4318
+OTLP_GRPC_PORT ?= 4317
+EVENTSCOPE_INGEST_AUTH ?= off
+
 run: install
-	EVENTSCOPE_INGEST_AUTH=$${EVENTSCOPE_INGEST_AUTH:-off} $(PY) manage.py serve --demo
+	@echo "make run: serve --demo --host $(HOST) --port $(PORT) --otlp-http-port $(OTLP_HTTP_PORT) --otlp-grpc-port $(OTLP_GRPC_PORT)"
+	@echo "make run: EVENTSCOPE_INGEST_AUTH=$(EVENTSCOPE_INGEST_AUTH)$(if $(filter off,$(EVENTSCOPE_INGEST_AUTH)), (anyone who reaches the OTLP ports may send; make run EVENTSCOPE_INGEST_AUTH=required asks for tokens),)"
+	EVENTSCOPE_INGEST_AUTH=$(EVENTSCOPE_INGEST_AUTH) $(PY) manage.py serve --demo \
+		--host $(HOST) --port $(PORT) \
+		--otlp-http-port $(OTLP_HTTP_PORT) --otlp-grpc-port $(OTLP_GRPC_PORT)
 
 # scripts/prepare-tests installs the system packages the suite needs (Chromium,
 # Redis, RabbitMQ, NATS) when missing, starts the services that are not

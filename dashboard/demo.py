@@ -18,10 +18,20 @@ The shop, one TracerProvider per service so each has its own `service.name`:
   RabbitMQ queue `payments.captured`, consumed by `ledger`.
 - `shipping` retries an invalid address twice, then dead-letters the order
   to `shop.orders.dlq`. `email` fails a bounced address without retrying.
-- `analytics` is slow for 90 s out of every 120 s, so its lag climbs and
-  then drains.
+- `analytics` is slow for 90 s out of every 120 s (three quarters of
+  `cycle_s`), so its lag climbs and then drains.
 - `shipping` hands shipments to `notifications`, which reports them as
   CloudEvents (published and processed) to `/v1/events`.
+- `dlq-archive` keeps every dead-lettered order and reports it as a
+  CloudEvent with its payload, under the message's id and on the dead
+  letter's trace: the dead-lettered failure can then be replayed.
+- The brokers report their figures as the OpenTelemetry Collector's
+  receivers do, over OTLP metrics to `/v1/metrics`: `kafkametrics` for the
+  topic `shop.orders` (end offsets, each group's committed offset and lag)
+  and `rabbitmq` for the queue `payments.captured` (messages ready and
+  unacknowledged, and the counters). The figures are the simulation's own:
+  offsets advance with published orders, a group commits a message once it
+  is done with it.
 
 The shop is a discrete-event simulation on the wall clock: every decision is
 drawn from one seedable random generator in a fixed order, and a span is
@@ -48,7 +58,11 @@ from collections.abc import Callable
 
 import httpx
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -83,6 +97,12 @@ EMAIL_POLL_S = 0.5
 EMAIL_MAX_BATCH = 10
 ANALYTICS_CYCLE_S = 120.0
 ANALYTICS_SLOW_S = 90.0
+SLOW_SHARE = ANALYTICS_SLOW_S / ANALYTICS_CYCLE_S
+# The brokers' figures are scraped this often (the receivers' default is a
+# minute; the demo wants a lively lag page), at most a 24th of the cycle.
+METRICS_INTERVAL_S = 5.0
+DLQ_ARCHIVE = "dlq-archive"
+RABBITMQ_VHOST = "/"
 # At an order rate a consumer can never keep up with (--rate 50 outruns
 # email), it skips messages that waited longer than this, so the backlog held
 # in memory stays bounded however long the demo runs.
@@ -244,6 +264,228 @@ class CloudEventSender:
             failing = problem is not None
 
 
+@dataclasses.dataclass
+class BrokerFigures:
+    """What the shop's brokers would report at one moment.
+
+    Kafka: the end offset of each partition of `shop.orders` and each group's
+    committed offset (the next offset it will read). RabbitMQ: the queue
+    `payments.captured`, its messages ready and unacknowledged and its
+    cumulative published, delivered and acknowledged counters.
+    """
+
+    end_offsets: dict[int, int]
+    committed: dict[str, dict[int, int]]
+    queue_ready: int = 0
+    queue_unacknowledged: int = 0
+    queue_published: int = 0
+    queue_delivered: int = 0
+    queue_acknowledged: int = 0
+
+
+class BrokerMetrics:
+    """The shop's broker figures as OTLP metrics, in the shape of the
+    OpenTelemetry Collector's `kafkametrics` and `rabbitmq` receivers.
+
+    A receiver scrapes its broker and exports what it read; here each export
+    observes the latest `BrokerFigures` the shop handed to `update()`. The
+    rabbitmq receiver names its queue in resource attributes, so the queue
+    has a MeterProvider (a resource) of its own.
+    """
+
+    KAFKA_SCOPE = (
+        "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/kafkametricsreceiver"
+    )
+    RABBITMQ_SCOPE = (
+        "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/rabbitmqreceiver"
+    )
+
+    def __init__(self, make_reader: Callable[[], MetricReader]):
+        self._lock = threading.Lock()
+        self._figures: BrokerFigures | None = None
+        self.kafka = MeterProvider(
+            metric_readers=[make_reader()], resource=Resource({}), shutdown_on_exit=False
+        )
+        self.rabbitmq = MeterProvider(
+            metric_readers=[make_reader()],
+            resource=Resource(
+                {
+                    "rabbitmq.queue.name": CAPTURED_QUEUE,
+                    "rabbitmq.vhost.name": RABBITMQ_VHOST,
+                    "rabbitmq.node.name": "rabbit@shop",
+                }
+            ),
+            shutdown_on_exit=False,
+        )
+        kafka = self.kafka.get_meter(self.KAFKA_SCOPE, VERSION)
+        kafka.create_observable_gauge(
+            "kafka.partition.current_offset",
+            [self._end_offsets],
+            "1",
+            "Current offset of partition of topic.",
+        )
+        kafka.create_observable_gauge(
+            "kafka.consumer_group.offset",
+            [self._committed],
+            "1",
+            "Current offset of the consumer group at partition of topic",
+        )
+        kafka.create_observable_gauge(
+            "kafka.consumer_group.lag",
+            [self._lag],
+            "1",
+            "Current approximate lag of consumer group at partition of topic",
+        )
+        kafka.create_observable_gauge(
+            "kafka.consumer_group.lag_sum",
+            [self._lag_sum],
+            "1",
+            "Current approximate sum of consumer group lag across all partitions of topic",
+        )
+        kafka.create_observable_up_down_counter(
+            "kafka.consumer_group.members",
+            [self._members],
+            "{members}",
+            "Count of members in the consumer group",
+        )
+        rabbitmq = self.rabbitmq.get_meter(self.RABBITMQ_SCOPE, VERSION)
+        rabbitmq.create_observable_up_down_counter(
+            "rabbitmq.message.current",
+            [self._queue_depth],
+            "{messages}",
+            "The total number of messages currently in the queue.",
+        )
+        rabbitmq.create_observable_up_down_counter(
+            "rabbitmq.consumer.count",
+            [self._queue_consumers],
+            "{consumers}",
+            "The number of consumers currently reading from the queue.",
+        )
+        for name, field, description in (
+            ("published", "queue_published", "The number of messages published to a queue."),
+            ("delivered", "queue_delivered", "The number of messages delivered to consumers."),
+            (
+                "acknowledged",
+                "queue_acknowledged",
+                "The number of messages acknowledged by consumers.",
+            ),
+        ):
+            rabbitmq.create_observable_counter(
+                f"rabbitmq.message.{name}",
+                [self._queue_counter(field)],
+                "{messages}",
+                description,
+            )
+
+    @classmethod
+    def otlp(
+        cls, endpoint: str, headers: dict | None = None, interval_s: float = METRICS_INTERVAL_S
+    ):
+        """Export to `{endpoint}/v1/metrics` every `interval_s` seconds."""
+        url = f"{endpoint.rstrip('/')}/v1/metrics"
+        return cls(
+            lambda: PeriodicExportingMetricReader(
+                OTLPMetricExporter(
+                    endpoint=url, headers=dict(headers or {}), timeout=EXPORT_TIMEOUT_S
+                ),
+                export_interval_millis=interval_s * 1000,
+                export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
+            )
+        )
+
+    def update(self, figures: BrokerFigures) -> None:
+        with self._lock:
+            self._figures = figures
+
+    def _latest(self) -> BrokerFigures | None:
+        with self._lock:
+            return self._figures
+
+    # The callbacks run on the readers' export threads.
+
+    def _end_offsets(self, options: CallbackOptions):
+        figures = self._latest()
+        if figures is None:
+            return []
+        return [
+            Observation(end, {"topic": ORDERS_TOPIC, "partition": partition})
+            for partition, end in figures.end_offsets.items()
+        ]
+
+    def _group_partitions(self):
+        figures = self._latest()
+        if figures is None:
+            return
+        for group, offsets in figures.committed.items():
+            for partition, end in figures.end_offsets.items():
+                committed = offsets.get(partition)
+                yield group, partition, committed, end
+
+    def _committed(self, options: CallbackOptions):
+        # -1 is what the receiver reports for a group with no committed offset yet.
+        return [
+            Observation(-1 if committed is None else committed, _group_attributes(group, partition))
+            for group, partition, committed, _ in self._group_partitions()
+        ]
+
+    def _lag(self, options: CallbackOptions):
+        return [
+            Observation(
+                -1 if committed is None else end - committed, _group_attributes(group, partition)
+            )
+            for group, partition, committed, end in self._group_partitions()
+        ]
+
+    def _lag_sum(self, options: CallbackOptions):
+        sums: dict[str, int] = {}
+        for group, _, committed, end in self._group_partitions():
+            if committed is not None:
+                sums[group] = sums.get(group, 0) + end - committed
+        return [
+            Observation(lag, {"group": group, "topic": ORDERS_TOPIC}) for group, lag in sums.items()
+        ]
+
+    def _members(self, options: CallbackOptions):
+        figures = self._latest()
+        if figures is None:
+            return []
+        return [Observation(1, {"group": group}) for group in figures.committed]
+
+    def _queue_depth(self, options: CallbackOptions):
+        figures = self._latest()
+        if figures is None:
+            return []
+        return [
+            Observation(figures.queue_ready, {"state": "ready"}),
+            Observation(figures.queue_unacknowledged, {"state": "unacknowledged"}),
+        ]
+
+    def _queue_consumers(self, options: CallbackOptions):
+        return [] if self._latest() is None else [Observation(1)]
+
+    def _queue_counter(self, field: str):
+        def observe(options: CallbackOptions):
+            figures = self._latest()
+            return [] if figures is None else [Observation(getattr(figures, field))]
+
+        return observe
+
+    def shutdown(self) -> None:
+        """Export the last figures and stop, both brokers at once."""
+        stopping = [
+            threading.Thread(target=provider.shutdown, name=f"demo-stop-{name}")
+            for name, provider in (("kafka", self.kafka), ("rabbitmq", self.rabbitmq))
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
+
+
+def _group_attributes(group: str, partition: int) -> dict:
+    return {"group": group, "topic": ORDERS_TOPIC, "partition": partition}
+
+
 # ---- the simulation ---------------------------------------------------------------
 
 
@@ -316,6 +558,7 @@ class Tally:
     retried: int = 0
     dead_lettered: int = 0
     cloudevents: int = 0
+    archived: int = 0
 
 
 class Scheduler:
@@ -353,9 +596,14 @@ class Shop:
         rate: float = DEFAULT_RATE,
         seed: int | None = None,
         send_events: Callable[[list[dict]], None] | None = None,
+        cycle_s: float = ANALYTICS_CYCLE_S,
     ):
         if not rate > 0:
             raise ValueError(f"the order rate must be positive, got {rate!r}")
+        if not cycle_s > 0:
+            raise ValueError(f"the slow/fast cycle must be positive, got {cycle_s!r}")
+        self.cycle_s = cycle_s
+        self.slow_s = cycle_s * SLOW_SHARE
         self.tracer = tracer
         self.start_ns = start_ns
         self.rate = rate
@@ -368,6 +616,15 @@ class Shop:
         self.shipping = Consumer("shipping", "shipping")
         self.analytics = Consumer("analytics", "analytics")
         self.ledger = Consumer("ledger", "ledger")
+        # Each Kafka group's committed offset per partition: the next one it reads.
+        self.committed: dict[str, dict[int, int]] = {
+            group: {} for group in ("payments", "shipping", "analytics", "email")
+        }
+        # payments.captured: when the ledger takes each message not yet
+        # acknowledged (in queue order), and the queue's counters.
+        self.ledger_pending: collections.deque[int] = collections.deque()
+        self.queue_published = 0
+        self.queue_acknowledged = 0
         # In publish order, like the topic the consumer reads.
         self.email_inbox: collections.deque[Message] = collections.deque()
         self.scheduler.at(start_ns + self._next_gap(), self._arrive)
@@ -380,6 +637,24 @@ class Shop:
     def next_due(self) -> int:
         due = self.scheduler.next_due()
         return due if due is not None else self.start_ns
+
+    def broker_figures(self, now_ns: int) -> BrokerFigures:
+        """What the brokers hold once the shop has been played up to `now_ns`."""
+        unacknowledged = sum(1 for taken in self.ledger_pending if taken <= now_ns)
+        return BrokerFigures(
+            end_offsets=dict(self.offsets),
+            committed={group: dict(offsets) for group, offsets in self.committed.items()},
+            queue_ready=len(self.ledger_pending) - unacknowledged,
+            queue_unacknowledged=unacknowledged,
+            queue_published=self.queue_published,
+            queue_delivered=self.queue_acknowledged + unacknowledged,
+            queue_acknowledged=self.queue_acknowledged,
+        )
+
+    def _commit(self, message: Message, group: str) -> None:
+        """A consumer is done with `message` (processed, failed or dead-lettered)."""
+        offsets = self.committed[group]
+        offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
 
     # -- randomness, always drawn in simulation order --
 
@@ -553,8 +828,8 @@ class Shop:
         self._schedule(message, consumer, attempts, then=self._notify_shipment)
 
     def _analyse(self, message: Message, consumer: Consumer, start: int) -> None:
-        phase = ((start - self.start_ns) / S) % ANALYTICS_CYCLE_S
-        slow = phase < ANALYTICS_SLOW_S
+        phase = ((start - self.start_ns) / S) % self.cycle_s
+        slow = phase < self.slow_s
         low, high = (1200, 2500) if slow else (10, 40)
         self._schedule(message, consumer, self._plan(start, low, high, None, 0, False))
 
@@ -583,6 +858,12 @@ class Shop:
             if then is not None:
                 then(message, span, attempt.end_ns)
         span.end(end_time=attempt.end_ns)
+        if not attempt.retried:
+            if message.destination == CAPTURED_QUEUE:
+                self.ledger_pending.popleft()
+                self.queue_acknowledged += 1
+            else:
+                self._commit(message, consumer.group)
 
     def _consumer_attributes(self, message: Message, consumer: Consumer) -> dict:
         if message.destination == CAPTURED_QUEUE:
@@ -638,6 +919,36 @@ class Shop:
             },
         )
         self.tally.dead_lettered += 1
+        if self.send_events is not None:
+            self.scheduler.at(at_ns + 5 * MS, self._archive_dead_letter, dead_letter, at_ns)
+
+    def _archive_dead_letter(self, dead_letter: Message, published: int) -> None:
+        """`dlq-archive` reads shop.orders.dlq and reports what it keeps as a
+        CloudEvent with the order's payload, under the message's id and on the
+        dead letter's trace: Eventscope then has the payload of the
+        dead-lettered event and can replay it."""
+        order = dead_letter.order
+        archived = self._current
+        event = {
+            "specversion": "1.0",
+            "id": dead_letter.id,
+            "source": "/shop/orders",
+            "type": "com.example.shop.OrderPlaced",
+            "subject": order.id,
+            "time": _rfc3339(archived),
+            "datacontenttype": "application/json",
+            "traceparent": dead_letter.headers["traceparent"],
+            "essystem": "kafka",
+            "eschannel": DEAD_LETTER_TOPIC,
+            "esstage": "processed",
+            "esservice": DLQ_ARCHIVE,
+            "esgroup": DLQ_ARCHIVE,
+            "esduration": round((archived - published) / MS, 3),
+            "data": json.loads(order.body()),
+        }
+        self.tally.cloudevents += 1
+        self.tally.archived += 1
+        self.send_events([event])
 
     # -- payments -> RabbitMQ -> ledger --
 
@@ -660,6 +971,8 @@ class Shop:
         )
         arrival = captured.published_ns + self._ms(1, 4)
         start = max(arrival, self.ledger.busy_until_ns)
+        self.queue_published += 1
+        self.ledger_pending.append(start)
         self._schedule(captured, self.ledger, self._plan(start, 4, 25, None, 0, False))
 
     # -- email: batch receive with links, legacy attribute names --
@@ -737,6 +1050,7 @@ class Shop:
             else:
                 self.tally.processed += 1
             span.end(end_time=end)
+            self._commit(message, "email")
 
     # -- shipping -> notifications, reported as CloudEvents --
 
@@ -812,24 +1126,62 @@ def run(
     *,
     rate: float = DEFAULT_RATE,
     seed: int | None = None,
+    cycle_s: float = ANALYTICS_CYCLE_S,
+    metrics_interval_s: float | None = None,
 ) -> Tally:
     """Run the shop against the collector at `endpoint` until `stop` is set.
 
     `headers` go with every export (e.g. `{"authorization": "Bearer …"}`).
-    Spans still buffered are flushed before returning; returns the tally.
+    `cycle_s` is the length of analytics' slow/fast cycle (slow for three
+    quarters of it); the broker figures are exported every
+    `metrics_interval_s` (default: 5 s, or a 24th of a shorter cycle).
+    Spans and figures still buffered are flushed before returning; returns
+    the tally.
     """
+    if metrics_interval_s is None:
+        metrics_interval_s = metrics_interval(cycle_s)
     telemetry = Telemetry.otlp(endpoint, headers)
+    brokers = BrokerMetrics.otlp(endpoint, headers, metrics_interval_s)
     events = CloudEventSender(endpoint, headers)
     try:
         shop = Shop(
-            telemetry.tracer, start_ns=time.time_ns(), rate=rate, seed=seed, send_events=events.send
+            telemetry.tracer,
+            start_ns=time.time_ns(),
+            rate=rate,
+            seed=seed,
+            send_events=events.send,
+            cycle_s=cycle_s,
         )
         log.info("demo shop: %.1f orders/s to %s", rate, endpoint)
         while not stop.is_set():
-            shop.advance(time.time_ns())
+            now = time.time_ns()
+            shop.advance(now)
+            brokers.update(shop.broker_figures(now))
             wait = (shop.next_due() - time.time_ns()) / S
             stop.wait(min(max(wait, 0.0), 0.5))
         return shop.tally
     finally:
         events.close()
-        telemetry.shutdown()
+        # Together: with the collector gone, each waits out its export timeout.
+        stopping = [
+            threading.Thread(target=telemetry.shutdown, name="demo-stop-traces"),
+            threading.Thread(target=brokers.shutdown, name="demo-stop-metrics"),
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
+
+
+def metrics_interval(cycle_s: float) -> float:
+    """How often the broker figures are exported for a slow/fast cycle of `cycle_s`."""
+    return max(0.5, min(METRICS_INTERVAL_S, cycle_s / 24))
+
+
+def lag_window(cycle_s: float) -> int:
+    """A lag status window that fits analytics' slow phase: a third of it
+    (30 s of the 90 s), so the group reads behind for most of the phase and
+    ok again once it has caught up. Burrow's rules call a group ok when its
+    lag was zero anywhere in the window, so a window longer than the slow
+    phase would never see it fall behind."""
+    return max(10, round(cycle_s * SLOW_SHARE / 3))

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -49,6 +53,7 @@ class OtlpSink(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _SinkHandler)
         self.spans: list[dict] = []
         self.events: list[dict] = []
+        self.metrics: list[ExportMetricsServiceRequest] = []
         self.authorizations: set[str] = set()
         self.lock = threading.Lock()
 
@@ -80,6 +85,11 @@ class _SinkHandler(http.server.BaseHTTPRequestHandler):
                 request = ExportTraceServiceRequest.FromString(body)
                 self.server.spans.extend(_flatten(request))
                 answer = ExportTraceServiceResponse().SerializeToString()
+                content_type = "application/x-protobuf"
+            elif self.path == "/v1/metrics":
+                assert self.headers["content-type"] == "application/x-protobuf"
+                self.server.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                answer = ExportMetricsServiceResponse().SerializeToString()
                 content_type = "application/x-protobuf"
             elif self.path == "/v1/events":
                 self.server.events.extend(json.loads(body))
@@ -132,7 +142,14 @@ def shop_run():
         result = {}
         thread = threading.Thread(
             target=lambda: result.update(
-                tally=demo.run(sink.url, stop, {"authorization": "Bearer es_demo"}, rate=25, seed=7)
+                tally=demo.run(
+                    sink.url,
+                    stop,
+                    {"authorization": "Bearer es_demo"},
+                    rate=25,
+                    seed=7,
+                    metrics_interval_s=0.5,
+                )
             )
         )
         thread.start()
@@ -286,13 +303,71 @@ def test_messages_that_keep_failing_are_retried_then_dead_lettered(spans):
 
 def test_notifications_are_reported_as_cloudevents_on_the_order_trace(shop_run):
     sink, _ = shop_run
-    assert sink.events
+    notifications = [e for e in sink.events if e["source"] == "/shop/notifications"]
+    assert notifications
     trace_ids = {span["trace_id"] for span in sink.spans}
-    stages = Counter(event["esstage"] for event in sink.events)
+    stages = Counter(event["esstage"] for event in notifications)
     assert stages["published"] == stages["processed"] > 0
-    for event in sink.events:
+    for event in notifications:
         assert event["specversion"] == "1.0" and event["id"].startswith("ntf-ord-")
         assert event["traceparent"].split("-")[1] in trace_ids
+
+
+def test_dead_letters_are_archived_as_cloudevents_with_their_payload(shop_run):
+    sink, tally = shop_run
+    archived = [e for e in sink.events if e["source"] == "/shop/orders"]
+    assert len(archived) == tally.archived == tally.dead_lettered > 0
+    dead_letters = {
+        s["attributes"]["messaging.message.id"]: s
+        for s in sink.spans
+        if s["name"] == "send shop.orders.dlq"
+    }
+    for event in archived:
+        # The id is the message's: the dead-lettered stage and this payload are one event.
+        dead_letter = dead_letters[event["id"]]
+        _, trace_id, span_id, _ = event["traceparent"].split("-")
+        assert (trace_id, span_id) == (dead_letter["trace_id"], dead_letter["span_id"])
+        assert event["esservice"] == "dlq-archive" and event["eschannel"] == "shop.orders.dlq"
+        assert event["type"] == "com.example.shop.OrderPlaced"
+        assert event["data"]["order"] == event["subject"]
+        assert set(event["data"]) == {"order", "customer", "total", "items"}
+
+
+def test_the_brokers_report_in_the_receivers_shape(shop_run):
+    """kafkametrics' names and attributes for shop.orders and its groups,
+    rabbitmq's for payments.captured, read by Eventscope's own OTLP reader."""
+    from collector.brokers.otlp_metrics import readings_from_request
+
+    sink, _ = shop_run
+    assert len(sink.metrics) >= 4  # two receivers, several exports
+    names = {
+        metric.name
+        for request in sink.metrics
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {
+        "kafka.partition.current_offset",
+        "kafka.consumer_group.offset",
+        "kafka.consumer_group.lag",
+        "rabbitmq.message.current",
+        "rabbitmq.message.acknowledged",
+    } <= names
+    readings = []
+    for request in sink.metrics:
+        found, rejected, reasons = readings_from_request(request)
+        assert rejected == 0, reasons
+        readings.extend(found)
+    kafka = {(r.channel, r.group) for r in readings if r.system == "kafka"}
+    assert kafka == {("shop.orders", g) for g in ("payments", "shipping", "analytics", "email")}
+    partitions = {r.partition for r in readings if r.system == "kafka"}
+    assert partitions == {"0", "1", "2"}
+    queues = [r for r in readings if r.system == "rabbitmq"]
+    assert queues and {(r.namespace, r.channel) for r in queues} == {("/", "payments.captured")}
+    for reading in readings:
+        if reading.system == "kafka" and reading.lag is not None:
+            assert reading.lag == reading.end_offset - reading.committed_offset >= 0
 
 
 # ---- the simulation over a longer stretch, without a network ----
@@ -326,6 +401,53 @@ def test_the_slow_consumer_falls_behind_and_catches_up():
     # by the end of the fast phase it is back to near-real time
     caught_up = [waited for at, waited in lag if at > demo.ANALYTICS_CYCLE_S * demo.S - 5 * demo.S]
     assert caught_up and min(caught_up) < demo.S
+
+
+def test_broker_figures_follow_the_orders_and_the_slow_consumer():
+    exporter = InMemorySpanExporter()
+    telemetry = demo.Telemetry(lambda: SimpleSpanProcessor(exporter))
+    start = 1_700_000_000 * demo.S
+    shop = demo.Shop(telemetry.tracer, start_ns=start, seed=3, send_events=lambda events: None)
+    lag = {}
+    for second in range(0, 241, 5):
+        now = start + second * demo.S
+        shop.advance(now)
+        figures = shop.broker_figures(now)
+        publishes = [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "send shop.orders" and s.resource.attributes["service.name"] == "orders"
+        ]
+        # Offsets advance with the orders published on the topic.
+        assert sum(figures.end_offsets.values()) == len(publishes)
+        lag[second] = {
+            group: sum(end - offsets.get(p, 0) for p, end in figures.end_offsets.items())
+            for group, offsets in figures.committed.items()
+        }
+        for offsets in figures.committed.values():
+            assert all(offsets.get(p, 0) <= end for p, end in figures.end_offsets.items())
+        assert figures.queue_ready + figures.queue_unacknowledged == (
+            figures.queue_published - figures.queue_acknowledged
+        )
+    telemetry.shutdown()
+    slow_end = int(demo.ANALYTICS_SLOW_S)
+    # analytics falls behind through its slow phase, then catches up
+    assert lag[slow_end - 5]["analytics"] > 50
+    assert lag[slow_end - 5]["analytics"] > lag[30]["analytics"] > lag[10]["analytics"]
+    assert lag[int(demo.ANALYTICS_CYCLE_S)]["analytics"] < 5
+    # the others keep up
+    for group in ("payments", "shipping", "email"):
+        assert max(at[group] for at in lag.values()) < 10, group
+
+
+def test_a_shorter_cycle_shortens_the_slow_phase():
+    shop_short = demo.Shop(lambda service: None, start_ns=0, cycle_s=40)
+    assert (shop_short.cycle_s, shop_short.slow_s) == (40, 30)
+    assert demo.lag_window(demo.ANALYTICS_CYCLE_S) == 30
+    assert demo.lag_window(40) == 10
+    assert demo.metrics_interval(demo.ANALYTICS_CYCLE_S) == 5
+    with pytest.raises(ValueError, match="cycle must be positive"):
+        demo.Shop(lambda service: None, start_ns=0, cycle_s=0)
 
 
 def test_failures_stay_a_few_percent_of_consumed_messages():
@@ -439,6 +561,7 @@ def test_the_command_stops_cleanly_on_sigterm():
     [
         (["--rate", "0"], "--rate must be a positive"),
         (["--duration", "-1"], "--duration must be a positive"),
+        (["--cycle-seconds", "0"], "--cycle-seconds must be positive"),
         (["--endpoint", "collector:4318"], r"--endpoint must be an http\(s\) URL"),
     ],
 )
@@ -531,7 +654,7 @@ async def test_the_demo_through_the_collector_fills_the_flow_graph(
     assert stages[("shipping", "published", "shop.orders.dlq", "")] == tally.dead_lettered
     # Each notification is reported twice (published, then processed) and
     # keeps one envelope however many stages report it.
-    assert 2 * envelopes == tally.cloudevents > 0
+    assert 2 * envelopes + tally.archived == tally.cloudevents > 0
 
 
 def test_an_overloaded_shop_keeps_a_bounded_backlog(monkeypatch):

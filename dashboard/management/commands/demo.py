@@ -1,5 +1,6 @@
 """`manage.py demo`: the demo shop, exporting OTLP to a collector until Ctrl-C, SIGTERM or --duration."""
 
+import math
 import signal
 import threading
 import urllib.parse
@@ -39,8 +40,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--seed", type=int, default=None, help="replay the same orders and failures"
         )
+        parser.add_argument(
+            "--cycle-seconds",
+            type=float,
+            default=demo.ANALYTICS_CYCLE_S,
+            help="analytics' slow/fast cycle: slow for three quarters of it (default 120)",
+        )
 
-    def handle(self, *args, endpoint, rate, duration, token, seed, token_file=None, **options):
+    def handle(
+        self,
+        *args,
+        endpoint,
+        rate,
+        duration,
+        token,
+        seed,
+        token_file=None,
+        cycle_seconds=demo.ANALYTICS_CYCLE_S,
+        **options,
+    ):
         if token_file:
             try:
                 token = Path(token_file).read_text().strip()
@@ -51,6 +69,8 @@ class Command(BaseCommand):
             raise CommandError(f"--endpoint must be an http(s) URL, got {endpoint!r}")
         if not rate > 0:
             raise CommandError(f"--rate must be a positive number of orders per second, got {rate}")
+        if not (cycle_seconds > 0 and math.isfinite(cycle_seconds)):
+            raise CommandError(f"--cycle-seconds must be positive, got {cycle_seconds}")
         if duration is not None and not duration > 0:
             raise CommandError(f"--duration must be a positive number of seconds, got {duration}")
         headers = {"authorization": f"Bearer {token}"} if token else None
@@ -64,9 +84,10 @@ class Command(BaseCommand):
             timer.start()
 
         self.stdout.write(f"Demo shop: {rate:g} orders/s to {endpoint} (Ctrl-C stops it)")
-        tally = demo.run(endpoint, stop, headers, rate=rate, seed=seed)
+        tally = demo.run(endpoint, stop, headers, rate=rate, seed=seed, cycle_s=cycle_seconds)
         self.stdout.write(
             f"Demo shop stopped: {tally.orders} orders, {tally.published} messages published, "
             f"{tally.processed} processed, {tally.retried} retried, {tally.failed} failed, "
-            f"{tally.dead_lettered} dead-lettered, {tally.cloudevents} CloudEvents."
+            f"{tally.dead_lettered} dead-lettered, {tally.cloudevents} CloudEvents "
+            f"({tally.archived} dead letters archived with their payload)."
         )
