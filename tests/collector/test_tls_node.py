@@ -20,9 +20,9 @@ from urllib.parse import quote
 import pytest
 
 from collector import auth
+from tests.collector.receiver_harness import running_writer
 from tests.collector.test_sdk_exporters import assert_shop_stored, stored
 from tests.collector.test_tls import grpcs_receiver, https_receiver, make_pki
-from tests.collector.receiver_harness import running_writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,7 +84,7 @@ async def run_node(node: str, endpoint: str, protocol: str, **otel) -> tuple[int
         OTEL_EXPORTER_OTLP_TIMEOUT="5000",
     )
     env.update({f"OTEL_EXPORTER_OTLP_{name.upper()}": value for name, value in otel.items()})
-    # A CA from these variables would win over the exporter's own certificate.
+    # Only OTEL_EXPORTER_OTLP_CERTIFICATE may make the test's CA trusted.
     env.pop("NODE_EXTRA_CA_CERTS", None)
     process = await asyncio.create_subprocess_exec(
         node,
