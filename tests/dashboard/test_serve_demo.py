@@ -13,7 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from collector.models import ApiToken, Membership, Project, Role, Scope
+from collector.models import ApiToken, Project, Scope
+from dashboard.accounts.models import Membership, Role
 from dashboard.alerts.models import AlertRule, Format, Webhook
 from dashboard.management.commands.serve import Command as Serve
 from tests.test_commands import command_env, free_port, manage, terminate, wait_http
