@@ -43,10 +43,14 @@ _ZONE = r"(?:\s?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
 _H = r"[0-9A-Fa-f]"
 
 # Earlier patterns win where two start at the same place. Each group's name is
-# its placeholder; `url` is handled by _url().
+# its placeholder; `url` is handled by _url(). Repetitions that may start at
+# many places of one text are bounded, so a long message costs linear time.
 PATTERNS = (
-    ("email", rf"{_BEFORE}[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"),
-    ("url", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:)\]]"),
+    (
+        "email",
+        rf"{_BEFORE}[A-Za-z0-9._%+-]{{1,64}}@[A-Za-z0-9-]{{1,63}}(?:\.[A-Za-z0-9-]{{1,63}}){{1,8}}",
+    ),
+    ("url", r"\b[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s'\"<>]*[^\s'\"<>.,;:)\]]"),
     (
         "time",
         # ISO 8601 / RFC 3339 dates and times, RFC 1123 dates, clock times.
@@ -83,7 +87,10 @@ PATTERNS = (
     # Numbers: integers, decimals, versions and lists (1,2,3); a unit may follow (30s).
     ("num", rf"{_BEFORE}\d+(?:[.,]\d+)*"),
     # Quoted values: a quote that is not an apostrophe inside a word.
-    ("quoted", r"(?<![A-Za-z0-9])'(?:[^'\\\n]|\\.)*'(?![A-Za-z0-9])|\"(?:[^\"\\\n]|\\.)*\""),
+    (
+        "quoted",
+        r"(?<![A-Za-z0-9])'(?:[^'\\\n]|\\.){0,256}'(?![A-Za-z0-9])|\"(?:[^\"\\\n]|\\.){0,256}\"",
+    ),
 )
 
 _NAMES = tuple(name for name, _ in PATTERNS)
@@ -92,6 +99,8 @@ _ALL = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in PATTERN
 _IN_URL = re.compile("|".join(f"(?P<{n}>{p})" for n, p in PATTERNS if n != "url"))
 _QUERY_VALUE = re.compile(r"=[^&#]+")
 _MAX_ROUNDS = 20
+MAX_MESSAGE = 2000
+MAX_TEMPLATE = 1000
 
 
 def _replace(match: re.Match) -> str:
@@ -110,12 +119,29 @@ def _url(url: str) -> str:
 
 
 def template(message: str | None) -> str:
-    """The message with its variable parts as placeholders ('' for no message)."""
-    text = message or ""
+    """The message with its variable parts as placeholders ('' for no message).
+
+    Only the first MAX_MESSAGE characters count and a template is at most
+    MAX_TEMPLATE long (cut at a space where there is one): status messages
+    have no length limit, and the writer parameterises each new one.
+    """
+    text = (message or "")[:MAX_MESSAGE]
+    while True:
+        text = _fixpoint(text)
+        if len(text) <= MAX_TEMPLATE:
+            return text
+        # Parameterised again after the cut: a cut token may read differently.
+        cut = text.rfind(" ", MAX_TEMPLATE // 2, MAX_TEMPLATE + 1)
+        text = text[: cut if cut > 0 else MAX_TEMPLATE]
+
+
+def _fixpoint(text: str) -> str:
+    # Each round that changes the text replaces at least one character that
+    # is not part of a placeholder, so this ends; the cap is a backstop.
     for _ in range(_MAX_ROUNDS):
         new = _ALL.sub(_replace, text)
         if new == text:
-            return new
+            break
         text = new
     return text
 

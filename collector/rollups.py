@@ -250,7 +250,7 @@ class FailureRollups:
             (stage.service, stage.channel, stage.system, stage.consumer_group),
             shape,
             error_type,
-            (error, stage.event_id, stage.event_source, stage.trace_id),
+            (error[: fingerprint.MAX_MESSAGE], stage.event_id, stage.event_source, stage.trace_id),
             stage.time_ns,
             dead=int(stage.stage == "deadlettered"),
         )

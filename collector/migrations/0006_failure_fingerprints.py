@@ -95,7 +95,10 @@ def rebuild(conn) -> int:
                 if len(shapes) > 100_000:
                     shapes.clear()
                 shape = shapes[(error, error_type)] = fingerprint.of(error, error_type)
-            example = (error, event_id, source, bytes(trace_id) if trace_id else None)
+            example = (
+                error[: fingerprint.MAX_MESSAGE], event_id, source,
+                bytes(trace_id) if trace_id else None,
+            )  # fmt: skip
             rollups.add(
                 project_id, tuple(names), shape, error_type, example, _ns(time),
                 dead=int(stage == "deadlettered"),
@@ -112,7 +115,8 @@ def rebuild(conn) -> int:
             if shape is None:
                 shape = shapes[(error, "")] = fingerprint.of(error, "")
             rollups.add(
-                project_id, tuple(names), shape, "", (error or None, None, None, None),
+                project_id, tuple(names), shape, "",
+                ((error or "")[: fingerprint.MAX_MESSAGE] or None, None, None, None),
                 _ns(first), _ns(last), count=count, dead=dead,
             )  # fmt: skip
     params = rollups.params()

@@ -126,10 +126,26 @@ TEXT = st.text(
 ) | st.text(alphabet="ab01-_.:'\"@/ xf<>=?&#Z+", max_size=60)
 
 
+# Long messages: past the length that is parameterised, and templates that get cut.
+LONG = st.lists(
+    st.sampled_from(["1", "ord-000195", "'a b'", '"', "deadbeef1", "x@y.io", "word", " ", "::1"]),
+    min_size=200,
+    max_size=700,
+).map("".join)
+
+
 @settings(max_examples=400, deadline=None)
 @given(TEXT)
 def test_a_template_is_its_own_template(message):
     once = fingerprint.template(message)
+    assert fingerprint.template(once) == once
+
+
+@settings(max_examples=25, deadline=None)
+@given(LONG)
+def test_a_long_message_s_cut_template_is_its_own_template(message):
+    once = fingerprint.template(message)
+    assert len(once) <= fingerprint.MAX_TEMPLATE
     assert fingerprint.template(once) == once
 
 
@@ -140,6 +156,17 @@ def test_a_message_and_its_template_are_the_same_group(message, error_type):
     assert fingerprint.of(message, error_type) == fingerprint.of(
         fingerprint.template(message), error_type
     )
+
+
+def test_long_messages_cost_little_and_give_bounded_templates():
+    import time
+
+    for message in ('"\\' * 500_000, "a." * 500_000, "1 " * 500_000):
+        began = time.perf_counter()
+        shape = fingerprint.template(message)
+        assert time.perf_counter() - began < 2  # generous: milliseconds in practice
+        assert len(shape) <= fingerprint.MAX_TEMPLATE
+        assert fingerprint.template(shape) == shape
 
 
 def test_fingerprints_do_not_change_between_releases():
@@ -176,7 +203,7 @@ IDS = (
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(WORDS, st.data())
 def test_messages_that_differ_only_in_ids_share_a_template(words, data):
     kinds = data.draw(st.lists(st.sampled_from(IDS), min_size=len(words), max_size=len(words)))
