@@ -10,7 +10,8 @@ consumes failing, and per-minute flow rollups for every edge.
 
 Then it measures server time (Django's full request handling, in process,
 no network) of /api/flow for 1 h and 7 d, a trace by id, the failures page,
-and /api/failures (list and grouped), and prints a Markdown table.
+and /api/failures (list, grouped by fingerprint, one fingerprint's list), and
+prints a Markdown table.
 
     python bench/query.py [--spans 10000000] [--runs 40] [--refill]
 """
@@ -241,10 +242,12 @@ def fill(url: str, spans: int) -> dict:
     for t in threads:
         t.join()
     with psycopg.connect(url, autocommit=True) as conn:
-        # The writer keeps failure rollups as it stores failures; the fill
-        # counts them in afterwards with the migration's own statement.
-        failure_rollups = importlib.import_module("collector.migrations.0004_failure_rollups")
-        conn.execute(failure_rollups.BACKFILL)
+        # The writer keeps failure rollups (by fingerprint) as it stores
+        # failures; the fill counts them in afterwards with the migration's own
+        # rebuild, which fingerprints each stored failure as the writer does.
+        failure_rollups = importlib.import_module("collector.migrations.0006_failure_fingerprints")
+        with conn.transaction():
+            failure_rollups.rebuild(conn)
         conn.execute("VACUUM ANALYZE")
         conn.execute("UPDATE bench_fill SET done = true")
     return {"seconds": time.monotonic() - began, "traces": traces}
@@ -266,6 +269,7 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
+    from collector import fingerprint
     from collector.models import Project
     from dashboard.accounts.models import Membership
 
@@ -296,6 +300,11 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
         ("GET /failures/ (page, 24h)", "/failures/"),
         ("GET /api/failures?window=24h", "/api/failures?window=24h"),
         ("GET /api/failures?group_by=error&window=7d", "/api/failures?group_by=error&window=7d"),
+        ("fingerprinted failure groups (7 d)", "/api/failures?group_by=error&window=7d&limit=500"),
+        (
+            "failures of one fingerprint (7 d, list)",
+            f"/api/failures?window=7d&fingerprint={fingerprint.of('payment declined: card 1')[1]}",
+        ),
     ]
     results = []
     for label, path in cases:

@@ -104,6 +104,9 @@ class StageRow:
     error: str | None = None
     duration_ms: float | None = None
     origin: int = ORIGIN_SPAN
+    # error.type, else the exception event's type: not stored (it stays on the
+    # span), only counted into the failure rollups (collector/fingerprint.py)
+    error_type: str = ""
 
     def dedupe_key(self) -> bytes:
         """Identity of this stage across retried deliveries.

@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from collector import redact, semconv
+from collector import fingerprint, redact, semconv
 from collector.attribute_limits import Limits, mark
 from collector.batch import (
     CONSUMER,
@@ -434,6 +434,10 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         event_id=clip(str(message_id), MAX_ID_CHARS) if message_id is not None else None,
         error=_error_text(found, row) if stage in ("failed", "deadlettered") else None,
         duration_ms=row.duration_ns / 1e6,
+        error_type=fingerprint.error_type(
+            found.get("error_type"),
+            [e["attributes"].get("exception.type") for e in row.events if e["name"] == "exception"],
+        ),
     )
 
 
@@ -468,6 +472,7 @@ def _mark_dead_letter(publish: StageRow, attrs, stages_by_span, batch: Batch) ->
             event_id=publish.event_id,
             error=error,
             duration_ms=publish.duration_ms,
+            error_type=publish.error_type,
         )
     )
 

@@ -17,7 +17,7 @@ the same minute of the same edge concurrently. Edge semantics:
 import datetime as dt
 import hashlib
 
-from collector import histogram
+from collector import fingerprint, histogram
 from collector.batch import CONSUMER, PRODUCER
 
 PUBLISH, CONSUME, CALL = "publish", "consume", "call"
@@ -208,44 +208,94 @@ async def upsert(cursor, rollups: Rollups) -> None:
 # ---- failure rollups ---------------------------------------------------------------
 
 
-def failure_group_key(service, channel, system, group, error) -> bytes:
-    """The md5 over the length-prefixed names (as migration 0004 computes it in SQL)."""
-    text = "".join(f"{len(part)}:{part}" for part in (service, channel, system, group, error))
+def failure_group_key(service, channel, system, group, fingerprint_) -> bytes:
+    """The md5 over the length-prefixed names and the error's fingerprint."""
+    text = "".join(
+        f"{len(part)}:{part}" for part in (service, channel, system, group, fingerprint_)
+    )
     return hashlib.md5(text.encode(), usedforsecurity=False).digest()
+
+
+# count, deadlettered, first ns, last ns, template, error type, fingerprint,
+# example message, example event id, example event source, example trace id
+_F_COUNT, _F_DEAD, _F_FIRST, _F_LAST = range(4)
+_F_EXAMPLE_EVENT = 8  # example message at 7, then event id, source, trace id
 
 
 class FailureRollups:
     """Failed and dead-lettered stages per (project, minute, service, channel,
-    system, consumer group, error): count, dead letters, first and last time."""
+    system, consumer group, error fingerprint): count, dead letters, first and
+    last time, and one example (message, event) per group and minute.
+
+    The fingerprint is the error type and the message's template
+    (collector/fingerprint.py): messages that differ only in ids are one group.
+    """
 
     def __init__(self):
         self._rows: dict[tuple, list] = {}
+        # (message, error type) -> (template, fingerprint): a burst of one
+        # failure repeats the same few messages.
+        self._shapes: dict[tuple, tuple[str, str]] = {}
 
     def add_stage(self, stage) -> None:
         """Count one newly stored stage, if it is a failure."""
         if stage.stage not in ERRORS:
             return
-        names = (stage.service, stage.channel, stage.system, stage.consumer_group)
-        key = (stage.project_id, stage.time_ns // _MINUTE_NS, names, stage.error or "")
+        error, error_type = stage.error or "", stage.error_type or ""
+        shape = self._shapes.get((error, error_type))
+        if shape is None:
+            shape = self._shapes[(error, error_type)] = fingerprint.of(error, error_type)
+        self.add(
+            stage.project_id,
+            (stage.service, stage.channel, stage.system, stage.consumer_group),
+            shape,
+            error_type,
+            (error[: fingerprint.MAX_MESSAGE], stage.event_id, stage.event_source, stage.trace_id),
+            stage.time_ns,
+            dead=int(stage.stage == "deadlettered"),
+        )
+
+    def add(
+        self, project_id, names, shape, error_type, example, first_ns, last_ns=None, count=1, dead=0
+    ) -> None:
+        """Count `count` failures of one group between two times of one minute.
+
+        `shape` is (template, fingerprint); `example` is (message, event id,
+        event source, trace id) of one of them.
+        """
+        last_ns = first_ns if last_ns is None else last_ns
+        template, fp = shape
+        key = (project_id, first_ns // _MINUTE_NS, names, fp)
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = [0, 0, stage.time_ns, stage.time_ns]
-        row[0] += 1
-        if stage.stage == "deadlettered":
-            row[1] += 1
-        row[2] = min(row[2], stage.time_ns)
-        row[3] = max(row[3], stage.time_ns)
+            row = self._rows[key] = [0, 0, first_ns, last_ns, template, error_type, fp, *example]
+        elif row[_F_EXAMPLE_EVENT] is None and example[1] is not None:
+            # An example that links to an event page beats one that cannot.
+            row[_F_EXAMPLE_EVENT - 1 :] = example
+        row[_F_COUNT] += count
+        row[_F_DEAD] += dead
+        row[_F_FIRST] = min(row[_F_FIRST], first_ns)
+        row[_F_LAST] = max(row[_F_LAST], last_ns)
+
+    def __len__(self):
+        return len(self._rows)
+
+    def minutes(self) -> set[tuple[int, int]]:
+        """(project, minute number) of every row."""
+        return {(key[0], key[1]) for key in self._rows}
 
     def params(self) -> list[tuple]:
         out = []
-        for (project_id, minute, names, error), row in self._rows.items():
-            count, dead, first_ns, last_ns = row
+        for (project_id, minute, names, fp), row in self._rows.items():
+            count, dead, first_ns, last_ns, template, error_type, _, *example = row
             out.append(
                 (
                     project_id, minute_of(minute * _MINUTE_NS),
-                    failure_group_key(*names, error), *names, error, count, dead,
+                    failure_group_key(*names, fp), *names, template, error_type, fp,
+                    count, dead,
                     _EPOCH + dt.timedelta(microseconds=first_ns // 1000),
                     _EPOCH + dt.timedelta(microseconds=last_ns // 1000),
+                    *example,
                 )
             )  # fmt: skip
         # Concurrent writers lock the rows in one order.
@@ -256,13 +306,24 @@ class FailureRollups:
 FAILURE_UPSERT = """
 INSERT INTO collector_failurerollup AS r (
     project_id, minute, group_key, service, channel, system, consumer_group, error,
-    count, deadlettered, first_time, last_time
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    error_type, fingerprint, count, deadlettered, first_time, last_time,
+    example_error, example_event_id, example_event_source, example_trace_id
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (project_id, minute, group_key) DO UPDATE SET
     count = r.count + EXCLUDED.count,
     deadlettered = r.deadlettered + EXCLUDED.deadlettered,
     first_time = least(r.first_time, EXCLUDED.first_time),
-    last_time = greatest(r.last_time, EXCLUDED.last_time)
+    last_time = greatest(r.last_time, EXCLUDED.last_time),
+    -- The minute keeps its first example, unless only the new one names an event.
+    example_error = CASE WHEN r.example_event_id IS NULL AND EXCLUDED.example_event_id IS NOT NULL
+                         THEN EXCLUDED.example_error ELSE r.example_error END,
+    example_event_source = CASE WHEN r.example_event_id IS NULL
+                                     AND EXCLUDED.example_event_id IS NOT NULL
+                                THEN EXCLUDED.example_event_source
+                                ELSE r.example_event_source END,
+    example_trace_id = CASE WHEN r.example_event_id IS NULL AND EXCLUDED.example_event_id IS NOT NULL
+                            THEN EXCLUDED.example_trace_id ELSE r.example_trace_id END,
+    example_event_id = coalesce(r.example_event_id, EXCLUDED.example_event_id)
 """
 
 

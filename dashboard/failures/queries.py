@@ -1,22 +1,29 @@
 """Failed and dead-lettered events of one project: the newest first, or grouped by
-(service, channel, error) with a trend.
+(service, channel, system, consumer group, error fingerprint) with a trend.
 
 The list reads the partial index collector_stage_failures (project_id, time
 DESC) WHERE stage IN ('failed', 'deadlettered'), so it costs the failures
 shown, not the traffic; the groups read the writer's per-minute failure
-rollups.
+rollups. A failure's fingerprint is its error type and the template of its
+message (collector/fingerprint.py); the type stays on the stage's span.
 """
 
 import datetime as dt
+import json
+import re
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
 
+from collector import fingerprint as fingerprints
 from dashboard.journeys.queries import iso
 from dashboard.query_params import BadParameter, decode_cursor, text_param
 
 FAILURE_STAGES = ("failed", "deadlettered")
-TREND_BUCKETS = 24
+TREND_BUCKETS = 30
+EXAMPLES = 5
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass
@@ -30,6 +37,7 @@ class Filters:
     system: str = ""
     group: str = ""
     error: str = ""
+    fingerprint: str = ""
 
     @classmethod
     def from_params(cls, params, since, until) -> "Filters":
@@ -41,19 +49,22 @@ class Filters:
             system=text_param(params, "system"),
             group=text_param(params, "group"),
             error=text_param(params, "error"),
+            fingerprint=fingerprint_param(params),
         )
 
-    def where(self, project_id: int) -> tuple[str, list]:
+    def where(self, project_id: int, alias: str = "") -> tuple[str, list]:
+        """The clauses on collector_stage (called `alias` in the query, if given)."""
+        a = f"{alias}." if alias else ""
         clauses = [
-            "project_id = %s",
-            "stage IN ('failed', 'deadlettered')",
-            "time >= %s",
-            "time < %s",
+            f"{a}project_id = %s",
+            f"{a}stage IN ('failed', 'deadlettered')",
+            f"{a}time >= %s",
+            f"{a}time < %s",
         ]
         params: list = [project_id, self.since, self.until]
         for column, value in self._named():
             if value:
-                clauses.append(f"{column} = %s")
+                clauses.append(f"{a}{column} = %s")
                 params.append(value)
         return " AND ".join(clauses), params
 
@@ -62,9 +73,15 @@ class Filters:
         clauses = ["project_id = %s", "minute >= %s", "minute < %s"]
         params: list = [project_id, self.since.replace(second=0, microsecond=0), self.until]
         for column, value in self._named():
+            if value and column == "error":
+                # Rollups hold templates; a template is its own template.
+                value = fingerprints.template(value)
             if value:
                 clauses.append(f"{column} = %s")
                 params.append(value)
+        if self.fingerprint:
+            clauses.append("fingerprint = %s")
+            params.append(self.fingerprint)
         return " AND ".join(clauses), params
 
     def _named(self):
@@ -86,9 +103,20 @@ class Filters:
                 ("system", self.system),
                 ("group", self.group),
                 ("error", self.error),
+                ("fingerprint", self.fingerprint),
             )
             if v
         }
+
+
+def fingerprint_param(params) -> str:
+    """`fingerprint`: 16 hex characters, as the grouped API gives them ('' when absent)."""
+    value = (params.get("fingerprint") or "").strip().lower()
+    if value and not _FINGERPRINT.fullmatch(value):
+        raise BadParameter(
+            f"fingerprint={value[:40]!r} is not a failure group's fingerprint (16 hex characters)"
+        )
+    return value
 
 
 def list_cursor(params) -> list | None:
@@ -101,6 +129,23 @@ def list_cursor(params) -> list | None:
     return cursor
 
 
+# The stage's columns, and what the fingerprint needs from its span: the error
+# type (error.type, else the first exception event's type) as JSON text.
+_LIST_SELECT = """
+SELECT s.time, s.dedupe_key, s.event_id, s.event_source, s.trace_id, s.span_id, s.service,
+       s.channel, s.system, s.consumer_group, s.stage, s.error,
+       (sp.attributes -> 'error.type')::text,
+       (SELECT jsonb_agg(e -> 'attributes' -> 'exception.type' ORDER BY o)
+        FROM jsonb_array_elements(sp.events) WITH ORDINALITY AS x(e, o)
+        WHERE e ->> 'name' = 'exception')::text
+FROM collector_stage s
+LEFT JOIN collector_span sp
+       ON s.origin = 1 AND sp.project_id = s.project_id AND sp.trace_id = s.trace_id
+      AND sp.span_id = s.span_id AND sp.start_time = s.time
+"""
+_SCAN = 200  # candidate rows read at a time when filtering by fingerprint
+
+
 def failures(
     project_id: int, filters: Filters, limit: int, after=None
 ) -> tuple[list[dict], list | None]:
@@ -108,98 +153,222 @@ def failures(
 
     `after` is the (time, dedupe_key hex) of the last row of the previous
     page; keyset pagination stays fast on deep pages and stable while new
-    failures arrive.
+    failures arrive. With a fingerprint, only the minutes in which the
+    rollups counted that group are read (each holds at least one of its
+    failures) and the rows are matched here, with the writer's function.
     """
-    where, params = filters.where(project_id)
+    where, params = filters.where(project_id, alias="s")
     if after is not None:
-        where += " AND (time, dedupe_key) < (%s, %s)"
-        params += [dt.datetime.fromisoformat(after[0]), bytes.fromhex(after[1])]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT time, dedupe_key, event_id, event_source, trace_id, span_id, service, channel,
-                   system, consumer_group, stage, error
-            FROM collector_stage WHERE {where}
-            ORDER BY time DESC, dedupe_key DESC LIMIT %s
-            """,
-            [*params, limit + 1],
-        )
-        rows = cursor.fetchall()
-    items = [
-        {
-            "event_id": r[2],
-            "source": r[3],
-            "trace_id": bytes(r[4]).hex() if r[4] is not None else None,
-            "span_id": bytes(r[5]).hex() if r[5] is not None else None,
-            "service": r[6],
-            "channel": r[7],
-            "system": r[8],
-            "group": r[9],
-            "stage": r[10],
-            "error": r[11],
-            "time": iso(r[0]),
-            "_key": (r[0].isoformat(), bytes(r[1]).hex()),
-        }
-        for r in rows[:limit]
-    ]
-    cursor_key = list(items[-1]["_key"]) if len(rows) > limit else None
+        after = (dt.datetime.fromisoformat(after[0]), bytes.fromhex(after[1]))
+    if not filters.fingerprint:
+        rows = _stage_rows(where, params, after, limit + 1)
+    else:
+        rows = []
+        for first, last in _group_minutes(project_id, filters, after):
+            span = f"{where} AND s.time >= %s AND s.time < %s"
+            span_params = [*params, first, last]
+            position = after
+            while len(rows) <= limit:
+                batch = _stage_rows(span, span_params, position, _SCAN)
+                rows += [r for r in batch if r["fingerprint"] == filters.fingerprint]
+                if len(batch) < _SCAN:
+                    break
+                position = batch[-1]["_key"]
+            if len(rows) > limit:
+                break
+    items = rows[:limit]
+    cursor_key = None
+    if len(rows) > limit:
+        moment, key = items[-1]["_key"]
+        cursor_key = [moment.isoformat(), key.hex()]
     for item in items:
         del item["_key"]
     return items, cursor_key
 
 
+def _stage_rows(where: str, params: list, after, limit: int) -> list[dict]:
+    if after is not None:
+        where += " AND (s.time, s.dedupe_key) < (%s, %s)"
+        params = [*params, *after]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{_LIST_SELECT} WHERE {where} ORDER BY s.time DESC, s.dedupe_key DESC LIMIT %s",
+            [*params, limit],
+        )
+        rows = cursor.fetchall()
+    out = []
+    for r in rows:
+        error_type = _error_type(r[12], r[13])
+        template, fp = fingerprints.of(r[11], error_type)
+        out.append(
+            {
+                "event_id": r[2],
+                "source": r[3],
+                "trace_id": bytes(r[4]).hex() if r[4] is not None else None,
+                "span_id": bytes(r[5]).hex() if r[5] is not None else None,
+                "service": r[6],
+                "channel": r[7],
+                "system": r[8],
+                "group": r[9],
+                "stage": r[10],
+                "error": r[11],
+                "error_type": error_type,
+                "template": template,
+                "fingerprint": fp,
+                "time": iso(r[0]),
+                "_key": (r[0], bytes(r[1])),
+            }
+        )
+    return out
+
+
+def _error_type(attribute_json, exception_types_json) -> str:
+    attribute = json.loads(attribute_json) if attribute_json is not None else None
+    exceptions = json.loads(exception_types_json) if exception_types_json is not None else []
+    return fingerprints.error_type(attribute, exceptions)
+
+
+def _group_minutes(project_id: int, filters: Filters, after) -> list[tuple]:
+    """[(start, end)] of the runs of minutes in which the rollups counted the
+    filtered group, newest first, from before `after`'s minute on, within the
+    retention of stored failures (older minutes have counts but no rows)."""
+    where, params = filters.rollup_where(project_id)
+    oldest = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    oldest -= dt.timedelta(days=settings.RETENTION_DAYS)
+    where += " AND minute >= %s"
+    params.append(oldest)
+    if after is not None:
+        where += " AND minute <= %s"
+        params.append(after[0])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT minute FROM collector_failurerollup WHERE {where} ORDER BY 1 DESC",
+            params,
+        )
+        minutes = [row[0] for row in cursor.fetchall()]
+    runs: list[list] = []
+    step = dt.timedelta(minutes=1)
+    for minute in minutes:
+        if runs and runs[-1][0] - step == minute:
+            runs[-1][0] = minute
+        else:
+            runs.append([minute, minute + step])
+    return [(max(first, filters.since), min(last, filters.until)) for first, last in runs]
+
+
 def groups(
     project_id: int, filters: Filters, limit: int, offset: int = 0
 ) -> tuple[list[dict], int | None]:
-    """Counts per (service, channel, system, error) with a per-bucket trend, most first.
+    """Failure groups, most first: counts per (service, channel, system, consumer
+    group, fingerprint) with a trend over the whole window and a few examples.
 
     Read from the per-minute failure rollups the writer keeps, so a week
     costs a row per group and minute rather than a heap row per failure
     (each on its own page). The window starts at the minute holding
-    `since`, as the flow graph's does. Groups are ranked and the page is
-    cut in SQL: error messages that carry ids make thousands of groups.
+    `since`, as the flow graph's does, and is cut into TREND_BUCKETS equal
+    parts. Groups are ranked and the page is cut in SQL; trends and examples
+    are read for the page's groups only.
     """
     where, params = filters.rollup_where(project_id)
-    span = (filters.until - filters.since).total_seconds()
+    start = filters.since.replace(second=0, microsecond=0)
+    span = (filters.until - start).total_seconds()
     width = max(span / TREND_BUCKETS, 1.0)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH buckets AS (
-                SELECT service, channel, system, error,
-                       least(greatest(floor(extract(epoch FROM minute - %s) / %s)::int, 0), %s)
-                           AS bucket,
-                       sum(count) AS n, sum(deadlettered) AS dead,
-                       min(first_time) AS first, max(last_time) AS last
-                FROM collector_failurerollup WHERE {where}
-                GROUP BY 1, 2, 3, 4, 5
-            )
-            SELECT service, channel, system, error, sum(n) AS n, sum(dead), min(first),
-                   max(last) AS last, array_agg(bucket), array_agg(n)
-            FROM buckets
-            GROUP BY 1, 2, 3, 4
-            ORDER BY n DESC, last DESC, service, channel, system, error
+            SELECT group_key, service, channel, system, consumer_group, fingerprint,
+                   min(error), min(error_type), sum(count) AS n, sum(deadlettered),
+                   min(minute), max(minute) AS last
+            FROM collector_failurerollup WHERE {where}
+            GROUP BY group_key, service, channel, system, consumer_group, fingerprint
+            ORDER BY n DESC, last DESC, service, channel, system, consumer_group, fingerprint
             LIMIT %s OFFSET %s
             """,
-            [filters.since, width, TREND_BUCKETS - 1, *params, limit + 1, offset],
+            [*params, limit + 1, offset],
         )
-        rows = cursor.fetchall()
+        fetched = cursor.fetchall()
+        rows = fetched[:limit]
+        details = {}
+        if rows:
+            cursor.execute(
+                f"""
+                SELECT group_key,
+                       least(greatest(floor(extract(epoch FROM minute - %s) / %s)::int, 0), %s)
+                           AS bucket,
+                       sum(count),
+                       (array_agg(example_error ORDER BY minute DESC)
+                            FILTER (WHERE example_error IS NOT NULL))[1],
+                       (array_agg(example_event_id ORDER BY minute DESC)
+                            FILTER (WHERE example_event_id IS NOT NULL))[1:{EXAMPLES}],
+                       (array_agg(example_event_source ORDER BY minute DESC)
+                            FILTER (WHERE example_event_id IS NOT NULL))[1:{EXAMPLES}],
+                       (array_agg(example_trace_id ORDER BY minute DESC)
+                            FILTER (WHERE example_trace_id IS NOT NULL))[1:{EXAMPLES}]
+                FROM collector_failurerollup
+                WHERE {where} AND group_key = ANY(%s)
+                GROUP BY 1, 2
+                ORDER BY 1, 2 DESC
+                """,
+                [start, width, TREND_BUCKETS - 1, *params, [bytes(r[0]) for r in rows]],
+            )
+            for key, *bucket in cursor.fetchall():
+                details.setdefault(bytes(key), []).append(bucket)
     page = []
-    for service, channel, system, error, n, dead, first, last, buckets, counts in rows[:limit]:
+    for (
+        key,
+        service,
+        channel,
+        system,
+        group,
+        fp,
+        template,
+        error_type,
+        n,
+        dead,
+        first,
+        last,
+    ) in rows:
         trend = [0] * TREND_BUCKETS
-        for bucket, count in zip(buckets, counts, strict=True):
+        example_error, events, traces = None, [], []
+        for bucket, count, message, ids, sources, trace_ids in details.get(bytes(key), ()):
+            # Newest bucket first: its example is the latest one.
             trend[bucket] += int(count)
+            example_error = example_error or message
+            events += [
+                {"event_id": i, "source": s} for i, s in zip(ids or (), sources or (), strict=True)
+            ]
+            traces += [bytes(t).hex() for t in trace_ids or ()]
+        events = _distinct(events, "event_id")[:EXAMPLES]
         page.append(
             {
                 "service": service,
                 "channel": channel,
                 "system": system,
-                "error": error,
+                "group": group,
+                "fingerprint": fp,
+                "error": template,
+                "error_type": error_type,
+                "example_error": example_error if example_error is not None else template,
                 "count": int(n),
                 "deadlettered": int(dead),
+                "first_seen": iso(first),
+                "last_seen": iso(last),
+                # Names of the first release, kept for one more.
                 "first": iso(first),
                 "last": iso(last),
                 "trend": trend,
+                "examples": [e["event_id"] for e in events],
+                "example_events": events,
+                "example_traces": list(dict.fromkeys(traces))[:EXAMPLES],
             }
         )
-    return page, (offset + limit if len(rows) > limit else None)
+    return page, (offset + limit if len(fetched) > limit else None)
+
+
+def _distinct(items: list[dict], key: str) -> list[dict]:
+    seen, out = set(), []
+    for item in items:
+        if item[key] not in seen:
+            seen.add(item[key])
+            out.append(item)
+    return out

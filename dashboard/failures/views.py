@@ -53,11 +53,21 @@ def failures_context(project, params) -> dict:
         group["channel_url"] = failures_url(
             keep, **{**current, "channel": group["channel"], "system": group["system"]}
         )
-        # A group without a message cannot be asked for by `error=`.
-        group["error_url"] = group["error"] and failures_url(
+        # Only this group: its names and its fingerprint (the list matches it per row).
+        group["fingerprint_url"] = failures_url(
             keep,
-            **{**current, **{k: group[k] for k in ("service", "channel", "system", "error")}},
+            **{
+                **current,
+                **{k: group[k] for k in ("service", "channel", "system", "group", "fingerprint")},
+            },
         )
+        group["example_links"] = [
+            {"label": e["event_id"], "url": event_url(e["event_id"], e["source"], project.slug)}
+            for e in group["example_events"]
+        ] or [
+            {"label": f"trace {t[:12]}", "url": trace_url(t, project.slug)}
+            for t in group["example_traces"]
+        ]
     for row in rows:
         if row["event_id"]:
             row["url"] = event_url(row["event_id"], row["source"], project.slug)

@@ -79,6 +79,30 @@ def test_a_consumer_span_with_error_status_is_a_failed_event():
     ]
 
 
+def test_a_failed_stage_carries_its_error_type_for_the_failure_groups():
+    result = normalize_traces(traces("traces_kafka_messaging.json"), project_id=1)
+    stages = by_span(result.batch.stages)
+    exception = stages["b7ad6b7169203331"].error
+    events = next(s.events for s in result.batch.spans if s.span_id.hex() == "b7ad6b7169203331")
+    expected = next(e["attributes"]["exception.type"] for e in events if e["name"] == "exception")
+    assert exception and stages["b7ad6b7169203331"].error_type == expected
+    request = _span(
+        kind=5,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": "orders",
+            "error.type": "TimeoutError",
+        },
+    )
+    request.resource_spans[0].scope_spans[0].spans[0].status.code = 2
+    (stage,) = normalize_traces(request, 1).batch.stages
+    assert (stage.stage, stage.error, stage.error_type) == (
+        "failed",
+        "TimeoutError",
+        "TimeoutError",
+    )
+
+
 def test_batch_receive_links_to_every_producer_and_rabbitmq_queue_is_the_channel():
     result = normalize_traces(traces("traces_rabbitmq_batch_receive.json"), project_id=1)
     receive = by_span(result.batch.stages)["53995c3f42cd8ad8"]

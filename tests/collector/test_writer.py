@@ -469,17 +469,21 @@ async def test_failures_are_counted_once_per_group_and_minute(writer, pg, projec
     ]
 
 
-async def test_the_failure_group_key_is_the_one_the_migration_computes(writer, pg, project):
-    """Rows counted in by the migration and rows from the writer must add up."""
-    migration = importlib.import_module("collector.migrations.0004_failure_rollups")
+async def test_the_migration_rebuilds_the_rows_the_writer_keeps(writer, pg, project):
+    """Failure rollups rewritten by migration 0006 and rows from the writer must add up."""
+    migration = importlib.import_module("collector.migrations.0006_failure_fingerprints")
     await writer.submit(messaging_batch(project.id))
-    keys = await fetch(
-        pg,
-        f"SELECT DISTINCT {migration.GROUP_KEY} FROM collector_stage "
-        "WHERE stage IN ('failed', 'deadlettered') ORDER BY 1",
+    query = (
+        "SELECT minute, group_key, service, channel, system, consumer_group, error, error_type, "
+        "fingerprint, count, deadlettered, first_time, last_time, example_error, "
+        "example_event_id FROM collector_failurerollup ORDER BY 1, 2"
     )
-    stored = await fetch(pg, "SELECT group_key FROM collector_failurerollup ORDER BY 1")
-    assert [bytes(k) for (k,) in keys] == [bytes(k) for (k,) in stored]
+    written = await fetch(pg, query)
+    async with pg.transaction():
+        await pg.execute("DELETE FROM collector_failurerollup")
+    with psycopg.connect(conninfo()) as conn:  # a transaction, for server-side cursors
+        assert migration.rebuild(conn) == len(written)
+    assert await fetch(pg, query) == written
 
 
 async def test_commit_sends_one_hint_per_area_and_project(writer, project):
