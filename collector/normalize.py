@@ -10,7 +10,7 @@ collector.semconv, old and new attribute names alike):
   span publishes and a CONSUMER span processes.
 - A CONSUMER span with the legacy `messaging.operation` = `receive` (no
   `messaging.operation.type`) and no span links is the processing of the one
-  message it received (`processed`): pika, aio-pika and kafka-python wrap the
+  message it received (`processed`): pika and aio-pika wrap the
   consumer callback in it and make no process span. Decided from the span
   alone, so a parent and child exported apart still count once. Should a
   process/deliver span of the same request hang under it or link to it, it

@@ -151,7 +151,7 @@ def operation_type(found: dict) -> str | None:
 
 def is_legacy_receive(attributes: dict) -> bool:
     """True when a span says `receive` only under the legacy `messaging.operation`
-    name (v1.17-era conventions, as pika, aio-pika and kafka-python emit).
+    name (v1.17-era conventions, as pika and aio-pika emit).
 
     Those instrumentations wrap the whole handling of one pushed message in
     that span and make no process span of their own; the current conventions'
