@@ -8,6 +8,22 @@ collector.semconv, old and new attribute names alike):
   producer); receive -> `received`, process/deliver -> `processed` (role
   consumer); settle (ack/nack) gives none. Without an operation, a PRODUCER
   span publishes and a CONSUMER span processes.
+- A CONSUMER span with the legacy `messaging.operation` = `receive` (no
+  `messaging.operation.type`) and no span links is the processing of the one
+  message it received (`processed`): pika and aio-pika wrap the
+  consumer callback in it and make no process span. Decided from the span
+  alone, so a parent and child exported apart still count once. Should a
+  process/deliver span of the same request hang under it or link to it, it
+  is a plain receipt again (`received`); a process span exported in a later
+  request than its receive cannot undo the promotion (both then count).
+- Nested publishes: pika's `PikaInstrumentor().instrument()` wraps both the
+  blocking channel and the channel under it, so one publish gives a PRODUCER
+  span with a PRODUCER child on the same destination. The innermost one is
+  the publish (the message carries its context, so consumers join to it);
+  the producer spans above it on the same system and channel, in the same
+  trace and request, give no stage. They end together and the SDK's batch
+  processor exports them together; spans exported one per request (a
+  simple span processor) cannot be paired and both count.
 - A span with status ERROR turns its stage into `failed` (on the producer
   side: a failed publish). The error text is the status message, else
   `error.type`, else the message of an `exception` event.
@@ -238,6 +254,9 @@ def normalize_traces(request, project_id: int) -> Normalized:
     # span_id -> (stage, span) for the dead-letter pass below
     stages_by_span: dict[bytes, StageRow] = {}
     dead_letter_publishes: list[tuple[StageRow, dict]] = []
+    producers: list[StageRow] = []
+    # (trace_id, span_id) -> stage of the legacy single-message receives counted as processing
+    single_receives: dict[tuple[bytes, bytes], StageRow] = {}
 
     secrets = redact.matcher()
     limits = Limits()
@@ -272,11 +291,22 @@ def normalize_traces(request, project_id: int) -> Normalized:
                     continue
                 result.batch.stages.append(stage)
                 stages_by_span[row.span_id] = stage
-                if stage.role == PRODUCER and semconv.is_dead_letter_channel(stage.channel):
-                    dead_letter_publishes.append((stage, attrs))
+                if stage.role == PRODUCER:
+                    producers.append(stage)
+                    if semconv.is_dead_letter_channel(stage.channel):
+                        dead_letter_publishes.append((stage, attrs))
+                elif row.kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
+                    if semconv.is_legacy_receive(attrs):
+                        single_receives[(row.trace_id, row.span_id)] = stage
 
+    if single_receives:
+        _demote_receives_with_process_spans(single_receives, result.batch.stages)
+    outer_publishes = _outer_publishes(producers, stages_by_span) if producers else {}
+    if outer_publishes:
+        result.batch.stages = [s for s in result.batch.stages if id(s) not in outer_publishes]
     for publish, attrs in dead_letter_publishes:
-        _mark_dead_letter(publish, attrs, stages_by_span, result.batch)
+        if id(publish) not in outer_publishes:
+            _mark_dead_letter(publish, attrs, stages_by_span, result.batch, outer_publishes)
     limits.report("traces")
     return result
 
@@ -361,12 +391,20 @@ def _contexts(links) -> list[tuple[bytes, bytes, object]]:
     return out
 
 
-def _stage_and_role(row: SpanRow, found) -> tuple[str, str] | None:
+def _stage_and_role(row: SpanRow, found, attrs, contexts) -> tuple[str, str] | None:
     override = found.get("stage")
     if isinstance(override, str) and override.lower() in STAGES:
         stage = override.lower()
         return stage, PRODUCER if stage == "published" else CONSUMER
     operation = semconv.operation_type(found)
+    if (
+        operation == "receive"
+        and row.kind == KIND_CONSUMER
+        and not contexts
+        and semconv.is_legacy_receive(attrs)
+    ):
+        # One pushed message handed to the callback inside this span: its processing.
+        operation = "process"
     if operation is None:
         if row.kind == KIND_PRODUCER:
             operation = "send"
@@ -403,7 +441,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
     found = semconv.fields(attrs)
     if not semconv.is_messaging(attrs, found):
         return None
-    mapped = _stage_and_role(row, found)
+    mapped = _stage_and_role(row, found, attrs, contexts)
     if mapped is None:
         return None
     stage, role = mapped
@@ -441,9 +479,46 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
     )
 
 
-def _mark_dead_letter(publish: StageRow, attrs, stages_by_span, batch: Batch) -> None:
+def _demote_receives_with_process_spans(single_receives: dict, stages: list[StageRow]) -> None:
+    """A legacy receive with a process span of its own under it (or linked to
+    it) in the request is a receipt, not the processing: it goes back to
+    `received`."""
+    for stage in stages:
+        if stage.role != CONSUMER or stage.stage not in ("processed", "failed", "deadlettered"):
+            continue
+        if (stage.trace_id, stage.span_id) in single_receives:
+            continue
+        for owner in ((stage.trace_id, stage.parent_span_id), *stage.linked):
+            receive = single_receives.get(owner)
+            if receive is not None:
+                receive.stage = "received"
+
+
+def _outer_publishes(producers: list[StageRow], stages_by_span: dict) -> dict[int, StageRow]:
+    """The producer stages (by id()) that have a producer stage on the same
+    system and channel right under them in the same trace: one publish seen
+    by two nested instrumentations. Maps to the innermost publish."""
+    outer: dict[int, StageRow] = {}
+    for stage in producers:
+        parent = stages_by_span.get(stage.parent_span_id) if stage.parent_span_id else None
+        if (
+            parent is not None
+            and parent.role == PRODUCER
+            and parent.trace_id == stage.trace_id
+            and (parent.system, parent.channel) == (stage.system, stage.channel)
+        ):
+            outer[id(parent)] = stage
+    return outer
+
+
+def _mark_dead_letter(
+    publish: StageRow, attrs, stages_by_span, batch: Batch, outer_publishes: dict
+) -> None:
     """Record the consumer-side dead-lettering implied by a publish to a dead-letter channel."""
     parent = stages_by_span.get(publish.parent_span_id) if publish.parent_span_id else None
+    # A nested publish: the consumer span it belongs to is above the outer producer spans.
+    while parent is not None and id(parent) in outer_publishes:
+        parent = stages_by_span.get(parent.parent_span_id) if parent.parent_span_id else None
     error = publish.error or f"dead-lettered to {publish.channel}"
     if parent is not None and parent.role == CONSUMER and parent.stage in ("processed", "failed"):
         # One message handled and then dead-lettered: that handling is the outcome.

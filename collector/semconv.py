@@ -149,6 +149,20 @@ def operation_type(found: dict) -> str | None:
     return None
 
 
+def is_legacy_receive(attributes: dict) -> bool:
+    """True when a span says `receive` only under the legacy `messaging.operation`
+    name (v1.17-era conventions, as pika and aio-pika emit).
+
+    Those instrumentations wrap the whole handling of one pushed message in
+    that span and make no process span of their own; the current conventions'
+    `messaging.operation.type` = `receive` means a receipt and nothing more.
+    """
+    if attributes.get("messaging.operation.type") not in (None, ""):
+        return False
+    value = attributes.get("messaging.operation")
+    return isinstance(value, str) and value.lower() == "receive"
+
+
 def channel(found: dict, role: str) -> str:
     """The channel (topic, queue, subject, stream) a messaging span talks to.
 

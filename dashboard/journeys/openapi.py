@@ -4,6 +4,7 @@ from dashboard.jsonapi import (
     BOOLEAN,
     DATE_TIME,
     INTEGER,
+    INTEGER_OR_NULL,
     NOT_FOUND,
     NUMBER_OR_NULL,
     OBJECT,
@@ -76,6 +77,11 @@ SCHEMAS = {
             "duration_ms": NUMBER_OR_NULL,
             "e2e_ms": NUMBER_OR_NULL,
             "origin": {"enum": ["span", "cloudevent"]},
+            "batch_size": {
+                **INTEGER_OR_NULL,
+                "description": "a consumer stage that took several messages at once "
+                "(a batch receive): how many; its trace_id and span_id are the batch",
+            },
         }
     ),
     "Envelope": {

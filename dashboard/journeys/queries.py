@@ -6,6 +6,13 @@ back at its producers with span links, so the stages whose
 `linked_trace_ids` contain this trace (GIN index) belong to it, and so do
 the spans of those consumers. Each read is one indexed query per table on
 (project_id, trace_id) or (project_id, event_id).
+
+An event's journey holds that event's stages only: the stages reporting its
+id, and the stages without an id joined to one of them span to span (a
+consumer linked to its publish, the publish its consumer links to, a batch
+receive that links it among others). A batch receive's trace holds the
+other messages of the batch too; they are not this event's, and a receive
+that took several messages shows as one, with its batch size.
 """
 
 import datetime as dt
@@ -13,7 +20,7 @@ import json
 
 from django.db import connection
 
-from collector import attribute_limits
+from collector import attribute_limits, semconv
 from dashboard.query_params import BadParameter, clean_text
 
 MAX_SPANS = 20_000  # a trace larger than this is cut, and says so
@@ -72,8 +79,30 @@ def _rows(sql: str, params) -> list[dict]:
 
 
 STAGE_COLUMNS = """time, stage, role, system, channel, service, consumer_group, trace_id, span_id,
-    parent_span_id, linked_trace_ids, event_id, event_source, event_type, error, duration_ms,
-    e2e_ms, origin"""
+    parent_span_id, linked_trace_ids, linked_span_ids, event_id, event_source, event_type, error,
+    duration_ms, e2e_ms, origin"""
+
+
+def _linked(row: dict) -> list[tuple[bytes, bytes]]:
+    """The (trace id, span id) contexts a stage is linked to."""
+    return [
+        (bytes(t), bytes(s))
+        for t, s in zip(row["linked_trace_ids"] or (), row["linked_span_ids"] or (), strict=False)
+    ]
+
+
+def batch_size(row: dict) -> int | None:
+    """How many messages a consumer stage without a message of its own took
+    at once (its links, not counting its parent), when more than one."""
+    if row["role"] != "consumer" or row["event_id"] is not None:
+        return None
+    parent = (
+        (bytes(row["trace_id"]), bytes(row["parent_span_id"]))
+        if row["trace_id"] is not None and row["parent_span_id"] is not None
+        else None
+    )
+    messages = {pair for pair in _linked(row) if pair != parent}
+    return len(messages) if len(messages) > 1 else None
 
 
 def _stage(row: dict) -> dict:
@@ -96,6 +125,7 @@ def _stage(row: dict) -> dict:
         "duration_ms": row["duration_ms"],
         "e2e_ms": row["e2e_ms"],
         "origin": "span" if row["origin"] == 1 else "cloudevent",
+        "batch_size": batch_size(row),
     }
 
 
@@ -283,7 +313,8 @@ def trace(project_id: int, trace_id: bytes) -> dict:
 
 
 def event(project_id: int, event_id: str, source: str | None = None) -> dict:
-    """An event's envelope(s) and journey: its stages plus everything in their traces.
+    """An event's envelope(s) and journey: its own stages (see the module's
+    docstring) and the spans, logs and envelopes of their traces.
 
     With `source`, the event must exist with that exact CloudEvents source
     (an envelope or a stage reporting it); span-derived stages of the same id,
@@ -324,13 +355,15 @@ def event(project_id: int, event_id: str, source: str | None = None) -> dict:
             + [bytes(r["trace_id"]) for r in envelope_rows if r["trace_id"] is not None]
         )
     )[:MAX_LINKED_TRACES]
-    stage_rows = _stages_of_traces(project_id, trace_ids) if trace_ids else []
-    seen = {(r["time"], r["stage"], r["service"], _hex(r["span_id"])) for r in stage_rows}
-    stage_rows += [
-        r for r in own if (r["time"], r["stage"], r["service"], _hex(r["span_id"])) not in seen
+    seen = {(r["time"], r["stage"], r["service"], _hex(r["span_id"])) for r in own}
+    stage_rows = own + [
+        r
+        for r in _joined_stages(project_id, own)
+        if (r["time"], r["stage"], r["service"], _hex(r["span_id"])) not in seen
     ]
     stage_rows.sort(key=lambda r: r["time"])
     journey = _journey(project_id, trace_ids, stage_rows)
+    journey["spans"] = _own_spans(journey["spans"], event_id, stage_rows)
     journey["envelopes"] = [_envelope(r) for r in envelope_rows] or journey["envelopes"]
     journey.update(limits_summary(journey))
     journey["event_id"] = event_id
@@ -339,6 +372,98 @@ def event(project_id: int, event_id: str, source: str | None = None) -> dict:
     journey["errors"] = [s for s in journey["stages"] if s["error"]]
     journey.update(_bounds(journey))
     return journey
+
+
+def _joined_stages(project_id: int, own: list[dict]) -> list[dict]:
+    """Stages without an event id joined to the event's own
+    stages span to span: linked to one of them, or one of them linked to it.
+
+    A whole trace is not the event's: a batch consumer's trace holds the
+    processing of every message of the batch, joined to the receive, not to
+    this event's publish."""
+    contexts = {
+        (bytes(r["trace_id"]), bytes(r["span_id"]))
+        for r in own
+        if r["trace_id"] is not None and r["span_id"] is not None
+    }
+    links = {pair for r in own for pair in _linked(r)}
+    if not contexts and not links:
+        return []
+    traces = sorted({t for t, _ in contexts})[:MAX_LINKED_TRACES]
+    link_traces = sorted({t for t, _ in links})[:MAX_LINKED_TRACES]
+    link_spans = sorted({s for _, s in links})
+    rows = _rows(
+        f"""
+        SELECT {STAGE_COLUMNS} FROM collector_stage
+        WHERE project_id = %s AND event_id IS NULL AND linked_trace_ids && %s::bytea[]
+        UNION
+        SELECT {STAGE_COLUMNS} FROM collector_stage
+        WHERE project_id = %s AND event_id IS NULL
+          AND trace_id = ANY(%s) AND span_id = ANY(%s)
+        ORDER BY time LIMIT %s
+        """,
+        [project_id, traces, project_id, link_traces, link_spans, MAX_STAGES],
+    )
+    return [
+        r
+        for r in rows
+        if contexts.intersection(_linked(r))
+        or (
+            r["trace_id"] is not None
+            and r["span_id"] is not None
+            and (bytes(r["trace_id"]), bytes(r["span_id"])) in links
+        )
+    ]
+
+
+MESSAGE_ID_ATTRIBUTES = semconv.ATTRIBUTES["message_id"]
+
+
+def _own_spans(spans: list[dict], event_id: str, stage_rows: list[dict]) -> list[dict]:
+    """The spans of the event's traces, less other messages' in a shared trace.
+
+    In a trace where spans handle other messages (a batch consumer's), only
+    the event's own stage spans with what runs under them, the batch receive,
+    and the spans above them are the event's."""
+    shared = {
+        span["trace_id"]
+        for span in spans
+        if any(
+            span["attributes"].get(name) not in (None, "", event_id)
+            for name in MESSAGE_ID_ATTRIBUTES
+        )
+    }
+    if not shared:
+        return spans
+    by_id = {(s["trace_id"], s["span_id"]): s for s in spans}
+    children: dict = {}
+    for span in spans:
+        children.setdefault((span["trace_id"], span["parent_span_id"]), []).append(span)
+    keep: set = set()
+    for row in stage_rows:
+        if row["trace_id"] is None or row["span_id"] is None:
+            continue
+        key = (_hex(row["trace_id"]), _hex(row["span_id"]))
+        if key[0] not in shared:
+            continue
+        # The spans above the stage's span.
+        node = by_id.get(key)
+        while node is not None and (node["trace_id"], node["span_id"]) not in keep:
+            keep.add((node["trace_id"], node["span_id"]))
+            node = by_id.get((node["trace_id"], node["parent_span_id"]))
+        if row["event_id"] is None:
+            continue  # a batch receive: the spans under it handle the whole batch
+        # The event's own handling and what it did.
+        stack = [key]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                child_key = (child["trace_id"], child["span_id"])
+                if child_key not in keep:
+                    keep.add(child_key)
+                    stack.append(child_key)
+    return [
+        s for s in spans if s["trace_id"] not in shared or (s["trace_id"], s["span_id"]) in keep
+    ]
 
 
 def _bounds(journey: dict) -> dict:

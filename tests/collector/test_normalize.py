@@ -325,3 +325,102 @@ def test_a_log_record_without_any_time_is_marked_as_stamped_on_receipt():
         **{**{f: getattr(timeless, f) for f in timeless.__slots__}, "time_ns": 1}
     )
     assert later.dedupe_key() == timeless.dedupe_key()
+
+
+# ---- one message, one count ------------------------------------------------------------
+
+TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+PIKA_SCOPE = "opentelemetry.instrumentation.pika.utils"
+
+
+def _spans(*specs, scope=PIKA_SCOPE):
+    """A request of spans in one trace: (span_id hex, parent hex or '', kind, attributes,
+    error message or None, [linked (trace bytes, span hex)])."""
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = scope
+    for n, (span_id, parent, kind, attributes, error, links) in enumerate(specs):
+        span = scope_spans.spans.add()
+        span.trace_id = TRACE
+        span.span_id = bytes.fromhex(span_id)
+        if parent:
+            span.parent_span_id = bytes.fromhex(parent)
+        span.kind = kind
+        span.name = f"span {n}"
+        span.start_time_unix_nano = 1751540000000000000 + n * 1000
+        span.end_time_unix_nano = 1751540000001000000
+        for key, value in attributes.items():
+            span.attributes.add(key=key).value.string_value = value
+        if error:
+            span.status.code, span.status.message = 2, error
+        for link_trace, link_span in links:
+            link = span.links.add()
+            link.trace_id, link.span_id = link_trace, bytes.fromhex(link_span)
+    return request
+
+
+PIKA_RECEIVE = {
+    "messaging.system": "rabbitmq",
+    "messaging.operation": "receive",
+    "messaging.destination": "orders",
+}
+PIKA_PUBLISH = {"messaging.system": "rabbitmq", "messaging.destination": "orders"}
+
+
+def test_a_legacy_receive_span_without_a_process_span_is_the_processing():
+    request = _spans(
+        ("0000000000000001", "00000000000000aa", 5, PIKA_RECEIVE, None, []),
+        ("0000000000000002", "00000000000000bb", 5, PIKA_RECEIVE, "ValueError: bad order", []),
+    )
+    ok, bad = normalize_traces(request, 1).batch.stages
+    assert (ok.stage, ok.role, ok.channel) == ("processed", CONSUMER, "orders")
+    assert (bad.stage, bad.error) == ("failed", "ValueError: bad order")
+    # the message's context (the parent) is what joins it to its publish
+    assert ok.linked == [(TRACE, bytes.fromhex("00000000000000aa"))]
+
+
+def test_receives_that_are_receipts_stay_received():
+    batch = {**PIKA_RECEIVE}
+    current = {**PIKA_RECEIVE, "messaging.operation.type": "receive"}
+    request = _spans(
+        # a batch receive links to its messages
+        ("0000000000000001", "", 5, batch, None, [(TRACE, "00000000000000aa")]),
+        # the current conventions' receive is a receipt
+        ("0000000000000002", "00000000000000bb", 5, current, None, []),
+        # a legacy receive with its own process span under it
+        ("0000000000000003", "00000000000000cc", 5, PIKA_RECEIVE, None, []),
+        ("0000000000000004", "0000000000000003", 5, {**PIKA_RECEIVE, "messaging.operation": "process"}, None, []),
+    )  # fmt: skip
+    stages = by_span(normalize_traces(request, 1).batch.stages)
+    assert stages["0000000000000001"].stage == "received"
+    assert stages["0000000000000002"].stage == "received"
+    assert stages["0000000000000003"].stage == "received"
+    assert stages["0000000000000004"].stage == "processed"
+
+
+def test_nested_producer_spans_of_one_publish_count_once():
+    request = _spans(
+        ("0000000000000001", "00000000000000aa", 4, PIKA_PUBLISH, None, []),
+        ("0000000000000002", "0000000000000001", 4, PIKA_PUBLISH, None, []),
+        # a publish to another channel inside a publish is a publish of its own
+        ("0000000000000003", "0000000000000001", 4, {**PIKA_PUBLISH, "messaging.destination": "audit"}, None, []),
+    )  # fmt: skip
+    stages = normalize_traces(request, 1).batch
+    assert len(stages.spans) == 3  # every span is kept
+    published = {(s.span_id.hex(), s.channel) for s in stages.stages}
+    # the innermost span is the publish: the message carries its context
+    assert published == {("0000000000000002", "orders"), ("0000000000000003", "audit")}
+
+
+def test_a_nested_dead_letter_publish_marks_its_processing_once():
+    dlq = {**PIKA_PUBLISH, "messaging.destination": "orders.dlq"}
+    request = _spans(
+        ("0000000000000001", "00000000000000aa", 5, PIKA_RECEIVE, None, []),
+        ("0000000000000002", "0000000000000001", 4, dlq, None, []),
+        ("0000000000000003", "0000000000000002", 4, dlq, None, []),
+    )
+    stages = normalize_traces(request, 1).batch.stages
+    assert sorted((s.span_id.hex(), s.stage) for s in stages) == [
+        ("0000000000000001", "deadlettered"),
+        ("0000000000000003", "published"),
+    ]
