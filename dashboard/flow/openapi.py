@@ -2,6 +2,7 @@
 
 from dashboard.jsonapi import (
     DATE_TIME,
+    DATE_TIME_OR_NULL,
     INTEGER,
     INTEGER_OR_NULL,
     NUMBER_OR_NULL,
@@ -21,6 +22,10 @@ SCHEMAS = {
             "kind": {"enum": ["service", "channel"]},
             "name": STRING,
             "system": STRING,
+            "label": {
+                "type": "string",
+                "description": "the name a person reads (a channel named by URL or ARN: its last part)",
+            },
         }
     ),
     "Edge": object_schema(
@@ -30,7 +35,24 @@ SCHEMAS = {
             "kind": {"enum": ["publish", "consume", "call"]},
             "group": {"type": "string", "description": "consumer group (consume edges)"},
             "count": INTEGER,
-            "rate_per_s": {"type": "number"},
+            "rate_per_s": {
+                "type": "number",
+                "description": "count / seconds from the later of the window start and when the "
+                "stream began (first_seen; the part of that minute it ran is estimated from "
+                "the minutes after it) to the earlier of the window end and now",
+            },
+            "rate_now_per_s": {
+                "type": "number",
+                "description": "messages in the last 5 minutes / 300; 0 for a stream that stopped",
+            },
+            "first_seen": {
+                **DATE_TIME_OR_NULL,
+                "description": "start of the first minute with data in the window",
+            },
+            "last_seen": {
+                **DATE_TIME_OR_NULL,
+                "description": "start of the last minute with data in the window",
+            },
             "errors": INTEGER,
             "deadlettered": INTEGER,
             "retries": INTEGER,
