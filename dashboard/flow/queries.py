@@ -26,12 +26,12 @@ def _bucket_sums(column: str) -> str:
     return ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.SIZE + 1))
 
 
-# Per edge: the sums, the first and last minute with data and what the first
-# one held (the rate estimates how much of that minute the stream ran).
+# Per edge: the sums, and the first and last row with data of each table
+# (plain aggregates: sorting every edge's rows to find them costs more than
+# the sums).
 _SUMS = f"""sum(count), sum(received), sum(errors), sum(deadlettered), sum(retries),
-       min(t), max(t), (array_agg(hourly ORDER BY t))[1], (array_agg(hourly ORDER BY t DESC))[1],
-       (array_agg(count ORDER BY t))[1], (array_agg(received ORDER BY t))[1],
-       (array_agg(count ORDER BY t DESC))[1], (array_agg(received ORDER BY t DESC))[1],
+       min(t) FILTER (WHERE NOT hourly), max(t) FILTER (WHERE NOT hourly),
+       min(t) FILTER (WHERE hourly), max(t) FILTER (WHERE hourly),
        {_bucket_sums("duration_hist")},
        {_bucket_sums("e2e_hist")}"""
 
@@ -63,10 +63,7 @@ MIXED_ROWS = f"""
 
 GRAPH_SQL = f"""
 SELECT source, target, kind, consumer_group, {_SUMS}
-FROM (
-    SELECT r.*, min(t) OVER (PARTITION BY source, target, kind, consumer_group) AS first_t
-    FROM ({{rows}}) AS r
-) AS r
+FROM ({{rows}}) AS r
 GROUP BY source, target, kind, consumer_group
 {_BUSIEST}
 """
@@ -152,11 +149,12 @@ def _rfc3339(moment: dt.datetime | None) -> str | None:
 
 EXACT_MINUTE_SQL = """
 SELECT k.source, k.target, k.kind, k.consumer_group, k.first, m.minute, m.count, m.received
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::boolean[])
-    AS k(source, target, kind, consumer_group, hour, first)
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::interval[],
+            %s::boolean[])
+    AS k(source, target, kind, consumer_group, start, length, first)
 JOIN LATERAL (
     SELECT minute, count, received FROM collector_flowrollup r
-    WHERE r.project_id = %s AND r.minute >= k.hour AND r.minute < k.hour + interval '1 hour'
+    WHERE r.project_id = %s AND r.minute >= k.start AND r.minute < k.start + k.length
       AND r.source = k.source AND r.target = k.target AND r.kind = k.kind
       AND r.consumer_group = k.consumer_group
     ORDER BY CASE WHEN k.first THEN r.minute END, r.minute DESC
@@ -165,10 +163,11 @@ JOIN LATERAL (
 """
 
 
-def _exact_minutes(cursor, project_id: int, wanted: list[tuple]) -> dict[tuple, tuple]:
-    """{(edge key, first?): (minute, count, received)}: the first or last
-    minute with data inside an hour the hourly table only knows as a whole.
-    Only edges that began or stopped inside a compacted hour need it."""
+def _edge_minutes(cursor, project_id: int, wanted: list[tuple]) -> dict[tuple, tuple]:
+    """{(edge key, first?): (minute, count, received)} of the first or last
+    minute with data in a range (a minute, or an hour the hourly table only
+    knows as a whole). Only edges that began inside the window, or stopped
+    inside a compacted hour, are looked up; each is one short index probe."""
     if not wanted:
         return {}
     columns = [list(c) for c in zip(*wanted, strict=True)]
@@ -203,6 +202,17 @@ def _counts_now(cursor, project_id: int, now: dt.datetime) -> dict[tuple, float]
         )
         for row in cursor.fetchall()
     }
+
+
+MINUTE, HOUR = dt.timedelta(minutes=1), dt.timedelta(hours=1)
+
+
+def _earliest(*moments):
+    return min((m for m in moments if m is not None), default=None)
+
+
+def _latest(*moments):
+    return max((m for m in moments if m is not None), default=None)
 
 
 def _rate(shown, first_shown, last_shown, first_seen, last_seen, since, end) -> float:
@@ -251,14 +261,19 @@ def flow_graph(
         rows = cursor.fetchall()
         truncated = len(rows) > limit
         rows = rows[:limit]
-        # First/last minutes known only as an hour: find the minute.
         wanted = []
         for row in rows:
-            if row[11]:
-                wanted.append((*row[:4], row[9], True))
-            if row[12]:
-                wanted.append((*row[:4], row[10], False))
-        exact = _exact_minutes(cursor, project_id, wanted)
+            first_minute, last_minute, first_hour, last_hour = row[9:13]
+            first = _earliest(first_minute, first_hour)
+            last = _latest(last_minute, last_hour)
+            if first is not None and first > since_minute:
+                # Began inside the window: its first and last minute's counts
+                # say how much of the first minute it ran (see _rate).
+                wanted.append((*row[:4], first, MINUTE if first == first_minute else HOUR, True))
+                wanted.append((*row[:4], last, MINUTE if last == last_minute else HOUR, False))
+            elif last is not None and last != last_minute:
+                wanted.append((*row[:4], last, HOUR, False))
+        exact = _edge_minutes(cursor, project_id, wanted)
         counts_now = _counts_now(cursor, project_id, now)
     size = histogram.SIZE
     nodes: dict[str, dict] = {}
@@ -267,14 +282,14 @@ def flow_graph(
         key = tuple(row[:4])
         source, target, kind, group = key
         count, received, errors, dead, retries = (int(v or 0) for v in row[4:9])
-        first_seen, last_seen, first_hourly, last_hourly = row[9:13]
-        first_count, first_received, last_count, last_received = (int(v or 0) for v in row[13:17])
-        if first_hourly and (key, True) in exact:
+        first_seen, last_seen = _earliest(row[9], row[11]), _latest(row[10], row[12])
+        first_count = first_received = last_count = last_received = 0
+        if (key, True) in exact:
             first_seen, first_count, first_received = exact[(key, True)]
-        if last_hourly and (key, False) in exact:
+        if (key, False) in exact:
             last_seen, last_count, last_received = exact[(key, False)]
-        durations = [int(v or 0) for v in row[17 : 17 + size]]
-        e2e = [int(v or 0) for v in row[17 + size : 17 + 2 * size]]
+        durations = [int(v or 0) for v in row[13 : 13 + size]]
+        e2e = [int(v or 0) for v in row[13 + size : 13 + 2 * size]]
         consume = kind == "consume"
         shown = max(count, received) if consume else count
         first_shown = max(first_count, first_received) if consume else first_count
