@@ -189,13 +189,16 @@ def test_a_lagging_group_is_drawn_as_lagging(signed_in, web_server, project, set
                      return {classes: e.classes(), label: e.data('label'), status: e.data('lag_status'),
                              color: e.style('line-color'), style: e.style('line-style')}; };
                    return {payments: read('e|channel:kafka:orders|service:payments|consume|payments'),
-                           audit: read('e|channel:kafka:orders|service:audit|consume|audit')}; }"""
+                           audit: read('e|channel:kafka:orders|service:audit|consume|audit'),
+                           email: read('e|channel:kafka:orders|service:email|consume|email')}; }"""
     )
     payments, audit = edge["payments"], edge["audit"]
     assert payments["status"] == "warning"
     assert "lagging" in payments["classes"] and payments["style"] == "dashed"
     assert payments["color"] == "rgb(194,65,12)"
     assert "behind" in payments["label"] or "lag" in payments["label"]
-    assert "lagging" not in audit["classes"]
+    assert "lagging" not in audit["classes"] and "outlier" not in audit["classes"]
+    # Every email fails: an outlier by its error share.
+    assert "outlier" in edge["email"]["classes"]
     assert "lagging consumer group" in page.text_content("#flow-legend")
     page.screenshot(path="/tmp/eventscope-flow-lagging.png")
