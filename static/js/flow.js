@@ -102,11 +102,20 @@
     ],
   });
 
+  var baseHeight = container.clientHeight || 520;
   var nodesById = {};
   var edgesById = {};
 
   function layout() {
     cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 45, rankSep: 190, edgeSep: 20, padding: 20, animate: false }).run();
+    // The canvas grows with a tall graph (up to a limit) so that it fits at
+    // about full size and labels keep their 11-12 px instead of shrinking.
+    var box = cy.elements().boundingBox({ includeLabels: true });
+    var height = Math.min(1400, Math.max(baseHeight, Math.ceil(box.h) + 80));
+    if (Math.abs(container.clientHeight - height) > 4) {
+      container.style.height = height + "px";
+      cy.resize();
+    }
     cy.fit(undefined, 30);
     // A handful of nodes would otherwise be blown up to fill the panel.
     if (cy.zoom() > 1.1) { cy.zoom(1.1); cy.center(); }
