@@ -92,11 +92,13 @@
       } },
       { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
       { selector: "edge.lagging", style: {
-        "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dashed",
-        "line-dash-pattern": [8, 4], "color": COLORS.lagging, "font-weight": "bold",
+        // Dotted: call edges are already dashed.
+        "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dotted",
+        "color": COLORS.lagging, "font-weight": "bold",
       } },
       { selector: "edge.outlier", style: {
-        "underlay-color": COLORS.err, "underlay-opacity": 0.25, "underlay-padding": 5, "font-weight": "bold",
+        "underlay-color": COLORS.err, "underlay-opacity": 0.35, "underlay-padding": 6, "font-weight": "bold",
+        "color": "#a23030",
       } },
       { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": "#2f6fed" } },
     ],

@@ -194,7 +194,7 @@ def test_a_lagging_group_is_drawn_as_lagging(signed_in, web_server, project, set
     )
     payments, audit = edge["payments"], edge["audit"]
     assert payments["status"] == "warning"
-    assert "lagging" in payments["classes"] and payments["style"] == "dashed"
+    assert "lagging" in payments["classes"] and payments["style"] == "dotted"
     assert payments["color"] == "rgb(194,65,12)"
     assert "behind" in payments["label"] or "lag" in payments["label"]
     assert "lagging" not in audit["classes"] and "outlier" not in audit["classes"]
