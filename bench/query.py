@@ -9,8 +9,9 @@ consumers, an internal step), three messaging stages per trace, 1 % of
 consumes failing, and per-minute flow rollups for every edge.
 
 Then it measures server time (Django's full request handling, in process,
-no network) of /api/flow for 1 h and 7 d, a trace by id, the failures page,
-and /api/failures (list, grouped by fingerprint, one fingerprint's list), and
+no network) of /api/flow for 1 h, 24 h and 7 d, /api/flow/series of a
+consume edge for 1 h and 7 d, a trace by id, the failures page, and
+/api/failures (list, grouped by fingerprint, one fingerprint's list), and
 prints a Markdown table.
 
     python bench/query.py [--spans 10000000] [--runs 40] [--refill]
@@ -258,6 +259,39 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+# A consume edge of the filled shop (topic-00 is consumed by svc-03 and svc-07).
+SERIES_EDGE = "source=channel:kafka:topic-00&target=service:svc-03&kind=consume&group=svc-03"
+
+
+def requests(trace_hex: str) -> list[tuple[str, str]]:
+    """(label, path) of every request measured."""
+    from collector import fingerprint
+
+    return [
+        ("GET /api/flow?window=1h", "/api/flow?window=1h"),
+        ("GET /api/flow?window=24h", "/api/flow?window=24h"),
+        ("GET /api/flow?window=7d", "/api/flow?window=7d"),
+        (
+            "GET /api/flow/series?window=1h (consume edge)",
+            f"/api/flow/series?window=1h&{SERIES_EDGE}",
+        ),
+        (
+            "GET /api/flow/series?window=7d (consume edge)",
+            f"/api/flow/series?window=7d&{SERIES_EDGE}",
+        ),
+        ("GET /api/traces/<id>", f"/api/traces/{trace_hex}"),
+        ("GET /traces/<id> (page)", f"/traces/{trace_hex}"),
+        ("GET /failures/ (page, 24h)", "/failures/"),
+        ("GET /api/failures?window=24h", "/api/failures?window=24h"),
+        ("GET /api/failures?group_by=error&window=7d", "/api/failures?group_by=error&window=7d"),
+        ("fingerprinted failure groups (7 d)", "/api/failures?group_by=error&window=7d&limit=500"),
+        (
+            "failures of one fingerprint (7 d, list)",
+            f"/api/failures?window=7d&fingerprint={fingerprint.of('payment declined: card 1')[1]}",
+        ),
+    ]
+
+
 def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
@@ -269,7 +303,6 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from collector import fingerprint
     from collector.models import Project
     from dashboard.accounts.models import Membership
 
@@ -291,21 +324,7 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     # A trace from the last day: the one a user would look up after an alert.
     trace_no = traces - traces // 14
     trace_hex = __import__("hashlib").md5(f"t{trace_no}".encode()).hexdigest()
-    cases = [
-        ("GET /api/flow?window=1h", "/api/flow?window=1h"),
-        ("GET /api/flow?window=24h", "/api/flow?window=24h"),
-        ("GET /api/flow?window=7d", "/api/flow?window=7d"),
-        ("GET /api/traces/<id>", f"/api/traces/{trace_hex}"),
-        ("GET /traces/<id> (page)", f"/traces/{trace_hex}"),
-        ("GET /failures/ (page, 24h)", "/failures/"),
-        ("GET /api/failures?window=24h", "/api/failures?window=24h"),
-        ("GET /api/failures?group_by=error&window=7d", "/api/failures?group_by=error&window=7d"),
-        ("fingerprinted failure groups (7 d)", "/api/failures?group_by=error&window=7d&limit=500"),
-        (
-            "failures of one fingerprint (7 d, list)",
-            f"/api/failures?window=7d&fingerprint={fingerprint.of('payment declined: card 1')[1]}",
-        ),
-    ]
+    cases = requests(trace_hex)
     results = []
     for label, path in cases:
         for _ in range(3):

@@ -2,6 +2,7 @@
 
 from dashboard.jsonapi import (
     DATE_TIME,
+    DATE_TIME_OR_NULL,
     INTEGER,
     INTEGER_OR_NULL,
     NUMBER_OR_NULL,
@@ -21,6 +22,10 @@ SCHEMAS = {
             "kind": {"enum": ["service", "channel"]},
             "name": STRING,
             "system": STRING,
+            "label": {
+                "type": "string",
+                "description": "the name a person reads (a channel named by URL or ARN: its last part)",
+            },
         }
     ),
     "Edge": object_schema(
@@ -30,7 +35,24 @@ SCHEMAS = {
             "kind": {"enum": ["publish", "consume", "call"]},
             "group": {"type": "string", "description": "consumer group (consume edges)"},
             "count": INTEGER,
-            "rate_per_s": {"type": "number"},
+            "rate_per_s": {
+                "type": "number",
+                "description": "count / seconds from the later of the window start and when the "
+                "stream began (first_seen; the part of that minute it ran is estimated from "
+                "the minutes after it) to the earlier of the window end and now",
+            },
+            "rate_now_per_s": {
+                "type": "number",
+                "description": "messages in the last 5 minutes / 300; 0 for a stream that stopped",
+            },
+            "first_seen": {
+                **DATE_TIME_OR_NULL,
+                "description": "start of the first minute with data in the window",
+            },
+            "last_seen": {
+                **DATE_TIME_OR_NULL,
+                "description": "start of the last minute with data in the window",
+            },
             "errors": INTEGER,
             "deadlettered": INTEGER,
             "retries": INTEGER,
@@ -46,6 +68,52 @@ SCHEMAS = {
                 "enum": ["ok", "warning", "error", "stalled", "stopped", "rewind", None],
                 "description": "consume edges with a known group: its status (GET /api/lag)",
             },
+        }
+    ),
+    "SeriesPoint": object_schema(
+        {
+            "t": {**DATE_TIME, "description": "start of the bucket"},
+            "count": INTEGER,
+            "errors": INTEGER,
+            "p50_ms": NUMBER_OR_NULL,
+            "p95_ms": NUMBER_OR_NULL,
+            "e2e_p95_ms": {**NUMBER_OR_NULL, "description": "produce→consume latency"},
+            "lag": {
+                **INTEGER_OR_NULL,
+                "description": "consume edges: the group's lag in messages in the bucket (its "
+                "largest per partition, summed), null where no sample was taken",
+            },
+            "lag_seconds": {**NUMBER_OR_NULL, "description": "consume edges: seconds behind"},
+        },
+        optional=("lag", "lag_seconds"),
+    ),
+    "FlowSeries": object_schema(
+        {
+            "since": DATE_TIME,
+            "until": DATE_TIME,
+            "step_s": {
+                "type": "integer",
+                "description": "bucket length: 60 up to 1 h, 300 up to 6 h, 900 up to 24 h, "
+                "3600 up to 7 d, whole hours for ~170 points beyond",
+            },
+            "points": {
+                "type": "array",
+                "items": ref("SeriesPoint"),
+                "description": "every bucket of the window, oldest first; counts add up to "
+                "the edge's count in GET /api/flow for the same window",
+            },
+            "histogram": object_schema(
+                {
+                    "bounds_ms": {"type": "array", "items": {"type": "number"}},
+                    "duration": {
+                        "type": "array",
+                        "items": INTEGER,
+                        "description": "processing durations per bucket of bounds_ms "
+                        "(upper bounds; the last counts everything above)",
+                    },
+                    "e2e": {"type": "array", "items": INTEGER},
+                }
+            ),
         }
     ),
     "Flow": object_schema(
@@ -84,6 +152,25 @@ PATHS = {
                 ),
             ],
             {"200": response(ref("Flow"))},
+            tag="flow",
+        )
+    },
+    "/api/flow/series": {
+        "get": operation(
+            "One edge's or node's throughput, errors, latency (and lag) over time",
+            [
+                *WINDOW,
+                param("source", "Edge: source node id"),
+                param("target", "Edge: target node id"),
+                param("kind", "Edge: kind", {"enum": ["publish", "consume", "call"]}),
+                param("group", "Edge: consumer group (consume edges)"),
+                param(
+                    "node",
+                    "A node instead of an edge: the edges into it (or out of it, when "
+                    "nothing flows in)",
+                ),
+            ],
+            {"200": response(ref("FlowSeries"))},
             tag="flow",
         )
     },

@@ -41,6 +41,7 @@ def flow(request):
             "error": error,
             "search_url": with_query(reverse("search"), keep),
             "live_query": urlencode(live_query),
+            "series_query": urlencode(keep),
             "limit": limit,
             "area": "flow",
         },

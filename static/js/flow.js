@@ -1,5 +1,7 @@
 // The flow graph: services and channels laid out left to right (dagre), edge
-// width by rate, colour by error share. The graph arrives as JSON, first
+// width by rate, colour by error share; lagging consumer groups and outlier
+// edges stand out (see problemClasses). A click opens the detail panel: the
+// edge's or node's figures over time from /api/flow/series. The graph arrives as JSON, first
 // embedded in the page, then from /ws/flow/ whenever the rollups change.
 // Telemetry strings only ever go through textContent or cytoscape labels
 // (drawn on a canvas), never innerHTML.
@@ -13,7 +15,11 @@
   var menu = document.getElementById("flow-menu");
   if (!container) return;
 
-  var COLORS = { ok: "#7d8aa3", warn: "#d98b00", err: "#d64545" };
+  var COLORS = { ok: "#7d8aa3", warn: "#d98b00", err: "#d64545", lagging: "#c2410c" };
+  // Outliers (the legend on the page says the same): an error share of 5 %
+  // or more, or an end-to-end p95 above 1 s and above 3x the median of the
+  // graph's edges that have one.
+  var OUTLIER_ERROR_SHARE = 0.05, OUTLIER_E2E_FACTOR = 3, OUTLIER_E2E_FLOOR_MS = 1000;
 
   function edgeId(e) { return "e|" + e.source + "|" + e.target + "|" + e.kind + "|" + e.group; }
   function errorShare(e) { return e.count > 0 ? e.errors / e.count : 0; }
@@ -30,6 +36,31 @@
     return (e.lag === null || e.lag === undefined ? "unknown" : e.lag + " msg") + seconds + " · " + e.lag_status;
   }
   function fmtRate(v) { return v >= 1 || v === 0 ? Number(v).toFixed(2) : Number(v).toPrecision(2); }
+  function fmtSeconds(s) { return s >= 60 ? (s / 60).toFixed(1) + " min" : s.toFixed(0) + " s"; }
+  function lagging(e) { return !!e.lag_status && e.lag_status !== "ok"; }
+  function median(values) {
+    if (!values.length) return null;
+    var sorted = values.slice().sort(function (a, b) { return a - b; });
+    var mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  }
+  function problemClasses(e, e2eMedian) {
+    var classes = [];
+    if (lagging(e)) classes.push("lagging");
+    var slow = e.e2e_p95_ms !== null && e.e2e_p95_ms !== undefined && e2eMedian !== null &&
+      e.e2e_p95_ms > OUTLIER_E2E_FLOOR_MS && e.e2e_p95_ms > OUTLIER_E2E_FACTOR * e2eMedian;
+    if (errorShare(e) >= OUTLIER_ERROR_SHARE || slow) classes.push("outlier");
+    return classes;
+  }
+  function edgeLabel(e) {
+    var label = fmtRate(e.rate_per_s) + "/s avg";
+    if (lagging(e)) {
+      label += e.lag_seconds !== null && e.lag_seconds !== undefined ?
+        " · " + fmtSeconds(e.lag_seconds) + " behind" : " · lag " + (e.lag === null ? "?" : e.lag);
+    } else if (e.lag) label += " · lag " + e.lag;
+    return label;
+  }
+  function nodeLabel(n) { var name = n.label || n.name; return n.kind === "channel" && n.system ? name + " (" + n.system + ")" : name; }
 
   // Every node and edge arrives with its links ({label, url}), built by the
   // server (dashboard/links.py flow_links) in the window and project the graph
@@ -46,7 +77,7 @@
     maxZoom: 3,
     style: [
       { selector: "node", style: {
-        "label": "data(label)", "font-size": 11, "color": "#1d2330", "text-valign": "bottom",
+        "label": "data(label)", "font-size": 12, "color": "#1d2330", "text-valign": "bottom",
         "text-margin-y": 4, "text-wrap": "ellipsis", "text-max-width": 140,
         "background-color": "#2f6fed", "width": 26, "height": 26,
       } },
@@ -56,19 +87,37 @@
       { selector: "edge", style: {
         "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
         "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
-        "label": "data(label)", "font-size": 9, "color": "#6b7385", "text-rotation": "autorotate",
+        "label": "data(label)", "font-size": 11, "color": "#4a5263", "text-rotation": "autorotate",
         "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1,
       } },
       { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
+      { selector: "edge.lagging", style: {
+        // Dotted: call edges are already dashed.
+        "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dotted",
+        "color": COLORS.lagging, "font-weight": "bold",
+      } },
+      { selector: "edge.outlier", style: {
+        "underlay-color": COLORS.err, "underlay-opacity": 0.35, "underlay-padding": 6, "font-weight": "bold",
+        "color": "#a23030",
+      } },
       { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": "#2f6fed" } },
     ],
   });
 
+  var baseHeight = container.clientHeight || 520;
   var nodesById = {};
   var edgesById = {};
 
   function layout() {
-    cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 110, edgeSep: 10, padding: 20, animate: false }).run();
+    cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 45, rankSep: 190, edgeSep: 20, padding: 20, animate: false }).run();
+    // The canvas grows with a tall graph (up to a limit) so that it fits at
+    // about full size and labels keep their 11-12 px instead of shrinking.
+    var box = cy.elements().boundingBox({ includeLabels: true });
+    var height = Math.min(1400, Math.max(baseHeight, Math.ceil(box.h) + 80));
+    if (Math.abs(container.clientHeight - height) > 4) {
+      container.style.height = height + "px";
+      cy.resize();
+    }
     cy.fit(undefined, 30);
     // A handful of nodes would otherwise be blown up to fill the panel.
     if (cy.zoom() > 1.1) { cy.zoom(1.1); cy.center(); }
@@ -77,13 +126,15 @@
   function render(graph) {
     var maxRate = 0;
     graph.edges.forEach(function (e) { maxRate = Math.max(maxRate, e.rate_per_s); });
+    var e2eMedian = median(graph.edges.map(function (e) { return e.e2e_p95_ms; })
+      .filter(function (v) { return v !== null && v !== undefined; }));
     var structural = false;
     var seen = {};
     nodesById = {};
     graph.nodes.forEach(function (n) {
       nodesById[n.id] = n;
       seen[n.id] = true;
-      var label = n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name;
+      var label = nodeLabel(n);
       var el = cy.getElementById(n.id);
       if (el.empty()) { cy.add({ group: "nodes", data: { id: n.id, label: label, kind: n.kind } }); structural = true; }
       else el.data({ label: label, kind: n.kind });
@@ -94,13 +145,14 @@
       edgesById[id] = e;
       seen[id] = true;
       var width = maxRate > 0 ? 1.5 + 8 * Math.sqrt(e.rate_per_s / maxRate) : 1.5;
-      var label = fmtRate(e.rate_per_s) + "/s" + (e.lag ? " · lag " + e.lag : "");
-      var data = { width: width, color: colorOf(e), kind: e.kind, label: label };
+      var classes = problemClasses(e, e2eMedian);
+      var data = { width: width, color: colorOf(e), kind: e.kind, label: edgeLabel(e), lag_status: e.lag_status };
       var el = cy.getElementById(id);
       if (el.empty()) {
-        cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
+        el = cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
         structural = true;
       } else el.data(data);
+      el.classes(classes);
     });
     cy.elements().forEach(function (el) {
       if (!seen[el.id()]) { el.remove(); structural = true; }
@@ -136,6 +188,7 @@
       tr.dataset.edge = [e.source, e.target, e.kind, e.group].join("|");
       cell(tr, e.source); cell(tr, e.target); cell(tr, e.kind); cell(tr, e.group);
       cell(tr, fmtRate(e.rate_per_s), "num");
+      cell(tr, fmtRate(e.rate_now_per_s || 0), "num");
       cell(tr, String(e.count), "num").dataset.count = "";
       cell(tr, String(e.errors), "num");
       cell(tr, fmt(e.p50_ms, 1), "num"); cell(tr, fmt(e.p95_ms, 1), "num"); cell(tr, fmt(e.e2e_p95_ms, 1), "num");
@@ -151,7 +204,7 @@
       var tr = document.createElement("tr");
       tr.className = "empty";
       var td = cell(tr, "No traffic in this window yet.", "muted");
-      td.colSpan = 12;
+      td.colSpan = 13;
       rows.push(tr);
     }
     table.replaceChildren.apply(table, rows);
@@ -177,7 +230,9 @@
     var share = e.count > 0 ? (100 * e.errors / e.count).toFixed(1) + " %" : "0 %";
     showTip(evt, [
       e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""),
-      e.kind + ": " + fmtRate(e.rate_per_s) + " msg/s (" + e.count + " in window)",
+      e.kind + ": " + fmtRate(e.rate_per_s) + " msg/s on average (" + e.count + " in window)",
+      "last 5 minutes: " + fmtRate(e.rate_now_per_s || 0) + " msg/s",
+      "seen " + (e.first_seen || "–") + " … " + (e.last_seen || "–"),
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",
@@ -189,12 +244,12 @@
     var inRate = 0, outRate = 0, errors = 0;
     Object.keys(edgesById).forEach(function (id) {
       var e = edgesById[id];
-      if (e.target === n.id) { inRate += e.rate_per_s; errors += e.errors; }
-      if (e.source === n.id) outRate += e.rate_per_s;
+      if (e.target === n.id) { inRate += e.rate_now_per_s || 0; errors += e.errors; }
+      if (e.source === n.id) outRate += e.rate_now_per_s || 0;
     });
     showTip(evt, [
       n.name, n.kind + (n.system ? " · " + n.system : ""),
-      "in " + inRate.toFixed(2) + " msg/s · out " + outRate.toFixed(2) + " msg/s",
+      "last 5 minutes: in " + fmtRate(inRate) + " msg/s · out " + fmtRate(outRate) + " msg/s",
       "errors: " + errors,
     ]);
   });
@@ -217,21 +272,171 @@
   }
   cy.on("tap", "node", function (evt) {
     var n = nodesById[evt.target.id()];
-    if (n) showMenu(evt, n.kind === "channel" && n.system ? n.name + " (" + n.system + ")" : n.name, links(n));
+    if (!n) return;
+    showMenu(evt, nodeLabel(n), links(n));
+    openDetail({ key: n.id, title: nodeLabel(n), params: { node: n.id }, consume: false });
   });
   cy.on("tap", "edge", function (evt) {
     var e = edgesById[evt.target.id()];
-    if (e) showMenu(evt, e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""), links(e));
+    if (!e) return;
+    var title = e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : "");
+    showMenu(evt, title, links(e));
+    openDetail({
+      key: evt.target.id(), title: title, consume: e.kind === "consume",
+      params: { source: e.source, target: e.target, kind: e.kind, group: e.group },
+    });
   });
   cy.on("tap", function (evt) { if (evt.target === cy) menu.hidden = true; });
   document.addEventListener("keydown", function (evt) { if (evt.key === "Escape") menu.hidden = true; });
 
   var initial = JSON.parse(document.getElementById("flow-data").textContent);
   render(initial);
-  window.eventscopeFlow = { cy: cy, render: render };
+  // ---- the detail panel: one edge's or node's figures over time ----------------
+  var detail = document.getElementById("flow-detail");
+  var detailTitle = document.getElementById("flow-detail-title");
+  var detailSummary = document.getElementById("flow-detail-summary");
+  var lagFigure = document.getElementById("figure-lag");
+  var histogramEl = document.getElementById("chart-histogram");
+  var openSubject = null;
+  var charts = {};
+  var lastFetch = 0;
+  var refetchTimer = null;
+
+  function openDetail(subject) {
+    openSubject = subject;
+    detail.hidden = false;
+    detail.dataset.subject = subject.key;
+    detailTitle.textContent = subject.title;
+    detailSummary.textContent = "loading…";
+    lagFigure.hidden = !subject.consume;
+    fetchSeries();
+  }
+
+  function closeDetail() {
+    openSubject = null;
+    detail.hidden = true;
+    Object.keys(charts).forEach(function (name) { charts[name].destroy(); });
+    charts = {};
+  }
+  document.getElementById("flow-detail-close").addEventListener("click", closeDetail);
+
+  // New data (the websocket's graph) refetches the open panel, at most once a second.
+  function refreshDetailSoon() {
+    if (!openSubject || refetchTimer) return;
+    refetchTimer = setTimeout(function () {
+      refetchTimer = null;
+      if (openSubject) fetchSeries();
+    }, Math.max(0, 1000 - (Date.now() - lastFetch)));
+  }
+
+  function fetchSeries() {
+    var subject = openSubject;
+    lastFetch = Date.now();
+    var query = new URLSearchParams(detail.dataset.windowQuery);
+    Object.keys(subject.params).forEach(function (k) { query.set(k, subject.params[k]); });
+    fetch(detail.dataset.seriesUrl + "?" + query.toString(), {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) throw new Error(body.error || "HTTP " + response.status);
+        return body;
+      });
+    }).then(function (series) {
+      if (subject === openSubject) drawDetail(series, subject);
+    }).catch(function (err) {
+      if (subject === openSubject) detailSummary.textContent = "Could not load the figures: " + err.message;
+    });
+  }
+
+  function column(points, name, scale) {
+    return points.map(function (p) {
+      var v = p[name];
+      return v === null || v === undefined ? null : (scale ? v / scale : v);
+    });
+  }
+
+  function chart(name, el, series, data) {
+    if (charts[name]) charts[name].destroy();
+    el.replaceChildren();
+    var width = Math.max(300, (el.clientWidth || el.parentNode.clientWidth || 600) - 4);
+    charts[name] = new uPlot({
+      width: width, height: 200, series: [{}].concat(series),
+      axes: [{}, { size: 60 }].concat(series.some(function (s) { return s.scale === "secs"; }) ?
+        [{ scale: "secs", side: 1, grid: { show: false }, size: 60 }] : []),
+    }, data, el);
+  }
+
+  function drawDetail(series, subject) {
+    var points = series.points;
+    var t = points.map(function (p) { return Date.parse(p.t) / 1000; });
+    var total = 0, errors = 0;
+    points.forEach(function (p) { total += p.count; errors += p.errors; });
+    detail.dataset.total = String(total);
+    detail.dataset.points = String(points.filter(function (p) { return p.count > 0; }).length);
+    detailSummary.textContent = total + " messages, " + errors + " errors in the window · one point per " +
+      fmtSeconds(series.step_s) + " · updated " + new Date().toLocaleTimeString();
+    var step = series.step_s;
+    chart("throughput", document.getElementById("chart-throughput"), [
+      { label: "msg/s", stroke: "#2f6fed", width: 2 },
+      { label: "errors/s", stroke: COLORS.err, width: 2 },
+    ], [t, column(points, "count", step), column(points, "errors", step)]);
+    chart("latency", document.getElementById("chart-latency"), [
+      { label: "p50 ms", stroke: "#1f9d55", width: 2, spanGaps: false },
+      { label: "p95 ms", stroke: COLORS.warn, width: 2 },
+      { label: "e2e p95 ms", stroke: "#8a5cf6", width: 2, dash: [6, 4] },
+    ], [t, column(points, "p50_ms"), column(points, "p95_ms"), column(points, "e2e_p95_ms")]);
+    if (subject.consume) {
+      chart("lag", document.getElementById("chart-lag"), [
+        { label: "lag (messages)", stroke: COLORS.lagging, width: 2, spanGaps: true },
+        { label: "lag (seconds)", scale: "secs", stroke: "#3b6fd8", width: 2, dash: [6, 4], spanGaps: true },
+      ], [t, column(points, "lag"), column(points, "lag_seconds")]);
+    }
+    drawHistogram(series.histogram);
+  }
+
+  function drawHistogram(hist) {
+    var rows = [];
+    var most = Math.max.apply(null, hist.duration.concat(hist.e2e, [1]));
+    [["duration", "processing"], ["e2e", "end-to-end"]].forEach(function (pair) {
+      var counts = hist[pair[0]];
+      if (!counts.some(function (c) { return c > 0; })) return;
+      var head = document.createElement("div");
+      head.className = "hist-title muted";
+      head.textContent = pair[1];
+      rows.push(head);
+      counts.forEach(function (count, i) {
+        if (!count) return;
+        var row = document.createElement("div");
+        row.className = "hist-row";
+        var label = document.createElement("span");
+        label.textContent = i < hist.bounds_ms.length ? "≤ " + hist.bounds_ms[i] + " ms" :
+          "> " + hist.bounds_ms[hist.bounds_ms.length - 1] + " ms";
+        var bar = document.createElement("div");
+        bar.className = "hist-bar" + (pair[0] === "e2e" ? " e2e" : "");
+        bar.style.width = (100 * count / most).toFixed(1) + "%";
+        var number = document.createElement("span");
+        number.className = "hist-count";
+        number.textContent = String(count);
+        row.append(label, bar, number);
+        rows.push(row);
+      });
+    });
+    if (!rows.length) {
+      var none = document.createElement("p");
+      none.className = "muted";
+      none.textContent = "No durations recorded in this window.";
+      rows.push(none);
+    }
+    histogramEl.replaceChildren.apply(histogramEl, rows);
+  }
+
+  window.eventscopeFlow = { cy: cy, render: render, openDetail: openDetail };
 
   EventscopeLive.connect(container.dataset.ws, function (text) {
     var message = JSON.parse(text);
-    if (message.type === "flow" && !message.error) render(message);
+    if (message.type === "flow" && !message.error) {
+      render(message);
+      refreshDetailSoon();
+    }
   });
 })();

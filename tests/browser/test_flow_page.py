@@ -122,3 +122,83 @@ def test_a_node_or_edge_leads_to_its_failures_and_lag_in_the_same_window(
     assert page.locator("select[name=window]").input_value() == "6h"
     assert page.locator("input[name=service]").input_value() == "email"
     assert "SMTP 550" in page.locator("#failure-groups").text_content()
+
+
+def test_the_open_edge_panel_shows_its_series_and_follows_new_data(
+    signed_in, web_server, collector, ingest_token
+):
+    page = signed_in
+    send_otlp(collector, order_journey(event_id="evt-s1")[0], ingest_token)
+    page.goto(f"{web_server}/?window=15m")
+    page.wait_for_selector("[data-live-state].live-on")
+    page.evaluate("window.__sameDocument = true")
+    click_element(page, "e|service:orders|channel:kafka:orders|publish|")
+    panel = page.locator("#flow-detail")
+    panel.wait_for(state="visible")
+    page.wait_for_function("() => document.getElementById('flow-detail').dataset.total === '1'")
+    assert "service:orders → channel:kafka:orders" in page.text_content("#flow-detail-title")
+    page.locator("#chart-throughput canvas").first.wait_for()
+    page.locator("#chart-latency canvas").first.wait_for()
+    assert page.locator("#chart-histogram .hist-row").count() >= 1
+    assert page.locator("#figure-lag").is_hidden()  # a publish edge has no lag
+
+    send_otlp(collector, order_journey(event_id="evt-s2")[0], ingest_token)
+    send_otlp(collector, order_journey(event_id="evt-s3")[0], ingest_token)
+    page.wait_for_function("() => document.getElementById('flow-detail').dataset.total === '3'")
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    page.screenshot(path="/tmp/eventscope-flow-detail.png", full_page=True)
+
+    # A consume edge shows its lag chart too.
+    click_element(page, "e|channel:kafka:orders|service:payments|consume|payments")
+    page.wait_for_function(
+        "() => document.getElementById('flow-detail').dataset.subject.endsWith('|payments')"
+    )
+    page.locator("#figure-lag").wait_for(state="visible")
+
+
+def test_a_lagging_group_is_drawn_as_lagging(signed_in, web_server, project, settings):
+    import datetime as dt
+
+    from collector.brokers import samples
+    from collector.brokers.samples import Reading
+    from tests.dashboard.world import store_order
+
+    store_order(project.id, event_id="evt-lag")
+    now = dt.datetime.now(dt.UTC)
+    # The group's offsets move but its lag keeps growing: status "warning".
+    for minutes_ago, committed, end in (
+        (9, 100, 400),
+        (6, 150, 600),
+        (3, 160, 900),
+        (0, 170, 1200),
+    ):
+        t = now - dt.timedelta(minutes=minutes_ago)
+        samples.store_sync(
+            project.id,
+            [Reading("kafka", "orders", "payments", "0", end_offset=end, committed_offset=committed,
+                     time=t.timestamp())],
+            "test",
+            now=t,
+        )  # fmt: skip
+    page = signed_in
+    page.goto(f"{web_server}/?window=1h")
+    page.wait_for_selector("[data-live-state].live-on")
+    edge = page.evaluate(
+        """() => { const cy = window.eventscopeFlow.cy;
+                   const read = (id) => { const e = cy.getElementById(id);
+                     return {classes: e.classes(), label: e.data('label'), status: e.data('lag_status'),
+                             color: e.style('line-color'), style: e.style('line-style')}; };
+                   return {payments: read('e|channel:kafka:orders|service:payments|consume|payments'),
+                           audit: read('e|channel:kafka:orders|service:audit|consume|audit'),
+                           email: read('e|channel:kafka:orders|service:email|consume|email')}; }"""
+    )
+    payments, audit = edge["payments"], edge["audit"]
+    assert payments["status"] == "warning"
+    assert "lagging" in payments["classes"] and payments["style"] == "dotted"
+    assert payments["color"] == "rgb(194,65,12)"
+    assert "behind" in payments["label"] or "lag" in payments["label"]
+    assert "lagging" not in audit["classes"] and "outlier" not in audit["classes"]
+    # Every email fails: an outlier by its error share.
+    assert "outlier" in edge["email"]["classes"]
+    assert "lagging consumer group" in page.text_content("#flow-legend")
+    page.screenshot(path="/tmp/eventscope-flow-lagging.png")

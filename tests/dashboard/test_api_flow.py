@@ -1,5 +1,8 @@
 """GET /api/flow: the graph from the rollups, per CONTRACT §3."""
 
+import datetime as dt
+import time
+
 import pytest
 
 from tests.dashboard.world import store_order
@@ -19,12 +22,14 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
         "kind": "service",
         "name": "orders",
         "system": "",
+        "label": "orders",
     }
     assert nodes["channel:kafka:orders"] == {
         "id": "channel:kafka:orders",
         "kind": "channel",
         "name": "orders",
         "system": "kafka",
+        "label": "orders",
     }
     edges = {(e["source"], e["target"], e["kind"], e["group"]): e for e in graph["edges"]}
     publish = edges[("service:orders", "channel:kafka:orders", "publish", "")]
@@ -35,7 +40,13 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
     payments = edges[("channel:kafka:orders", "service:payments", "consume", "payments")]
     assert payments["errors"] == 0
     assert payments["e2e_p95_ms"] is not None and 20 <= payments["e2e_p95_ms"] <= 100
-    assert payments["rate_per_s"] == pytest.approx(1 / 3600, rel=0.05)
+    # One message, seen in one minute: the rate divides from that minute's
+    # start, not from the start of the hour-long window.
+    first = dt.datetime.fromisoformat(payments["first_seen"])
+    assert payments["last_seen"] == payments["first_seen"]
+    ran = (dt.datetime.now(dt.UTC) - first).total_seconds()
+    assert payments["rate_per_s"] == pytest.approx(1 / ran, rel=0.1)
+    assert payments["rate_now_per_s"] == pytest.approx(1 / 300, rel=0.01)
     call = edges[("service:web", "service:orders", "call", "")]
     assert call["count"] == 1
     assert set(publish) == {
@@ -45,6 +56,9 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
         "group",
         "count",
         "rate_per_s",
+        "rate_now_per_s",
+        "first_seen",
+        "last_seen",
         "errors",
         "deadlettered",
         "retries",
@@ -223,3 +237,99 @@ def test_lag_links_open_for_channels_and_groups_named_with_dots(client, viewer, 
         # The page resolves the names back (an unknown group is a 404, not a 400 or 500).
         assert client.get(url).status_code == 404
     assert lag_url("..", "orders", "g") is None
+
+
+# ---- honest rates: divide by the time a stream ran, not by the whole window ----------
+
+
+def stream(project_id, *, first_s_ago, messages, topic="orders", service="orders"):
+    """`messages` publishes one second apart, the first `first_s_ago` seconds ago,
+    sent as OTLP through the real decoder, normaliser and writer."""
+    from tests.dashboard.world import (
+        KIND_PRODUCER,
+        messaging,
+        new_span_id,
+        new_trace_id,
+        request,
+        span,
+        store,
+        traces_batch,
+    )
+
+    start = time.time_ns() - first_s_ago * 10**9
+    spans = [
+        span(
+            new_trace_id(),
+            new_span_id(),
+            f"{topic} publish",
+            KIND_PRODUCER,
+            start + i * 10**9,
+            2,
+            attrs=messaging("kafka", topic, "send"),
+        )  # fmt: skip
+        for i in range(messages)
+    ]
+    store(traces_batch(request({service: spans}), project_id))
+    return start
+
+
+def minute_of(ns: int) -> str:
+    moment = dt.datetime.fromtimestamp(ns // 10**9 // 60 * 60, dt.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def publish_edge(client, window, topic="orders", service="orders"):
+    edges = client.get(f"/api/flow?window={window}").json()["edges"]
+    (edge,) = [
+        e
+        for e in edges
+        if e["target"] == f"channel:kafka:{topic}" and e["source"] == f"service:{service}"
+    ]
+    return edge
+
+
+def test_a_steady_stream_reads_its_rate_whatever_the_window(client, viewer, project):
+    start = stream(project.id, first_s_ago=120, messages=120)
+    client.force_login(viewer)
+    for window in ("15m", "1h", "24h", "7d"):
+        edge = publish_edge(client, window)
+        assert edge["count"] == 120
+        assert 0.8 <= edge["rate_per_s"] <= 1.2, (window, edge)
+        assert edge["rate_now_per_s"] == pytest.approx(120 / 300, abs=0.01)
+        assert edge["first_seen"] == minute_of(start)
+        assert edge["last_seen"] == minute_of(start + 119 * 10**9)
+
+
+def test_a_stopped_stream_reads_zero_now_and_its_average_since_it_began(client, viewer, project):
+    start = stream(project.id, first_s_ago=20 * 60, messages=60)
+    client.force_login(viewer)
+    edge = publish_edge(client, "1h")
+    assert edge["rate_now_per_s"] == 0
+    assert (edge["first_seen"], edge["last_seen"]) == (
+        minute_of(start),
+        minute_of(start + 59 * 10**9),
+    )
+    # It divides up to now: 60 messages over the ~20 minutes since it began.
+    began = dt.datetime.fromisoformat(edge["first_seen"])
+    ran = (dt.datetime.now(dt.UTC) - began).total_seconds()
+    assert edge["rate_per_s"] == pytest.approx(60 / ran, rel=0.05)
+    assert edge["rate_per_s"] < 0.06
+
+
+def test_long_windows_from_hourly_rollups_know_the_first_and_last_minute(client, viewer, project):
+    from dashboard.flow import hours as flowhours
+
+    start = stream(project.id, first_s_ago=5 * 3600, messages=90)
+    stream(project.id, first_s_ago=100, messages=10, topic="fresh")
+    assert flowhours.compact_now() is not None
+    client.force_login(viewer)
+    edge = publish_edge(client, "7d")
+    assert (edge["first_seen"], edge["last_seen"]) == (
+        minute_of(start),
+        minute_of(start + 89 * 10**9),
+    )
+    assert edge["rate_now_per_s"] == 0
+    assert 0.8 * 90 / (5 * 3600) <= edge["rate_per_s"] <= 1.2 * 90 / (5 * 3600)
+    assert publish_edge(client, "7d", topic="fresh")["rate_now_per_s"] == pytest.approx(
+        10 / 300, abs=0.001
+    )

@@ -243,6 +243,13 @@ def test_every_endpoint_answers_as_the_document_says(client, editor, everything)
     reads = [
         ("/api/flow", "/api/flow?window=1h"),
         ("/api/flow", "/api/flow?window=1h&limit=1"),
+        (
+            "/api/flow/series",
+            "/api/flow/series?window=1h&source=channel:kafka:orders&target=service:payments"
+            "&kind=consume&group=payments",
+        ),
+        ("/api/flow/series", "/api/flow/series?window=7d&node=service:email"),
+        ("/api/flow/series", "/api/flow/series?window=1h&kind=sideways"),
         ("/api/traces/{trace_id}", f"/api/traces/{everything['trace']}"),
         ("/api/traces/{trace_id}", f"/api/traces/{'ab' * 16}"),
         ("/api/traces/{trace_id}", "/api/traces/nope"),
