@@ -64,39 +64,15 @@ from collector.batch import (
     Saturated,
     StorageUnavailable,
 )
-from collector.writer.calls import _Calls
-from collector.writer.joins import (
-    _E2E_WINDOW_NS,
-    E2E_WINDOW,
-    _EndToEnd,
-    _index_publish,
-    _keep_earliest,
-    _publish_time,
-)
+from collector.writer.joins import E2E_WINDOW
 from collector.writer.lanes import CONNECT_TIMEOUT, WRITER_APPLICATION_NAME, _Lane
-from collector.writer.prepare import (
-    WriteResult,
-    _collect,
-    _ident,
-    _Item,
-    _Pending,
-    _prepare,
-    _Rows,
-    _window,
-)
+from collector.writer.prepare import WriteResult, _collect, _Pending, _prepare, _window
 from collector.writer.recent import _RecentPublishes
 from collector.writer.rows import (
-    _DAY_NS,
-    _E2E_AT,
-    _ENCODED_TYPES,
-    _EPOCH,
     ENVELOPES,
     LOGS,
     SPANS,
     STAGES,
-    _bounds,
-    _ns,
-    _Table,
     bytea_array,
     configure_copy,
     dump_json,
@@ -108,13 +84,7 @@ from collector.writer.rows import (
     timestamptz,
     to_datetime,
 )
-from collector.writer.transaction import (
-    RECEIVE_TIME_WINDOW_NS,
-    WRITE_LOCK_CLASS,
-    _comparable,
-    _pending_of,
-    _Transaction,
-)
+from collector.writer.transaction import RECEIVE_TIME_WINDOW_NS, WRITE_LOCK_CLASS, _Transaction
 from collector.writer.upkeep import ANALYZE_AFTER_ROWS, ANALYZED_COLUMNS, _PartitionUpkeep
 
 # What `collector.writer` offers, wherever in the package it lives.
@@ -125,11 +95,7 @@ __all__ = [
     "WRITER_APPLICATION_NAME", "WRITE_LOCK_CLASS", "Batch", "IngestUnavailable", "Saturated",
     "StorageUnavailable", "WriteResult", "Writer", "bytea_array", "configure_copy", "dump_json",
     "envelope_values", "jsonb", "log_values", "span_values", "stage_values", "timestamptz",
-    "to_datetime", "_DAY_NS", "_E2E_AT", "_E2E_WINDOW_NS", "_ENCODED_TYPES", "_EPOCH", "_Calls",
-    "_EndToEnd", "_Item", "_Lane", "_PartitionUpkeep", "_Pending", "_RecentPublishes", "_Rows",
-    "_Table", "_Transaction", "_bounds", "_collect", "_comparable", "_first_line", "_ident",
-    "_index_publish", "_keep_earliest", "_ns", "_pending_of", "_prepare", "_publish_time",
-    "_window",
+    "to_datetime", "_RecentPublishes", "_Transaction",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
