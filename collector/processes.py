@@ -11,6 +11,10 @@ advisory lock in collector.writer), so results are the same as with one.
 Children never outlive the parent: should it be killed outright (SIGKILL,
 the OOM killer), they stop as on SIGTERM, so the ports are free for the
 next start instead of held by orphans nobody supervises.
+
+The children keep their metrics in a directory the parent makes for the
+run and removes after it (collector.stats), so any child's /metrics
+answers for all of them.
 """
 
 import asyncio
@@ -19,9 +23,13 @@ import ctypes
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+
+from collector import stats
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +91,13 @@ class Pool:
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.children: list[asyncio.subprocess.Process | None] = [None] * count
         self.stopping = False
+        self.metrics_dir: str | None = None
 
     async def _spawn(self, index: int, ready_fd: int) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             *child_command(self.host, self.http_port, self.grpc_port, ready_fd),
             pass_fds=(ready_fd,),
+            env={**os.environ, stats.MULTIPROC_ENV: self.metrics_dir},
         )
         self.children[index] = process
         log.info("collector process %d started (pid %d)", index + 1, process.pid)
@@ -98,6 +108,7 @@ class Pool:
         check_free(self.host, self.http_port)
         check_free(self.host, self.grpc_port)
         read_fd, write_fd = os.pipe()
+        self.metrics_dir = tempfile.mkdtemp(prefix="eventscope-metrics-")
         try:
             for index in range(self.count):
                 await self._spawn(index, write_fd)
@@ -117,6 +128,7 @@ class Pool:
         finally:
             os.close(read_fd)
             os.close(write_fd)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     async def _wait_ready(self, read_fd: int, stop: asyncio.Event) -> bool:
         """Wait for a byte from each child: all serve before the pool says it does,
@@ -142,6 +154,8 @@ class Pool:
             code = await process.wait()
             if self.stopping or stop.is_set():
                 return
+            # Its queue and bytes in flight are gone with it; its counts stay.
+            stats.mark_dead(process.pid, self.metrics_dir)
             log.error(
                 "collector process %d (pid %d) exited with %s; restarting",
                 index + 1, process.pid, code,

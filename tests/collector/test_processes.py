@@ -186,3 +186,62 @@ def test_the_children_stop_when_the_parent_is_killed_and_the_ports_are_free_agai
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200
     finally:
         terminate(again)
+
+
+def _accepted_spans(http_port: int) -> float:
+    """eventscope_accepted_items_total for traces, from one scrape (a new connection,
+    so whichever process the kernel picks answers)."""
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith('eventscope_accepted_items_total{signal="traces"} '):
+            return float(line.split()[1])
+    raise AssertionError(text)
+
+
+def test_metrics_of_every_process_add_up_and_survive_a_restart(telemetry_db, ingest_token):
+    http_port, grpc_port = free_port(), free_port()
+    process = manage(
+        "collector", "--processes", "2",
+        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}/v1/traces"
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest_token}"}
+    bodies = requests_that_join_across_requests()
+    sent = 2 * MESSAGES - 1  # spans: the first request has no consume
+    try:
+        _banner(process)
+        children = psutil.Process(process.pid).children()
+
+        def post(body):
+            return httpx.post(url, content=body, headers=headers, timeout=30).status_code
+
+        # Scrapes while the requests come in, each on a connection of its own.
+        with ThreadPoolExecutor(8) as pool:
+            posts = [pool.submit(post, body) for body in bodies]
+            scrapes = []
+            while not all(p.done() for p in posts):
+                scrapes.append(_accepted_spans(http_port))
+            assert [p.result() for p in posts] == [200] * MESSAGES
+        scrapes += [_accepted_spans(http_port) for _ in range(20)]
+        assert scrapes == sorted(scrapes), scrapes  # never back, whichever process answers
+        assert scrapes[-20:] == [sent] * 20
+        writers = fetch(
+            "SELECT count(DISTINCT application_name) FROM pg_stat_activity "
+            f"WHERE datname = current_database() AND application_name LIKE '{WRITER_APPLICATION_NAME} (pid %%)'"
+        )
+        assert writers == [(2,)]  # both processes stored (and counted) some of it
+
+        # A process that dies and is replaced takes none of the totals with it.
+        children[0].send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = {child.pid for child in psutil.Process(process.pid).children()}
+            if len(pids) == 2 and children[0].pid not in pids:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the killed collector process was not replaced")
+        time.sleep(2)  # the replacement starts serving
+        assert [_accepted_spans(http_port) for _ in range(20)] == [sent] * 20
+    finally:
+        terminate(process)

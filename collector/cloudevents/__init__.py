@@ -10,14 +10,13 @@ Eventscope's extension attributes say which stage of the event's journey is
 reported (`esstage`, `esservice`, `eschannel`, `essystem`, `esgroup`,
 `eserror`, `esduration`); the same `source`+`id` at several stages is one
 journey.
+
+The HTTP modes are in `modes`, an event's payload (redacted, capped) in
+`payload`; one event's attributes, extensions and rows are here.
 """
 
-import base64
-import binascii
 import datetime as dt
-import json
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -34,12 +33,26 @@ from collector.batch import (
     StageRow,
     clip,
 )
-from collector.decode import DecodeError, UnsupportedMediaType, UnusableNumber, parse_json
+from collector.cloudevents.modes import (
+    _BODY,
+    BATCH,
+    BINARY,
+    STRUCTURED,
+    InvalidEvent,
+    events_from_request,
+    mode_of,
+)
+from collector.cloudevents.payload import _payload, is_json_type
 from collector.normalize import clean_text
 from collector.redact import redact
 from collector.traceparent import parse_traceparent, valid_tracestate
 
-STRUCTURED, BATCH, BINARY = "structured", "batch", "binary"
+# What `collector.cloudevents` offers, wherever in the package it lives.
+__all__ = [
+    "BATCH", "BINARY", "CORE", "ES_ATTRIBUTES", "KEPT_EXTENSIONS", "REQUIRED", "STRUCTURED",
+    "EventsResult", "InvalidEvent", "event_rows", "events_from_request", "is_json_type",
+    "mode_of", "normalize_events", "parse_time",
+]  # fmt: skip
 REQUIRED = ("id", "source", "specversion", "type")
 CORE = frozenset(
     (*REQUIRED, "datacontenttype", "dataschema", "subject", "time", "data", "data_base64")
@@ -55,18 +68,11 @@ ES_ATTRIBUTES = (
 )
 # Read whatever the attribute limit: they say what the event is and where it belongs.
 KEPT_EXTENSIONS = (*ES_ATTRIBUTES, "traceparent", "tracestate")
-# The key under which a binary-mode event keeps its HTTP body: not a string,
-# so no JSON member can collide with it.
-_BODY = object()
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,64}")
 # RFC 3339 `date-time`: any number of fraction digits, `T` or `t`, `Z`/`z` or an offset.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
-
-
-class InvalidEvent(ValueError):
-    """One event is invalid; the message says why."""
 
 
 @dataclass
@@ -77,124 +83,6 @@ class EventsResult:
     accepted: int = 0
     rejected: list[dict] = field(default_factory=list)
     mode: str = STRUCTURED
-
-
-# ---- HTTP modes ------------------------------------------------------------------
-
-
-def mode_of(content_type: str | None) -> str:
-    """STRUCTURED, BATCH or BINARY for a request's Content-Type (prefix match)."""
-    essence = (content_type or "").split(";", 1)[0].strip().lower()
-    if essence.startswith("application/cloudevents-batch"):
-        if essence != "application/cloudevents-batch+json":
-            raise UnsupportedMediaType(f"unsupported CloudEvents batch format {essence!r}")
-        return BATCH
-    if essence.startswith("application/cloudevents"):
-        if essence not in ("application/cloudevents+json", "application/cloudevents"):
-            raise UnsupportedMediaType(f"unsupported CloudEvents format {essence!r}")
-        return STRUCTURED
-    return BINARY
-
-
-def _header_value(raw: str) -> str:
-    """A binary-mode attribute value: percent-decoded UTF-8, surrounding quotes removed."""
-    value = raw.strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    try:
-        # The receiver decodes header bytes as latin-1; undo that, so a sender
-        # that puts raw UTF-8 in a header (instead of percent-encoding it)
-        # still gets its text back, not mojibake.
-        octets = value.encode("latin-1")
-    except UnicodeEncodeError:
-        octets = value.encode("utf-8")  # a str from a caller, not from the wire
-    try:
-        return urllib.parse.unquote_to_bytes(octets).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidEvent("a ce- header is not valid percent-encoded UTF-8") from None
-
-
-def events_from_request(
-    headers: dict[str, str], body: bytes
-) -> tuple[str, list[dict | InvalidEvent]]:
-    """The request's events as JSON-format dicts (or the error of each invalid one).
-
-    `headers` maps lowercased names to values. Request-level problems (bad
-    JSON, a batch that is not an array, a binary request without CloudEvents
-    headers) raise DecodeError; unknown formats raise UnsupportedMediaType.
-    """
-    content_type = headers.get("content-type")
-    mode = mode_of(content_type)
-    if mode == BINARY:
-        return mode, [_binary_event(headers, body, content_type)]
-    # Numbers that cannot be stored are marked rather than failing the whole
-    # body, so that only the events holding one are rejected, by name.
-    unusable: list[UnusableNumber] = []
-    document = parse_json(body, unusable=unusable)
-    if mode == BATCH:
-        if not isinstance(document, list):
-            raise DecodeError(
-                f"a CloudEvents batch must be a JSON array, got {_json_type(document)}"
-            )
-        events = [
-            event
-            if isinstance(event, dict)
-            else InvalidEvent(f"an event must be a JSON object, got {_json_type(event)}")
-            for event in document
-        ]
-    else:
-        if not isinstance(document, dict):
-            raise DecodeError(f"a CloudEvent must be a JSON object, got {_json_type(document)}")
-        events = [document]
-    if unusable:
-        events = [_without_unusable_numbers(event) for event in events]
-    return mode, events
-
-
-def _without_unusable_numbers(event: dict | InvalidEvent) -> dict | InvalidEvent:
-    """The event, or an InvalidEvent naming the attribute that holds an UnusableNumber."""
-    if isinstance(event, InvalidEvent):
-        return event
-    stack = [(value, name, name) for name, value in event.items()]
-    while stack:
-        value, name, path = stack.pop()
-        if isinstance(value, UnusableNumber):
-            where = f"attribute {name!r}" + (f" at {path}" if path != name else "")
-            return InvalidEvent(f"{where}: {value.problem}")
-        if isinstance(value, dict):
-            stack.extend((v, name, f"{path}.{k}") for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, name, f"{path}[{i}]") for i, v in enumerate(value))
-    return event
-
-
-def _binary_event(headers, body: bytes, content_type) -> dict | InvalidEvent:
-    ce = {name[3:]: value for name, value in headers.items() if name.startswith("ce-") and name[3:]}
-    if not ce:
-        raise UnsupportedMediaType(
-            f"unsupported content type {content_type or '(none)'!r}: send "
-            "application/cloudevents+json, application/cloudevents-batch+json, "
-            "or a binary-mode event with ce-id, ce-source, ce-specversion and ce-type headers"
-        )
-    event: dict = {}
-    try:
-        for name, raw in ce.items():
-            if name in ("data", "data_base64", "datacontenttype"):
-                raise InvalidEvent(f"ce-{name} is not allowed in binary mode")
-            event[name] = _header_value(raw)
-    except InvalidEvent as exc:
-        return exc
-    if content_type:
-        event["datacontenttype"] = content_type.strip()
-    if body:
-        event[_BODY] = body
-    return event
-
-
-def _json_type(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "null" if value is None else "number"
-    )
 
 
 # ---- one event -------------------------------------------------------------------
@@ -242,109 +130,6 @@ def _optional_text(event: dict, name: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidEvent(f"attribute {name!r} must be a string")
     return clean_text(value) or None
-
-
-def is_json_type(content_type: str | None) -> bool:
-    """True for a JSON media type (`*/json`, `*/*+json`), or none: then `data` is JSON."""
-    if content_type is None:
-        return True
-    essence = content_type.split(";", 1)[0].strip().lower()
-    return essence.endswith("/json") or essence.endswith("+json")
-
-
-def _payload(event: dict, content_type: str | None) -> dict:
-    """Envelope payload fields: redacted, then capped at PAYLOAD_MAX_BYTES."""
-    cap = settings.PAYLOAD_MAX_BYTES
-    if "data" in event and "data_base64" in event:
-        raise InvalidEvent("'data' and 'data_base64' are mutually exclusive")
-    if _BODY in event:  # binary mode: the HTTP body is the payload
-        raw = event[_BODY]
-        if is_json_type(content_type):
-            try:
-                return _json_payload(parse_json(raw), len(raw), cap)
-            except DecodeError:
-                # A payload that merely claims to be JSON is kept as text, and
-                # so is one holding NaN or a number that cannot be stored.
-                pass
-        return _bytes_payload(raw, cap)
-    if event.get("data_base64") is not None:
-        encoded = event["data_base64"]
-        if not isinstance(encoded, str):
-            raise InvalidEvent("'data_base64' must be a base64 string")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidEvent("'data_base64' is not valid base64") from None
-        if content_type is not None and is_json_type(content_type):
-            try:
-                return _json_payload(parse_json(raw), len(raw), cap)
-            except DecodeError:
-                pass
-        return _base64_payload(raw, cap)
-    if "data" not in event or event["data"] is None:
-        return {"data_size": 0}
-    data = event["data"]
-    if not is_json_type(content_type) and isinstance(data, str):
-        return _text_payload(data, cap)
-    # surrogatepass: JSON can spell an unpaired surrogate ("\ud800"), which
-    # UTF-8 cannot; it is replaced when the payload is cleaned, not counted as an error.
-    size = len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return _json_payload(data, size, cap)
-
-
-def _json_payload(data, size: int, cap: int) -> dict:
-    data = redact(_clean_json(data))
-    text = json.dumps(data, ensure_ascii=False)
-    encoded = text.encode()
-    if len(encoded) <= cap:
-        return {"data": data, "data_size": size}
-    return {"data_text": _cut(encoded, cap), "data_size": size, "truncated": True}
-
-
-def _text_payload(text: str, cap: int) -> dict:
-    encoded = clean_text(text).encode()
-    return {
-        "data_text": _cut(encoded, cap),
-        "data_size": len(text.encode("utf-8", "replace")),
-        "truncated": len(encoded) > cap,
-    }
-
-
-def _bytes_payload(raw: bytes, cap: int) -> dict:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _base64_payload(raw, cap)
-    if "\x00" in text:
-        return _base64_payload(raw, cap)
-    return _text_payload(text, cap)
-
-
-def _base64_payload(raw: bytes, cap: int) -> dict:
-    # Cap the decoded bytes so the stored base64 decodes to a clean prefix.
-    kept = raw[: cap * 3 // 4]
-    return {
-        "data_text": base64.b64encode(kept).decode(),
-        "data_base64": True,
-        "data_size": len(raw),
-        "truncated": len(kept) < len(raw),
-    }
-
-
-def _cut(encoded: bytes, cap: int) -> str:
-    return encoded[:cap].decode("utf-8", "ignore")
-
-
-def _clean_json(value):
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean_json(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 def _extensions(event: dict, limits: Limits) -> dict:

@@ -1,0 +1,62 @@
+"""A writing lane's connection and its staging tables."""
+
+import logging
+import os
+
+import psycopg
+
+from collector.writer.rows import _Table, configure_copy
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5
+WRITER_APPLICATION_NAME = "eventscope writer"
+
+
+class _Lane:
+    """One writing lane: its connection and that connection's staging tables."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.conninfo = writer.conninfo
+        self._conn: psycopg.AsyncConnection | None = None
+        self._staging_ready: set[str] = set()
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo,
+                connect_timeout=CONNECT_TIMEOUT,
+                # Operators find the writers in pg_stat_activity by this name,
+                # and which collector process each belongs to.
+                application_name=f"{WRITER_APPLICATION_NAME} (pid {os.getpid()})",
+                # A hung server must not hold acknowledgements forever.
+                options="-c statement_timeout=60000",
+            )
+            configure_copy(self._conn)
+            self._staging_ready.clear()
+        return self._conn
+
+    async def discard(self) -> None:
+        conn, self._conn = self._conn, None
+        self._staging_ready.clear()
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # the connection is already broken; nothing to save
+                log.debug("closing a broken connection failed", exc_info=True)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def staging_table(self, cur, table: _Table) -> str:
+        name = f"es_staging_{table.name}"
+        if name not in self._staging_ready:
+            # Temporary and per connection: no WAL, no contention between collectors.
+            await cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+            )
+            self._staging_ready.add(name)
+        return name

@@ -1,0 +1,285 @@
+"""One group's transaction: the write lock, COPY (or the deduplicating path), one
+envelope per CloudEvent, the joins, the rollups and the NOTIFY hints."""
+
+import collections
+import datetime as dt
+import operator
+
+from psycopg import errors as pg_errors
+
+from collector import notify, rollups
+from collector.batch import ORIGIN_CLOUDEVENT, PRODUCER
+from collector.writer.calls import _Calls
+from collector.writer.joins import _EndToEnd
+from collector.writer.lanes import _Lane
+from collector.writer.prepare import _Item, _Rows
+from collector.writer.rows import (
+    _DAY_NS,
+    _E2E_AT,
+    ENVELOPES,
+    LOGS,
+    SPANS,
+    STAGES,
+    _bounds,
+    _ns,
+    _Table,
+)
+
+# CloudEvents without a `time` are stamped on receipt; a retry then carries a
+# different time, so such rows are deduplicated by key within this window.
+RECEIVE_TIME_WINDOW_NS = _DAY_NS
+# pg_advisory_xact_lock(WRITE_LOCK_CLASS, project id) orders writers of a project.
+WRITE_LOCK_CLASS = 0x45530003
+
+
+class _Transaction(_EndToEnd, _Calls):
+    """Everything written for one group, inside one transaction."""
+
+    def __init__(self, lane: _Lane, cur, rows: _Rows):
+        self.lane = lane
+        self.holding = False  # the project's write lock
+        self.cur = cur
+        self.rows = rows
+        self.rollups = rollups.Rollups()
+        self.failures = rollups.FailureRollups()
+        self.areas: dict[int, set[str]] = collections.defaultdict(set)
+
+    async def run(self) -> None:
+        rows = self.rows
+        # Every lookup below is a point lookup by key, so an index scan in a
+        # nested loop is always the right plan. A day partition created minutes
+        # ago has no statistics yet, and the planner would otherwise scan it
+        # whole (or its BRIN time range, once per key in LATERAL-less joins),
+        # getting slower as the day fills up.
+        await self.cur.execute(
+            "SELECT set_config('enable_seqscan', 'off', true), "
+            "set_config('enable_hashjoin', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true)"
+        )
+        # CloudEvents keep one envelope per event, and rows stamped on receipt
+        # are known by key alone: whether such a row is stored already must be
+        # asked, and the answer acted on, under the lock.
+        timeless = [item for item in rows.logs if not item.row.time_from_record]
+        lock_first = bool(rows.envelopes or rows.receive_timed or timeless)
+        if lock_first:
+            await self._lock()
+            if rows.envelopes or rows.receive_timed:
+                await self._drop_stored_events()
+            if timeless:
+                await self._drop_stored_logs(timeless)
+        e2e, unsettled = await self._e2e_for_consumers()
+
+        new_spans = await self._insert(SPANS, rows.spans)
+        for item in rows.stages:
+            # Set from this transaction's join (a failed earlier attempt may have set another).
+            latency = e2e.get(id(item.row))
+            values = item.values
+            if latency != values[_E2E_AT]:
+                item.values = (*values[:_E2E_AT], latency, *values[_E2E_AT + 1 :])
+        new_stages = await self._insert(STAGES, rows.stages)
+        await self._insert(ENVELOPES, rows.envelopes)
+        await self._insert(LOGS, rows.logs)
+
+        # Counted before the lock is taken: what follows holds it.
+        for item in new_stages:
+            stage = item.row
+            self.rollups.add_stage(stage)
+            self.areas[stage.project_id].add(notify.STAGES)
+            if stage.stage in rollups.ERRORS:
+                self.failures.add_stage(stage)
+                self.areas[stage.project_id].add(notify.FAILURES)
+        self._count_e2e([item.row for item in new_stages], e2e)
+        if not lock_first:
+            await self._lock()
+            if unsettled:
+                # A publish committed by another lane or process since the
+                # lookup above, while this transaction loaded its rows.
+                keys = {id(item.row): item.key for item in new_stages}
+                unsettled = [s for s in unsettled if id(s) in keys]
+                self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
+        await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
+        await self._calls(new_spans)
+
+        for project_id in self.rollups.projects():
+            self.areas[project_id].add(notify.FLOW)
+        await rollups.upsert(self.cur, self.rollups)
+        await rollups.upsert_failures(self.cur, self.failures)
+        # notify.send's query, for every hint at once; delivered at commit.
+        await self.cur.execute(
+            "SELECT pg_notify(%s, hint) FROM unnest(%s::text[]) AS hint",
+            (
+                notify.CHANNEL,
+                [
+                    notify.payload(project_id, area)
+                    for project_id in sorted(self.areas)
+                    for area in sorted(self.areas[project_id])
+                ],
+            ),
+        )
+
+    async def _lock(self) -> None:
+        """Take the write lock of the group's projects, held until commit.
+
+        Writers of one project (lanes, collector processes, collectors) load
+        their rows at the same time but take turns from their joins to their
+        commit, in one order (no deadlock). A transaction that takes the lock
+        sees every row committed before, and none of the rows of the ones
+        still waiting for it: of a producer and its consumer (or a CLIENT and
+        its SERVER) stored by two writers at the same instant, the one that
+        takes the lock second finds the other, and the pair is joined exactly
+        once.
+        """
+        await self.cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int[]) AS p ORDER BY p",
+            (WRITE_LOCK_CLASS, sorted(self.rows.projects())),
+        )
+        # Every other writer of the project waits from now until this commits.
+        self.lane.writer.hold_the_road()
+        self.holding = True
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.lane.writer.clear_the_road()
+
+    # -- inserting -------------------------------------------------------------------
+
+    async def _insert(self, table: _Table, items: list[_Item]) -> list[_Item]:
+        """Store `items`; returns the ones that were not stored before."""
+        if not items:
+            return []
+        try:
+            # Fast path: nothing is a retry, so COPY straight into the table.
+            async with self.cur.connection.transaction():
+                await self._copy(table.name, table, items)
+            new = items
+        except pg_errors.UniqueViolation:
+            new = await self._insert_new_only(table, items)
+        if new is items:
+            # Counted per request rather than per row: most of a group's rows
+            # belong to a handful of requests.
+            counts = collections.Counter(map(_pending_of, items))
+            for pending, count in counts.items():
+                pending.result.stored += count
+            return new
+        new_ids = {id(item) for item in new}
+        for item in items:
+            if id(item) in new_ids:
+                item.pending.result.stored += 1
+            else:
+                item.pending.result.duplicates += 1
+        return new
+
+    async def _copy(self, target: str, table: _Table, items: list[_Item]) -> None:
+        async with self.cur.copy(
+            f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(table.copy_types)
+            # The formatter fills a buffer and hands it over when full; calling
+            # it directly spares an awaited coroutine per row.
+            formatter = copy.formatter
+            for item in items:
+                if data := formatter.write_row(item.values):
+                    await copy.write(data)
+
+    async def _insert_new_only(self, table: _Table, items: list[_Item]) -> list[_Item]:
+        staging = await self.lane.staging_table(self.cur, table)
+        await self._copy(staging, table, items)
+        key = ", ".join(table.key)
+        await self.cur.execute(
+            f"INSERT INTO {table.name} ({table.column_list}) "
+            f"SELECT {table.column_list} FROM {staging} "
+            f"ON CONFLICT DO NOTHING RETURNING {key}"
+        )
+        inserted = {tuple(_comparable(v) for v in row) for row in await self.cur.fetchall()}
+        await self.cur.execute(f"TRUNCATE {staging}")
+        # A key is its table's leading identity columns and the row's time
+        # (encoded in the row, so taken from the item), to the microsecond.
+        positions = [table.columns.index(column) for column in table.key[:-1]]
+        return [
+            item
+            for item in items
+            if (*(item.values[p] for p in positions), item.time_ns // 1000) in inserted
+        ]
+
+    # -- CloudEvents: one envelope per event ---------------------------------------------
+
+    async def _drop_stored_events(self) -> None:
+        """Drop envelopes of events already stored within a day, and stages of
+        CloudEvents stamped on receipt that were stored already.
+
+        An event reported at several stages (published, received, processed...)
+        carries its envelope each time; the first one stored is the event's.
+        A retried CloudEvent without a `time` has a new receive time, so its
+        stage is matched by key within the window instead of by primary key.
+        """
+        rows = self.rows
+        envs = rows.envelopes
+        stages = [
+            i
+            for i in rows.stages
+            if i.row.origin == ORIGIN_CLOUDEVENT
+            and (i.row.project_id, i.row.event_source, i.row.event_id, i.row.time_ns)
+            in rows.receive_timed
+        ]
+        lo, hi = _bounds([i.time_ns for i in envs + stages], RECEIVE_TIME_WINDOW_NS)
+        if envs:
+            await self.cur.execute(
+                "SELECT k.p, k.s, k.i FROM unnest(%b::int[], %b::text[], %b::text[]) AS k(p, s, i) "
+                "WHERE EXISTS (SELECT FROM collector_envelope e WHERE e.project_id = k.p "
+                "AND e.source = k.s AND e.event_id = k.i AND e.time BETWEEN %s AND %s)",
+                (
+                    [i.row.project_id for i in envs],
+                    [i.row.source for i in envs],
+                    [i.row.event_id for i in envs],
+                    lo,
+                    hi,
+                ),
+            )
+            stored = {tuple(r) for r in await self.cur.fetchall()}
+            keep = []
+            for item in envs:
+                env = item.row
+                if (env.project_id, env.source, env.event_id) in stored:
+                    item.pending.result.duplicates += 1
+                else:
+                    keep.append(item)
+            rows.envelopes = keep
+        if stages:
+            rows.stages = await self._without_stored_keys(STAGES, rows.stages, stages)
+
+    async def _drop_stored_logs(self, timeless: list[_Item]) -> None:
+        """Drop log records stamped on receipt whose key is stored within a day
+        (a retry of a record that has no time of its own)."""
+        self.rows.logs = await self._without_stored_keys(LOGS, self.rows.logs, timeless)
+
+    async def _without_stored_keys(self, table: _Table, items: list[_Item], candidates):
+        """`items` less the `candidates` whose (project, dedupe key) `table`
+        holds within RECEIVE_TIME_WINDOW_NS of their time; those count as duplicates."""
+        lo, hi = _bounds([i.time_ns for i in candidates], RECEIVE_TIME_WINDOW_NS)
+        await self.cur.execute(
+            "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
+            f"WHERE EXISTS (SELECT FROM {table.name} t WHERE t.project_id = k.p "
+            f"AND t.dedupe_key = k.d AND t.{table.columns[1]} BETWEEN %s AND %s)",
+            ([i.row.project_id for i in candidates], [i.key for i in candidates], lo, hi),
+        )
+        stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
+        ids = {id(i) for i in candidates}
+        keep = []
+        for item in items:
+            if id(item) in ids and (item.row.project_id, item.key) in stored:
+                item.pending.result.duplicates += 1
+            else:
+                keep.append(item)
+        return keep
+
+
+_pending_of = operator.attrgetter("pending")
+
+
+def _comparable(value):
+    # RETURNING gives datetimes and bytes for bytea; a time is compared in
+    # microseconds, as stored (the items keep nanoseconds).
+    if isinstance(value, dt.datetime):
+        return _ns(value) // 1000
+    return value
