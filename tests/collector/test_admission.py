@@ -111,8 +111,10 @@ async def test_bytes_in_flight_are_bounded_when_the_item_budget_would_take_them(
             refused = {}
             deadline = time.monotonic() + 20
             while len(refused) < 8 and time.monotonic() < deadline:
-                done = [t for t in tasks if t.done()]
-                refused = {t.result()[0]: t.result()[1] for t in done}
+                done = [t.result() for t in tasks if t.done()]
+                # On a loaded machine one admitted request may still get
+                # through before the trickle holds the writer: only 429s count.
+                refused = {n: r for n, r in done if r.status_code != 200}
                 await asyncio.sleep(0.05)
             # The refused are answered while the admitted still wait.
             assert len(refused) >= 8, f"only {len(refused)} of 12 refused while the writer stalls"
