@@ -35,7 +35,7 @@ run: install
 		--otlp-http-port $(OTLP_HTTP_PORT) --otlp-grpc-port $(OTLP_GRPC_PORT)
 
 # scripts/prepare-tests installs the system packages the suite needs (Chromium,
-# Redis, RabbitMQ, NATS) when missing, starts the services that are not
+# Redis, RabbitMQ, NATS, Alertmanager, Node.js) when missing, starts the services that are not
 # running and enables RabbitMQ's management API; it writes var/test.env with
 # the local PostgreSQL's DATABASE_URL when one answers.
 # pytest exits 5 when it collected nothing; that is a failure here like any other.
