@@ -1,0 +1,161 @@
+"""OTLP trace requests to span rows and the stages they imply."""
+
+from collector import redact, semconv
+from collector.attribute_limits import Limits
+from collector.batch import (
+    KIND_CONSUMER,
+    PRODUCER,
+    STATUS_ERROR,
+    Batch,
+    SpanRow,
+    StageRow,
+    clip,
+)
+from collector.decode import hex_id, id_problem
+from collector.normalize.stages import (
+    _contexts,
+    _demote_receives_with_process_spans,
+    _mark_dead_letter,
+    _outer_publishes,
+    _stage_row,
+)
+from collector.normalize.values import MAX_INT64, Normalized, _pb_text, _service, attributes
+
+MAX_SPAN_KIND = KIND_CONSUMER
+
+
+def normalize_traces(request, project_id: int) -> Normalized:
+    """ExportTraceServiceRequest -> Batch(signal="traces") of SpanRow and StageRow.
+
+    Spans with invalid ids or no start time are rejected one by one; the rest
+    of the request is kept.
+    """
+    result = Normalized(Batch(project_id=project_id, signal="traces"))
+    # span_id -> (stage, span) for the dead-letter pass below
+    stages_by_span: dict[bytes, StageRow] = {}
+    dead_letter_publishes: list[tuple[StageRow, dict]] = []
+    producers: list[StageRow] = []
+    # (trace_id, span_id) -> stage of the legacy single-message receives counted as processing
+    single_receives: dict[tuple[bytes, bytes], StageRow] = {}
+
+    secrets = redact.matcher()
+    limits = Limits()
+    for resource_spans in request.resource_spans:
+        resource_message = resource_spans.resource
+        resource = attributes(
+            resource_message.attributes, secrets, limits, resource_message.dropped_attributes_count
+        )
+        service = _service(resource)
+        for scope_spans in resource_spans.scope_spans:
+            scope = _pb_text(scope_spans.scope.name) or None
+            for span in scope_spans.spans:
+                # Each protobuf field read is a call into the C extension that
+                # wraps what it returns, so every field is read once here.
+                ids = (span.trace_id, span.span_id, span.parent_span_id)
+                times = (span.start_time_unix_nano, span.end_time_unix_nano)
+                kind, status = span.kind, span.status
+                code = status.code
+                problem = _span_problem(*ids, *times, kind, code)
+                if problem:
+                    result.reject(f"span {clip(span.name, 100)!r}: {problem}")
+                    continue
+                attrs = attributes(span.attributes, secrets, limits, span.dropped_attributes_count)
+                contexts = _contexts(span.links)
+                row = _span_row(
+                    span, attrs, project_id, service, resource, scope, secrets, limits, ids,
+                    times, kind, code, status.message, contexts,
+                )  # fmt: skip
+                result.batch.spans.append(row)
+                stage = _stage_row(span, attrs, row, contexts)
+                if stage is None:
+                    continue
+                result.batch.stages.append(stage)
+                stages_by_span[row.span_id] = stage
+                if stage.role == PRODUCER:
+                    producers.append(stage)
+                    if semconv.is_dead_letter_channel(stage.channel):
+                        dead_letter_publishes.append((stage, attrs))
+                elif row.kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
+                    if semconv.is_legacy_receive(attrs):
+                        single_receives[(row.trace_id, row.span_id)] = stage
+
+    if single_receives:
+        _demote_receives_with_process_spans(single_receives, result.batch.stages)
+    outer_publishes = _outer_publishes(producers, stages_by_span) if producers else {}
+    if outer_publishes:
+        result.batch.stages = [s for s in result.batch.stages if id(s) not in outer_publishes]
+    for publish, attrs in dead_letter_publishes:
+        if id(publish) not in outer_publishes:
+            _mark_dead_letter(publish, attrs, stages_by_span, result.batch, outer_publishes)
+    limits.report("traces")
+    return result
+
+
+def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code) -> str | None:
+    """Why a span cannot be stored, or None."""
+    problem = id_problem(trace_id, span_id, parent_span_id)
+    if problem:
+        return problem
+    if not start_ns:
+        return "start time is missing"
+    if start_ns > MAX_INT64 or end_ns > MAX_INT64:
+        return "start or end time is out of range"
+    # An end before the start (a span never ended, a clock step) is kept with
+    # duration 0; the kind and status come from closed lists.
+    if not 0 <= kind <= MAX_SPAN_KIND:
+        return f"kind {kind} is not a SpanKind (0-{MAX_SPAN_KIND})"
+    if not 0 <= code <= STATUS_ERROR:
+        return f"status code {code} is not a StatusCode (0-{STATUS_ERROR})"
+    return None
+
+
+def _span_row(
+    span, attrs, project_id, service, resource, scope, secrets, limits, ids, times, kind, code,
+    message, contexts,
+) -> SpanRow:  # fmt: skip
+    trace_id, span_id, parent_span_id = ids
+    start_ns, end_ns = times
+    events = span.events
+    name = span.name
+    if len(name) > limits.length:
+        name = limits.text(name)
+    if len(message) > limits.length:
+        message = limits.text(message)
+    return SpanRow(
+        project_id=project_id,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id or None,
+        start_time_ns=start_ns,
+        duration_ns=max(0, end_ns - start_ns),
+        service=service,
+        name=_pb_text(name),
+        kind=kind,
+        status_code=code,
+        status_message=_pb_text(message) or None,
+        attributes=attrs,
+        resource=resource,
+        events=[
+            {
+                "name": _pb_text(limits.text(event.name)),
+                "time_ns": event.time_unix_nano,
+                "attributes": attributes(
+                    event.attributes, secrets, limits, event.dropped_attributes_count
+                ),
+            }
+            for event in events
+        ]
+        if events
+        else [],
+        links=[
+            {
+                "trace_id": hex_id(link_trace),
+                "span_id": hex_id(link_span),
+                "attributes": attributes(
+                    link.attributes, secrets, limits, link.dropped_attributes_count
+                ),
+            }
+            for link_trace, link_span, link in contexts
+        ],
+        scope=scope,
+    )
