@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 
 from collector.models import ApiToken, Project, Scope
 from dashboard.accounts.models import Membership, Role
+from tests.aws import _moto_server, aws  # noqa: F401  (fixtures: moto's server for AWS tests)
 
 # Every table the writer, the pollers and the background loops fill through
 # their own connections. Django's flush empties only managed models' tables,
