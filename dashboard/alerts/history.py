@@ -42,65 +42,45 @@ def _webhook_target(state: dict) -> str:
     return f"webhook {state['id']} “{state['name']}”"
 
 
+def _saved(request, action: str, obj, after: dict, target: str, before: dict | None) -> None:
+    """`<action>.created` for a new object, `<action>.updated` with the changed
+    fields when anything changed, nothing otherwise."""
+    if before is None:
+        details, verb = {"after": after}, "created"
+    elif before != after:
+        details, verb = changes(before, after), "updated"
+    else:
+        return
+    record(f"{action}.{verb}", request=request, project=obj.project, target=target, details=details)
+
+
+def _deleted(request, action: str, obj, before: dict, target: str) -> None:
+    record(
+        f"{action}.deleted",
+        request=request,
+        project=obj.project,
+        target=target,
+        details={"before": before},
+    )
+
+
 def rule_saved(request, rule, before: dict | None) -> None:
     """`before` is rule_state() ahead of the change, None for a new rule."""
     after = rule_state(rule)
-    if before is None:
-        record(
-            "alert_rule.created",
-            request=request,
-            project=rule.project,
-            target=_rule_target(after),
-            details={"after": after},
-        )
-    elif before != after:
-        record(
-            "alert_rule.updated",
-            request=request,
-            project=rule.project,
-            target=_rule_target(after),
-            details=changes(before, after),
-        )
+    _saved(request, "alert_rule", rule, after, _rule_target(after), before)
 
 
 def rule_deleted(request, rule, before: dict) -> None:
-    record(
-        "alert_rule.deleted",
-        request=request,
-        project=rule.project,
-        target=_rule_target(before),
-        details={"before": before},
-    )
+    _deleted(request, "alert_rule", rule, before, _rule_target(before))
 
 
 def webhook_saved(request, webhook, before: dict | None) -> None:
     after = webhook_state(webhook)
-    if before is None:
-        record(
-            "webhook.created",
-            request=request,
-            project=webhook.project,
-            target=_webhook_target(after),
-            details={"after": after},
-        )
-    elif before != after:
-        record(
-            "webhook.updated",
-            request=request,
-            project=webhook.project,
-            target=_webhook_target(after),
-            details=changes(before, after),
-        )
+    _saved(request, "webhook", webhook, after, _webhook_target(after), before)
 
 
 def webhook_deleted(request, webhook, before: dict) -> None:
-    record(
-        "webhook.deleted",
-        request=request,
-        project=webhook.project,
-        target=_webhook_target(before),
-        details={"before": before},
-    )
+    _deleted(request, "webhook", webhook, before, _webhook_target(before))
 
 
 def webhook_tested(request, webhook, delivery) -> None:
