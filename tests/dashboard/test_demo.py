@@ -7,7 +7,6 @@ opentelemetry-proto, exactly as sent on the wire.
 
 import asyncio
 import gzip
-import http.server
 import json
 import os
 import signal
@@ -34,6 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dashboard import demo
+from tests.http_sink import LocalHttpServer, QuietHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER, CLIENT, PRODUCER, CONSUMER = (
@@ -44,36 +44,22 @@ SERVER, CLIENT, PRODUCER, CONSUMER = (
 )
 
 
-class OtlpSink(http.server.ThreadingHTTPServer):
+class OtlpSink(LocalHttpServer):
     """Accepts OTLP/HTTP protobuf traces and CloudEvents batches, and keeps them."""
 
-    daemon_threads = True
-
     def __init__(self):
-        super().__init__(("127.0.0.1", 0), _SinkHandler)
+        super().__init__(_SinkHandler)
         self.spans: list[dict] = []
         self.events: list[dict] = []
         self.metrics: list[ExportMetricsServiceRequest] = []
         self.authorizations: set[str] = set()
-        self.lock = threading.Lock()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
+        return self.base_url
 
 
-class _SinkHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class _SinkHandler(QuietHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         if self.headers.get("content-encoding") == "gzip":
@@ -587,13 +573,37 @@ async def test_the_demo_through_the_collector_fills_the_flow_graph(
 
     from tests.collector.receiver_harness import http_receiver, running_writer
 
+    def everyone_consumed() -> bool:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(DISTINCT consumer_group) FROM collector_flowrollup"
+                    " WHERE project_id = %s AND kind = 'consume' AND e2e_count > 0"
+                    " AND consumer_group IN ('payments', 'shipping', 'analytics')",
+                    [project.pk],
+                )
+                consumers = cursor.fetchone()[0]
+                cursor.execute(
+                    "SELECT coalesce(sum(deadlettered), 0) FROM collector_flowrollup"
+                    " WHERE project_id = %s",
+                    [project.pk],
+                )
+                return consumers == 3 and cursor.fetchone()[0] > 0
+        finally:
+            connection.close()
+
     stop = threading.Event()
     async with running_writer() as writer, http_receiver(writer) as url:
         headers = {"authorization": f"Bearer {ingest_token}"}
         running = asyncio.create_task(
             asyncio.to_thread(demo.run, url, stop, headers, rate=25, seed=7)
         )
+        # At least 3 s, then until every consumer shows (the slow analytics
+        # consumer may need longer on a loaded machine), at most 30 s.
         await asyncio.sleep(3)
+        deadline = time.monotonic() + 27
+        while time.monotonic() < deadline and not await sync_to_async(everyone_consumed)():
+            await asyncio.sleep(0.5)
         stop.set()
         tally = await running
 

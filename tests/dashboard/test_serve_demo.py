@@ -1,10 +1,8 @@
 """`serve --demo` as a newcomer meets it: a real subprocess on free ports, its
 own database, and every page of the dashboard fed by the demo shop."""
 
-import http.server
 import json
 import re
-import threading
 import time
 
 import httpx
@@ -17,6 +15,7 @@ from collector.models import ApiToken, Project, Scope
 from dashboard.accounts.models import Membership, Role
 from dashboard.alerts.models import AlertRule, Format, Webhook
 from dashboard.management.commands.serve import Command as Serve
+from tests.http_sink import LocalHttpServer, QuietHandler
 from tests.test_commands import command_env, free_port, manage, terminate, wait_http
 
 DEMO_RULE = "analytics is behind (demo)"
@@ -25,32 +24,19 @@ DEADLINE_SECONDS = 120
 CSRF = "a" * 32
 
 
-class WebhookSink(http.server.ThreadingHTTPServer):
+class WebhookSink(LocalHttpServer):
     """The outside world a replay goes to: keeps every body it receives."""
 
-    daemon_threads = True
-
     def __init__(self):
-        super().__init__(("127.0.0.1", 0), _SinkHandler)
+        super().__init__(_SinkHandler)
         self.bodies: list[dict] = []
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
+        return f"{self.base_url}/hook"
 
 
-class _SinkHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class _SinkHandler(QuietHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         self.server.bodies.append(json.loads(body))
