@@ -221,25 +221,9 @@ def percentile(values: list[float], share: float) -> float:
 def inflating_bodies(variants: int, spans: int) -> list[bytes]:
     """gzip bodies of `spans` spans with 20 repetitive attributes each: some
     125 kB that inflate to 17 MB. Each variant is a different trace."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
+    from tests.otlp_requests import trace_request
 
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    name = resource_spans.resource.attributes.add()
-    name.key, name.value.string_value = "service.name", "flood"
-    scope = resource_spans.scope_spans.add()
-    now = time.time_ns()
-    for n in range(spans):
-        span = scope.spans.add()
-        span.trace_id, span.span_id = (1).to_bytes(16, "big"), (n + 1).to_bytes(8, "big")
-        span.name, span.kind = "charge", 2
-        span.start_time_unix_nano, span.end_time_unix_nano = now - 1_000_000, now
-        for a in range(20):
-            attribute = span.attributes.add()
-            attribute.key, attribute.value.string_value = f"attribute.{a}", "x" * 40
-    template = request.SerializeToString()
+    template = trace_request(1, spans, service="flood", attributes=20, value_size=40)
     old = b"\x0a\x10" + (1).to_bytes(16, "big")  # the trace_id field
     return [
         gzip.compress(template.replace(old, b"\x0a\x10" + (v + 2).to_bytes(16, "big")))

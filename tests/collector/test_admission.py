@@ -11,7 +11,6 @@ import httpx
 import psycopg
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector import auth
 from collector.admission import DECODED_WEIGHT
@@ -19,6 +18,7 @@ from collector.db import conninfo
 from collector.writer import Writer
 from tests.collector.receiver_harness import grpc_receiver, http_receiver
 from tests.collector.tcp_proxy import TcpProxy
+from tests.otlp_requests import trace_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,26 +33,7 @@ def fresh_token_cache():
 
 
 def traces(request_id: int, spans: int, attributes: int = 1, value_size: int = 8) -> bytes:
-    """An OTLP request of `spans` spans in trace `request_id`, each with
-    `attributes` string attributes of `value_size` characters (repetitive,
-    so gzip shrinks them a hundredfold, as a hostile client would)."""
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    name = resource_spans.resource.attributes.add()
-    name.key, name.value.string_value = "service.name", "checkout"
-    scope = resource_spans.scope_spans.add()
-    now = time.time_ns()
-    for n in range(spans):
-        span = scope.spans.add()
-        span.trace_id = request_id.to_bytes(16, "big")
-        span.span_id = (n + 1).to_bytes(8, "big")
-        span.name, span.kind = "charge", 2
-        span.start_time_unix_nano, span.end_time_unix_nano = now - 1_000_000, now
-        for a in range(attributes):
-            attribute = span.attributes.add()
-            attribute.key = f"attribute.{a}"
-            attribute.value.string_value = "x" * value_size
-    return request.SerializeToString()
+    return trace_request(request_id, spans, attributes=attributes, value_size=value_size)
 
 
 async def stored_traces(project_id: int) -> dict[int, int]:
