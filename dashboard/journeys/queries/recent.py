@@ -1,0 +1,216 @@
+"""Recent traces, newest first (what the search page lists when its box is empty).
+
+A trace is listed at the time of its newest row that passes the filters:
+
+- no filter: root spans (a span without a parent starts a trace);
+- `service`: spans of that service;
+- `status=error`: spans with error status (of the service, if one is given);
+- `channel` (with `system` optional): messaging stages on that channel (of
+  the service, and failed or dead-lettered with `status=error`), so
+  CloudEvents journeys without spans are listed too.
+
+Rows are read newest first in growing slices of time (5 minutes, then an
+hour, six hours, a day, the whole window) through BRIN indexes on the start
+times of spans and the times of stages, so the first page of a busy project
+reads minutes of rows, not the window. A trace with several matching rows
+appears once, at its newest: a row is skipped when a later matching row of
+its trace exists (one probe of the trace's index per row kept).
+"""
+
+import dataclasses
+import datetime as dt
+
+from dashboard.journeys.queries.rows import _rows, iso
+from dashboard.query_params import BadParameter, text_param
+
+SLICES = (
+    dt.timedelta(minutes=5),
+    dt.timedelta(hours=1),
+    dt.timedelta(hours=6),
+    dt.timedelta(days=1),
+)
+STATUSES = ("", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    service: str = ""
+    channel: str = ""
+    system: str = ""
+    status: str = ""
+
+    @classmethod
+    def from_params(cls, params) -> "Filters":
+        status = text_param(params, "status", 20)
+        if status not in STATUSES:
+            raise BadParameter(f"status={status!r}: the only status filter is 'error'")
+        system = text_param(params, "system", 200)
+        channel = text_param(params, "channel", 1000)
+        if system and not channel:
+            raise BadParameter("system filters a channel: give channel= too")
+        return cls(text_param(params, "service", 1000), channel, system, status)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.service or self.channel or self.status)
+
+
+def _source(filters: Filters) -> tuple[str, str, str]:
+    """(table, time column, conditions on its rows) for the filters."""
+    if filters.channel:
+        conditions = ["trace_id IS NOT NULL", "channel = %(channel)s"]
+        if filters.system:
+            conditions.append("system = %(system)s")
+        if filters.service:
+            conditions.append("service = %(service)s")
+        if filters.status == "error":
+            conditions.append("(stage IN ('failed', 'deadlettered') OR error IS NOT NULL)")
+        return "collector_stage", "time", " AND ".join(conditions)
+    conditions = []
+    if filters.service:
+        conditions.append("service = %(service)s")
+    if filters.status == "error":
+        conditions.append("status_code = 2")
+    if not conditions:
+        conditions.append("parent_span_id IS NULL")
+    return "collector_span", "start_time", " AND ".join(conditions)
+
+
+def _candidates(project_id, filters, since, high, until, cursor, limit) -> list[dict]:
+    """Traces with matching rows in [since, high), at their newest, newest first."""
+    table, column, conditions = _source(filters)
+    # One root span per trace: no later row of the same trace to look for.
+    once = table == "collector_span" and not filters.active
+    # Unqualified columns in the conditions name the innermost table: x here.
+    later = (
+        ""
+        if once
+        else f"""
+          AND NOT EXISTS (
+              SELECT 1 FROM {table} x
+              WHERE x.project_id = r.project_id AND x.trace_id = r.trace_id
+                AND x.{column} > r.{column} AND x.{column} < %(until)s
+                AND {conditions})"""
+    )
+    sql = f"""
+        SELECT r.trace_id, r.{column} AS time
+        FROM {table} r
+        WHERE r.project_id = %(p)s AND r.{column} >= %(since)s AND r.{column} < %(high)s
+          AND {conditions}
+          AND (%(ct)s::timestamptz IS NULL
+               OR (r.{column}, r.trace_id) < (%(ct)s, %(cid)s::bytea)){later}
+        ORDER BY r.{column} DESC, r.trace_id DESC
+        LIMIT %(n)s
+    """
+    params = {
+        "p": project_id,
+        "since": since,
+        "high": high,
+        "until": until,
+        "service": filters.service,
+        "channel": filters.channel,
+        "system": filters.system,
+        "ct": cursor[0] if cursor else None,
+        "cid": cursor[1] if cursor else None,
+        "n": limit,
+    }
+    rows, seen = [], set()
+    for row in _rows(sql, params):
+        key = bytes(row["trace_id"])
+        if key not in seen:  # two matching rows of a trace at the same instant
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+def parse_cursor(cursor) -> tuple[dt.datetime, bytes] | None:
+    if cursor is None:
+        return None
+    try:
+        moment, trace_hex = cursor
+        return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")), bytes.fromhex(trace_hex)
+    except (TypeError, ValueError, AttributeError):
+        raise BadParameter("cursor is not one this API returned") from None
+
+
+def recent(project_id, filters: Filters, since, until, limit: int, cursor=None):
+    """(traces newest first with their figures, the cursor of the next page or None)."""
+    high = min(until, cursor[0] + dt.timedelta(microseconds=1)) if cursor else until
+    rows: list[dict] = []
+    for width in (*SLICES, None):
+        low = since if width is None else max(since, high - width)
+        rows = _candidates(project_id, filters, low, high, until, cursor, limit + 1)
+        if len(rows) > limit or low == since:
+            break
+    page = rows[:limit]
+    following = (
+        [iso(page[-1]["time"]), bytes(page[-1]["trace_id"]).hex()] if len(rows) > limit else None
+    )
+    return _summaries(project_id, page), following
+
+
+def _summaries(project_id: int, page: list[dict]) -> list[dict]:
+    """Each listed trace as a search result shows it: root, duration, spans,
+    errors, services and channels."""
+    if not page:
+        return []
+    ids = [bytes(r["trace_id"]) for r in page]
+    spans = {
+        bytes(r["trace_id"]): r
+        for r in _rows(
+            """
+            SELECT trace_id, count(*) AS spans, count(*) FILTER (WHERE status_code = 2) AS errors,
+                   min(start_time) AS start,
+                   max(start_time + duration_ns / 1000 * interval '1 microsecond') AS end_time,
+                   array_agg(DISTINCT service ORDER BY service) AS services,
+                   (array_agg(service ORDER BY parent_span_id IS NOT NULL, start_time))[1]
+                       AS root_service,
+                   (array_agg(name ORDER BY parent_span_id IS NOT NULL, start_time))[1] AS root_name
+            FROM collector_span WHERE project_id = %s AND trace_id = ANY(%s)
+            GROUP BY trace_id
+            """,
+            [project_id, ids],
+        )
+    }
+    stages = {
+        bytes(r["trace_id"]): r
+        for r in _rows(
+            """
+            SELECT trace_id, count(*) AS stages,
+                   count(*) FILTER (WHERE stage IN ('failed', 'deadlettered')) AS failed,
+                   min(time) AS start, max(time) AS end_time,
+                   array_agg(DISTINCT service ORDER BY service) AS services,
+                   array_agg(DISTINCT channel ORDER BY channel) FILTER (WHERE channel <> '')
+                       AS channels
+            FROM collector_stage WHERE project_id = %s AND trace_id = ANY(%s)
+            GROUP BY trace_id
+            """,
+            [project_id, ids],
+        )
+    }
+    items = []
+    for row in page:
+        key = bytes(row["trace_id"])
+        span, stage = spans.get(key), stages.get(key)
+        starts = [x["start"] for x in (span, stage) if x]
+        ends = [x["end_time"] for x in (span, stage) if x]
+        start, end = (min(starts), max(ends)) if starts else (row["time"], row["time"])
+        items.append(
+            {
+                "trace_id": key.hex(),
+                "time": iso(row["time"]),
+                "start": iso(start),
+                "duration_ms": (end - start).total_seconds() * 1000,
+                "root_service": span["root_service"] if span else None,
+                "root_name": span["root_name"] if span else None,
+                "spans": span["spans"] if span else 0,
+                "errors": span["errors"] if span else 0,
+                "stages": stage["stages"] if stage else 0,
+                "failed_stages": stage["failed"] if stage else 0,
+                "services": sorted(
+                    {*(span or {}).get("services", ()), *(stage or {}).get("services", ())}
+                ),  # fmt: skip
+                "channels": (stage or {}).get("channels") or [],
+            }
+        )
+    return items
