@@ -389,7 +389,10 @@ def main(argv=None) -> int:
     filled = filled_with(url)
     if args.refill or filled != args.spans:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-        print(f"filling {BENCH_DB} with {args.spans:,} spans ...", file=sys.stderr)
+        print(
+            f"filling {urlsplit(url).path.lstrip('/')} with {args.spans:,} spans ...",
+            file=sys.stderr,
+        )
         loaded = fill(url, args.spans)
         print(f"filled in {loaded['seconds']:.0f} s", file=sys.stderr)
     with psycopg.connect(url) as conn:
