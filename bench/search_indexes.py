@@ -1,7 +1,7 @@
 """What the search indexes cost a bulk load: binary COPY of the same rows into
 tables shaped like the spans and the envelopes, with and without the indexes
-of migration 0007_search, interleaved round by round (this machine's speed
-drifts within minutes), printed as Markdown.
+of migration 0007_search, interleaved round by round in alternating order
+(this machine's speed drifts within minutes), printed as Markdown.
 
 - spans: the primary key alone, against the primary key plus the BRIN over
   start_time (32 pages a range, autosummarize). Summarising happens after the
@@ -149,8 +149,9 @@ def main(argv=None) -> int:
               for label, sql in ENVELOPE_INDEXES.items()]  # fmt: skip
     times: dict = {(c[0], c[1]): [] for c in cases}
     load(url, "span", [], span_data, False)  # warm up
-    for _ in range(args.rounds):
-        for table, label, indexes, data, _rows in cases:
+    for round_no in range(args.rounds):
+        # Alternate the order, so a drift of the machine's speed favours neither.
+        for table, label, indexes, data, _rows in cases[:: 1 if round_no % 2 == 0 else -1]:
             times[(table, label)].append(load(url, table, indexes, data, True))
     print(f"\n## Search indexes on a bulk load ({args.rounds} rounds, interleaved; median)\n")
     print(

@@ -9,12 +9,13 @@ A trace is listed at the time of its newest row that passes the filters:
   the service, and failed or dead-lettered with `status=error`), so
   CloudEvents journeys without spans are listed too.
 
-Rows are read newest first in growing slices of time (5 minutes, then an
-hour, six hours, a day, the whole window) through BRIN indexes on the start
-times of spans and the times of stages, so the first page of a busy project
-reads minutes of rows, not the window. A trace with several matching rows
-appears once, at its newest: a row is skipped when a later matching row of
-its trace exists (one probe of the trace's index per row kept).
+Rows are read newest first in growing slices of time (5 minutes, then as
+much wider as the slice before fell short of a page, at most 12 times, up to
+the whole window) through BRIN indexes on the start times of spans and the
+times of stages, so the first page of a busy project reads minutes of rows,
+not the window. A trace with several matching rows appears once, at its
+newest. Its figures (spans, errors, duration, services) count its rows
+within a day of that time, so a page reads two or three day partitions.
 """
 
 import dataclasses
@@ -23,12 +24,9 @@ import datetime as dt
 from dashboard.journeys.queries.rows import _rows, iso
 from dashboard.query_params import BadParameter, text_param
 
-SLICES = (
-    dt.timedelta(minutes=5),
-    dt.timedelta(hours=1),
-    dt.timedelta(hours=6),
-    dt.timedelta(days=1),
-)
+FIRST_SLICE = dt.timedelta(minutes=5)
+GROW_EMPTY = 12  # how much wider the next slice is after an empty one (at most)
+DAY = dt.timedelta(days=1)
 STATUSES = ("", "error")
 
 
@@ -77,29 +75,34 @@ def _source(filters: Filters) -> tuple[str, str, str]:
 
 
 def _candidates(project_id, filters, since, high, until, cursor, limit) -> list[dict]:
-    """Traces with matching rows in [since, high), at their newest, newest first."""
+    """Traces with matching rows in [since, high), at their newest, newest first.
+
+    Rows are grouped by trace within the slice; on later pages a trace whose
+    newest matching row lies at or after `high` was listed before, which one
+    probe of the trace's index per listed trace finds (the first page has
+    nothing after it)."""
     table, column, conditions = _source(filters)
-    # One root span per trace: no later row of the same trace to look for.
-    once = table == "collector_span" and not filters.active
     # Unqualified columns in the conditions name the innermost table: x here.
     later = (
-        ""
-        if once
-        else f"""
+        f"""
           AND NOT EXISTS (
               SELECT 1 FROM {table} x
-              WHERE x.project_id = r.project_id AND x.trace_id = r.trace_id
-                AND x.{column} > r.{column} AND x.{column} < %(until)s
+              WHERE x.project_id = %(p)s AND x.trace_id = g.trace_id
+                AND x.{column} >= %(high)s AND x.{column} < %(until)s
                 AND {conditions})"""
+        if cursor
+        else ""
     )
     sql = f"""
-        SELECT r.trace_id, r.{column} AS time
-        FROM {table} r
-        WHERE r.project_id = %(p)s AND r.{column} >= %(since)s AND r.{column} < %(high)s
-          AND {conditions}
-          AND (%(ct)s::timestamptz IS NULL
-               OR (r.{column}, r.trace_id) < (%(ct)s, %(cid)s::bytea)){later}
-        ORDER BY r.{column} DESC, r.trace_id DESC
+        SELECT g.trace_id, g.time FROM (
+            SELECT r.trace_id, max(r.{column}) AS time
+            FROM {table} r
+            WHERE r.project_id = %(p)s AND r.{column} >= %(since)s AND r.{column} < %(high)s
+              AND {conditions}
+            GROUP BY r.trace_id
+        ) AS g
+        WHERE (%(ct)s::timestamptz IS NULL OR (g.time, g.trace_id) < (%(ct)s, %(cid)s::bytea)){later}
+        ORDER BY g.time DESC, g.trace_id DESC
         LIMIT %(n)s
     """
     params = {
@@ -114,13 +117,7 @@ def _candidates(project_id, filters, since, high, until, cursor, limit) -> list[
         "cid": cursor[1] if cursor else None,
         "n": limit,
     }
-    rows, seen = [], set()
-    for row in _rows(sql, params):
-        key = bytes(row["trace_id"])
-        if key not in seen:  # two matching rows of a trace at the same instant
-            seen.add(key)
-            rows.append(row)
-    return rows
+    return _rows(sql, params)
 
 
 def parse_cursor(cursor) -> tuple[dt.datetime, bytes] | None:
@@ -137,11 +134,15 @@ def recent(project_id, filters: Filters, since, until, limit: int, cursor=None):
     """(traces newest first with their figures, the cursor of the next page or None)."""
     high = min(until, cursor[0] + dt.timedelta(microseconds=1)) if cursor else until
     rows: list[dict] = []
-    for width in (*SLICES, None):
-        low = since if width is None else max(since, high - width)
+    width = FIRST_SLICE
+    while True:
+        low = max(since, high - width)
         rows = _candidates(project_id, filters, low, high, until, cursor, limit + 1)
         if len(rows) > limit or low == since:
             break
+        # Widen by what the slice held: enough for a page, with a margin.
+        grow = GROW_EMPTY if not rows else (limit + 1) / len(rows) * 1.5
+        width *= min(max(grow, 2), GROW_EMPTY)
     page = rows[:limit]
     following = (
         [iso(page[-1]["time"]), bytes(page[-1]["trace_id"]).hex()] if len(rows) > limit else None
@@ -155,6 +156,7 @@ def _summaries(project_id: int, page: list[dict]) -> list[dict]:
     if not page:
         return []
     ids = [bytes(r["trace_id"]) for r in page]
+    bounds = (min(r["time"] for r in page) - DAY, max(r["time"] for r in page) + DAY)
     spans = {
         bytes(r["trace_id"]): r
         for r in _rows(
@@ -167,9 +169,10 @@ def _summaries(project_id: int, page: list[dict]) -> list[dict]:
                        AS root_service,
                    (array_agg(name ORDER BY parent_span_id IS NOT NULL, start_time))[1] AS root_name
             FROM collector_span WHERE project_id = %s AND trace_id = ANY(%s)
+              AND start_time >= %s AND start_time < %s
             GROUP BY trace_id
             """,
-            [project_id, ids],
+            [project_id, ids, *bounds],
         )
     }
     stages = {
@@ -183,9 +186,10 @@ def _summaries(project_id: int, page: list[dict]) -> list[dict]:
                    array_agg(DISTINCT channel ORDER BY channel) FILTER (WHERE channel <> '')
                        AS channels
             FROM collector_stage WHERE project_id = %s AND trace_id = ANY(%s)
+              AND time >= %s AND time < %s
             GROUP BY trace_id
             """,
-            [project_id, ids],
+            [project_id, ids, *bounds],
         )
     }
     items = []
