@@ -1,20 +1,27 @@
 """Recent traces, newest first (what the search page lists when its box is empty).
 
-A trace is listed at the time of its newest row that passes the filters:
+A trace is listed at the time of its newest row that passes the filters.
+The rows are root spans (a span without a parent starts a trace) and
+messaging stages, never all spans: only root spans are indexed by time (a
+partial BRIN, so storing the other spans costs nothing more):
 
-- no filter: root spans (a span without a parent starts a trace);
-- `service`: spans of that service;
-- `status=error`: spans with error status (of the service, if one is given);
-- `channel` (with `system` optional): messaging stages on that channel (of
-  the service, and failed or dead-lettered with `status=error`), so
-  CloudEvents journeys without spans are listed too.
+- no filter: root spans, and the stages reported as CloudEvents (so
+  journeys without spans are listed too);
+- `service`: root spans of that service and its stages;
+- `channel` (with `system` optional): stages on that channel;
+- `status=error`: root spans with error status and failed or dead-lettered
+  stages (and the other filters on each).
+
+So a trace whose only error is an inner span that is no messaging stage is
+not among `status=error`, and a service that only has inner spans (no root,
+no messaging) is not among `service=`; search by id finds them.
 
 Rows are read newest first in growing slices of time (5 minutes, then as
 much wider as the slice before fell short of a page, at most 12 times, up to
-the whole window) through BRIN indexes on the start times of spans and the
-times of stages, so the first page of a busy project reads minutes of rows,
-not the window. A trace with several matching rows appears once, at its
-newest. Its figures (spans, errors, duration, services) count its rows
+the whole window) through the BRIN indexes on the start times of root spans
+and the times of stages, so the first page of a busy project reads minutes
+of rows, not the window. A trace with several matching rows appears once, at
+its newest. Its figures (spans, errors, duration, services) count its rows
 within a day of that time, so a page reads two or three day partitions.
 """
 
@@ -53,25 +60,27 @@ class Filters:
         return bool(self.service or self.channel or self.status)
 
 
-def _source(filters: Filters) -> tuple[str, str, str]:
-    """(table, time column, conditions on its rows) for the filters."""
-    if filters.channel:
-        conditions = ["trace_id IS NOT NULL", "channel = %(channel)s"]
-        if filters.system:
-            conditions.append("system = %(system)s")
-        if filters.service:
-            conditions.append("service = %(service)s")
-        if filters.status == "error":
-            conditions.append("(stage IN ('failed', 'deadlettered') OR error IS NOT NULL)")
-        return "collector_stage", "time", " AND ".join(conditions)
-    conditions = []
+def _sources(filters: Filters) -> list[tuple[str, str, str]]:
+    """(table, time column, conditions on its rows) of each kind of row that
+    places a trace, for the filters."""
+    span = ["parent_span_id IS NULL"]  # the partial BRIN's predicate
+    stage = ["trace_id IS NOT NULL"]
     if filters.service:
-        conditions.append("service = %(service)s")
+        span.append("service = %(service)s")
+        stage.append("service = %(service)s")
+    if filters.channel:
+        stage.append("channel = %(channel)s")
+        if filters.system:
+            stage.append("system = %(system)s")
     if filters.status == "error":
-        conditions.append("status_code = 2")
-    if not conditions:
-        conditions.append("parent_span_id IS NULL")
-    return "collector_span", "start_time", " AND ".join(conditions)
+        span.append("status_code = 2")
+        stage.append("stage IN ('failed', 'deadlettered')")
+    if not filters.active:
+        stage.append("origin <> 1")  # CloudEvents: a span-derived stage has its root span
+    sources = [("collector_stage", "time", " AND ".join(stage))]
+    if not filters.channel:
+        sources.insert(0, ("collector_span", "start_time", " AND ".join(span)))
+    return sources
 
 
 def _candidates(project_id, filters, since, high, until, cursor, limit) -> list[dict]:
@@ -81,25 +90,26 @@ def _candidates(project_id, filters, since, high, until, cursor, limit) -> list[
     newest matching row lies at or after `high` was listed before, which one
     probe of the trace's index per listed trace finds (the first page has
     nothing after it)."""
-    table, column, conditions = _source(filters)
+    sources = _sources(filters)
+    rows = " UNION ALL ".join(
+        f"""SELECT r.trace_id, r.{column} AS time FROM {table} r
+            WHERE r.project_id = %(p)s AND r.{column} >= %(since)s AND r.{column} < %(high)s
+              AND {conditions}"""
+        for table, column, conditions in sources
+    )
     # Unqualified columns in the conditions name the innermost table: x here.
-    later = (
+    later = "".join(
         f"""
           AND NOT EXISTS (
               SELECT 1 FROM {table} x
               WHERE x.project_id = %(p)s AND x.trace_id = g.trace_id
                 AND x.{column} >= %(high)s AND x.{column} < %(until)s
                 AND {conditions})"""
-        if cursor
-        else ""
+        for table, column, conditions in (sources if cursor else ())
     )
     sql = f"""
         SELECT g.trace_id, g.time FROM (
-            SELECT r.trace_id, max(r.{column}) AS time
-            FROM {table} r
-            WHERE r.project_id = %(p)s AND r.{column} >= %(since)s AND r.{column} < %(high)s
-              AND {conditions}
-            GROUP BY r.trace_id
+            SELECT trace_id, max(time) AS time FROM ({rows}) AS r GROUP BY trace_id
         ) AS g
         WHERE (%(ct)s::timestamptz IS NULL OR (g.time, g.trace_id) < (%(ct)s, %(cid)s::bytea)){later}
         ORDER BY g.time DESC, g.trace_id DESC
