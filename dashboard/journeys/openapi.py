@@ -183,7 +183,10 @@ SCHEMAS = {
     "TraceSummary": object_schema(
         {
             "trace_id": STRING,
-            "time": {**DATE_TIME, "description": "its newest row matching the filters"},
+            "time": {
+                **DATE_TIME,
+                "description": "its newest root span or stage matching the filters",
+            },
             "start": DATE_TIME,
             "duration_ms": {"type": "number"},
             "root_service": STRING_OR_NULL,
@@ -226,11 +229,14 @@ PATHS = {
         "get": operation(
             "Recent traces, newest first, with duration, spans and errors",
             [
-                param("service", "traces with a span (or, with channel, a stage) of this service"),
+                param("service", "traces whose root span or a messaging stage is this service's"),
                 param("channel", "traces with a messaging stage on this channel"),
                 param("system", "the channel's messaging system (with channel)"),
                 param(
-                    "status", "error: only traces with a failing span or stage", {"enum": ["error"]}
+                    "status",
+                    "error: traces whose root span has error status, or with a failed or "
+                    "dead-lettered stage",
+                    {"enum": ["error"]},
                 ),
                 *WINDOW,
                 *PAGE,
