@@ -35,14 +35,19 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 BENCH_DB = "eventscope_bench_query"
 SERVICES, CHANNELS, DAYS, SPANS_PER_TRACE = 20, 30, 7, 5
+CUSTOMERS = 5000
 AHEAD = 2  # hours of data past the fill time
 
 
 def database_url() -> str:
+    """`eventscope_bench_query` on the benchmark server; when BENCH_DATABASE_URL
+    names a database, that name with `_query` after it."""
     server = (
         os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
     )
-    return urlunsplit(urlsplit(server)._replace(path="/" + BENCH_DB))
+    parts = urlsplit(server)
+    named = parts.path.lstrip("/") if os.environ.get("BENCH_DATABASE_URL") else ""
+    return urlunsplit(parts._replace(path="/" + (f"{named}_query" if named else BENCH_DB)))
 
 
 def filled_with(url: str) -> int:
@@ -72,10 +77,11 @@ def filled_with(url: str) -> int:
 
 def recreate(url: str) -> None:
     parts = urlsplit(url)
+    name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 # One statement per day partition, so two connections can load in parallel.
@@ -145,6 +151,21 @@ CROSS JOIN LATERAL (VALUES
 ) AS s(k, time, stage, role, service, grp, parent, error, ms, e2e)
 """
 
+# A CloudEvent for every other trace (the order as published, with its payload):
+# subject = the order id, 5,000 customers.
+ENVELOPES_SQL = f"""
+INSERT INTO collector_envelope (project_id, time, source, event_id, type, subject,
+    datacontenttype, extensions, data, data_size, trace_id)
+SELECT %(project)s, %(start)s::timestamptz + i * %(step)s * interval '1 microsecond'
+           + interval '10 ms', '/shop/orders', 'ord-' || i, 'order.created', 'ord-' || i,
+       'application/json', '{{}}'::jsonb,
+       jsonb_build_object('order_id', 'ord-' || i, 'customer', 'c-' || (i %% {CUSTOMERS}),
+                          'amount', i %% 500, 'currency', 'EUR'),
+       80, decode(md5('t' || i), 'hex')
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
+WHERE i %% 2 = 0
+"""
+
 # Every edge is active every minute, as in a shop doing ~200 orders a minute.
 ROLLUPS_SQL = f"""
 WITH edges AS (
@@ -212,7 +233,7 @@ def fill(url: str, spans: int) -> dict:
     size = -(-traces // chunks)
     jobs = [
         (sql, k * size, min(traces, (k + 1) * size) - 1)
-        for sql in (SPANS_SQL, STAGES_SQL)
+        for sql in (SPANS_SQL, STAGES_SQL, ENVELOPES_SQL)
         for k in range(chunks)
     ]
     lock = threading.Lock()
@@ -263,9 +284,12 @@ def percentile(values, q):
 SERIES_EDGE = "source=channel:kafka:topic-00&target=service:svc-03&kind=consume&group=svc-03"
 
 
-def requests(trace_hex: str) -> list[tuple[str, str]]:
-    """(label, path) of every request measured."""
+def requests(trace_hex: str, trace_no: int = 0) -> list[tuple[str, str]]:
+    """(label, path) of every request measured; `trace_no` is the number of the
+    trace `trace_hex` (ids derive from it)."""
     from collector import fingerprint
+
+    order = trace_no - trace_no % 2  # every other trace has a CloudEvent
 
     return [
         ("GET /api/flow?window=1h", "/api/flow?window=1h"),
@@ -289,6 +313,19 @@ def requests(trace_hex: str) -> list[tuple[str, str]]:
             "failures of one fingerprint (7 d, list)",
             f"/api/failures?window=7d&fingerprint={fingerprint.of('payment declined: card 1')[1]}",
         ),
+        ("search: trace id prefix (8 hex)", f"/api/search?q={trace_hex[:8]}"),
+        ("search: message id", f"/api/search?q=evt-{trace_no}"),
+        # evt-12345 is a prefix of evt-12345[0-9]* too: about a hundred events.
+        ("search: event id prefix (9 chars)", f"/api/search?q=evt-{str(trace_no)[:5]}"),
+        ("search: CloudEvents subject", f"/api/search?q=subject%3Dord-{order}"),
+        ("search: payload field, one event", f"/api/search?q=data.order_id%3Dord-{order}"),
+        ("search: payload field, 200 events", "/api/search?q=data.customer%3Dc-42"),
+        ("recent traces (1 h)", "/api/traces?window=1h"),
+        ("recent traces of a service (1 h)", "/api/traces?window=1h&service=svc-03"),
+        ("recent traces of a channel (1 h)", "/api/traces?window=1h&channel=topic-00"),
+        ("recent traces with errors (24 h)", "/api/traces?window=24h&status=error"),
+        ("recent traces with errors (7 d)", "/api/traces?window=7d&status=error&service=svc-07"),
+        ("GET /search/ (page, recent traces)", "/search/"),
     ]
 
 
@@ -324,7 +361,7 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     # A trace from the last day: the one a user would look up after an alert.
     trace_no = traces - traces // 14
     trace_hex = __import__("hashlib").md5(f"t{trace_no}".encode()).hexdigest()
-    cases = requests(trace_hex)
+    cases = requests(trace_hex, trace_no)
     results = []
     for label, path in cases:
         for _ in range(3):
@@ -352,16 +389,20 @@ def main(argv=None) -> int:
     filled = filled_with(url)
     if args.refill or filled != args.spans:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-        print(f"filling {BENCH_DB} with {args.spans:,} spans ...", file=sys.stderr)
+        print(
+            f"filling {urlsplit(url).path.lstrip('/')} with {args.spans:,} spans ...",
+            file=sys.stderr,
+        )
         loaded = fill(url, args.spans)
         print(f"filled in {loaded['seconds']:.0f} s", file=sys.stderr)
     with psycopg.connect(url) as conn:
         spans = conn.execute("SELECT count(*) FROM collector_span").fetchone()[0]
         stages = conn.execute("SELECT count(*) FROM collector_stage").fetchone()[0]
+        envelopes = conn.execute("SELECT count(*) FROM collector_envelope").fetchone()[0]
         rollups = conn.execute("SELECT count(*) FROM collector_flowrollup").fetchone()[0]
     results = measure(url, args.runs)
     print(
-        f"\n## Query benchmark\n\n{spans:,} spans, {stages:,} stages, {rollups:,} rollup rows over 7 days; server time in process, {args.runs} runs each.\n"
+        f"\n## Query benchmark\n\n{spans:,} spans, {stages:,} stages, {envelopes:,} envelopes, {rollups:,} rollup rows over 7 days; server time in process, {args.runs} runs each.\n"
     )
     print("| request | p50 ms | p95 ms | response bytes |")
     print("|---|---:|---:|---:|")

@@ -143,11 +143,17 @@ def edge_links(edge: dict, nodes: dict, keep: dict) -> list[dict]:
 
 
 def node_links(node: dict, edges: list[dict], keep: dict) -> list[dict]:
-    """A node's failures and, for a channel, the lag of each group consuming it."""
+    """A node's failures, its recent traces and, for a channel, the lag of each
+    group consuming it."""
     if node["kind"] == "service":
-        links = [_link("failures", failures_url(keep, service=node["name"]))]
+        narrow = {"service": node["name"]}
     else:
-        links = [_link("failures", failures_url(keep, channel=node["name"], system=node["system"]))]
+        narrow = {"channel": node["name"], "system": node["system"]}
+    links = [
+        _link("failures", failures_url(keep, **narrow)),
+        _link("recent traces", with_query(reverse("search"), {**keep, **narrow})),
+    ]
+    if node["kind"] != "service":
         for edge in edges:
             if edge["kind"] != "consume" or edge["source"] != node["id"]:
                 continue

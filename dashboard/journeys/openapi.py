@@ -1,4 +1,4 @@
-"""What journeys adds to /api/openapi.json: GET /api/traces/{trace_id} and GET /api/events/{event_id}, and the schemas they answer with."""
+"""What journeys adds to /api/openapi.json: GET /api/traces/{trace_id}, GET /api/events/{event_id}, GET /api/search, GET /api/traces, and the schemas they answer with."""
 
 from dashboard.jsonapi import (
     BOOLEAN,
@@ -8,9 +8,12 @@ from dashboard.jsonapi import (
     NOT_FOUND,
     NUMBER_OR_NULL,
     OBJECT,
+    PAGE,
     STAGES,
     STRING,
     STRING_OR_NULL,
+    WINDOW,
+    list_of,
     object_schema,
     operation,
     param,
@@ -157,9 +160,91 @@ SCHEMAS = {
         },
         optional=("trace_id", "event_id", "source", "errors", "envelope"),
     ),
+    "SearchHit": object_schema(
+        {
+            "kind": {"enum": ["trace", "event"]},
+            "id": {"type": "string", "description": "the trace id (hex) or the event id"},
+            "source": {**STRING_OR_NULL, "description": "the CloudEvents source of an event"},
+            "matched": {
+                "enum": ["trace_id", "event_id", "message_id", "subject", "payload"],
+                "description": "what the search matched: a trace id, a CloudEvents id, a "
+                "messaging message id, the CloudEvents subject, or a payload field",
+            },
+            "prefix": {"type": "boolean", "description": "the id only starts with the search"},
+            "time": {**DATE_TIME, "description": "first seen (ids) or the newest envelope"},
+            "service": STRING_OR_NULL,
+            "trace_id": STRING_OR_NULL,
+            "type": {**STRING_OR_NULL, "description": "subject and payload hits"},
+            "subject": {**STRING_OR_NULL, "description": "subject and payload hits"},
+            "url": {"type": "string", "description": "the journey page"},
+        },
+        optional=("type", "subject"),
+    ),
+    "TraceSummary": object_schema(
+        {
+            "trace_id": STRING,
+            "time": {
+                **DATE_TIME,
+                "description": "its newest root span or stage matching the filters",
+            },
+            "start": DATE_TIME,
+            "duration_ms": {"type": "number"},
+            "root_service": STRING_OR_NULL,
+            "root_name": STRING_OR_NULL,
+            "spans": INTEGER,
+            "errors": {**INTEGER, "description": "spans with error status"},
+            "stages": INTEGER,
+            "failed_stages": {**INTEGER, "description": "failed or dead-lettered stages"},
+            "services": {"type": "array", "items": STRING},
+            "channels": {"type": "array", "items": STRING},
+            "url": {"type": "string", "description": "the trace's journey page"},
+        }
+    ),
 }
 
+SEARCH_SYNTAX = (
+    "a trace id, an event id or a messaging message id (whole, or its first 8+ "
+    "characters), subject=<CloudEvents subject>, or data.<field>=<value> (also "
+    "payload.<field>; dots go deeper) for stored CloudEvents payloads"
+)
+
 PATHS = {
+    "/api/search": {
+        "get": operation(
+            "What the search box finds, newest first; each hit links to its journey",
+            [param("q", SEARCH_SYNTAX, required=True), *PAGE],
+            {
+                "200": response(
+                    list_of(
+                        ref("SearchHit"),
+                        query=STRING,
+                        kind={"enum": ["id", "subject", "payload"]},
+                    )
+                )
+            },
+            tag="journeys",
+        )
+    },
+    "/api/traces": {
+        "get": operation(
+            "Recent traces, newest first, with duration, spans and errors",
+            [
+                param("service", "traces whose root span or a messaging stage is this service's"),
+                param("channel", "traces with a messaging stage on this channel"),
+                param("system", "the channel's messaging system (with channel)"),
+                param(
+                    "status",
+                    "error: traces whose root span has error status, or with a failed or "
+                    "dead-lettered stage",
+                    {"enum": ["error"]},
+                ),
+                *WINDOW,
+                *PAGE,
+            ],
+            {"200": response(list_of(ref("TraceSummary"), windowed=True))},
+            tag="journeys",
+        )
+    },
     "/api/traces/{trace_id}": {
         "get": operation(
             "A trace: spans and event stages in time order, with linked consumers",

@@ -9,6 +9,8 @@ urlpatterns = [
     path("traces/<str:trace_id>", views.trace, name="trace"),
     path("events/", views.event, name="event-by-id"),
     path("events/<path:event_id>", views.event, name="event"),
+    path("api/search", api.search, name="api-search"),
+    path("api/traces", api.traces, name="api-traces"),
     path("api/traces/<str:trace_id>", api.trace, name="api-trace"),
     path("api/events/<path:event_id>", api.event, name="api-event"),
 ]

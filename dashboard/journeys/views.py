@@ -1,4 +1,5 @@
-"""Search by id, and the journey pages: /traces/<trace_id> and /events/<event_id>
+"""Search (ids, prefixes, subjects, payload fields; recent traces when the box
+is empty), and the journey pages: /traces/<trace_id> and /events/<event_id>
 (or /events/?id=…, for ids that cannot travel in a path; see dashboard.links).
 
 An event's page also lists its replays, and editors replay it from there:
@@ -15,22 +16,51 @@ from django.urls import reverse
 
 from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
+from dashboard.journeys import api
 from dashboard.journeys import queries as journeys
-from dashboard.links import event_url
-from dashboard.query_params import BadParameter, text_param
+from dashboard.links import event_url, with_query
+from dashboard.query_params import BadParameter, text_param, window_choice
 from dashboard.replays import send as replays
 from dashboard.replays.models import Replay
 
 REPLAYS_SHOWN = 50
 
 
-def _search_page(request, query, source, message, status):
+def _search_page(request, query, source, message, status, **more):
     return render(
         request,
         "traces/search.html",
-        {"q": query, "source": source, "message": message, "area": "search"},
+        {"q": query, "source": source, "message": message, "area": "search", **more},
         status=status,
     )
+
+
+def _recent(request):
+    """The search page with an empty box: recent traces, filtered and paged."""
+    choice, error = window_choice(request, "1h")
+    filters = {k: request.GET.get(k, "")[:1000] for k in ("service", "channel", "system", "status")}
+    page = {"items": [], "next_cursor": None}
+    if error is None:
+        try:
+            page = api.recent_page(request)
+        except BadParameter as exc:
+            error = str(exc)
+    keep = {k: v for k, v in request.GET.items() if k not in ("cursor", "q", "source")}
+    context = {
+        "recent": page["items"],
+        "filters": filters,
+        "choice": choice,
+        "older_url": with_query(reverse("search"), {**keep, "cursor": page["next_cursor"]})
+        if page["next_cursor"]
+        else None,
+        "newest_url": with_query(reverse("search"), keep) if request.GET.get("cursor") else None,
+    }
+    status = 400 if error else 200
+    if request.htmx:
+        return render(
+            request, "traces/search.html#recent", {**context, "message": error}, status=status
+        )
+    return _search_page(request, "", "", error, status, recent_shown=True, **context)
 
 
 @page_view()
@@ -40,16 +70,33 @@ def search(request):
         source = text_param(request.GET, "source", max_length=1000)
     except BadParameter as exc:
         return _search_page(request, "", "", str(exc), 400)
-    message = None
-    if query:
-        found = journeys.find(request.project.id, query, source or None)
-        if found is not None:
-            kind, ident = found
-            if kind == "trace":
-                return redirect(reverse("trace", args=[ident]))
-            return redirect(event_url(ident, source or None))
-        message = f"Nothing with id {query!r} in this project."
-    return _search_page(request, query, source, message, 404 if message else 200)
+    if not query:
+        return _recent(request)
+    if source:
+        return redirect(event_url(query, source))
+    try:
+        page = api.search_page(request, query)
+    except BadParameter as exc:
+        return _search_page(request, query, source, str(exc), 400)
+    hits = page["items"]
+    if len(hits) == 1 and not request.GET.get("cursor"):
+        return redirect(hits[0]["url"])
+    if not hits:
+        message = f"Nothing matches {query!r} in this project."
+        return _search_page(request, query, source, message, 404)
+    keep = {k: v for k, v in request.GET.items() if k != "cursor"}
+    older = page["next_cursor"]
+    return _search_page(
+        request,
+        query,
+        source,
+        None,
+        200,
+        hits=hits,
+        kind=page["kind"],
+        older_url=with_query(reverse("search"), {**keep, "cursor": older}) if older else None,
+        newest_url=with_query(reverse("search"), keep) if request.GET.get("cursor") else None,
+    )
 
 
 def _journey_page(request, journey, title, replay_panel=None):

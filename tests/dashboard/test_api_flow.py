@@ -188,8 +188,13 @@ def test_the_pages_graph_carries_the_links_the_script_shows(client, viewer, proj
     } in orders["links"]
     service = next(n for n in graph["nodes"] if n["id"] == "service:email")
     assert service["links"] == [
-        {"label": "failures", "url": "/failures/?window=6h&project=shop&service=email"}
+        {"label": "failures", "url": "/failures/?window=6h&project=shop&service=email"},
+        {"label": "recent traces", "url": "/search/?window=6h&project=shop&service=email"},
     ]
+    assert {
+        "label": "recent traces",
+        "url": "/search/?window=6h&project=shop&channel=orders&system=kafka",
+    } in orders["links"]
     # The API's graph is the contract's: no links.
     assert all("links" not in e for e in client.get("/api/flow?window=6h").json()["edges"])
 

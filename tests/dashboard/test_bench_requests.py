@@ -54,3 +54,27 @@ def test_every_benchmarked_flow_request_answers_with_data(client, viewer, projec
             assert sum(p["count"] for p in answer["points"]) == 4, label
         else:
             assert answer["edges"], label
+
+
+def test_every_benchmarked_search_request_finds_something(client, viewer, project):
+    from tests.dashboard.test_search import order_event
+    from tests.dashboard.world import events_batch, store, store_order
+
+    trace_no = 1_234_567
+    names = {"orders": "svc-00", "payments": "svc-03", "email": "svc-07", "topic": "topic-00"}
+    ids = store_order(project.id, event_id=f"evt-{trace_no}", names=names)
+    order = f"ord-{trace_no - 1}"
+    event = order_event(order, subject=order, data={"order_id": order, "customer": "c-42"})
+    store(events_batch([event], project.id))
+    client.force_login(viewer)
+    measured = [
+        (label, path)
+        for label, path in bench_module().requests(ids["trace"], trace_no)
+        if path.startswith(("/api/search", "/api/traces?", "/search/"))
+    ]
+    assert len(measured) == 12
+    for label, path in measured:
+        response = client.get(path)
+        assert response.status_code == 200, (label, response.content[:300])
+        if path.startswith("/api/"):
+            assert response.json()["items"], label

@@ -14,9 +14,10 @@ receive that links it among others). A batch receive's trace holds the
 other messages of the batch too; they are not this event's, and a receive
 that took several messages shows as one, with its batch size.
 
-The parts: stored rows as the API shows them (`rows`), a trace's journey, the
-waterfall and the search box (`traces`), an event's journey (`events`), and its
-narrowing where a batch shares the traces (`narrowing`).
+The parts: stored rows as the API shows them (`rows`), a trace's journey and the
+waterfall (`traces`), an event's journey (`events`), and its narrowing where a
+batch shares the traces (`narrowing`); the search box (`search`) and the recent
+traces (`recent`).
 """
 
 from dashboard.journeys.queries.events import event
@@ -34,10 +35,10 @@ from dashboard.journeys.queries.rows import (
     iso,
     parse_trace_id,
 )
-from dashboard.journeys.queries.traces import find, limits_summary, trace, waterfall
+from dashboard.journeys.queries.traces import limits_summary, trace, waterfall
 
 __all__ = [
     "MAX_LINKED_TRACES", "MAX_LOGS", "MAX_SPANS", "MAX_STAGES", "MESSAGE_ID_ATTRIBUTES",
-    "SPAN_KINDS", "STAGE_COLUMNS", "STATUS", "NotFound", "batch_size", "event", "find", "iso",
+    "SPAN_KINDS", "STAGE_COLUMNS", "STATUS", "NotFound", "batch_size", "event", "iso",
     "limits_summary", "parse_trace_id", "trace", "waterfall",
 ]  # fmt: skip

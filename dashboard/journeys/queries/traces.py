@@ -1,8 +1,6 @@
-"""A trace's journey: reads shared with an event's, bounds, the waterfall, the search box."""
+"""A trace's journey: reads shared with an event's, bounds, the waterfall."""
 
 import datetime as dt
-
-from django.db import connection
 
 from dashboard.journeys.queries.rows import (
     MAX_LINKED_TRACES,
@@ -16,7 +14,6 @@ from dashboard.journeys.queries.rows import (
     _rows,
     _span,
     _stage,
-    parse_trace_id,
 )
 
 
@@ -148,42 +145,6 @@ def _bounds(journey: dict) -> dict:
         return {"start_ns": 0, "duration_ms": 0.0}
     start = min(starts)
     return {"start_ns": start, "duration_ms": (max(ends) - start) / 1e6}
-
-
-def find(project_id: int, query: str, source: str | None = None) -> tuple[str, str] | None:
-    """Where a search box entry leads: ("trace", id) or ("event", id), or None."""
-    text = (query or "").strip()
-    if not text:
-        return None
-    if source:
-        return ("event", text)
-    if len(text) == 32:
-        try:
-            trace_id = parse_trace_id(text)
-        except ValueError:
-            trace_id = None
-        if trace_id is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    """SELECT 1 FROM collector_span WHERE project_id = %s AND trace_id = %s
-                       UNION ALL
-                       SELECT 1 FROM collector_stage WHERE project_id = %s AND trace_id = %s
-                       LIMIT 1""",
-                    [project_id, trace_id, project_id, trace_id],
-                )
-                if cursor.fetchone():
-                    return ("trace", text.lower())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """SELECT 1 FROM collector_stage WHERE project_id = %s AND event_id = %s
-               UNION ALL
-               SELECT 1 FROM collector_envelope WHERE project_id = %s AND event_id = %s
-               LIMIT 1""",
-            [project_id, text, project_id, text],
-        )
-        if cursor.fetchone():
-            return ("event", text)
-    return None
 
 
 def waterfall(journey: dict) -> list[dict]:
