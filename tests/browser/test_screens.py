@@ -170,3 +170,55 @@ def test_every_page_is_finished_in_light_and_dark(chromium, demo_world, web_serv
             context.close()
     assert not violations, "CSP violations:\n" + "\n".join(violations)
     assert not problems, "\n".join(problems)
+
+
+LABEL_BOXES = """() => {
+  const cy = window.eventscopeFlow.cy;
+  const opts = {includeNodes: false, includeEdges: false, includeLabels: true,
+                includeMainLabels: true, includeOverlays: false, includeUnderlays: false};
+  const box = el => { const b = el.renderedBoundingBox(opts); return {id: el.id(), x1: b.x1, x2: b.x2, y1: b.y1, y2: b.y2}; };
+  const px = el => parseFloat(el.renderedStyle('font-size'));
+  return {
+    nodes: cy.nodes().map(box), edges: cy.edges().map(box),
+    edgeFontPx: Math.min(...cy.edges().map(px)), nodeFontPx: Math.min(...cy.nodes().map(px)),
+    canvas: {w: cy.width(), h: cy.height()},
+    graph: (() => { const b = cy.elements().renderedBoundingBox({includeLabels: true}); return {w: b.w, h: b.h}; })(),
+    labels: cy.nodes().map(n => n.data('label')),
+  };
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a["x1"] < b["x2"] and b["x1"] < a["x2"] and a["y1"] < b["y2"] and b["y1"] < a["y2"]
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_the_flow_graph_fits_its_canvas_and_no_label_covers_another(
+    chromium, demo_world, web_server, viewer, width
+):
+    context = chromium.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    try:
+        sign_in(page, web_server, viewer.username)
+        page.goto(f"{web_server}/?window=15m")
+        page.wait_for_selector("[data-live-state].live-on")
+        seen = page.evaluate(LABEL_BOXES)
+        page.screenshot(path=str(SCREENSHOTS / f"flow-{width}.png"))
+    finally:
+        context.close()
+    # Display names on the graph, never ids; a channel's system on its own line.
+    assert "shop.orders\nkafka" in seen["labels"]
+    assert not [label for label in seen["labels"] if ":" in label]
+    # Readable at the default zoom.
+    assert seen["edgeFontPx"] >= 11, seen["edgeFontPx"]
+    assert seen["nodeFontPx"] >= 11, seen["nodeFontPx"]
+    # The canvas is filled: the graph spans its width, and its height is the graph's.
+    assert seen["graph"]["w"] >= 0.85 * seen["canvas"]["w"] or seen["canvas"]["h"] <= 260, seen
+    assert seen["graph"]["h"] >= 0.7 * seen["canvas"]["h"] or seen["canvas"]["h"] <= 260, seen
+    covered = [
+        (edge["id"], other["id"])
+        for i, edge in enumerate(seen["edges"])
+        for other in seen["nodes"] + seen["edges"][i + 1 :]
+        if _overlap(edge, other)
+    ]
+    assert not covered, covered
