@@ -28,6 +28,7 @@
     if (e.errors === 0) return COLORS.ok;
     return share < 0.05 ? COLORS.warn : COLORS.err;
   }
+  function when(iso) { return iso ? EventscopeTimes.exact(new Date(iso)) : "–"; }
   function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
   // Rates span 0.0003/s to thousands/s: two significant digits below 1.
   function lagText(e) {
@@ -318,7 +319,7 @@
       edgeTitle(e),
       e.kind + ": " + fmtRate(e.rate_per_s) + " msg/s on average (" + e.count + " in window)",
       "last 5 minutes: " + fmtRate(e.rate_now_per_s || 0) + " msg/s",
-      "seen " + (e.first_seen || "–") + " … " + (e.last_seen || "–"),
+      "seen " + when(e.first_seen) + " … " + when(e.last_seen),
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",

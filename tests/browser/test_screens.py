@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 SCHEMES = ("light", "dark")
+LABEL_BACKGROUND = {"light": "rgb(255,255,255)", "dark": "rgb(22,28,39)"}
 
 
 def run_demo(collector_url: str, token: str, seconds: float = 8.0) -> None:
@@ -166,6 +167,17 @@ def test_every_page_is_finished_in_light_and_dark(chromium, demo_world, web_serv
             sign_in(page, web_server, admin_user.username)
             for name, path in pages(demo_world).items():
                 check_page(page, f"{web_server}{path}", name, scheme, problems)
+            # The toggle switches to the other theme, and the choice outlives a reload.
+            other = "dark" if scheme == "light" else "light"
+            page.goto(f"{web_server}/")
+            page.click("[data-theme-toggle]")
+            page.reload()
+            assert page.evaluate("document.documentElement.dataset.theme") == other
+            # The graph is drawn in the new theme's colours (--graph-label-bg of app.css).
+            label_bg = page.evaluate(
+                "window.eventscopeFlow.cy.edges()[0].style('text-background-color')"
+            )
+            assert label_bg.replace(" ", "") == LABEL_BACKGROUND[other], label_bg
         finally:
             context.close()
     assert not violations, "CSP violations:\n" + "\n".join(violations)
