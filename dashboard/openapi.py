@@ -1,12 +1,16 @@
-"""GET /api/openapi.json: an OpenAPI 3.1 description of every JSON API endpoint.
+"""GET /api/openapi.json: an OpenAPI 3.1 description of every JSON API endpoint,
+and /api/, the page that renders it (the vendored Swagger UI, read-only:
+"Try it out" only sends GETs, with the visitor's session).
 
 Each feature describes its own endpoints and schemas in its openapi.py
 (PATHS and SCHEMAS); this puts them together. A new endpoint goes into its
 feature's openapi.py, and into FEATURES here if the feature is new.
 """
 
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from dashboard.access import page_view
 from dashboard.alerts import openapi as alerts
 from dashboard.audit import openapi as audit
 from dashboard.failures import openapi as failures
@@ -57,3 +61,8 @@ def document() -> dict:
 @require_GET
 def openapi(request):
     return ok(document())
+
+
+@page_view()
+def docs(request):
+    return render(request, "api_docs.html", {"area": "api"})

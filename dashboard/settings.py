@@ -143,6 +143,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # Filters every page uses: times, system badges.
+            "builtins": ["dashboard.templatetags.eventscope"],
         },
     }
 ]

@@ -1,6 +1,8 @@
 """URL map. Each feature keeps its routes (pages and JSON API) in its own urls.py."""
 
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from dashboard import openapi
 
@@ -16,4 +18,7 @@ urlpatterns = [
     path("", include("dashboard.alerts.urls")),
     path("", include("dashboard.audit.urls")),
     path("api/openapi.json", openapi.openapi, name="api-openapi"),
+    path("api/", openapi.docs, name="api-docs"),
+    # Browsers that ignore <link rel="icon"> still ask for /favicon.ico.
+    path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
 ]

@@ -24,7 +24,8 @@ from dashboard.alerts.api import (
 )
 from dashboard.alerts.inputs import clean_webhook, delete_rule, save_rule
 from dashboard.alerts.models import Alert, AlertRule, Format, Kind, State, Webhook
-from dashboard.alerts.rules import KINDS, Invalid
+from dashboard.alerts.rules import KINDS, LAG_STATUSES, Invalid
+from dashboard.alerts.seen import seen_names
 from dashboard.links import with_query
 from dashboard.live import LiveConsumer
 from dashboard.query_params import BadParameter
@@ -98,9 +99,28 @@ def alerts_page(request):
     return render(request, "alerts/page.html", context, status=400 if error else 200)
 
 
+# What the form calls each parameter (the API keeps the names on the right).
+PARAM_LABELS = {
+    "threshold": "Threshold",
+    "window_seconds": "Counting window (seconds)",
+    "min_events": "Minimum events",
+    "by": "Judge per",
+    "statuses": "Lag statuses that alert",
+    "system": "Messaging system",
+    "channel": "Channel",
+    "group": "Consumer group",
+    "service": "Service",
+}
+# Parameters picked from what Eventscope has seen (dashboard/alerts/seen.py).
+PICKED = ("system", "channel", "group", "service")
+# The fields of the whole rule, for errors reported by name (clean_rule's messages).
+RULE_FIELDS = ("name", "kind", "for_seconds", "repeat_seconds", "webhooks")
+
+
 def _param_fields(selected_kind: str, values: dict) -> list[dict]:
-    """Every parameter of every kind once, tagged with the kinds that use it,
-    so the form can show only the current kind's (static/js/alerts.js)."""
+    """Every parameter of every kind once, tagged with the kinds that use it
+    and each kind's help, so the form shows only the current kind's
+    (static/js/alerts.js)."""
     fields: dict[str, dict] = {}
     for kind_name, kind in KINDS.items():
         for param in kind.params:
@@ -108,22 +128,43 @@ def _param_fields(selected_kind: str, values: dict) -> list[dict]:
                 param.name,
                 {
                     "name": param.name,
+                    "label": PARAM_LABELS.get(
+                        param.name, param.name.replace("_", " ").capitalize()
+                    ),
                     "type": param.type,
-                    "help": param.help,
+                    "helps": [],
                     "kinds": [],
                     "choices": param.choices,
                     "default": param.default,
+                    "required": param.required,
+                    "picked": param.name in PICKED,
                 },
             )
             entry["kinds"].append(kind_name)
+            entry["helps"].append({"kind": kind_name, "text": param.help})
     for entry in fields.values():
         value = values.get(entry["name"], "")
+        if entry["type"] == "statuses":
+            chosen = value if isinstance(value, list) else str(value or "").split(",")
+            chosen = [v.strip() for v in chosen if v and v.strip()] or entry["default"]
+            entry["options"] = [{"value": s, "checked": s in chosen} for s in LAG_STATUSES]
         if isinstance(value, list):
             value = ",".join(value)
         entry["value"] = "" if value is None else value
         entry["shown"] = selected_kind in entry["kinds"]
         entry["kinds"] = " ".join(entry["kinds"])
+        for help_ in entry["helps"]:
+            help_["shown"] = help_["kind"] == selected_kind
     return list(fields.values())
+
+
+def _field_of(error: str) -> str:
+    """The form field an error message of clean_rule is about ("params.threshold
+    must be …" → "param_threshold"); "" when it names none."""
+    word = error.split(" ", 1)[0].rstrip(":,")
+    if word.startswith("params."):
+        return "param_" + word.removeprefix("params.")
+    return word if word in RULE_FIELDS else ""
 
 
 def _form_data(post) -> dict:
@@ -131,7 +172,10 @@ def _form_data(post) -> dict:
     params = {}
     if kind in KINDS:
         for param in KINDS[kind].params:
-            value = post.get(f"param_{param.name}", "").strip()
+            if param.type == "statuses":  # checkboxes, one per status
+                value = ",".join(post.getlist(f"param_{param.name}")).strip()
+            else:
+                value = post.get(f"param_{param.name}", "").strip()
             if value != "":
                 params[param.name] = value
     return {
@@ -193,8 +237,10 @@ def rule_form(request, rule_id=None):
         "rule": rule,
         "values": values,
         "error": error,
+        "error_field": _field_of(error) if error else "",
         "kinds": Kind.choices,
         "param_fields": _param_fields(values["kind"], values["params"]),
+        "seen": seen_names(request.project.id),
         "webhooks": Webhook.objects.filter(project=request.project),
     }
     return render(request, "alerts/rule_form.html", context, status=400 if error else 200)

@@ -83,7 +83,6 @@ def _decorate(item: dict, now: dt.datetime | None = None) -> dict:
     item = dict(item)
     now = now or dt.datetime.now(dt.UTC)
     updated = dt.datetime.fromisoformat(item["updated_at"].replace("Z", "+00:00"))
-    item["updated_text"] = updated.strftime("%Y-%m-%d %H:%M:%S UTC")
     item["stale"] = now - updated > _stale_after()
     # Figures carried on after the broker stopped listing the group.
     reported = item.get("reported_at")
@@ -156,6 +155,7 @@ def overview_context(project, params) -> dict:
         "total": len(matching),
         "first": start + 1,
         "last": start + len(items),
+        "page_summary": f"Groups {start + 1}–{start + len(items)} of {len(matching)}",
         "previous_url": number > 1 and with_query(here, {**filters, "page": number - 1}),
         "next_url": len(matching) > start + GROUPS_PER_PAGE
         and with_query(here, {**filters, "page": number + 1}),
@@ -244,7 +244,6 @@ def group_context(
         failures_query["group"] = group
     slowest = slowest_stages(project_id, system, channel, group, since, until)
     for stage in slowest:
-        stage["time_text"] = stage["time"].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         stage["duration_text"] = milliseconds(stage["duration_ms"])
         stage["e2e_text"] = milliseconds(stage["e2e_ms"])
     field = namespace_param(system)

@@ -21,10 +21,13 @@
   var kind = document.getElementById("rule-kind");
   if (!kind) return;
   function showParams() {
-    document.querySelectorAll("[data-param]").forEach(function (label) {
-      var used = label.dataset.kinds.split(" ").indexOf(kind.value) >= 0;
-      label.hidden = !used;
-      label.querySelectorAll("input, select").forEach(function (input) { input.disabled = !used; });
+    document.querySelectorAll("[data-param]").forEach(function (field) {
+      var used = field.dataset.kinds.split(" ").indexOf(kind.value) >= 0;
+      field.hidden = !used;
+      field.querySelectorAll("input, select").forEach(function (input) { input.disabled = !used; });
+      field.querySelectorAll("[data-help-for]").forEach(function (help) {
+        help.hidden = help.dataset.helpFor !== kind.value;
+      });
     });
   }
   kind.addEventListener("change", showParams);

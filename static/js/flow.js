@@ -28,6 +28,7 @@
     if (e.errors === 0) return COLORS.ok;
     return share < 0.05 ? COLORS.warn : COLORS.err;
   }
+  function when(iso) { return iso ? EventscopeTimes.exact(new Date(iso)) : "–"; }
   function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
   // Rates span 0.0003/s to thousands/s: two significant digits below 1.
   function lagText(e) {
@@ -53,14 +54,23 @@
     return classes;
   }
   function edgeLabel(e) {
-    var label = fmtRate(e.rate_per_s) + "/s avg";
+    var label = fmtRate(e.rate_per_s) + "/s";
     if (lagging(e)) {
       label += e.lag_seconds !== null && e.lag_seconds !== undefined ?
         " · " + fmtSeconds(e.lag_seconds) + " behind" : " · lag " + (e.lag === null ? "?" : e.lag);
     } else if (e.lag) label += " · lag " + e.lag;
     return label;
   }
-  function nodeLabel(n) { var name = n.label || n.name; return n.kind === "channel" && n.system ? name + " (" + n.system + ")" : name; }
+  // What a person reads: the name (a channel's with its system), never the id.
+  function nodeName(n) { var name = n.label || n.name; return n.kind === "channel" && n.system ? name + " (" + n.system + ")" : name; }
+  function shortened(text, max) { return text.length > max ? text.slice(0, max - 1) + "…" : text; }
+  // On the graph: a channel's system on a line of its own, long names cut (the tooltip has them whole).
+  function nodeLabel(n) {
+    var name = shortened(n.label || n.name, 24);
+    return n.kind === "channel" && n.system ? name + "\n" + n.system : name;
+  }
+  function nameOf(id) { var n = nodesById[id]; return n ? nodeName(n) : id; }
+  function edgeTitle(e) { return nameOf(e.source) + " → " + nameOf(e.target) + (e.group ? " (group " + e.group + ")" : ""); }
 
   // Every node and edge arrives with its links ({label, url}), built by the
   // server (dashboard/links.py flow_links) in the window and project the graph
@@ -70,57 +80,115 @@
   }
   function searchLink() { return ["find a trace or event by id", container.dataset.searchUrl]; }
 
-  var cy = cytoscape({
-    container: container,
-    wheelSensitivity: 0.3,
-    minZoom: 0.2,
-    maxZoom: 3,
-    style: [
+  // Labels are drawn at least LABEL_PX pixels high at the default zoom: when
+  // the graph has to be shrunk to fit the canvas, its fonts grow by as much.
+  var LABEL_PX = 11, NODE_LABEL_PX = 12, NODE_LABEL_WIDTH = 130, MAX_ZOOM = 1.25, PAD = 24;
+  var MIN_HEIGHT = 240, MAX_HEIGHT = 1400;
+
+  // Colours from the theme's CSS variables (static/css/app.css), re-applied
+  // when the visitor switches between light and dark.
+  function themed(name, fallback) { return (window.EventscopeTheme && EventscopeTheme.color(name)) || fallback; }
+  function graphStyle() {
+    var ink = themed("--ink", "#1d2330"), muted = themed("--muted", "#5f687a");
+    var labelBg = themed("--graph-label-bg", "#fff");
+    var lagging = themed("--warn", COLORS.lagging), err = themed("--err", COLORS.err);
+    return [
       { selector: "node", style: {
-        "label": "data(label)", "font-size": 12, "color": "#1d2330", "text-valign": "bottom",
-        "text-margin-y": 4, "text-wrap": "ellipsis", "text-max-width": 140,
-        "background-color": "#2f6fed", "width": 26, "height": 26,
+        "label": "data(label)", "font-size": "data(font)", "color": ink, "text-valign": "bottom",
+        "text-margin-y": 4, "text-wrap": "wrap", "text-max-width": NODE_LABEL_WIDTH, "line-height": 1.25,
+        "text-background-color": labelBg, "text-background-opacity": 0.85, "text-background-padding": 1,
+        "background-color": themed("--graph-node", "#2f6fed"), "width": 26, "height": 26,
       } },
       { selector: "node[kind = 'channel']", style: {
-        "shape": "round-rectangle", "background-color": "#8a5cf6", "width": 34, "height": 18,
+        "shape": "round-rectangle", "background-color": themed("--graph-channel", "#8a5cf6"), "width": 34, "height": 18,
       } },
       { selector: "edge", style: {
         "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
         "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
-        "label": "data(label)", "font-size": 11, "color": "#4a5263", "text-rotation": "autorotate",
-        "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1,
+        // Level labels with an opaque background read better than ones turned
+        // along a steep edge, and their boxes stay small (see spreadLabels).
+        "label": "data(label)", "font-size": "data(font)", "color": muted, "text-rotation": "none",
+        "text-background-color": labelBg, "text-background-opacity": 0.92, "text-background-padding": 2,
+        "text-background-shape": "round-rectangle",
       } },
       { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
       { selector: "edge.lagging", style: {
         // Dotted: call edges are already dashed.
         "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dotted",
-        "color": COLORS.lagging, "font-weight": "bold",
+        "color": lagging, "font-weight": "bold",
       } },
       { selector: "edge.outlier", style: {
         "underlay-color": COLORS.err, "underlay-opacity": 0.35, "underlay-padding": 6, "font-weight": "bold",
-        "color": "#a23030",
+        "color": err,
       } },
-      { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": "#2f6fed" } },
-    ],
-  });
+      { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": themed("--accent", "#2f6fed") } },
+    ];
+  }
 
-  var baseHeight = container.clientHeight || 520;
+  var cy = cytoscape({
+    container: container,
+    wheelSensitivity: 0.3,
+    minZoom: 0.2,
+    maxZoom: 3,
+    style: graphStyle(),
+  });
+  document.addEventListener("eventscope:theme", function () { cy.style(graphStyle()); });
+
   var nodesById = {};
   var edgesById = {};
 
+
+  function boxes(collection, main) {
+    return collection.map(function (el) {
+      return el.boundingBox({ includeNodes: false, includeEdges: false, includeLabels: main,
+                              includeMainLabels: true, includeOverlays: false, includeUnderlays: false });
+    }).filter(function (b) { return b.w > 0 && b.h > 0; });
+  }
+  function overlap(a, b) { return a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2; }
+  // Does any edge label cover a node's label or another edge's label?
+  function labelsCollide() {
+    var edgeBoxes = boxes(cy.edges(), true), nodeBoxes = boxes(cy.nodes(), true);
+    for (var i = 0; i < edgeBoxes.length; i++) {
+      for (var j = 0; j < nodeBoxes.length; j++) if (overlap(edgeBoxes[i], nodeBoxes[j])) return true;
+      for (var k = i + 1; k < edgeBoxes.length; k++) if (overlap(edgeBoxes[i], edgeBoxes[k])) return true;
+    }
+    return false;
+  }
+
+  function setFonts(scale) {
+    cy.batch(function () {
+      cy.nodes().data("font", NODE_LABEL_PX * scale);
+      cy.edges().data("font", LABEL_PX * scale);
+    });
+  }
+
+  // Lay out, then fit the canvas to the graph: as wide as the panel, as tall
+  // as the graph at that zoom (no half-empty canvas), labels never below
+  // LABEL_PX. Ranks move apart until no edge label covers another label.
   function layout() {
-    cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 45, rankSep: 190, edgeSep: 20, padding: 20, animate: false }).run();
-    // The canvas grows with a tall graph (up to a limit) so that it fits at
-    // about full size and labels keep their 11-12 px instead of shrinking.
-    var box = cy.elements().boundingBox({ includeLabels: true });
-    var height = Math.min(1400, Math.max(baseHeight, Math.ceil(box.h) + 80));
+    var width = container.clientWidth || 800;
+    var rankSep = 150, nodeSep = 40, scale = 1;
+    for (var attempt = 0; attempt < 8; attempt++) {
+      setFonts(scale);
+      cy.layout({ name: "dagre", rankDir: "LR", nodeSep: nodeSep, rankSep: rankSep, edgeSep: 20,
+                  padding: PAD, animate: false, fit: false }).run();
+      var box = cy.elements().boundingBox({ includeLabels: true });
+      var zoom = Math.min(MAX_ZOOM, (width - 2 * PAD) / Math.max(box.w, 1));
+      var wanted = zoom < 1 ? 1 / zoom : 1;
+      // Fonts only grow (a little beyond what is needed: growing widens the graph).
+      if (wanted > scale + 0.001 && attempt < 7) { scale = wanted * 1.03; continue; }
+      if (!labelsCollide()) break;
+      rankSep += 40; nodeSep += 12;
+    }
+    box = cy.elements().boundingBox({ includeLabels: true });
+    zoom = Math.min(MAX_ZOOM, (width - 2 * PAD) / Math.max(box.w, 1));
+    var height = Math.min(MAX_HEIGHT, Math.max(MIN_HEIGHT, Math.ceil(box.h * zoom) + 2 * PAD));
     if (Math.abs(container.clientHeight - height) > 4) {
       container.style.height = height + "px";
       cy.resize();
     }
-    cy.fit(undefined, 30);
-    // A handful of nodes would otherwise be blown up to fill the panel.
-    if (cy.zoom() > 1.1) { cy.zoom(1.1); cy.center(); }
+    cy.zoom(zoom);
+    cy.center();
   }
 
   function render(graph) {
@@ -136,7 +204,7 @@
       seen[n.id] = true;
       var label = nodeLabel(n);
       var el = cy.getElementById(n.id);
-      if (el.empty()) { cy.add({ group: "nodes", data: { id: n.id, label: label, kind: n.kind } }); structural = true; }
+      if (el.empty()) { cy.add({ group: "nodes", data: { id: n.id, label: label, kind: n.kind, font: NODE_LABEL_PX } }); structural = true; }
       else el.data({ label: label, kind: n.kind });
     });
     edgesById = {};
@@ -149,7 +217,7 @@
       var data = { width: width, color: colorOf(e), kind: e.kind, label: edgeLabel(e), lag_status: e.lag_status };
       var el = cy.getElementById(id);
       if (el.empty()) {
-        el = cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target }, data) });
+        el = cy.add({ group: "edges", data: Object.assign({ id: id, source: e.source, target: e.target, font: LABEL_PX }, data) });
         structural = true;
       } else el.data(data);
       el.classes(classes);
@@ -157,7 +225,8 @@
     cy.elements().forEach(function (el) {
       if (!seen[el.id()]) { el.remove(); structural = true; }
     });
-    if (structural) layout();
+    // New rates change the labels' widths: lay out again if one now covers another.
+    if (structural || labelsCollide()) layout();
     renderTable(graph);
     if (status) {
       status.firstChild.textContent = graph.edges.length + " edge" + (graph.edges.length === 1 ? "" : "s") +
@@ -180,13 +249,31 @@
     return td;
   }
 
+  // A node's name with its system as a badge; the id on hover.
+  function nameCell(row, id) {
+    var n = nodesById[id];
+    var td = cell(row, "");
+    var name = document.createElement("span");
+    name.textContent = n ? (n.label || n.name) : id;
+    name.title = id;
+    td.appendChild(name);
+    if (n && n.system) {
+      var badge = document.createElement("span");
+      badge.className = "system";
+      badge.dataset.system = n.system;
+      badge.textContent = n.system;
+      td.append(" ", badge);
+    }
+    return td;
+  }
+
   function renderTable(graph) {
     if (!table) return;
     var rows = [];
     graph.edges.forEach(function (e) {
       var tr = document.createElement("tr");
       tr.dataset.edge = [e.source, e.target, e.kind, e.group].join("|");
-      cell(tr, e.source); cell(tr, e.target); cell(tr, e.kind); cell(tr, e.group);
+      nameCell(tr, e.source); nameCell(tr, e.target); cell(tr, e.kind); cell(tr, e.group);
       cell(tr, fmtRate(e.rate_per_s), "num");
       cell(tr, fmtRate(e.rate_now_per_s || 0), "num");
       cell(tr, String(e.count), "num").dataset.count = "";
@@ -229,10 +316,10 @@
     if (!e) return;
     var share = e.count > 0 ? (100 * e.errors / e.count).toFixed(1) + " %" : "0 %";
     showTip(evt, [
-      e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : ""),
+      edgeTitle(e),
       e.kind + ": " + fmtRate(e.rate_per_s) + " msg/s on average (" + e.count + " in window)",
       "last 5 minutes: " + fmtRate(e.rate_now_per_s || 0) + " msg/s",
-      "seen " + (e.first_seen || "–") + " … " + (e.last_seen || "–"),
+      "seen " + when(e.first_seen) + " … " + when(e.last_seen),
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",
@@ -248,7 +335,7 @@
       if (e.source === n.id) outRate += e.rate_now_per_s || 0;
     });
     showTip(evt, [
-      n.name, n.kind + (n.system ? " · " + n.system : ""),
+      nodeName(n), n.kind + (n.system ? " · " + n.system : "") + (n.label && n.label !== n.name ? " · " + n.name : ""),
       "last 5 minutes: in " + fmtRate(inRate) + " msg/s · out " + fmtRate(outRate) + " msg/s",
       "errors: " + errors,
     ]);
@@ -273,13 +360,13 @@
   cy.on("tap", "node", function (evt) {
     var n = nodesById[evt.target.id()];
     if (!n) return;
-    showMenu(evt, nodeLabel(n), links(n));
-    openDetail({ key: n.id, title: nodeLabel(n), params: { node: n.id }, consume: false });
+    showMenu(evt, nodeName(n), links(n));
+    openDetail({ key: n.id, title: nodeName(n), params: { node: n.id }, consume: false });
   });
   cy.on("tap", "edge", function (evt) {
     var e = edgesById[evt.target.id()];
     if (!e) return;
-    var title = e.source + " → " + e.target + (e.group ? " [" + e.group + "]" : "");
+    var title = edgeTitle(e);
     showMenu(evt, title, links(e));
     openDetail({
       key: evt.target.id(), title: title, consume: e.kind === "consume",
@@ -359,7 +446,7 @@
     if (charts[name]) charts[name].destroy();
     el.replaceChildren();
     var width = Math.max(300, (el.clientWidth || el.parentNode.clientWidth || 600) - 4);
-    charts[name] = new uPlot({
+    charts[name] = EventscopeCharts.create({
       width: width, height: 200, series: [{}].concat(series),
       axes: [{}, { size: 60 }].concat(series.some(function (s) { return s.scale === "secs"; }) ?
         [{ scale: "secs", side: 1, grid: { show: false }, size: 60 }] : []),
@@ -374,7 +461,7 @@
     detail.dataset.total = String(total);
     detail.dataset.points = String(points.filter(function (p) { return p.count > 0; }).length);
     detailSummary.textContent = total + " messages, " + errors + " errors in the window · one point per " +
-      fmtSeconds(series.step_s) + " · updated " + new Date().toLocaleTimeString();
+      fmtSeconds(series.step_s) + " · updated " + EventscopeTimes.exact(new Date());
     var step = series.step_s;
     chart("throughput", document.getElementById("chart-throughput"), [
       { label: "msg/s", stroke: "#2f6fed", width: 2 },

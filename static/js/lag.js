@@ -24,7 +24,7 @@
       el.classList.add("muted");
       return;
     }
-    new uPlot({
+    EventscopeCharts.create({
       width: 120, height: 28, pxAlign: false, cursor: { show: false }, select: { show: false },
       legend: { show: false }, scales: { x: { time: false } },
       axes: [{ show: false }, { show: false }],
@@ -41,7 +41,7 @@
       return;
     }
     var width = Math.max(280, el.clientWidth || el.parentNode.clientWidth || 600);
-    new uPlot({
+    EventscopeCharts.create({
       width: width, height: 260,
       scales: { msgs: { auto: true }, secs: { auto: true } },
       axes: [

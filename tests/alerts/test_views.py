@@ -210,3 +210,38 @@ def test_the_alert_list_pages_with_real_links(client, viewer, project, monkeypat
     second = client.get(href).content.decode()
     assert "alert number 0" in second and "alert number 2" not in second
     assert 'id="newest-alerts"' in second and 'id="older-alerts"' not in second
+
+
+def test_the_rule_form_offers_what_was_seen_and_puts_errors_next_to_their_field(
+    client, editor, project
+):
+    from tests.dashboard.world import store_order
+
+    store_order(project.id, event_id="evt-seen")
+    client.force_login(editor)
+    form = client.get("/alerts/rules/new").content.decode()
+    # Human names with each kind's help; pick lists of seen systems, channels, groups.
+    assert '<label for="param_window_seconds">Counting window (seconds)</label>' in form
+    assert 'list="seen-channel"' in form and 'list="seen-group"' in form
+    channels = form[form.index('<datalist id="seen-channel">') :]
+    assert '<option value="orders">' in channels[: channels.index("</datalist>")]
+    systems = form[form.index('<datalist id="seen-system">') :]
+    assert '<option value="kafka">' in systems[: systems.index("</datalist>")]
+
+    bad = client.post(
+        "/alerts/rules/new", {"name": "Lagging", "kind": "lag", "param_threshold": "many"}
+    ).content.decode()
+    field = bad[bad.index('<input id="param_threshold"') :]
+    field = field[: field.index("</div>")]
+    assert 'aria-invalid="true"' in field
+    assert (
+        '<p class="field-error" id="param_threshold-error">params.threshold must be a number'
+        in field
+    )
+
+    statuses = client.post(
+        "/alerts/rules/new",
+        {"name": "Stuck", "kind": "lag_status", "param_statuses": ["stalled", "stopped"]},
+    )
+    assert statuses.status_code == 302
+    assert AlertRule.objects.get(name="Stuck").params["statuses"] == ["stalled", "stopped"]

@@ -136,7 +136,8 @@ def test_the_open_edge_panel_shows_its_series_and_follows_new_data(
     panel = page.locator("#flow-detail")
     panel.wait_for(state="visible")
     page.wait_for_function("() => document.getElementById('flow-detail').dataset.total === '1'")
-    assert "service:orders → channel:kafka:orders" in page.text_content("#flow-detail-title")
+    # Names a person reads, not node ids.
+    assert page.text_content("#flow-detail-title") == "orders → orders (kafka)"
     page.locator("#chart-throughput canvas").first.wait_for()
     page.locator("#chart-latency canvas").first.wait_for()
     assert page.locator("#chart-histogram .hist-row").count() >= 1

@@ -104,8 +104,9 @@ def test_a_custom_range_survives_the_filter_form(client, viewer, project):
         "/failures/?since=2026-01-01T00:00:00Z&until=2026-01-01T06:00:00Z"
     ).content.decode()
     assert '<option value="custom" selected>' in html
-    assert 'name="since" type="datetime-local" step="1" value="2026-01-01T00:00:00"' in html
-    assert 'name="until" type="datetime-local" step="1" value="2026-01-01T06:00:00"' in html
+    # UTC, 24-hour, whatever the browser's locale (a datetime-local field follows it).
+    assert 'value="2026-01-01 00:00:00"' in html
+    assert 'value="2026-01-01 06:00:00"' in html
     assert "since=2026-01-01T00%3A00%3A00Z" in html  # the live connection's window
     # Submitting the form as a browser would: the range stays, a preset chosen wins.
     kept = client.get(
@@ -171,7 +172,7 @@ def test_an_htmx_request_gets_only_the_failure_results_and_a_plain_one_the_page(
     client.force_login(viewer)
     page = client.get("/failures/?service=email").content.decode()
     partial = client.get("/failures/?service=email", HTTP_HX_REQUEST="true").content.decode()
-    assert page.lstrip().startswith("<!doctype html>") and '<nav class="mainnav">' in page
+    assert page.lstrip().startswith("<!doctype html>") and '<nav class="mainnav"' in page
     assert partial.lstrip().startswith('<div hx-ext="ws" ws-connect="/ws/failures/?')
     assert 'id="failures-results"' in partial and "evt-02" in partial
     assert "<html" not in partial and 'id="failure-filters"' not in partial

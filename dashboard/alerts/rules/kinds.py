@@ -256,8 +256,10 @@ class ErrorRateKind(RuleKind):
                 labels = _labels(project, service=service)
             key = tuple(sorted(labels.items()))
             sums = totals.setdefault(key, [0, 0])
-            sums[0] += count
-            sums[1] += errors
+            # sum() of integers is numeric in PostgreSQL: a Decimal rate would
+            # not serialise into the webhook's JSON.
+            sums[0] += int(count)
+            sums[1] += int(errors)
         findings = []
         for key, (count, errors) in totals.items():
             if count < params["min_events"] or not count:
