@@ -16,7 +16,12 @@ from collector.brokers import lag
 from collector.db import conninfo
 from tests.dashboard.conftest import consumer_connections  # noqa: F401 - shared fixture
 
-LAG_TABLES = ("brokers_lagsample", "brokers_groupstate", "brokers_brokerstate")
+LAG_TABLES = (
+    "brokers_lagsample",
+    "brokers_groupstate",
+    "brokers_brokerstate",
+    "brokers_topologyedge",
+)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brokers"
 
 

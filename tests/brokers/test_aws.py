@@ -1,0 +1,172 @@
+"""Amazon's services read by the pollers, against moto's server (a real HTTP
+endpoint): queues with known depths and a redrive policy, an SNS fan-out,
+an EventBridge rule, a Kinesis consumer behind by a known number of records
+and Lambda event source mappings."""
+
+import datetime as dt
+import json
+
+import pytest
+
+from collector.brokers.poller import parse_broker, poll_broker
+from tests.brokers.conftest import group_item
+
+WINDOW = 600
+
+
+def broker(aws, scheme: str):
+    return parse_broker(f"{scheme}://eu-west-1?endpoint_url={aws.endpoint_url}")
+
+
+async def poll(aws, project, scheme: str):
+    assert await poll_broker(broker(aws, scheme), project.id, window=WINDOW)
+
+
+def flow(client, viewer) -> dict:
+    from django.db import connections
+
+    try:
+        client.force_login(viewer)
+        response = client.get("/api/flow?window=1h")
+        assert response.status_code == 200
+        return response.json()
+    finally:
+        connections.close_all()  # this thread's connection, not left open
+
+
+def declared_edges(graph: dict) -> set[tuple]:
+    return {
+        (e["source"], e["target"], e["kind"], e["group"])
+        for e in graph["edges"]
+        if e["declared"] is not None
+    }
+
+
+# ---- SQS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shop_queues(aws):
+    """orders (dead-letters into orders-dlq after 2 receives) and orders-dlq."""
+    sqs = aws.client("sqs")
+    dlq_url = sqs.create_queue(QueueName="orders-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    url = sqs.create_queue(
+        QueueName="orders",
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
+        },
+    )["QueueUrl"]
+    return sqs, url, dlq_url
+
+
+async def test_sqs_queue_depth_in_flight_delayed_and_its_dead_letter_queue(
+    lag_db, project, aws, shop_queues, client, viewer
+):
+    sqs, url, dlq_url = shop_queues
+    for n in range(7):
+        sqs.send_message(QueueUrl=url, MessageBody=f"order {n}")
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    # A consumer holds 3 messages (in flight, not deleted).
+    held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=600)
+    assert len(held["Messages"]) == 3
+    # A poison message is received twice without being deleted: on the next
+    # receive SQS moves it to the dead-letter queue.
+    poison_queue = sqs.create_queue(QueueName="poison-src")["QueueUrl"]
+    del poison_queue  # an unrelated queue: it must show with depth 0 and no link
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="dead 1")
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="dead 2")
+
+    await poll(aws, project, "sqs")
+
+    orders = group_item(project.id, "aws_sqs", "orders")
+    assert orders["lag"] == 7  # 4 waiting + 3 in flight; the delayed one is apart
+    (queue,) = orders["partitions"]
+    assert (queue["visible"], queue["in_flight"], queue["delayed"]) == (4, 3, 1)
+    assert queue["dead_letter_queue"] == "orders-dlq"
+    assert queue["max_receive_count"] == 2
+    assert queue["dead_letter_depth"] == 2
+    dead = group_item(project.id, "aws_sqs", "orders-dlq")
+    assert dead["lag"] == 2
+    assert dead["partitions"][0]["dead_letter_for"] == ["orders"]
+    assert group_item(project.id, "aws_sqs", "poison-src")["lag"] == 0
+
+    graph = await _flow(client, viewer)
+    edge = _edge(graph, "channel:aws_sqs:orders", "channel:aws_sqs:orders-dlq", "dead_letter")
+    assert edge["declared"] == {"max_receive_count": 2}
+    assert edge["count"] == 0
+    node = next(n for n in graph["nodes"] if n["id"] == "channel:aws_sqs:orders-dlq")
+    assert (node["system"], node["label"]) == ("aws_sqs", "orders-dlq")
+
+
+async def test_sqs_dead_lettering_by_receive_count_shows_in_the_figures(
+    lag_db, project, aws, shop_queues
+):
+    sqs, url, dlq_url = shop_queues
+    sqs.send_message(QueueUrl=url, MessageBody="poison")
+    for _ in range(2):  # received and given up on twice: maxReceiveCount is 2
+        got = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+        assert len(got["Messages"]) == 1
+    sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)  # the third moves it
+    await poll(aws, project, "sqs")
+    assert group_item(project.id, "aws_sqs", "orders")["lag"] == 0
+    assert group_item(project.id, "aws_sqs", "orders-dlq")["lag"] == 1
+    assert group_item(project.id, "aws_sqs", "orders")["partitions"][0]["dead_letter_depth"] == 1
+
+
+async def test_sqs_age_of_the_oldest_message_from_cloudwatch_is_an_exact_time_lag(
+    lag_db, project, aws, shop_queues
+):
+    sqs, url, _ = shop_queues
+    sqs.send_message(QueueUrl=url, MessageBody="waiting")
+    aws.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": "orders"}],
+                "Timestamp": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30),
+                "Value": 95.0,
+                "Unit": "Seconds",
+            }
+        ],
+    )
+    await poll(aws, project, "sqs")
+    orders = group_item(project.id, "aws_sqs", "orders")
+    assert orders["lag_seconds_method"] == "exact"
+    assert 95 <= orders["lag_seconds"] < 105
+    # The empty dead-letter queue has no age, whatever CloudWatch last said.
+    assert group_item(project.id, "aws_sqs", "orders-dlq")["lag_seconds"] == 0
+
+
+async def test_a_deleted_queue_and_its_link_go_with_the_next_poll(
+    lag_db, project, aws, shop_queues, client, viewer
+):
+    sqs, url, _ = shop_queues
+    await poll(aws, project, "sqs")
+    assert group_item(project.id, "aws_sqs", "orders") is not None
+    sqs.delete_queue(QueueUrl=url)
+    await poll(aws, project, "sqs")
+    assert group_item(project.id, "aws_sqs", "orders") is None
+    assert group_item(project.id, "aws_sqs", "orders-dlq") is not None
+    assert not declared_edges(await _flow(client, viewer))
+
+
+async def _flow(client, viewer) -> dict:
+    import asyncio
+
+    return await asyncio.to_thread(flow, client, viewer)
+
+
+def _edge(graph, source, target, kind, group=""):
+    for edge in graph["edges"]:
+        if (edge["source"], edge["target"], edge["kind"], edge["group"]) == (
+            source,
+            target,
+            kind,
+            group,
+        ):
+            return edge
+    raise AssertionError(f"no {kind} edge {source} → {target} [{group}] in {graph['edges']}")
