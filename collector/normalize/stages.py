@@ -144,7 +144,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         stage=stage,
         role=role,
         service=row.service,
-        system=clip(semconv.text(found, "system")),
+        system=clip(semconv.system(found)),
         channel=clip(semconv.channel(found, role)),
         consumer_group=clip(semconv.text(found, "consumer_group")) if role == CONSUMER else "",
         trace_id=row.trace_id,
