@@ -170,3 +170,117 @@ def _edge(graph, source, target, kind, group=""):
         ):
             return edge
     raise AssertionError(f"no {kind} edge {source} → {target} [{group}] in {graph['edges']}")
+
+
+# ---- SNS and EventBridge ------------------------------------------------------------------
+
+
+async def test_sns_fan_out_to_queues_functions_and_endpoints_are_edges(
+    lag_db, project, aws, shop_queues, client, viewer
+):
+    sqs, url, dlq_url = shop_queues
+    sns = aws.client("sns")
+    topic = sns.create_topic(Name="order-placed")["TopicArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true", "FilterPolicy": '{"country": ["fr"]}'},
+    )
+    function = "arn:aws:lambda:eu-west-1:123456789012:function:send-receipt"
+    subscription = sns.subscribe(TopicArn=topic, Protocol="lambda", Endpoint=function)
+    sns.set_subscription_attributes(
+        SubscriptionArn=subscription["SubscriptionArn"],
+        AttributeName="RedrivePolicy",
+        AttributeValue=json.dumps({"deadLetterTargetArn": dlq_arn}),
+    )
+    sns.subscribe(TopicArn=topic, Protocol="https", Endpoint="https://crm.example.com/hooks/sns")
+    sns.create_topic(Name="unsubscribed")
+
+    await poll(aws, project, "sns")
+    graph = await _flow(client, viewer)
+    topic_node = "channel:aws_sns:order-placed"
+    assert declared_edges(graph) == {
+        (topic_node, "channel:aws_sqs:orders", "publish", ""),
+        (topic_node, "service:send-receipt", "consume", ""),
+        (topic_node, "service:crm.example.com", "consume", ""),
+        (topic_node, "channel:aws_sqs:orders-dlq", "dead_letter", ""),
+    }
+    to_queue = _edge(graph, topic_node, "channel:aws_sqs:orders", "publish")
+    assert to_queue["declared"] == {
+        "protocol": "sqs",
+        "filter_policy": '{"country": ["fr"]}',
+        "raw_delivery": True,
+    }
+    to_function = _edge(graph, topic_node, "service:send-receipt", "consume")
+    assert to_function["declared"]["dead_letter_queue"] == "orders-dlq"
+    # The queue's own figures come from the SQS poller; both sources agree on nodes.
+    await poll(aws, project, "sqs")
+    graph = await _flow(client, viewer)
+    assert len(declared_edges(graph)) == 5  # the queue's dead-letter route joined
+    assert [n["id"] for n in graph["nodes"]].count("channel:aws_sqs:orders") == 1
+
+
+async def test_eventbridge_rule_targets_and_dead_letter_queue_are_edges(
+    lag_db, project, aws, shop_queues, client, viewer
+):
+    sqs, url, dlq_url = shop_queues
+    events = aws.client("events")
+    events.create_event_bus(Name="shop")
+    pattern = json.dumps({"source": ["shop.orders"], "detail-type": ["OrderPlaced"]})
+    events.put_rule(Name="orders-to-billing", EventBusName="shop", EventPattern=pattern)
+    queue_arn, dlq_arn = (
+        sqs.get_queue_attributes(QueueUrl=u, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        for u in (url, dlq_url)
+    )
+    events.put_targets(
+        Rule="orders-to-billing",
+        EventBusName="shop",
+        Targets=[
+            {
+                "Id": "billing-queue",
+                "Arn": queue_arn,
+                "DeadLetterConfig": {"Arn": dlq_arn},
+                "RetryPolicy": {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 600},
+            },
+            {
+                "Id": "audit",
+                "Arn": "arn:aws:lambda:eu-west-1:123456789012:function:audit-trail",
+            },
+        ],
+    )
+    events.put_rule(Name="nightly", ScheduleExpression="rate(1 day)", State="DISABLED")
+    aws.client("cloudwatch").put_metric_data(
+        Namespace="AWS/Events",
+        MetricData=[
+            {
+                "MetricName": "FailedInvocations",
+                "Dimensions": [
+                    {"Name": "RuleName", "Value": "orders-to-billing"},
+                    {"Name": "EventBusName", "Value": "shop"},
+                ],
+                "Value": 3.0,
+            }
+        ],
+    )
+
+    await poll(aws, project, "eventbridge")
+    graph = await _flow(client, viewer)
+    bus = "channel:aws_eventbridge:shop"
+    group = "orders-to-billing"
+    assert declared_edges(graph) == {
+        (bus, "channel:aws_sqs:orders", "publish", group),
+        (bus, "service:audit-trail", "consume", group),
+        (bus, "channel:aws_sqs:orders-dlq", "dead_letter", group),
+    }
+    target = _edge(graph, bus, "channel:aws_sqs:orders", "publish", group)["declared"]
+    assert target["event_pattern"] == pattern
+    assert target["retry_policy"] == {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 600}
+    assert target["FailedInvocations"] == 3.0
+    assert target["state"] == "ENABLED"
