@@ -284,3 +284,84 @@ async def test_eventbridge_rule_targets_and_dead_letter_queue_are_edges(
     assert target["retry_policy"] == {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 600}
     assert target["FailedInvocations"] == 3.0
     assert target["state"] == "ENABLED"
+
+
+# ---- Kinesis ------------------------------------------------------------------------------
+
+
+def kcl_lease_table(aws, name: str, leases: dict[str, str]) -> None:
+    """A lease table as the Kinesis Client Library keeps it: one item per shard."""
+    dynamodb = aws.client("dynamodb")
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for shard, checkpoint in leases.items():
+        dynamodb.put_item(
+            TableName=name,
+            Item={
+                "leaseKey": {"S": shard},
+                "checkpoint": {"S": checkpoint},
+                "checkpointSubSequenceNumber": {"N": "0"},
+                "leaseCounter": {"N": "42"},
+                "leaseOwner": {"S": "worker-1"},
+            },
+        )
+
+
+async def test_kinesis_consumer_behind_by_known_records_shows_that_lag(lag_db, project, aws):
+    kinesis = aws.client("kinesis")
+    kinesis.create_stream(StreamName="clicks", ShardCount=2)
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName="clicks")["Shards"]]
+    sequence = {shard: [] for shard in shards}
+    for n in range(40):
+        put = kinesis.put_record(
+            StreamName="clicks",
+            Data=f"click {n}".encode(),
+            PartitionKey=str(n),
+            ExplicitHashKey="0" if n < 30 else str(2**127 + 1),  # 30 on the first shard
+        )
+        sequence[put["ShardId"]].append(put["SequenceNumber"])
+    first, second = shards
+    assert (len(sequence[first]), len(sequence[second])) == (30, 10)
+    # "sessions" processed 12 of the first shard's records and all of the second's.
+    kcl_lease_table(aws, "sessions", {first: sequence[first][11], second: sequence[second][-1]})
+    # "archive" has not started on the first shard.
+    kcl_lease_table(aws, "archive", {first: "TRIM_HORIZON", second: "SHARD_END"})
+    aws.client("dynamodb").create_table(  # not a lease table
+        TableName="orders",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    await poll(aws, project, "kinesis")
+    sessions = group_item(project.id, "aws_kinesis", "clicks", "sessions")
+    assert sessions["lag"] == 18
+    assert [(p["partition"], p["lag"]) for p in sessions["partitions"]] == [
+        (first, 18),
+        (second, 0),
+    ]
+    assert sessions["lag_seconds_method"] == "exact"
+    assert 0 <= sessions["lag_seconds"] < 60
+    archive = group_item(project.id, "aws_kinesis", "clicks", "archive")
+    assert [(p["partition"], p["lag"]) for p in archive["partitions"]] == [(first, 30)]
+    assert group_item(project.id, "aws_kinesis", "orders", "") is None
+
+
+async def test_kinesis_lease_table_is_tied_to_its_stream_by_the_url(lag_db, project, aws):
+    kinesis = aws.client("kinesis")
+    for name in ("clicks", "views"):
+        kinesis.create_stream(StreamName=name, ShardCount=1)
+    for n in range(5):
+        kinesis.put_record(StreamName="views", Data=b"v", PartitionKey=str(n))
+    (shard,) = [s["ShardId"] for s in kinesis.list_shards(StreamName="views")["Shards"]]
+    kcl_lease_table(aws, "view-counter", {shard: "TRIM_HORIZON"})
+    # Two streams: without the URL saying which, the table cannot be placed.
+    await poll(aws, project, "kinesis")
+    assert group_item(project.id, "aws_kinesis", "views", "view-counter") is None
+    url = f"kinesis://eu-west-1?endpoint_url={aws.endpoint_url}&kcl=view-counter@views"
+    assert await poll_broker(parse_broker(url), project.id, window=WINDOW)
+    assert group_item(project.id, "aws_kinesis", "views", "view-counter")["lag"] == 5
