@@ -365,3 +365,81 @@ async def test_kinesis_lease_table_is_tied_to_its_stream_by_the_url(lag_db, proj
     url = f"kinesis://eu-west-1?endpoint_url={aws.endpoint_url}&kcl=view-counter@views"
     assert await poll_broker(parse_broker(url), project.id, window=WINDOW)
     assert group_item(project.id, "aws_kinesis", "views", "view-counter")["lag"] == 5
+
+
+# ---- Lambda -------------------------------------------------------------------------------
+
+
+def lambda_function(aws, name: str) -> str:
+    import io
+    import zipfile
+
+    role = aws.client("iam").create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def handle(event, context):\n    return None\n")
+    return aws.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": code.getvalue()},
+    )["FunctionArn"]
+
+
+async def test_lambda_event_source_mappings_are_consume_edges_with_their_lag(
+    lag_db, project, aws, shop_queues, client, viewer
+):
+    sqs, url, dlq_url = shop_queues
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    kinesis = aws.client("kinesis")
+    kinesis.create_stream(StreamName="clicks", ShardCount=1)
+    stream_arn = kinesis.describe_stream_summary(StreamName="clicks")["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    topic_arn = aws.client("sns").create_topic(Name="click-failures")["TopicArn"]
+    functions = aws.client("lambda")
+    functions.create_event_source_mapping(
+        EventSourceArn=queue_arn, FunctionName=lambda_function(aws, "charge-card"), BatchSize=5
+    )
+    functions.create_event_source_mapping(
+        EventSourceArn=stream_arn,
+        FunctionName=lambda_function(aws, "count-clicks"),
+        BatchSize=100,
+        StartingPosition="TRIM_HORIZON",
+        DestinationConfig={"OnFailure": {"Destination": topic_arn}},
+    )
+    aws.client("cloudwatch").put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[
+            {
+                "MetricName": "IteratorAge",
+                "Dimensions": [{"Name": "FunctionName", "Value": "count-clicks"}],
+                "Value": 42_000.0,
+                "Unit": "Milliseconds",
+            }
+        ],
+    )
+
+    await poll(aws, project, "lambda")
+    graph = await _flow(client, viewer)
+    assert declared_edges(graph) == {
+        ("channel:aws_sqs:orders", "service:charge-card", "consume", ""),
+        ("channel:aws_kinesis:clicks", "service:count-clicks", "consume", "count-clicks"),
+        ("channel:aws_kinesis:clicks", "channel:aws_sns:click-failures", "dead_letter",
+         "count-clicks"),
+    }  # fmt: skip
+    charge = _edge(graph, "channel:aws_sqs:orders", "service:charge-card", "consume")
+    assert charge["declared"]["batch_size"] == 5
+    assert charge["declared"]["state"] in ("Enabled", "Creating")
+    clicks = group_item(project.id, "aws_kinesis", "clicks", "count-clicks")
+    assert clicks["lag_seconds_method"] == "exact"
+    assert 42 <= clicks["lag_seconds"] < 60
+    counting = _edge(graph, "channel:aws_kinesis:clicks", "service:count-clicks", "consume",
+                     "count-clicks")  # fmt: skip
+    assert counting["lag_seconds"] == clicks["lag_seconds"]
