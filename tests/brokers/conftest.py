@@ -97,3 +97,60 @@ async def poll_until(poll, check, timeout: float = 20.0, pause: float = 0.3):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last: {found!r}")
         await asyncio.sleep(pause)
+
+
+CLOUD_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def cloud_fixture(system: str, name: str) -> str:
+    """A documented response body kept under tests/fixtures/<system>/ (its
+    README names the documentation each file follows)."""
+    return (CLOUD_FIXTURES / system / name).read_text()
+
+
+@pytest.fixture
+def documented_api():
+    """A local HTTP server answering like a cloud service's documented API.
+
+    `.routes[path]` (the path without its query) is `(content type, body)` or
+    a function of the request's (path, query dict, headers, body) returning
+    `(status, content type, body)`; unknown paths are 404. `.requests` records
+    (method, path, query dict, headers) of every request; `.url` is the base URL.
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    served = types.SimpleNamespace(routes={}, requests=[])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            parts = urlsplit(self.path)
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            served.requests.append((self.command, parts.path, query, dict(self.headers)))
+            route = served.routes.get(parts.path)
+            if route is None:
+                status, kind, text = 404, "application/json", '{"error": "not found"}'
+            elif callable(route):
+                status, kind, text = route(parts.path, query, dict(self.headers), body)
+            else:
+                status, (kind, text) = 200, route
+            data = text.encode() if isinstance(text, str) else text
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield served
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,123 @@
+"""Pulsar, Google Pub/Sub and Azure (Service Bus, Event Hubs, Event Grid)
+readers against a local HTTP server answering with the documented response
+shapes (tests/fixtures/<system>/, each README naming the documentation
+followed). Fixture times are written around 2026-01-01T00:00:00Z and moved
+to now when served, so ages come out as the fixture states them."""
+
+import re
+import time
+
+from collector.brokers.poller import parse_broker, poll_broker
+from tests.brokers.conftest import cloud_fixture, group_item
+
+WINDOW = 600
+ANCHOR_MS = 1767225600000  # 2026-01-01T00:00:00Z, "now" in the fixtures
+
+
+def moved_to_now(text: str) -> str:
+    """The fixture with its epoch-millisecond times moved so ANCHOR_MS is now."""
+    delta = int(time.time() * 1000) - ANCHOR_MS
+    return re.sub(r"\b17672\d{8}\b", lambda m: str(int(m.group()) + delta), text)
+
+
+async def poll(url: str, project) -> None:
+    assert await poll_broker(parse_broker(url), project.id, window=WINDOW)
+
+
+def flow(client, viewer) -> dict:
+    from django.db import connections
+
+    try:
+        client.force_login(viewer)
+        return client.get("/api/flow?window=1h").json()
+    finally:
+        connections.close_all()
+
+
+async def declared(client, viewer) -> dict:
+    import asyncio
+
+    graph = await asyncio.to_thread(flow, client, viewer)
+    return {
+        (e["source"], e["target"], e["kind"], e["group"]): e["declared"]
+        for e in graph["edges"]
+        if e["declared"] is not None
+    }
+
+
+# ---- Pulsar -------------------------------------------------------------------------------
+
+
+def pulsar_routes(api, token="s3cret"):
+    def guarded(body):
+        def answer(path, query, headers, _):
+            if headers.get("Authorization") != f"Bearer {token}":
+                return 401, "application/json", '{"reason": "Authentication required"}'
+            return 200, "application/json", moved_to_now(body)
+
+        return answer
+
+    base = "/admin/v2/persistent/public/default"
+    api.routes.update(
+        {
+            "/admin/v2/tenants": guarded(cloud_fixture("pulsar", "tenants.json")),
+            "/admin/v2/namespaces/public": guarded(cloud_fixture("pulsar", "namespaces.json")),
+            base: guarded(cloud_fixture("pulsar", "topics.json")),
+        }
+    )
+    for topic in ("orders-partition-0", "orders-partition-1", "orders-billing-DLQ"):
+        api.routes[f"{base}/{topic}/stats"] = guarded(
+            cloud_fixture("pulsar", f"stats-{topic}.json")
+        )
+
+
+async def test_pulsar_subscriptions_backlog_per_partition_with_exact_age(
+    lag_db, project, documented_api, client, viewer
+):
+    pulsar_routes(documented_api)
+    host = documented_api.url.removeprefix("http://")
+    await poll(f"pulsar+http://:s3cret@{host}", project)
+
+    billing = group_item(project.id, "pulsar", "orders", "billing", namespace="public/default")
+    assert billing["lag"] == 150  # 120 + 30 across the two partitions
+    by_partition = {p["partition"]: p for p in billing["partitions"]}
+    assert (by_partition["0"]["lag"], by_partition["1"]["lag"]) == (120, 30)
+    assert by_partition["0"]["unacked"] == 40 and by_partition["0"]["delayed"] == 5
+    assert by_partition["0"]["type"] == "Shared" and by_partition["0"]["consumers"] == 1
+    assert by_partition["0"]["dead_letter_depth"] == 3
+    # The oldest message in partition 0's backlog was published 60 s before "now".
+    assert billing["lag_seconds_method"] == "exact"
+    assert 60 <= billing["lag_seconds"] < 75
+    audit = group_item(project.id, "pulsar", "orders", "audit")
+    assert audit["lag"] == 0 and audit["namespace"] == "public/default"
+    dlq = group_item(project.id, "pulsar", "orders-billing-DLQ", "dlq-reader")
+    assert dlq["lag"] == 3
+    edges = await declared(client, viewer)
+    assert edges == {
+        ("channel:pulsar:orders", "channel:pulsar:orders-billing-DLQ", "dead_letter", "billing"): {
+            "namespace": "public/default"
+        }
+    }
+    # The stats were asked with the backlog's earliest time.
+    stats = [r for r in documented_api.requests if r[1].endswith("/stats")]
+    assert stats and all(r[2] == {"getEarliestTimeInBacklog": "true"} for r in stats)
+
+
+async def test_pulsar_refusing_the_token_leaves_the_broker_unreachable_with_the_reason(
+    lag_db, project, documented_api
+):
+    pulsar_routes(documented_api)
+    host = documented_api.url.removeprefix("http://")
+    broker = parse_broker(f"pulsar+http://:wrong@{host}")
+    assert broker.source == f"pulsar+http://{host}"  # the token is never shown
+    assert not await poll_broker(broker, project.id, window=WINDOW)
+    from tests.brokers.conftest import read_current
+
+    assert read_current(project.id) == []
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn:
+        (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
+    assert "refused the token (401)" in error
