@@ -7,6 +7,8 @@ to now when served, so ages come out as the fixture states them."""
 import re
 import time
 
+import pytest
+
 from collector.brokers.poller import parse_broker, poll_broker
 from tests.brokers.conftest import cloud_fixture, group_item
 
@@ -121,3 +123,116 @@ async def test_pulsar_refusing_the_token_leaves_the_broker_unreachable_with_the_
     with psycopg.connect(conninfo()) as conn:
         (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
     assert "refused the token (401)" in error
+
+
+# ---- Google Pub/Sub -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def service_account(tmp_path, monkeypatch, documented_api):
+    """A service account key whose token_uri is the local server, which checks
+    the signed assertion with the key's public half before handing a token."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from collector.brokers import gcp_pubsub
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = {
+        "type": "service_account",
+        "project_id": "shop-prod",
+        "private_key_id": "k1",
+        "private_key": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "client_email": "eventscope@shop-prod.iam.gserviceaccount.com",
+        "token_uri": f"{documented_api.url}/token",
+    }
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(key))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    monkeypatch.delenv("GOOGLE_OAUTH_ACCESS_TOKEN", raising=False)
+    monkeypatch.setattr(gcp_pubsub, "_tokens", {})
+
+    def unb64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    def token(path, query, headers, body):
+        from urllib.parse import parse_qsl
+
+        form = dict(parse_qsl(body.decode()))
+        signing_input, _, signature = form["assertion"].rpartition(".")
+        try:
+            private.public_key().verify(
+                unb64(signature), signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except Exception:
+            return 400, "application/json", '{"error": "invalid_grant"}'
+        claims = json.loads(unb64(signing_input.split(".")[1]))
+        assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        assert claims["aud"] == key["token_uri"] and claims["iss"] == key["client_email"]
+        assert "monitoring.read" in claims["scope"]
+        return 200, "application/json", '{"access_token": "ya29.local", "expires_in": 3599}'
+
+    documented_api.routes["/token"] = token
+    return key
+
+
+def pubsub_routes(api):
+    def guarded(answer_of):
+        def answer(path, query, headers, _):
+            if headers.get("Authorization") != "Bearer ya29.local":
+                return 401, "application/json", '{"error": {"code": 401}}'
+            return 200, "application/json", answer_of(query)
+
+        return answer
+
+    api.routes["/v1/projects/shop-prod/subscriptions"] = guarded(
+        lambda q: cloud_fixture(
+            "gcp_pubsub",
+            "subscriptions-page-2.json" if q.get("pageToken") == "page-2" else "subscriptions.json",
+        )
+    )
+
+    def series(query):
+        metric = re.search(r'subscription/(\w+)"', query["filter"]).group(1)
+        return cloud_fixture("gcp_pubsub", f"timeseries-{metric}.json")
+
+    api.routes["/v3/projects/shop-prod/timeSeries"] = guarded(series)
+
+
+async def test_pubsub_subscriptions_undelivered_and_oldest_unacked_age(
+    lag_db, project, documented_api, service_account, client, viewer
+):
+    pubsub_routes(documented_api)
+    await poll(f"pubsub://shop-prod?endpoint_url={documented_api.url}", project)
+
+    billing = group_item(project.id, "gcp_pubsub", "orders", "billing", namespace="shop-prod")
+    assert billing["lag"] == 240  # the newest point
+    assert billing["lag_seconds_method"] == "exact"
+    assert 95 <= billing["lag_seconds"] < 110
+    (details,) = billing["partitions"]
+    assert details["dead_letter_topic"] == "orders-dead-letter"
+    assert details["max_delivery_attempts"] == 5
+    assert details["dead_lettered"] == 3  # over the lookback
+    push = group_item(project.id, "gcp_pubsub", "orders", "shipping-push")
+    assert push["lag"] == 0 and push["lag_seconds"] == 0
+    # The second page of subscriptions was read too.
+    assert (
+        group_item(project.id, "gcp_pubsub", "orders-dead-letter", "dead-letter-reader")["lag"] == 7
+    )
+    assert await declared(client, viewer) == {
+        ("channel:gcp_pubsub:orders", "channel:gcp_pubsub:orders-dead-letter", "dead_letter",
+         "billing"): {"max_delivery_attempts": 5},
+        ("channel:gcp_pubsub:orders", "service:shipping.example.com", "consume",
+         "shipping-push"): {"push": True},
+    }  # fmt: skip
+    # One token for the whole poll; every metric asked for its own series.
+    assert [r[1] for r in documented_api.requests].count("/token") == 1
+    filters = [r[2]["filter"] for r in documented_api.requests if r[1].endswith("timeSeries")]
+    assert len(filters) == 3 and all('resource.type="pubsub_subscription"' in f for f in filters)
