@@ -236,3 +236,99 @@ async def test_pubsub_subscriptions_undelivered_and_oldest_unacked_age(
     assert [r[1] for r in documented_api.requests].count("/token") == 1
     filters = [r[2]["filter"] for r in documented_api.requests if r[1].endswith("timeSeries")]
     assert len(filters) == 3 and all('resource.type="pubsub_subscription"' in f for f in filters)
+
+
+# ---- Azure Service Bus --------------------------------------------------------------------
+
+SAS_KEY = "c2hvcC1rZXkvd2l0aCtzeW1ib2xzPQ=="  # keys are base64 text, "/" and "+" included
+
+
+def sas_checked(body: str, host: str, key_name: str = "RootManageSharedAccessKey"):
+    """An answer that checks the shared access signature as Service Bus does."""
+    import base64
+    import hashlib
+    import hmac
+    from urllib.parse import parse_qsl, quote_plus, unquote
+
+    def answer(path, query, headers, _):
+        token = headers.get("Authorization", "")
+        if not token.startswith("SharedAccessSignature "):
+            return 401, "application/xml", "<Error><Code>401</Code></Error>"
+        parts = dict(parse_qsl(token.removeprefix("SharedAccessSignature ")))
+        resource = quote_plus(unquote(parts.get("sr", "")))
+        expected = base64.b64encode(
+            hmac.new(
+                SAS_KEY.encode(), f"{resource}\n{parts.get('se')}".encode(), hashlib.sha256
+            ).digest()
+        ).decode()
+        if (
+            parts.get("skn") != key_name
+            or unquote(parts.get("sr", "")) != f"https://{host}/"
+            or not hmac.compare_digest(parts.get("sig", ""), expected)
+            or int(parts.get("se", 0)) < time.time()
+            or query.get("api-version") != "2021-05"
+        ):
+            return 401, "application/xml", "<Error><Code>401</Code><Detail>bad SAS</Detail></Error>"
+        return 200, "application/atom+xml;type=feed;charset=utf-8", body
+
+    return answer
+
+
+def servicebus_url(api, key=SAS_KEY) -> str:
+    from urllib.parse import quote
+
+    return (
+        f"servicebus://RootManageSharedAccessKey:{quote(key, safe='')}"
+        f"@shop.servicebus.windows.net?endpoint_url={api.url}"
+    )
+
+
+async def test_servicebus_queues_and_subscriptions_with_dead_letters(
+    lag_db, project, documented_api, client, viewer
+):
+    host = "shop.servicebus.windows.net"
+    for path, name in (
+        ("/$Resources/queues", "queues.xml"),
+        ("/$Resources/topics", "topics.xml"),
+        ("/orders/Subscriptions", "subscriptions-orders.xml"),
+    ):
+        documented_api.routes[path] = sas_checked(cloud_fixture("servicebus", name), host)
+    url = servicebus_url(documented_api)
+    assert SAS_KEY not in parse_broker(url).source
+    await poll(url, project)
+
+    payments = group_item(project.id, "servicebus", "payments", "", namespace="shop")
+    assert payments["lag"] == 42
+    (queue,) = payments["partitions"]
+    assert (queue["active"], queue["dead_letter_depth"], queue["scheduled"]) == (42, 3, 2)
+    assert queue["max_delivery_count"] == 10
+    billing = group_item(project.id, "servicebus", "orders", "billing", namespace="shop")
+    assert billing["lag"] == 17 and billing["partitions"][0]["dead_letter_depth"] == 4
+    shipping = group_item(project.id, "servicebus", "orders", "shipping")
+    assert shipping["lag"] == 0 and shipping["partitions"][0]["scheduled"] == 1
+    assert set(await declared(client, viewer)) == {
+        ("channel:servicebus:payments", "channel:servicebus:payments/$DeadLetterQueue",
+         "dead_letter", ""),
+        ("channel:servicebus:refunds", "channel:servicebus:poison", "dead_letter", ""),
+        ("channel:servicebus:refunds", "channel:servicebus:payments", "publish", ""),
+        ("channel:servicebus:orders",
+         "channel:servicebus:orders/Subscriptions/billing/$DeadLetterQueue", "dead_letter",
+         "billing"),
+    }  # fmt: skip
+    # Paged as the management API pages.
+    assert all(r[2]["$top"] == "100" and r[2]["$skip"] == "0" for r in documented_api.requests)
+
+
+async def test_servicebus_wrong_key_says_the_key_was_refused(lag_db, project, documented_api):
+    documented_api.routes["/$Resources/queues"] = sas_checked(
+        cloud_fixture("servicebus", "queues.xml"), "shop.servicebus.windows.net"
+    )
+    broker = parse_broker(servicebus_url(documented_api, key="bm90IHRoZSBrZXk="))
+    assert not await poll_broker(broker, project.id, window=WINDOW)
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn:
+        (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
+    assert "refused the shared access key 'RootManageSharedAccessKey' (401" in error
