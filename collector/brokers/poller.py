@@ -109,7 +109,13 @@ def _without_credentials(parts) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any("://" in v and "?" in v for _, v in pairs):
+        # A parameter that is itself a URL with a token in its query (an
+        # Event Hubs checkpoint container's SAS) is shown without that query.
+        query = urlencode([(k, v.split("?", 1)[0] if "://" in v else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def parse_broker(url: str, default_project: str | None = None) -> Broker:

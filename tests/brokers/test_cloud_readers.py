@@ -243,7 +243,7 @@ async def test_pubsub_subscriptions_undelivered_and_oldest_unacked_age(
 SAS_KEY = "c2hvcC1rZXkvd2l0aCtzeW1ib2xzPQ=="  # keys are base64 text, "/" and "+" included
 
 
-def sas_checked(body: str, host: str, key_name: str = "RootManageSharedAccessKey"):
+def sas_checked(body: str, host: str, api_version: str = "2021-05"):
     """An answer that checks the shared access signature as Service Bus does."""
     import base64
     import hashlib
@@ -262,11 +262,11 @@ def sas_checked(body: str, host: str, key_name: str = "RootManageSharedAccessKey
             ).digest()
         ).decode()
         if (
-            parts.get("skn") != key_name
+            parts.get("skn") != "RootManageSharedAccessKey"
             or unquote(parts.get("sr", "")) != f"https://{host}/"
             or not hmac.compare_digest(parts.get("sig", ""), expected)
             or int(parts.get("se", 0)) < time.time()
-            or query.get("api-version") != "2021-05"
+            or query.get("api-version") != api_version
         ):
             return 401, "application/xml", "<Error><Code>401</Code><Detail>bad SAS</Detail></Error>"
         return 200, "application/atom+xml;type=feed;charset=utf-8", body
@@ -332,3 +332,77 @@ async def test_servicebus_wrong_key_says_the_key_was_refused(lag_db, project, do
     with psycopg.connect(conninfo()) as conn:
         (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
     assert "refused the shared access key 'RootManageSharedAccessKey' (401" in error
+
+
+# ---- Azure Event Hubs ---------------------------------------------------------------------
+
+CONTAINER_SAS = "sv=2021-08-06&sr=c&sp=rl&se=2030-01-01T00%3A00%3A00Z&sig=c2FzLXNpZ25hdHVyZQ%3D%3D"
+
+
+def eventhubs_routes(api):
+    host = "shop.servicebus.windows.net"
+    api.routes["/$Resources/EventHubs"] = sas_checked(
+        cloud_fixture("eventhubs", "eventhubs.xml"), host, "2014-01"
+    )
+    api.routes["/orders/consumergroups/$Default/partitions"] = sas_checked(
+        cloud_fixture("eventhubs", "partitions-orders.xml"), host, "2014-01"
+    )
+
+    def blobs(path, query, headers, _):
+        if query.get("sig") != "c2FzLXNpZ25hdHVyZQ==" or query.get("sp") != "rl":
+            return 403, "application/xml", "<Error><Code>AuthenticationFailed</Code></Error>"
+        assert (query["restype"], query["comp"], query["include"]) == (
+            "container",
+            "list",
+            "metadata",
+        )
+        assert query["prefix"] == "shop.servicebus.windows.net/orders/"
+        return 200, "application/xml", cloud_fixture("eventhubs", "checkpoints.xml")
+
+    api.routes["/eventhub-checkpoints"] = blobs
+
+
+def eventhubs_url(api) -> str:
+    from urllib.parse import quote
+
+    container = f"{api.url}/eventhub-checkpoints?{CONTAINER_SAS}"
+    return (
+        f"eventhubs://RootManageSharedAccessKey:{quote(SAS_KEY, safe='')}"
+        f"@shop.servicebus.windows.net?endpoint_url={api.url}"
+        f"&checkpoints={quote(container, safe='')}"
+    )
+
+
+async def test_eventhubs_lag_per_consumer_group_and_partition_from_checkpoints(
+    lag_db, project, documented_api
+):
+    eventhubs_routes(documented_api)
+    broker = parse_broker(eventhubs_url(documented_api))
+    # Neither the namespace key nor the storage SAS is shown.
+    assert "sig=" not in broker.source and SAS_KEY not in broker.source
+    assert "checkpoints=" in broker.source
+    await poll(eventhubs_url(documented_api), project)
+
+    default = group_item(project.id, "eventhubs", "orders", "$default", namespace="shop")
+    assert default["lag"] == 120  # 1500 − 1380 on partition 0, caught up on 1
+    assert [(p["partition"], p["lag"], p["end_offset"], p["committed_offset"])
+            for p in default["partitions"]] == [("0", 120, 1500, 1380), ("1", 0, 900, 900)]  # fmt: skip
+    assert default["partitions"][0]["last_enqueued_at"] == "2025-12-31T23:59:58.512Z"
+    analytics = group_item(project.id, "eventhubs", "orders", "analytics")
+    # Only partition 0 was ever checkpointed by this group.
+    assert [(p["partition"], p["lag"]) for p in analytics["partitions"]] == [("0", 1460)]
+
+
+async def test_eventhubs_without_a_checkpoint_container_says_what_is_missing(
+    lag_db, project, documented_api
+):
+    eventhubs_routes(documented_api)
+    url = eventhubs_url(documented_api).split("&checkpoints=")[0]
+    assert not await poll_broker(parse_broker(url), project.id, window=WINDOW)
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn:
+        (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
+    assert "needs ?checkpoints=" in error

@@ -78,13 +78,14 @@ class Namespace:
     key: str
     endpoint: str  # where requests go: https://<host> or endpoint_url
     query: dict
+    api_version: str = API_VERSION
 
     @property
     def name(self) -> str:
         return self.host.split(".", 1)[0]
 
     @classmethod
-    def from_url(cls, url: str) -> "Namespace":
+    def from_url(cls, url: str, api_version: str = API_VERSION) -> "Namespace":
         parts = urlsplit(url)
         if not parts.username or not parts.password:
             raise ValueError(
@@ -93,7 +94,9 @@ class Namespace:
         query = dict(parse_qsl(parts.query))
         host = parts.hostname or ""
         endpoint = (query.get("endpoint_url") or f"https://{host}").rstrip("/")
-        return cls(host, unquote(parts.username), unquote(parts.password), endpoint, query)
+        return cls(
+            host, unquote(parts.username), unquote(parts.password), endpoint, query, api_version
+        )
 
     def sas(self, now: float | None = None) -> str:
         """A shared access signature for the whole namespace, as Azure documents it:
@@ -112,7 +115,7 @@ class Namespace:
     async def get(self, client: httpx.AsyncClient, path: str, params: dict | None = None) -> str:
         response = await client.get(
             path,
-            params={"api-version": API_VERSION, **(params or {})},
+            params={"api-version": self.api_version, **(params or {})},
             headers={"Authorization": self.sas(), "Accept": "application/atom+xml"},
         )
         if response.status_code in (401, 403):
