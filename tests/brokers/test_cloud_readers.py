@@ -406,3 +406,96 @@ async def test_eventhubs_without_a_checkpoint_container_says_what_is_missing(
     with psycopg.connect(conninfo()) as conn:
         (error,) = conn.execute("SELECT error FROM brokers_brokerstate").fetchone()
     assert "needs ?checkpoints=" in error
+
+
+# ---- Azure Event Grid ---------------------------------------------------------------------
+
+AZURE_SUB = "8f2d3c1a-0b4e-4c7a-9d61-2e5f7a9b0c11"
+
+
+@pytest.fixture
+def service_principal(monkeypatch, documented_api):
+    """A service principal in the environment; its authority is the local server."""
+    from urllib.parse import parse_qsl
+
+    from collector.brokers.azure import eventgrid
+
+    monkeypatch.setattr(eventgrid, "_tokens", {})
+    monkeypatch.setenv("AZURE_TENANT_ID", "shop-tenant")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "eventscope-reader")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", documented_api.url)
+
+    def token(path, query, headers, body):
+        form = dict(parse_qsl(body.decode()))
+        if form != {
+            "grant_type": "client_credentials",
+            "client_id": "eventscope-reader",
+            "client_secret": "s3cret-value",
+            "scope": "https://management.azure.com/.default",
+        }:
+            return 401, "application/json", '{"error": "invalid_client"}'
+        return 200, "application/json", cloud_fixture("eventgrid", "token.json")
+
+    documented_api.routes["/shop-tenant/oauth2/v2.0/token"] = token
+
+
+def eventgrid_routes(api):
+    bearer = "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.local.signature"
+
+    def arm(name, api_version):
+        def answer(path, query, headers, _):
+            if headers.get("Authorization") != bearer:
+                return 401, "application/json", '{"error": {"code": "InvalidAuthenticationToken"}}'
+            if query.get("api-version") != api_version:
+                return 400, "application/json", '{"error": {"code": "InvalidApiVersion"}}'
+            return 200, "application/json", cloud_fixture("eventgrid", name)
+
+        return answer
+
+    scope = f"/subscriptions/{AZURE_SUB}"
+    topic = f"{scope}/resourceGroups/shop/providers/Microsoft.EventGrid/topics/orders"
+    api.routes.update(
+        {
+            f"{scope}/providers/Microsoft.EventGrid/topics": arm("topics.json", "2022-06-15"),
+            f"{scope}/providers/Microsoft.EventGrid/systemTopics": arm(
+                "system-topics.json", "2022-06-15"
+            ),
+            f"{topic}/providers/Microsoft.EventGrid/eventSubscriptions": arm(
+                "event-subscriptions-orders.json", "2022-06-15"
+            ),
+            f"{topic}/providers/Microsoft.Insights/metrics": arm(
+                "metrics-orders.json", "2018-01-01"
+            ),
+        }
+    )
+
+
+async def test_eventgrid_subscriptions_are_routes_with_delivery_failures(
+    lag_db, project, documented_api, service_principal, client, viewer
+):
+    eventgrid_routes(documented_api)
+    await poll(f"eventgrid://{AZURE_SUB}?endpoint_url={documented_api.url}", project)
+
+    edges = await declared(client, viewer)
+    topic = "channel:eventgrid:orders"
+    assert set(edges) == {
+        (topic, "channel:servicebus:billing", "publish", "billing"),
+        (topic, "channel:azure_blob:shopdeadletters/eventgrid-dead", "dead_letter", "billing"),
+        (topic, "service:crm.example.com", "consume", "crm-webhook"),
+        (topic, "service:SendReceipt", "consume", "receipts"),
+    }
+    billing = edges[(topic, "channel:servicebus:billing", "publish", "billing")]
+    assert billing["DeliveryAttemptFailCount"] == 5  # 2 + 3 over the lookback
+    assert billing["DeadLetteredCount"] == 1 and billing["DeliverySuccessCount"] == 120
+    assert billing["dead_letter_destination"] == "shopdeadletters/eventgrid-dead"
+    assert billing["retry_policy"] == {"maxDeliveryAttempts": 10, "eventTimeToLiveInMinutes": 60}
+    webhook = edges[(topic, "service:crm.example.com", "consume", "crm-webhook")]
+    assert webhook["DeliveryAttemptFailCount"] == 15 and webhook["endpoint_type"] == "WebHook"
+    # Every metric named in one request per topic, per event subscription.
+    (metrics,) = [r for r in documented_api.requests if r[1].endswith("/metrics")]
+    assert metrics[2]["$filter"] == "EventSubscriptionName eq '*'"
+    assert metrics[2]["metricnames"].split(",") == [
+        "DeliveryAttemptFailCount", "DeadLetteredCount", "DroppedEventCount",
+        "DeliverySuccessCount",
+    ]  # fmt: skip
