@@ -154,3 +154,58 @@ def documented_api():
     yield served
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def service_account(tmp_path, monkeypatch, documented_api):
+    """A service account key whose token_uri is the local server, which checks
+    the signed assertion with the key's public half before handing a token."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from collector.brokers import gcp_pubsub
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = {
+        "type": "service_account",
+        "project_id": "shop-prod",
+        "private_key_id": "k1",
+        "private_key": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "client_email": "eventscope@shop-prod.iam.gserviceaccount.com",
+        "token_uri": f"{documented_api.url}/token",
+    }
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(key))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    monkeypatch.delenv("GOOGLE_OAUTH_ACCESS_TOKEN", raising=False)
+    monkeypatch.setattr(gcp_pubsub, "_tokens", {})
+
+    def unb64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    def token(path, query, headers, body):
+        from urllib.parse import parse_qsl
+
+        form = dict(parse_qsl(body.decode()))
+        signing_input, _, signature = form["assertion"].rpartition(".")
+        try:
+            private.public_key().verify(
+                unb64(signature), signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except Exception:
+            return 400, "application/json", '{"error": "invalid_grant"}'
+        claims = json.loads(unb64(signing_input.split(".")[1]))
+        assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        assert claims["aud"] == key["token_uri"] and claims["iss"] == key["client_email"]
+        assert "monitoring.read" in claims["scope"]
+        return 200, "application/json", '{"access_token": "ya29.local", "expires_in": 3599}'
+
+    documented_api.routes["/token"] = token
+    return key
