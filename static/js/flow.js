@@ -91,6 +91,7 @@
         "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1,
       } },
       { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
+      { selector: "edge[kind = 'dead_letter']", style: { "line-style": "dotted" } },
       { selector: "edge.lagging", style: {
         // Dotted: call edges are already dashed.
         "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dotted",
