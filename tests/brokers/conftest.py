@@ -14,6 +14,7 @@ import pytest
 
 from collector.brokers import lag
 from collector.db import conninfo
+from tests.brokers.azurite import azurite  # noqa: F401 - fixture: the Blob storage emulator
 from tests.dashboard.conftest import consumer_connections  # noqa: F401 - shared fixture
 
 LAG_TABLES = (

@@ -444,3 +444,65 @@ async def test_eventgrid_subscriptions_are_routes_with_delivery_failures(
         "DeliveryAttemptFailCount", "DeadLetteredCount", "DroppedEventCount",
         "DeliverySuccessCount",
     ]  # fmt: skip
+
+
+async def test_eventhubs_checkpoints_written_to_azurite_give_the_lag(
+    lag_db, project, documented_api, azurite
+):
+    """The checkpoint store's blobs in a real Blob service (Azurite): written as
+    the Event Hubs SDKs write them, listed by the reader with a list+read SAS."""
+    import uuid
+    from urllib.parse import quote
+
+    import httpx
+
+    from tests.brokers.azurite import account_sas
+
+    container = f"checkpoints-{uuid.uuid4().hex[:8]}"
+    writer_sas = account_sas("rwdlac")
+    prefix = "shop.servicebus.windows.net/orders"
+    blobs = {
+        f"{prefix}/$default/checkpoint/0": {"offset": "200704", "sequencenumber": "1380"},
+        f"{prefix}/$default/checkpoint/1": {"offset": "186112", "sequencenumber": "900"},
+        f"{prefix}/$default/ownership/0": {"ownerid": "5b0c7c1e-4e2d-4ad6-9a34-0f2f1c0b7a10"},
+        f"{prefix}/analytics/checkpoint/0": {"offset": "8192", "sequencenumber": "40"},
+        # Another event hub's checkpoints share the container.
+        "shop.servicebus.windows.net/refunds/$default/checkpoint/0": {"sequencenumber": "7"},
+    }
+    async with httpx.AsyncClient(headers={"x-ms-version": "2021-08-06"}) as storage:
+        created = await storage.put(f"{azurite.url}/{container}?restype=container&{writer_sas}")
+        assert created.status_code == 201, created.text
+        for name, metadata in blobs.items():
+            put = await storage.put(
+                f"{azurite.url}/{container}/{quote(name, safe='/$')}?{writer_sas}",
+                content=b"",
+                headers={"x-ms-blob-type": "BlockBlob",
+                         **{f"x-ms-meta-{k}": v for k, v in metadata.items()}},
+            )  # fmt: skip
+            assert put.status_code == 201, put.text
+    eventhubs_routes(documented_api)
+
+    def url_with(sas: str) -> str:
+        checkpoints = f"{azurite.url}/{container}?{sas}"
+        return (
+            f"eventhubs://RootManageSharedAccessKey:{quote(SAS_KEY, safe='')}"
+            f"@shop.servicebus.windows.net?endpoint_url={documented_api.url}"
+            f"&checkpoints={quote(checkpoints, safe='')}"
+        )
+
+    await poll(url_with(account_sas("rl")), project)
+    default = group_item(project.id, "eventhubs", "orders", "$default", namespace="shop")
+    assert [(p["partition"], p["lag"]) for p in default["partitions"]] == [("0", 120), ("1", 0)]
+    analytics = group_item(project.id, "eventhubs", "orders", "analytics")
+    assert [(p["partition"], p["lag"]) for p in analytics["partitions"]] == [("0", 1460)]
+
+    # A SAS that may read but not list is refused, and the reason is shown.
+    refused = parse_broker(url_with(account_sas("r")))
+    assert not await poll_broker(refused, project.id, window=WINDOW)
+    import psycopg
+
+    from collector.db import conninfo
+
+    with psycopg.connect(conninfo()) as conn:
+        errors = [e for (e,) in conn.execute("SELECT error FROM brokers_brokerstate")]
+    assert any("needs the list and read permissions" in e for e in errors)
