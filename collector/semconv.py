@@ -6,6 +6,8 @@ the current ones). Everything that reads messaging spans asks this module, so
 a new alias is one line here.
 """
 
+import re
+
 from collector.batch import CONSUMER, PRODUCER
 
 # field -> attribute names, current name first, then older ones.
@@ -126,6 +128,11 @@ SYSTEM_NAMES = {
 # Systems whose spans name a destination by its ARN (botocore's SNS spans):
 # the channel is the bare name at its end.
 ARN_DESTINATIONS = ("aws_sns",)
+# Systems whose spans name a topic by its full URL (Pulsar's
+# `persistent://tenant/namespace/topic[-partition-N]`): the channel is the
+# bare topic, partitions included, as the broker pollers name it.
+TOPIC_URL_DESTINATIONS = ("pulsar",)
+_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 
 # A channel whose name ends like this holds dead letters.
 DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".dlt", "-dlt", "_dlt", ".deadletter")
@@ -225,6 +232,8 @@ def channel(found: dict, role: str) -> str:
     name = text(found, "destination") or text(found, "destination_template")
     if name.startswith("arn:") and system(found) in ARN_DESTINATIONS:
         return name.rsplit(":", 1)[-1]
+    if "://" in name and system(found) in TOPIC_URL_DESTINATIONS:
+        return _PARTITION_SUFFIX.sub("", name.rsplit("/", 1)[-1])
     if name and text(found, "system").lower() == "rabbitmq":
         if name.startswith("amq.default:"):
             name = name[len("amq.default:") :]
