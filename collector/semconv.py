@@ -6,6 +6,8 @@ the current ones). Everything that reads messaging spans asks this module, so
 a new alias is one line here.
 """
 
+import re
+
 from collector.batch import CONSUMER, PRODUCER
 
 # field -> attribute names, current name first, then older ones.
@@ -45,6 +47,10 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     ),
     "client_id": ("messaging.client.id", "messaging.client_id", "messaging.kafka.client_id"),
     "error_type": ("error.type",),
+    # The AWS SDK instrumentations name the API call, not a messaging
+    # operation (botocore's SQS spans are CLIENT spans with no operation):
+    # see RPC_OPERATION_TYPE.
+    "rpc_method": ("rpc.method",),
     # Eventscope's own override: an instrumentation that knows better (a
     # retry, a dead-letter hand-off) states the stage outright.
     "stage": ("eventscope.stage", "messaging.eventscope.stage"),
@@ -86,6 +92,48 @@ OPERATION_NAME_TYPE = {
     "settle": "settle",
 }
 
+# API calls of messaging systems' SDKs (`rpc.method`, as the AWS SDK
+# instrumentations set it) -> operation type, for messaging spans that give
+# no operation of their own.
+RPC_OPERATION_TYPE = {
+    "SendMessage": "send",  # SQS
+    "SendMessageBatch": "send",
+    "ReceiveMessage": "receive",
+    "Publish": "send",  # SNS
+    "PublishBatch": "send",
+    "PutRecord": "send",  # Kinesis
+    "PutRecords": "send",
+    "GetRecords": "receive",
+    "PutEvents": "send",  # EventBridge
+}
+
+# messaging.system values of older or SDK-specific instrumentations -> the
+# name the conventions use now (and Eventscope's channel ids): botocore says
+# `aws.sqs` and `aws.sns`.
+SYSTEM_NAMES = {
+    "aws.sqs": "aws_sqs",
+    "aws.sns": "aws_sns",
+    "aws.kinesis": "aws_kinesis",
+    "aws.eventbridge": "aws_eventbridge",
+    "eventbridge": "aws_eventbridge",
+    "azure.servicebus": "servicebus",
+    "azure_servicebus": "servicebus",
+    "azure.eventhubs": "eventhubs",
+    "azure_eventhubs": "eventhubs",
+    "microsoft.servicebus": "servicebus",
+    "microsoft.eventhub": "eventhubs",
+    "pubsub": "gcp_pubsub",
+    "gcp.pubsub": "gcp_pubsub",
+}
+# Systems whose spans name a destination by its ARN (botocore's SNS spans):
+# the channel is the bare name at its end.
+ARN_DESTINATIONS = ("aws_sns",)
+# Systems whose spans name a topic by its full URL (Pulsar's
+# `persistent://tenant/namespace/topic[-partition-N]`): the channel is the
+# bare topic, partitions included, as the broker pollers name it.
+TOPIC_URL_DESTINATIONS = ("pulsar",)
+_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
+
 # A channel whose name ends like this holds dead letters.
 DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".dlt", "-dlt", "_dlt", ".deadletter")
 DEAD_LETTER_WORDS = ("dead-letter", "dead_letter", "deadletter")
@@ -126,7 +174,7 @@ def text(found: dict, field: str) -> str:
 def is_messaging(attributes: dict, found: dict) -> bool:
     """True when a span carries messaging attributes of any generation
     (`found` is fields(attributes))."""
-    if len(found) > ("error_type" in found):
+    if len(found) > ("error_type" in found) + ("rpc_method" in found):
         return True
     # One search over the joined keys instead of a Python loop, for
     # messaging attributes this table does not name.
@@ -146,7 +194,16 @@ def operation_type(found: dict) -> str | None:
     name = found.get("operation_name")
     if isinstance(name, str):
         return OPERATION_NAME_TYPE.get(name.lower())
+    method = found.get("rpc_method")
+    if isinstance(method, str) and "system" in found:
+        return RPC_OPERATION_TYPE.get(method)
     return None
+
+
+def system(found: dict) -> str:
+    """messaging.system under the name the current conventions give it."""
+    name = text(found, "system")
+    return SYSTEM_NAMES.get(name.lower(), name) if name else name
 
 
 def is_legacy_receive(attributes: dict) -> bool:
@@ -173,6 +230,10 @@ def channel(found: dict, role: str) -> str:
     name when publishing through the default exchange.
     """
     name = text(found, "destination") or text(found, "destination_template")
+    if name.startswith("arn:") and system(found) in ARN_DESTINATIONS:
+        return name.rsplit(":", 1)[-1]
+    if "://" in name and system(found) in TOPIC_URL_DESTINATIONS:
+        return _PARTITION_SUFFIX.sub("", name.rsplit("/", 1)[-1])
     if name and text(found, "system").lower() == "rabbitmq":
         if name.startswith("amq.default:"):
             name = name[len("amq.default:") :]

@@ -252,15 +252,27 @@ def group_status(partitions: list[dict]) -> tuple[str, str]:
 
 # What a broker calls the space its channel names live in; /api/lag and the
 # pages show it under this name.
-NAMESPACE_FIELDS = {"rabbitmq": "vhost", "nats": "account"}
+NAMESPACE_FIELDS = {
+    "rabbitmq": "vhost",
+    "nats": "account",
+    # A Pulsar tenant/namespace, a Service Bus or Event Hubs namespace, a
+    # Google Cloud project.
+    "pulsar": "namespace",
+    "servicebus": "namespace",
+    "eventhubs": "namespace",
+    "gcp_pubsub": "namespace",
+}
+_FIELDS = tuple(dict.fromkeys(NAMESPACE_FIELDS.values()))
 
 
 def namespace_fields(system: str, namespace: str) -> dict:
-    """{"vhost": …, "account": …} of one group: its namespace under the broker's name."""
-    return {
-        field: (namespace or None) if system == owner else None
-        for owner, field in NAMESPACE_FIELDS.items()
-    }
+    """{"vhost": …, "account": …, "namespace": …} of one group: its namespace
+    under the broker's name, the other fields None."""
+    fields = dict.fromkeys(_FIELDS)
+    field = NAMESPACE_FIELDS.get(system)
+    if field:
+        fields[field] = namespace or None
+    return fields
 
 
 def namespace_of(item: dict) -> str:

@@ -120,3 +120,37 @@ class BrokerState(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project_id", "source"], name="brokers_brokerstate_key")
         ]
+
+
+class TopologyEdge(models.Model):
+    """A route the system itself declares: an SNS subscription, an EventBridge
+    rule's target, a Lambda event source mapping, a queue's dead-letter queue.
+
+    Pollers replace the edges of their source on every answer, so a deleted
+    subscription or rule disappears with the next poll. The flow graph shows
+    them next to the edges measured from spans, with no traffic until spans
+    or events say otherwise. Node ids are those of the flow graph
+    (`channel:<system>:<name>`, `service:<name>`).
+    """
+
+    project_id = models.IntegerField()
+    source = models.TextField()  # the broker URL without credentials that declared it
+    from_node = models.TextField()
+    to_node = models.TextField()
+    # publish (a channel feeding another), consume (a function or endpoint
+    # reading a channel), dead_letter (where a channel's failures go)
+    kind = models.TextField()
+    consumer_group = models.TextField(default="")
+    # What the system says about the route: protocol, batch size, state,
+    # filter, retry policy, failure counts...
+    details = models.JSONField(default=dict)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project_id", "source", "from_node", "to_node", "kind", "consumer_group"],
+                name="brokers_topologyedge_key",
+            )
+        ]
+        indexes = [models.Index(fields=["project_id", "from_node"], name="brokers_topology_from")]

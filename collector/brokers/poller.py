@@ -7,6 +7,10 @@ URL forms (`;`-separated in the setting):
   redis://[:pass@]host:6379/0              Redis Streams consumer groups (rediss too)
   prometheus+http://host:9308/metrics      a Prometheus text endpoint: kafka_exporter,
                                            rabbitmq_prometheus, prometheus-nats-exporter
+  sqs:// sns:// kinesis:// eventbridge:// lambda://<region>[?endpoint_url=…]
+                                           Amazon's services (collector/brokers/aws/)
+  servicebus://, eventhubs://, eventgrid://, pubsub://, pulsar+http(s)://
+                                           Azure, Google and Pulsar (see their modules)
 
 Any of them may end in `?project=<slug>` (or `#project=<slug>` for
 Prometheus paths with their own query) to file the figures under that
@@ -21,6 +25,7 @@ by another loop.
 import asyncio
 import contextlib
 import datetime as dt
+import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from collector.brokers import nats as nats_poller
-from collector.brokers import prometheus, rabbitmq, redis_streams, samples
+from collector.brokers import prometheus, rabbitmq, redis_streams, samples, topology
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,31 @@ SYSTEMS = {
     "rediss": "redis",
     "prometheus+http": "prometheus",
     "prometheus+https": "prometheus",
+    "sqs": "aws_sqs",
+    "sns": "aws_sns",
+    "kinesis": "aws_kinesis",
+    "eventbridge": "aws_eventbridge",
+    "lambda": "aws_lambda",
+    "servicebus": "servicebus",
+    "eventhubs": "eventhubs",
+    "eventgrid": "eventgrid",
+    "pubsub": "gcp_pubsub",
+    "pulsar+http": "pulsar",
+    "pulsar+https": "pulsar",
+}
+# Readers by kind: module and function, imported when first polled so a
+# deployment without a cloud system never loads its client library.
+READERS = {
+    "aws_sqs": "collector.brokers.aws.sqs",
+    "aws_sns": "collector.brokers.aws.sns",
+    "aws_kinesis": "collector.brokers.aws.kinesis",
+    "aws_eventbridge": "collector.brokers.aws.eventbridge",
+    "aws_lambda": "collector.brokers.aws.lambdas",
+    "servicebus": "collector.brokers.azure.servicebus",
+    "eventhubs": "collector.brokers.azure.eventhubs",
+    "eventgrid": "collector.brokers.azure.eventgrid",
+    "gcp_pubsub": "collector.brokers.gcp_pubsub",
+    "pulsar": "collector.brokers.pulsar",
 }
 
 
@@ -56,7 +86,7 @@ SYSTEMS = {
 class Broker:
     """One configured broker: how to reach it and how it is named on the page."""
 
-    kind: str  # rabbitmq | nats | redis | prometheus
+    kind: str  # a value of SYSTEMS
     url: str  # with credentials, without the project parameter
     source: str  # without credentials: safe to store and show
     project: str  # project slug
@@ -68,6 +98,9 @@ class Broker:
             return samples.Report(await nats_poller.poll(self.url, timeout))
         if self.kind == "redis":
             return samples.Report(await redis_streams.poll(self.url, timeout))
+        if self.kind in READERS:
+            found = await importlib.import_module(READERS[self.kind]).poll(self.url, timeout)
+            return found if isinstance(found, samples.Report) else samples.Report(found)
         return await scrape(self.url, timeout)
 
 
@@ -76,7 +109,13 @@ def _without_credentials(parts) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any("://" in v and "?" in v for _, v in pairs):
+        # A parameter that is itself a URL with a token in its query (an
+        # Event Hubs checkpoint container's SAS) is shown without that query.
+        query = urlencode([(k, v.split("?", 1)[0] if "://" in v else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def parse_broker(url: str, default_project: str | None = None) -> Broker:
@@ -87,7 +126,7 @@ def parse_broker(url: str, default_project: str | None = None) -> Broker:
     if kind is None:
         raise ImproperlyConfigured(
             f"EVENTSCOPE_BROKERS: {url.split('@')[-1]!r} has scheme {parts.scheme!r}; "
-            "expected rabbitmq+http(s)://, nats://, redis(s):// or prometheus+http(s)://"
+            "expected one of " + ", ".join(f"{scheme}://" for scheme in SYSTEMS)
         )
     if not parts.hostname:
         raise ImproperlyConfigured(f"EVENTSCOPE_BROKERS: {parts.scheme}:// URL without a host")
@@ -173,6 +212,8 @@ def _record_success(project_id, broker, report: samples.Report, window):
             complete=True,
             ends=report.ends,
         )
+        if report.routes is not None:
+            topology.store(cursor, project_id, broker.source, report.routes)
         samples.broker_answered(cursor, project_id, broker.source, broker.kind)
 
 

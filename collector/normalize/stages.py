@@ -24,6 +24,9 @@ attribute names alike:
   trace and request, give no stage. They end together and the SDK's batch
   processor exports them together; spans exported one per request (a
   simple span processor) cannot be paired and both count.
+- A CLIENT span that sends (send/publish) and links to creation contexts
+  is a batch send of messages created by spans of their own, which are the
+  publishes: it gives no stage.
 - A span with status ERROR turns its stage into `failed` (on the producer
   side: a failed publish). The error text is the status message, else
   `error.type`, else the message of an `exception` event.
@@ -47,6 +50,7 @@ attribute names alike:
 from collector import fingerprint, semconv
 from collector.batch import (
     CONSUMER,
+    KIND_CLIENT,
     KIND_CONSUMER,
     KIND_PRODUCER,
     MAX_ID_CHARS,
@@ -98,6 +102,10 @@ def _stage_and_role(row: SpanRow, found, attrs, contexts) -> tuple[str, str] | N
     if mapped is None:
         return None
     stage, role = mapped
+    if role == PRODUCER and row.kind == KIND_CLIENT and contexts:
+        # A batch send linking to its messages' creation spans (the Azure
+        # SDKs' ServiceBus.send): the creations are the publishes.
+        return None
     if row.status_code == STATUS_ERROR:
         stage = "failed"
     return stage, role
@@ -144,7 +152,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         stage=stage,
         role=role,
         service=row.service,
-        system=clip(semconv.text(found, "system")),
+        system=clip(semconv.system(found)),
         channel=clip(semconv.channel(found, role)),
         consumer_group=clip(semconv.text(found, "consumer_group")) if role == CONSUMER else "",
         trace_id=row.trace_id,

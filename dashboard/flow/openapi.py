@@ -32,7 +32,11 @@ SCHEMAS = {
         {
             "source": STRING,
             "target": STRING,
-            "kind": {"enum": ["publish", "consume", "call"]},
+            "kind": {
+                "enum": ["publish", "consume", "call", "dead_letter"],
+                "description": "dead_letter: where a channel's failed messages go, as the "
+                "system declares it (an SQS redrive policy, a rule's dead-letter queue)",
+            },
             "group": {"type": "string", "description": "consumer group (consume edges)"},
             "count": INTEGER,
             "rate_per_s": {
@@ -59,6 +63,13 @@ SCHEMAS = {
             "p50_ms": NUMBER_OR_NULL,
             "p95_ms": NUMBER_OR_NULL,
             "e2e_p95_ms": {**NUMBER_OR_NULL, "description": "produce→consume latency"},
+            "declared": {
+                "type": ["object", "null"],
+                "description": "a route the messaging system itself declares (an SNS "
+                "subscription, an EventBridge rule's target, a Lambda event source mapping, a "
+                "dead-letter queue) with what it says about it; null for routes seen only in "
+                "spans. A declared route no span has shown yet has a count of 0",
+            },
             "lag": {
                 **INTEGER_OR_NULL,
                 "description": "consume edges: the group's present lag in messages, if known",

@@ -13,10 +13,11 @@ import datetime as dt
 from django.db import connection
 
 from collector import histogram
+from collector.brokers import topology
 from dashboard.flow import hours as flowhours
 from dashboard.lag.edges import lag_for_edges
 
-KINDS = ("publish", "consume", "call")
+KINDS = ("publish", "consume", "call", "dead_letter")
 DEFAULT_EDGES = 500
 MAX_EDGES = 2000
 
@@ -137,6 +138,29 @@ def _add_lag(project_id: int, edges: list[dict], nodes: dict[str, dict]) -> None
         lag = found.get(keys.get(id(edge)))
         if lag is not None:
             edge.update(lag)
+
+
+def _add_declared(edges: list[dict], nodes: dict[str, dict], declared: list[dict]) -> None:
+    """Routes the systems declare (SNS subscriptions, EventBridge targets,
+    Lambda mappings, dead-letter queues: collector.brokers.topology) join the
+    graph: an edge that spans also show gets the route's details under
+    `declared`; one no span has shown yet is added with no traffic."""
+    by_key = {(e["source"], e["target"], e["kind"], e["group"]): e for e in edges}
+    for route in declared:
+        key = (route["source"], route["target"], route["kind"], route["group"])
+        edge = by_key.get(key)
+        if edge is None:
+            edge = by_key[key] = {
+                "source": route["source"], "target": route["target"], "kind": route["kind"],
+                "group": route["group"], "count": 0, "rate_per_s": 0.0, "rate_now_per_s": 0.0,
+                "first_seen": None, "last_seen": None, "errors": 0, "deadlettered": 0,
+                "retries": 0, "p50_ms": None, "p95_ms": None, "e2e_p95_ms": None,
+            }  # fmt: skip
+            edges.append(edge)
+            for node_id in key[:2]:
+                if node_id not in nodes:
+                    nodes[node_id] = parse_node(node_id)
+        edge["declared"] = route["details"]
 
 
 def _round(value):
@@ -275,6 +299,7 @@ def flow_graph(
                 wanted.append((*row[:4], last, HOUR, False))
         exact = _edge_minutes(cursor, project_id, wanted)
         counts_now = _counts_now(cursor, project_id, now)
+        declared = topology.declared(project_id, cursor)
     size = histogram.SIZE
     nodes: dict[str, dict] = {}
     edges = []
@@ -315,8 +340,10 @@ def flow_graph(
                 "p50_ms": _round(histogram.percentile(durations, 0.5)),
                 "p95_ms": _round(histogram.percentile(durations, 0.95)),
                 "e2e_p95_ms": _round(histogram.percentile(e2e, 0.95)),
+                "declared": None,
             }
         )
+    _add_declared(edges, nodes, declared)
     edges.sort(
         key=lambda e: (
             KINDS.index(e["kind"]) if e["kind"] in KINDS else 9,

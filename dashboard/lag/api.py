@@ -8,7 +8,7 @@ from dashboard.jsonapi import answers_bad_parameters, ok
 from dashboard.lag import queries
 from dashboard.query_params import encode_cursor, parse_limit
 
-FILTERS = ("system", "vhost", "account", "channel", "group")
+FILTERS = ("system", "vhost", "account", "namespace", "channel", "group")
 
 
 @require_GET
@@ -17,7 +17,7 @@ FILTERS = ("system", "vhost", "account", "channel", "group")
 def lag_list(request):
     """Items as `collector.brokers.lag.current()` gives them, filtered and paginated.
 
-    Filters: system, vhost, account, channel, group (exact), status
+    Filters: system, vhost, account, namespace, channel, group (exact), status
     (comma-separated). `brokers` lists configured brokers that are not answering.
     """
     limit = parse_limit(request.GET, default=100, maximum=500)

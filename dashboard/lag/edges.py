@@ -8,7 +8,7 @@ from collector.brokers import lag
 
 # Systems whose queues are consumed without a named group: a consume edge
 # whose spans do name one still gets the queue's lag.
-GROUPLESS = ("rabbitmq",)
+GROUPLESS = ("rabbitmq", "aws_sqs", "servicebus")
 
 
 def lag_for_edges(project_id: int, keys) -> dict[tuple[str, str, str], dict]:

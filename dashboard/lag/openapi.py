@@ -21,6 +21,11 @@ SCHEMAS = {
             "system": STRING,
             "vhost": {**STRING_OR_NULL, "description": "RabbitMQ vhost"},
             "account": {**STRING_OR_NULL, "description": "NATS account"},
+            "namespace": {
+                **STRING_OR_NULL,
+                "description": "Pulsar tenant/namespace, Service Bus or Event Hubs namespace, "
+                "Google Cloud project",
+            },
             "channel": STRING,
             "group": STRING,
             "lag": INTEGER_OR_NULL,
@@ -38,7 +43,7 @@ SCHEMAS = {
             },
             "error": STRING_OR_NULL,
         },
-        optional=("vhost", "account"),
+        optional=("vhost", "account", "namespace"),
     ),
 }
 

@@ -112,6 +112,7 @@
         "text-background-shape": "round-rectangle",
       } },
       { selector: "edge[kind = 'call']", style: { "line-style": "dashed" } },
+      { selector: "edge[kind = 'dead_letter']", style: { "line-style": "dotted" } },
       { selector: "edge.lagging", style: {
         // Dotted: call edges are already dashed.
         "line-color": COLORS.lagging, "target-arrow-color": COLORS.lagging, "line-style": "dotted",

@@ -68,7 +68,9 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
         "lag",
         "lag_seconds",
         "lag_status",
+        "declared",
     }
+    assert publish["declared"] is None  # seen in spans; no system declares it
 
 
 def test_flow_window_excludes_older_traffic(client, viewer, project):

@@ -122,6 +122,7 @@ def store(
                 "consume_rate": rate,
                 "status": status,
                 "reason": reason,
+                **(reading.details or {}),
             }
         )
     if samples:

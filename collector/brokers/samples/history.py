@@ -139,10 +139,12 @@ def _time_lag(reading: Reading, lag, points, rate, t):
     """(seconds, method, estimated) for one reading."""
     if lag == 0:
         return 0.0, EXACT, False
-    if lag is None:
-        return None, "", False
+    # Some systems give the age of the oldest waiting message without a count
+    # (an iterator age): the time lag is known even when the lag is not.
     if reading.oldest_at is not None:
         return max(0.0, t - reading.oldest_at), EXACT, False
+    if lag is None:
+        return None, "", False
     if reading.depth_based:
         seconds = lagmath.drain_seconds(lag, rate)
         if seconds is not None:

@@ -33,6 +33,10 @@ class Reading:
     # Not reported by the broker this time but held at its last committed
     # offset against the partition's current end (see `store`).
     carried: bool = False
+    # What else the system says about this partition or queue, shown with it
+    # on /api/lag (visible, in flight and delayed messages, the dead-letter
+    # queue and its depth...); plain JSON values.
+    details: dict | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -42,8 +46,11 @@ class Reading:
 
 @dataclass(slots=True)
 class Report:
-    """What one poll of a broker said: its readings, and the end offsets it gave
-    for partitions by (system, namespace, channel, partition), grouped or not."""
+    """What one poll of a broker said: its readings, the end offsets it gave
+    for partitions by (system, namespace, channel, partition), grouped or not,
+    and the routes it declares (`topology.Route`; None when the system has no
+    routes of its own to tell, so stored ones are left alone)."""
 
     readings: list[Reading]
     ends: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    routes: list | None = None
