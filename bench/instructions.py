@@ -58,8 +58,11 @@ def available() -> str | None:
     return None
 
 
-def measure(conninfo: str, requests: int, group: int, messages=150, calls=50) -> dict:
-    """{part: instructions per span, "spans": n, "checks": {...}} for a fresh run."""
+def measure(
+    conninfo: str, requests: int, group: int, messages=150, calls=50, keep: Path | None = None
+) -> dict:
+    """{part: instructions per span, "spans": n, "checks": {...}} for a fresh run;
+    `keep` receives callgrind's files (for callgrind_annotate)."""
     with tempfile.TemporaryDirectory(prefix="eventscope-callgrind-") as tmp:
         library = Path(tmp) / "markers.so"
         source = Path(tmp) / "markers.c"
@@ -93,6 +96,9 @@ def measure(conninfo: str, requests: int, group: int, messages=150, calls=50) ->
             total = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
             if trigger and total and trigger.group(1) in PARTS:
                 totals[trigger.group(1)] = int(total.group(1))
+                if keep:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(dump, keep / f"callgrind.{trigger.group(1)}")
     missing = [part for part in PARTS if part not in totals]
     if missing:
         raise RuntimeError(f"callgrind gave no count for {', '.join(missing)}")
@@ -110,6 +116,7 @@ def _child(args) -> int:
     )
 
     from bench import ingest, run
+    from collector import runtime
     from collector.normalize import normalize_traces
     from collector.writer import Writer, _Lane, _Pending, _prepare, _window
 
@@ -133,7 +140,7 @@ def _child(args) -> int:
         await writer._ensure_partitions({today + dt.timedelta(days=d) for d in (-1, 0, 1)})
         loop = asyncio.get_running_loop()
         gc.collect()
-        gc.freeze()  # as the collector does at start-up (collector.runtime)
+        runtime.tune_gc()  # as the collector process does at start-up
 
         markers.es_start()
         messages = []
@@ -191,6 +198,7 @@ def main(argv=None) -> int:
     parser.add_argument("--group", type=int, default=4, help="requests per transaction")
     parser.add_argument("--messages", type=int, default=150, help="messages per request")
     parser.add_argument("--calls", type=int, default=50, help="HTTP call pairs per request")
+    parser.add_argument("--keep", type=Path, help="a folder for callgrind's files, one a part")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--markers", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
@@ -205,7 +213,7 @@ def main(argv=None) -> int:
 
     url = run.bench_database_url() + "_instructions"
     prepare_database(url)
-    figures = measure(url, args.requests, args.group, args.messages, args.calls)
+    figures = measure(url, args.requests, args.group, args.messages, args.calls, args.keep)
     print(f"Workload: {args.requests} requests, {figures['spans']:,} spans, "
           f"{args.group} requests a transaction\n")  # fmt: skip
     print(table(figures))
