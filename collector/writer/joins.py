@@ -23,28 +23,31 @@ class _EndToEnd:
                 if edge is not None:
                     self.rollups.add_e2e(edge, stage.time_ns, latency)
 
-    async def _e2e_for_consumers(self) -> tuple[dict[int, float], list]:
+    async def _e2e_for_consumers(self) -> tuple[dict[int, float], list, list, list]:
         """e2e_ms per consume stage (by id) whose publish is in this group or
-        committed, and the consume stages whose publish is not known yet."""
+        committed, the consume stages whose publish is not known yet, the items
+        of every consume stage that can have a latency, and the producer stages."""
         by_context: dict[tuple, int] = {}
         by_event: dict[tuple, int] = {}
-        consumers = []
+        consumers, producers = [], []
         for item in self.rows.stages:
             s = item.row
-            if s.role == PRODUCER and s.stage == "published":
-                _index_publish(by_context, by_event, s)
-            elif s.role == CONSUMER and (
-                s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)
-            ):
-                consumers.append(s)
+            role = s.role
+            if role == PRODUCER:
+                producers.append(s)
+                if s.stage == "published":
+                    _index_publish(by_context, by_event, s)
+            elif role == CONSUMER and (s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)):
+                consumers.append(item)
         if not consumers:
-            return {}, []
+            return {}, [], consumers, producers
 
         # Consumers whose publish is in this group, or was committed by this
         # writer lately, are settled without a query.
         out, missing = {}, []
         recent = self.lane.writer.recent
-        for s in consumers:
+        for item in consumers:
+            s = item.row
             published = _publish_time(s, by_context, by_event)
             if published is None:
                 published = recent.publish_time(s)
@@ -54,7 +57,7 @@ class _EndToEnd:
                 missing.append(s)
         if missing:
             out.update(await self._stored_publishes(missing))
-        return out, [s for s in missing if id(s) not in out]
+        return out, [s for s in missing if id(s) not in out], consumers, producers
 
     async def _stored_publishes(self, consumers: list) -> dict[int, float]:
         """e2e_ms per consume stage (by id) whose publish is committed."""
