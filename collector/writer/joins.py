@@ -39,6 +39,7 @@ class _EndToEnd:
                     _index_publish(by_context, by_event, s)
             elif role == CONSUMER and (s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)):
                 consumers.append(item)
+        self.published = (by_context, by_event)
         if not consumers:
             return {}, [], consumers, producers
 
@@ -225,8 +226,13 @@ def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
 def _index_publish(by_context: dict, by_event: dict, stage) -> None:
     """Index a publish stage by its context and, for CloudEvents, by source
     and id, keeping the earliest time of each."""
-    if stage.trace_id and stage.span_id:
-        _keep_earliest(by_context, (stage.project_id, stage.trace_id, stage.span_id), stage.time_ns)
+    trace_id, span_id = stage.trace_id, stage.span_id
+    if trace_id and span_id:
+        # _keep_earliest inline: this runs for every publish.
+        key = (stage.project_id, trace_id, span_id)
+        known = by_context.get(key)
+        if known is None or stage.time_ns < known:
+            by_context[key] = stage.time_ns
     if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
         key = (stage.project_id, stage.event_source, stage.event_id)
         _keep_earliest(by_event, key, stage.time_ns)

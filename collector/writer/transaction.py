@@ -42,6 +42,9 @@ class _Transaction(_EndToEnd, _Calls):
         self.rollups = rollups.Rollups()
         self.failures = rollups.FailureRollups()
         self.areas: dict[int, set[str]] = collections.defaultdict(set)
+        # The group's publishes by context and by event (see _e2e_for_consumers),
+        # for the writer's recent publishes once committed.
+        self.published: tuple[dict, dict] = ({}, {})
 
     async def run(self) -> None:
         rows = self.rows
