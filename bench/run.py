@@ -23,7 +23,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import ingest  # noqa: E402
+from bench import ingest, instructions  # noqa: E402
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 BENCH_DB = "eventscope_bench"
@@ -234,6 +234,14 @@ def main(argv=None) -> int:
     parser.add_argument("--overload-seconds", type=float, default=15)
     parser.add_argument("--skip-queries", action="store_true", help="ingest figures only")
     parser.add_argument(
+        "--instructions",
+        type=int,
+        default=20,
+        metavar="REQUESTS",
+        help="requests of the callgrind count of instructions per span (bench/instructions.py) "
+        "printed beside the wall-clock figures; 0 skips it",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="the collector serves TLS (a certificate made for the run) and the exporters "
@@ -301,6 +309,23 @@ def main(argv=None) -> int:
         runs[-1]["processes"], tls,
     )  # fmt: skip
 
+    counted = None
+    if args.instructions:
+        why = instructions.available()
+        if why:
+            counted = why
+        else:
+            print("instructions (callgrind) ...", file=sys.stderr)
+            instructions_url = url + "_instructions"
+            try:
+                instructions.prepare_database(instructions_url)
+                counted = instructions.measure(
+                    instructions_url, args.instructions, 4, args.messages, args.calls
+                )
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                # The wall-clock figures above are still worth printing.
+                counted = f"the count failed ({str(exc).strip().splitlines()[-1]})"
+
     info = ingest.machine(conninfo)
     print("## Ingest benchmark\n")
     print(
@@ -355,6 +380,17 @@ def main(argv=None) -> int:
         f"{flood['503']} answered 503, {flood['other errors']} other errors; collector RSS "
         f"{flood['idle_rss_mib']:.0f} MiB idle, {flood['peak_rss_mib']:.0f} MiB peak."
     )
+    if isinstance(counted, dict):
+        print(
+            f"\nInstructions per span, counted by callgrind (bench/instructions.py: "
+            f"{args.instructions} of the same requests, {counted['spans']:,} spans, 4 requests "
+            "a transaction; the same on any machine with this code and these libraries):\n"
+        )
+        print(instructions.table(counted))
+        ok &= all(got == expected for got, expected in counted["checks"].values())
+    elif counted:
+        print(f"\nInstructions per span not counted: {counted}.")
+        ok &= not counted.startswith("the count failed")
     if errors:
         print(f"\nErrors during the runs: {errors[:5]}")
     if args.skip_queries:

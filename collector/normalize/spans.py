@@ -22,6 +22,7 @@ from collector.normalize.stages import (
 from collector.normalize.values import MAX_INT64, Normalized, _pb_text, _service, attributes
 
 MAX_SPAN_KIND = KIND_CONSUMER
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
 
 
 def normalize_traces(request, project_id: int) -> Normalized:
@@ -40,6 +41,8 @@ def normalize_traces(request, project_id: int) -> Normalized:
 
     secrets = redact.matcher()
     limits = Limits()
+    length = limits.length
+    spans_out, stages_out = result.batch.spans, result.batch.stages
     for resource_spans in request.resource_spans:
         resource_message = resource_spans.resource
         resource = attributes(
@@ -50,34 +53,57 @@ def normalize_traces(request, project_id: int) -> Normalized:
             scope = _pb_text(scope_spans.scope.name) or None
             for span in scope_spans.spans:
                 # Each protobuf field read is a call into the C extension that
-                # wraps what it returns, so every field is read once here.
-                ids = (span.trace_id, span.span_id, span.parent_span_id)
-                times = (span.start_time_unix_nano, span.end_time_unix_nano)
+                # wraps what it returns, so every field is read once here, and
+                # the row is built in place rather than through helpers.
+                trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+                start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
                 kind, status = span.kind, span.status
                 code = status.code
-                problem = _span_problem(*ids, *times, kind, code)
-                if problem:
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or (parent_span_id and len(parent_span_id) != 8)
+                    or trace_id == _ZERO_TRACE_ID
+                    or span_id == _ZERO_SPAN_ID
+                    or not 0 < start_ns <= MAX_INT64
+                    or end_ns > MAX_INT64
+                    or not 0 <= kind <= MAX_SPAN_KIND
+                    or not 0 <= code <= STATUS_ERROR
+                ):
+                    problem = _span_problem(
+                        trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code
+                    )
                     result.reject(f"span {clip(span.name, 100)!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets, limits, span.dropped_attributes_count)
-                contexts = _contexts(span.links)
-                row = _span_row(
-                    span, attrs, project_id, service, resource, scope, secrets, limits, ids,
-                    times, kind, code, status.message, contexts,
+                links = span.links
+                contexts = _contexts(links) if links else ()
+                name, message, events = span.name, status.message, span.events
+                if len(name) > length:
+                    name = limits.text(name)
+                if len(message) > length:
+                    message = limits.text(message)
+                row = SpanRow(
+                    project_id, trace_id, span_id, parent_span_id or None, start_ns,
+                    end_ns - start_ns if end_ns > start_ns else 0, service,
+                    _pb_text(name) if "\x00" in name else name, kind, code,
+                    (_pb_text(message) if "\x00" in message else message) or None, attrs,
+                    resource, _events(events, secrets, limits) if events else [],
+                    _links(contexts, secrets, limits) if contexts else [], scope,
                 )  # fmt: skip
-                result.batch.spans.append(row)
+                spans_out.append(row)
                 stage = _stage_row(span, attrs, row, contexts)
                 if stage is None:
                     continue
-                result.batch.stages.append(stage)
-                stages_by_span[row.span_id] = stage
+                stages_out.append(stage)
+                stages_by_span[span_id] = stage
                 if stage.role == PRODUCER:
                     producers.append(stage)
                     if semconv.is_dead_letter_channel(stage.channel):
                         dead_letter_publishes.append((stage, attrs))
-                elif row.kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
+                elif kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
                     if semconv.is_legacy_receive(attrs):
-                        single_receives[(row.trace_id, row.span_id)] = stage
+                        single_receives[(trace_id, span_id)] = stage
 
     if single_receives:
         _demote_receives_with_process_spans(single_receives, result.batch.stages)
@@ -109,53 +135,27 @@ def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, cod
     return None
 
 
-def _span_row(
-    span, attrs, project_id, service, resource, scope, secrets, limits, ids, times, kind, code,
-    message, contexts,
-) -> SpanRow:  # fmt: skip
-    trace_id, span_id, parent_span_id = ids
-    start_ns, end_ns = times
-    events = span.events
-    name = span.name
-    if len(name) > limits.length:
-        name = limits.text(name)
-    if len(message) > limits.length:
-        message = limits.text(message)
-    return SpanRow(
-        project_id=project_id,
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id or None,
-        start_time_ns=start_ns,
-        duration_ns=max(0, end_ns - start_ns),
-        service=service,
-        name=_pb_text(name),
-        kind=kind,
-        status_code=code,
-        status_message=_pb_text(message) or None,
-        attributes=attrs,
-        resource=resource,
-        events=[
-            {
-                "name": _pb_text(limits.text(event.name)),
-                "time_ns": event.time_unix_nano,
-                "attributes": attributes(
-                    event.attributes, secrets, limits, event.dropped_attributes_count
-                ),
-            }
-            for event in events
-        ]
-        if events
-        else [],
-        links=[
-            {
-                "trace_id": hex_id(link_trace),
-                "span_id": hex_id(link_span),
-                "attributes": attributes(
-                    link.attributes, secrets, limits, link.dropped_attributes_count
-                ),
-            }
-            for link_trace, link_span, link in contexts
-        ],
-        scope=scope,
-    )
+def _events(events, secrets, limits) -> list[dict]:
+    return [
+        {
+            "name": _pb_text(limits.text(event.name)),
+            "time_ns": event.time_unix_nano,
+            "attributes": attributes(
+                event.attributes, secrets, limits, event.dropped_attributes_count
+            ),
+        }
+        for event in events
+    ]
+
+
+def _links(contexts, secrets, limits) -> list[dict]:
+    return [
+        {
+            "trace_id": hex_id(link_trace),
+            "span_id": hex_id(link_span),
+            "attributes": attributes(
+                link.attributes, secrets, limits, link.dropped_attributes_count
+            ),
+        }
+        for link_trace, link_span, link in contexts
+    ]

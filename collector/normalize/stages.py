@@ -54,6 +54,7 @@ from collector.batch import (
     KIND_CONSUMER,
     KIND_PRODUCER,
     MAX_ID_CHARS,
+    ORIGIN_SPAN,
     PRODUCER,
     STAGES,
     STATUS_ERROR,
@@ -127,46 +128,83 @@ def _error_text(found, row: SpanRow) -> str | None:
     return "error" if row.status_code == STATUS_ERROR else None
 
 
-def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
-    found = semconv.fields(attrs)
-    if not semconv.is_messaging(attrs, found):
-        return None
+# What decides a span's stage, role and edge names, from semconv.fields():
+# spans of one instrumentation share them, so each combination is worked out once.
+_CLASSIFIED_FIELDS = (
+    "stage", "operation_type", "operation_name", "system", "destination",
+    "destination_template", "consumer_group", "rpc_method",
+)  # fmt: skip
+_classified: dict[tuple, tuple | None] = {}
+_MAX_CLASSIFIED = 10_000
+
+
+def _classify(row: SpanRow, found, attrs, contexts) -> tuple | None:
+    """(stage, role, system, channel, consumer group) of a messaging span, or None."""
     mapped = _stage_and_role(row, found, attrs, contexts)
     if mapped is None:
         return None
     stage, role = mapped
+    return (
+        stage,
+        role,
+        clip(semconv.system(found)),
+        clip(semconv.channel(found, role)),
+        clip(semconv.text(found, "consumer_group")) if role == CONSUMER else "",
+    )
+
+
+def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
+    found = semconv.fields(attrs)
+    if not semconv.is_messaging(attrs, found):
+        return None
+    kind = row.kind
+    get = found.get
+    key = (
+        kind, row.status_code == STATUS_ERROR, not contexts,
+        attrs.get("messaging.operation.type") if kind == KIND_CONSUMER else None,
+        *map(get, _CLASSIFIED_FIELDS),
+    )  # fmt: skip
+    try:
+        classified = _classified[key]
+    except KeyError:
+        classified = _classify(row, found, attrs, contexts)
+        if len(_classified) >= _MAX_CLASSIFIED:
+            _classified.clear()
+        _classified[key] = classified
+    except TypeError:  # a list or map among the values
+        classified = _classify(row, found, attrs, contexts)
+    if classified is None:
+        return None
+    stage, role, system, channel, consumer_group = classified
+    parent_span_id = row.parent_span_id
     linked = [(link_trace, link_span) for link_trace, link_span, _ in contexts]
     if (
         role == CONSUMER
-        and row.parent_span_id
+        and parent_span_id
         and (
             span.flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
-            or row.kind == KIND_CONSUMER
+            or kind == KIND_CONSUMER
         )
     ):
-        linked.append((row.trace_id, row.parent_span_id))
-    message_id = found.get("message_id")
+        linked.append((row.trace_id, parent_span_id))
+    message_id = get("message_id")
+    if message_id is not None:
+        message_id = clip(str(message_id), MAX_ID_CHARS)
+    error_type = get("error_type")
+    events = row.events
     return StageRow(
-        project_id=row.project_id,
-        time_ns=row.start_time_ns,
-        stage=stage,
-        role=role,
-        service=row.service,
-        system=clip(semconv.system(found)),
-        channel=clip(semconv.channel(found, role)),
-        consumer_group=clip(semconv.text(found, "consumer_group")) if role == CONSUMER else "",
-        trace_id=row.trace_id,
-        span_id=row.span_id,
-        parent_span_id=row.parent_span_id,
-        linked=list(dict.fromkeys(linked)) if len(linked) > 1 else linked,
-        event_id=clip(str(message_id), MAX_ID_CHARS) if message_id is not None else None,
-        error=_error_text(found, row) if stage in ("failed", "deadlettered") else None,
-        duration_ms=row.duration_ns / 1e6,
-        error_type=fingerprint.error_type(
-            found.get("error_type"),
-            [e["attributes"].get("exception.type") for e in row.events if e["name"] == "exception"],
-        ),
-    )
+        row.project_id, row.start_time_ns, stage, role, row.service, system, channel,
+        consumer_group, row.trace_id, row.span_id, parent_span_id,
+        list(dict.fromkeys(linked)) if len(linked) > 1 else linked, message_id, None, None,
+        _error_text(found, row) if stage in ("failed", "deadlettered") else None,
+        row.duration_ns / 1e6, ORIGIN_SPAN,
+        fingerprint.error_type(
+            error_type,
+            [e["attributes"].get("exception.type") for e in events if e["name"] == "exception"],
+        )
+        if error_type is not None or events
+        else "",
+    )  # fmt: skip
 
 
 def _demote_receives_with_process_spans(single_receives: dict, stages: list[StageRow]) -> None:

@@ -509,7 +509,7 @@ class Writer(_PartitionUpkeep):
                     transaction = _Transaction(lane, cur, rows)
                     await transaction.run()
                 self._count_day_rows(rows)
-                self.recent.add(item.row for item in rows.stages)
+                self.recent.merge(*transaction.published)
                 return
             except pg_errors.DeadlockDetected:
                 # Two lanes loading the same retried rows in crossed order:

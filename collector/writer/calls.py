@@ -18,14 +18,24 @@ class _Calls:
         inside the group cost no query, which is the common case when the
         writer coalesces the exports of both services.
         """
-        servers = [s.row for s in new_spans if s.row.kind == KIND_SERVER and s.row.parent_span_id]
-        clients = [s.row for s in new_spans if s.row.kind == KIND_CLIENT]
+        servers, clients = [], []
+        for item in new_spans:
+            span = item.row
+            kind = span.kind
+            if kind == KIND_SERVER:
+                if span.parent_span_id:
+                    servers.append(span)
+            elif kind == KIND_CLIENT:
+                clients.append(span)
         if not servers and not clients:
             return
         in_group = {
-            (item.row.project_id, item.row.trace_id, item.row.span_id): item.row
-            for item in self.rows.spans
-            if item.row.kind == KIND_CLIENT
+            (span.project_id, span.trace_id, span.span_id): span
+            for span in (
+                clients
+                if new_spans is self.rows.spans
+                else [i.row for i in self.rows.spans if i.row.kind == KIND_CLIENT]
+            )
         }
         # Clients whose server child is new here are counted from the server side.
         children = {(s.project_id, s.trace_id, s.parent_span_id) for s in servers}

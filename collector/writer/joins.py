@@ -23,28 +23,32 @@ class _EndToEnd:
                 if edge is not None:
                     self.rollups.add_e2e(edge, stage.time_ns, latency)
 
-    async def _e2e_for_consumers(self) -> tuple[dict[int, float], list]:
+    async def _e2e_for_consumers(self) -> tuple[dict[int, float], list, list, list]:
         """e2e_ms per consume stage (by id) whose publish is in this group or
-        committed, and the consume stages whose publish is not known yet."""
+        committed, the consume stages whose publish is not known yet, the items
+        of every consume stage that can have a latency, and the producer stages."""
         by_context: dict[tuple, int] = {}
         by_event: dict[tuple, int] = {}
-        consumers = []
+        consumers, producers = [], []
         for item in self.rows.stages:
             s = item.row
-            if s.role == PRODUCER and s.stage == "published":
-                _index_publish(by_context, by_event, s)
-            elif s.role == CONSUMER and (
-                s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)
-            ):
-                consumers.append(s)
+            role = s.role
+            if role == PRODUCER:
+                producers.append(s)
+                if s.stage == "published":
+                    _index_publish(by_context, by_event, s)
+            elif role == CONSUMER and (s.linked or (s.origin == ORIGIN_CLOUDEVENT and s.event_id)):
+                consumers.append(item)
+        self.published = (by_context, by_event)
         if not consumers:
-            return {}, []
+            return {}, [], consumers, producers
 
         # Consumers whose publish is in this group, or was committed by this
         # writer lately, are settled without a query.
         out, missing = {}, []
         recent = self.lane.writer.recent
-        for s in consumers:
+        for item in consumers:
+            s = item.row
             published = _publish_time(s, by_context, by_event)
             if published is None:
                 published = recent.publish_time(s)
@@ -54,7 +58,7 @@ class _EndToEnd:
                 missing.append(s)
         if missing:
             out.update(await self._stored_publishes(missing))
-        return out, [s for s in missing if id(s) not in out]
+        return out, [s for s in missing if id(s) not in out], consumers, producers
 
     async def _stored_publishes(self, consumers: list) -> dict[int, float]:
         """e2e_ms per consume stage (by id) whose publish is committed."""
@@ -222,8 +226,13 @@ def _keep_earliest(index: dict, key: tuple, time_ns: int) -> None:
 def _index_publish(by_context: dict, by_event: dict, stage) -> None:
     """Index a publish stage by its context and, for CloudEvents, by source
     and id, keeping the earliest time of each."""
-    if stage.trace_id and stage.span_id:
-        _keep_earliest(by_context, (stage.project_id, stage.trace_id, stage.span_id), stage.time_ns)
+    trace_id, span_id = stage.trace_id, stage.span_id
+    if trace_id and span_id:
+        # _keep_earliest inline: this runs for every publish.
+        key = (stage.project_id, trace_id, span_id)
+        known = by_context.get(key)
+        if known is None or stage.time_ns < known:
+            by_context[key] = stage.time_ns
     if stage.origin == ORIGIN_CLOUDEVENT and stage.event_id:
         key = (stage.project_id, stage.event_source, stage.event_id)
         _keep_earliest(by_event, key, stage.time_ns)

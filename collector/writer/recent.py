@@ -19,11 +19,22 @@ class _RecentPublishes:
         self.events: dict[tuple, int] = {}
 
     def add(self, stages) -> None:
-        contexts, events = self.contexts, self.events
+        contexts, events = {}, {}
         for s in stages:
             if s.role == PRODUCER and s.stage == "published":
                 _index_publish(contexts, events, s)
-        for index in (contexts, events):
+        self.merge(contexts, events)
+
+    def merge(self, contexts: dict, events: dict) -> None:
+        """Add publishes already indexed as _index_publish does (a transaction's)."""
+        for index, new in ((self.contexts, contexts), (self.events, events)):
+            if len(new) and not len(index):
+                index.update(new)
+            else:
+                for key, time_ns in new.items():
+                    known = index.get(key)
+                    if known is None or time_ns < known:
+                        index[key] = time_ns
             for _ in range(len(index) - self.limit):
                 del index[next(iter(index))]
 

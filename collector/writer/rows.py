@@ -57,12 +57,14 @@ STAGES = _Table(
         "project_id", "time", "dedupe_key", "stage", "role", "system", "channel", "service",
         "consumer_group", "trace_id", "span_id", "parent_span_id", "linked_trace_ids",
         "linked_span_ids", "event_id", "event_source", "event_type", "error", "duration_ms",
-        "e2e_ms", "origin",
+        # Set in the transaction, after the row is encoded: last, so that
+        # setting it copies the row in one slice (_Transaction.run).
+        "origin", "e2e_ms",
     ),
     (
         "int4", "timestamptz", "bytea", "text", "text", "text", "text", "text", "text",
         "bytea", "bytea", "bytea", "bytea[]", "bytea[]", "text", "text", "text", "text",
-        "float8", "float8", "int2",
+        "float8", "int2", "float8",
     ),
     ("project_id", "dedupe_key", "time"),
 )  # fmt: skip
@@ -79,7 +81,6 @@ ENVELOPES = _Table(
     ),
     ("project_id", "source", "event_id", "time"),
 )  # fmt: skip
-_E2E_AT = STAGES.columns.index("e2e_ms")
 LOGS = _Table(
     "collector_log",
     (
@@ -147,33 +148,55 @@ def configure_copy(conn) -> None:
     conn.adapters.register_dumper(None, BytesBinaryDumper)
 
 
+_dumps = orjson.dumps
+_ONE_BYTEA = _array_header(1, 0, _BYTEA_OID, 1, 1)
+
+
 def span_values(s, resources: dict | None = None) -> tuple:
     """A span's COPY row. `resources` memoises the resource's encoding by object:
     every span of one resource shares the same dict."""
-    resource = s.resource or None
-    if resource is not None and resources is not None:
+    resource = s.resource
+    if not resource:
+        resource = None
+    elif resources is not None:
         encoded = resources.get(id(resource))
         if encoded is None:
             encoded = resources[id(resource)] = jsonb(resource)
         resource = encoded
     else:
         resource = jsonb(resource)
+    attributes, events, links = s.attributes, s.events, s.links
+    try:
+        # jsonb() inline for the commonest case; it takes what orjson refuses.
+        attributes = _JSONB_VERSION + _dumps(attributes) if attributes else None
+    except TypeError:
+        attributes = jsonb(attributes)
     return (
-        s.project_id, s.trace_id, s.span_id, s.parent_span_id, timestamptz(s.start_time_ns),
-        s.duration_ns, s.service, s.name, s.kind, s.status_code, s.status_message,
-        jsonb(s.attributes) if s.attributes else None, resource,
-        jsonb(s.events) if s.events else None, jsonb(s.links) if s.links else None, s.scope,
+        s.project_id, s.trace_id, s.span_id, s.parent_span_id,
+        _pack_int8(s.start_time_ns // 1000 - _PG_EPOCH_US), s.duration_ns, s.service, s.name,
+        s.kind, s.status_code, s.status_message, attributes, resource,
+        jsonb(events) if events else None, jsonb(links) if links else None, s.scope,
     )  # fmt: skip
 
 
 def stage_values(s, key: bytes, e2e_ms) -> tuple:
     linked = s.linked
+    if not linked:
+        traces = spans = None
+    elif len(linked) == 1:
+        # One creation context (a consumer's parent or its one link): the array's
+        # header is a constant.
+        ((trace_id, span_id),) = linked
+        traces = _ONE_BYTEA + _pack_int4(len(trace_id)) + trace_id
+        spans = _ONE_BYTEA + _pack_int4(len(span_id)) + span_id
+    else:
+        traces = bytea_array([pair[0] for pair in linked])
+        spans = bytea_array([pair[1] for pair in linked])
     return (
-        s.project_id, timestamptz(s.time_ns), key, s.stage, s.role, s.system, s.channel,
-        s.service, s.consumer_group, s.trace_id, s.span_id, s.parent_span_id,
-        bytea_array([pair[0] for pair in linked]) if linked else None,
-        bytea_array([pair[1] for pair in linked]) if linked else None,
-        s.event_id, s.event_source, s.event_type, s.error, s.duration_ms, e2e_ms, s.origin,
+        s.project_id, _pack_int8(s.time_ns // 1000 - _PG_EPOCH_US), key, s.stage, s.role,
+        s.system, s.channel, s.service, s.consumer_group, s.trace_id, s.span_id,
+        s.parent_span_id, traces, spans, s.event_id, s.event_source, s.event_type, s.error,
+        s.duration_ms, s.origin, e2e_ms,
     )  # fmt: skip
 
 

@@ -15,7 +15,6 @@ from collector.writer.lanes import _Lane
 from collector.writer.prepare import _Item, _Rows
 from collector.writer.rows import (
     _DAY_NS,
-    _E2E_AT,
     ENVELOPES,
     LOGS,
     SPANS,
@@ -43,6 +42,9 @@ class _Transaction(_EndToEnd, _Calls):
         self.rollups = rollups.Rollups()
         self.failures = rollups.FailureRollups()
         self.areas: dict[int, set[str]] = collections.defaultdict(set)
+        # The group's publishes by context and by event (see _e2e_for_consumers),
+        # for the writer's recent publishes once committed.
+        self.published: tuple[dict, dict] = ({}, {})
 
     async def run(self) -> None:
         rows = self.rows
@@ -67,28 +69,40 @@ class _Transaction(_EndToEnd, _Calls):
                 await self._drop_stored_events()
             if timeless:
                 await self._drop_stored_logs(timeless)
-        e2e, unsettled = await self._e2e_for_consumers()
+        e2e, unsettled, consumers, publishes = await self._e2e_for_consumers()
 
         new_spans = await self._insert(SPANS, rows.spans)
-        for item in rows.stages:
-            # Set from this transaction's join (a failed earlier attempt may have set another).
+        for item in consumers:
+            # Set from this transaction's join (a failed earlier attempt may have
+            # set another); e2e_ms is the row's last column.
             latency = e2e.get(id(item.row))
             values = item.values
-            if latency != values[_E2E_AT]:
-                item.values = (*values[:_E2E_AT], latency, *values[_E2E_AT + 1 :])
+            if latency != values[-1]:
+                item.values = values[:-1] + (latency,)
         new_stages = await self._insert(STAGES, rows.stages)
         await self._insert(ENVELOPES, rows.envelopes)
         await self._insert(LOGS, rows.logs)
 
         # Counted before the lock is taken: what follows holds it.
+        all_new = new_stages is rows.stages
+        add_stage, errors = self.rollups.add_stage, rollups.ERRORS
+        failed = []
         for item in new_stages:
             stage = item.row
-            self.rollups.add_stage(stage)
-            self.areas[stage.project_id].add(notify.STAGES)
-            if stage.stage in rollups.ERRORS:
-                self.failures.add_stage(stage)
-                self.areas[stage.project_id].add(notify.FAILURES)
-        self._count_e2e([item.row for item in new_stages], e2e)
+            add_stage(stage)
+            if stage.stage in errors:
+                failed.append(stage)
+        for project_id in {item.row.project_id for item in new_stages}:
+            self.areas[project_id].add(notify.STAGES)
+        for stage in failed:
+            self.failures.add_stage(stage)
+            self.areas[stage.project_id].add(notify.FAILURES)
+        if e2e:
+            if all_new:
+                self._count_e2e([item.row for item in consumers], e2e)
+            else:
+                new_ids = {id(item) for item in new_stages}
+                self._count_e2e([i.row for i in consumers if id(i) in new_ids], e2e)
         if not lock_first:
             await self._lock()
             if unsettled:
@@ -97,7 +111,9 @@ class _Transaction(_EndToEnd, _Calls):
                 keys = {id(item.row): item.key for item in new_stages}
                 unsettled = [s for s in unsettled if id(s) in keys]
                 self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
-        await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
+        if not all_new:
+            publishes = [i.row for i in new_stages if i.row.role == PRODUCER]
+        await self._late_producers(publishes)
         await self._calls(new_spans)
 
         for project_id in self.rollups.projects():
