@@ -13,9 +13,12 @@ point of:
   dead-letter topic over the last minutes, a detail.
 
 Monitoring samples every minute and shows a point a few minutes later, so
-the figures trail the subscription by that much. A push subscription is a
-`consume` route to its endpoint's host; a dead-letter policy is a
-`dead_letter` route to the dead-letter topic. The namespace is the Google
+the figures trail the subscription by that much. Each subscription is a
+`publish` route from its topic to a channel of the subscription's name
+(subscriber spans name the subscription as their destination, so that is
+where their consume edges start, and they get the subscription's lag); a
+push subscription is also a `consume` route to its endpoint's host; a
+dead-letter policy is a `dead_letter` route to the dead-letter topic. The namespace is the Google
 Cloud project.
 
 Credentials, in order: an access token in GOOGLE_OAUTH_ACCESS_TOKEN; a
@@ -210,6 +213,15 @@ async def poll(url: str, timeout: float) -> Report:
                     {"max_delivery_attempts": attempts},
                 )
             )  # fmt: skip
+        # google-cloud-pubsub's subscriber spans name the subscription as
+        # their destination: its consume edges start at a channel of the
+        # subscription's name, which the topic feeds.
+        routes.append(
+            topology.Route(
+                channel, topology.channel(SYSTEM, name), topology.PUBLISH, name,
+                {"subscription": True},
+            )
+        )  # fmt: skip
         push = (subscription.get("pushConfig") or {}).get("pushEndpoint")
         if push:
             details["push_endpoint_host"] = urlsplit(push).hostname

@@ -9,6 +9,10 @@ from collector.brokers import lag
 # Systems whose queues are consumed without a named group: a consume edge
 # whose spans do name one still gets the queue's lag.
 GROUPLESS = ("rabbitmq", "aws_sqs", "servicebus")
+# Systems whose consumer spans name the subscription, not the topic, as
+# their destination (google-cloud-pubsub): a consume edge from a channel of
+# a subscription's name gets that subscription's lag.
+SUBSCRIPTION_CHANNELS = ("gcp_pubsub",)
 
 
 def lag_for_edges(project_id: int, keys) -> dict[tuple[str, str, str], dict]:
@@ -29,9 +33,13 @@ def lag_for_edges(project_id: int, keys) -> dict[tuple[str, str, str], dict]:
             SELECT k.system, k.channel, k.consumer_group, g.lag, g.lag_seconds, g.status
             FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(system, channel, consumer_group)
             JOIN brokers_groupstate g
-              ON g.project_id = %s AND g.system = k.system AND g.channel = k.channel
-             AND (g.consumer_group = k.consumer_group
-                  OR (g.consumer_group = '' AND k.system = ANY(%s)))
+              ON g.project_id = %s AND g.system = k.system
+             AND ((g.channel = k.channel
+                   AND (g.consumer_group = k.consumer_group
+                        OR (g.consumer_group = '' AND k.system = ANY(%s))))
+                  -- a consumer whose spans name its subscription (Pub/Sub)
+                  OR (k.system = ANY(%s) AND k.consumer_group = ''
+                      AND g.consumer_group = k.channel))
             """,
             [
                 [k[0] for k in keys],
@@ -39,6 +47,7 @@ def lag_for_edges(project_id: int, keys) -> dict[tuple[str, str, str], dict]:
                 [k[2] for k in keys],
                 project_id,
                 list(GROUPLESS),
+                list(SUBSCRIPTION_CHANNELS),
             ],
         )
         rows = cursor.fetchall()

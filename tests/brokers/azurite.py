@@ -2,7 +2,7 @@
 real Blob service (the Event Hubs SDKs' checkpoint stores write there).
 
 Installed once from its lock file in tests/azurite (`npm ci`, from the npm
-registry) and started per session on a free port. Requests are authorised
+registry) and started once per test run on a free port. Requests are authorised
 with an account SAS made from the emulator's documented well-known account
 key, as a storage account's own SAS would be.
 """

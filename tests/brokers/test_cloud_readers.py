@@ -4,6 +4,7 @@ shapes (tests/fixtures/<system>/, each README naming the documentation
 followed). Fixture times are written around 2026-01-01T00:00:00Z and moved
 to now when served, so ages come out as the fixture states them."""
 
+import asyncio
 import re
 import time
 
@@ -171,12 +172,32 @@ async def test_pubsub_subscriptions_undelivered_and_oldest_unacked_age(
     assert (
         group_item(project.id, "gcp_pubsub", "orders-dead-letter", "dead-letter-reader")["lag"] == 7
     )
+    topic = "channel:gcp_pubsub:orders"
     assert await declared(client, viewer) == {
-        ("channel:gcp_pubsub:orders", "channel:gcp_pubsub:orders-dead-letter", "dead_letter",
-         "billing"): {"max_delivery_attempts": 5},
-        ("channel:gcp_pubsub:orders", "service:shipping.example.com", "consume",
-         "shipping-push"): {"push": True},
+        (topic, "channel:gcp_pubsub:orders-dead-letter", "dead_letter", "billing"):
+            {"max_delivery_attempts": 5},
+        (topic, "service:shipping.example.com", "consume", "shipping-push"): {"push": True},
+        # Subscriber spans name the subscription: the topic feeds a channel of that name.
+        (topic, "channel:gcp_pubsub:billing", "publish", "billing"): {"subscription": True},
+        (topic, "channel:gcp_pubsub:shipping-push", "publish", "shipping-push"):
+            {"subscription": True},
+        ("channel:gcp_pubsub:orders-dead-letter", "channel:gcp_pubsub:dead-letter-reader",
+         "publish", "dead-letter-reader"): {"subscription": True},
     }  # fmt: skip
+    # A consume edge from the subscription's channel (as the subscriber's
+    # spans give it) carries the subscription's lag.
+    from dashboard.lag.edges import lag_for_edges
+
+    def edge_lag():
+        from django.db import connections
+
+        try:
+            return lag_for_edges(project.id, [("gcp_pubsub", "billing", "")])
+        finally:
+            connections.close_all()
+
+    edge = await asyncio.to_thread(edge_lag)
+    assert edge[("gcp_pubsub", "billing", "")]["lag"] == 240
     # One token for the whole poll; every metric asked for its own series.
     assert [r[1] for r in documented_api.requests].count("/token") == 1
     filters = [r[2]["filter"] for r in documented_api.requests if r[1].endswith("timeSeries")]
