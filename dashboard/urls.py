@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.alerts.urls")),
     path("", include("dashboard.audit.urls")),
+    path("", include("dashboard.deadletters.urls")),
     path("api/openapi.json", openapi.openapi, name="api-openapi"),
 ]
