@@ -135,3 +135,133 @@ def redrive(client, **body):
     response = client.post("/api/redrives?project=shop", body, content_type="application/json")
     assert response.status_code == 202, response.content
     return response.json()["id"]
+
+
+class RedisWorld:
+    """`orders-<id>` (consumer group `billing`) and its dead-letter stream `orders-<id>:dlq`."""
+
+    system = "redis"
+    url = "redis://127.0.0.1:6379/0"
+
+    def __init__(self):
+        import redis
+
+        self.suffix = uuid.uuid4().hex[:10]
+        self.source = f"orders-{self.suffix}"
+        self.dlq = f"{self.source}:dlq"
+        self.client = redis.Redis(decode_responses=True)
+        self.client.xgroup_create(self.source, "billing", id="$", mkstream=True)
+
+    def dead_letter(self, n: int) -> list[str]:
+        ids = []
+        for i in range(n):
+            ids.append(f"evt-{self.suffix}-{i}")
+            self.client.xadd(
+                self.dlq,
+                {
+                    "payload": f'{{"order": {i}, "password": "hunter2"}}',
+                    "ce-id": ids[-1],
+                    "traceparent": traceparent(i),
+                    "error": f"payment {i} declined",
+                },
+            )
+        return ids
+
+    def depth(self) -> int:
+        return self.client.xlen(self.dlq)
+
+    def consumed(self) -> list[dict]:
+        """Every entry the `billing` group reads from the original stream."""
+        got = []
+        while True:
+            reply = self.client.xreadgroup("billing", "c1", {self.source: ">"}, count=1000)
+            if not reply or not reply[0][1]:
+                return got
+            got.extend(fields for _, fields in reply[0][1])
+
+    def close(self):
+        self.client.delete(self.source, self.dlq)
+        self.client.close()
+
+
+class NatsWorld:
+    """Stream `ORDERS_<id>` (orders.<id>.>) and its dead letters in `ORDERS_<id>_DLQ`."""
+
+    system = "nats"
+    url = "nats://127.0.0.1:4222"
+
+    def __init__(self):
+        import asyncio
+
+        self.suffix = uuid.uuid4().hex[:10]
+        self.source = f"ORDERS_{self.suffix}"
+        self.dlq = f"{self.source}_DLQ"
+        self.subject = f"orders.{self.suffix}.created"
+        self.loop = asyncio.new_event_loop()
+        self.run(self._setup())
+
+    def run(self, coroutine):
+        return self.loop.run_until_complete(coroutine)
+
+    async def _setup(self):
+        import nats
+
+        self.nc = await nats.connect("nats://127.0.0.1:4222")
+        self.js = self.nc.jetstream()
+        await self.js.add_stream(name=self.source, subjects=[f"orders.{self.suffix}.>"])
+        await self.js.add_stream(name=self.dlq, subjects=[f"dlq.orders.{self.suffix}.>"])
+        self.sub = await self.js.pull_subscribe(f"orders.{self.suffix}.>", durable="billing")
+
+    def dead_letter(self, n: int) -> list[str]:
+        ids = [f"evt-{self.suffix}-{i}" for i in range(n)]
+
+        async def publish():
+            for i, event in enumerate(ids):
+                await self.js.publish(
+                    f"dlq.{self.subject}",
+                    f'{{"order": {i}, "password": "hunter2"}}'.encode(),
+                    headers={
+                        "ce-id": event,
+                        "traceparent": traceparent(i),
+                        "error": f"payment {i} declined",
+                    },
+                )
+
+        self.run(publish())
+        return ids
+
+    def depth(self) -> int:
+        return self.run(self.js.stream_info(self.dlq)).state.messages
+
+    def consumed(self) -> list[dict]:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        async def fetch():
+            got = []
+            while True:
+                try:
+                    batch = await self.sub.fetch(500, timeout=1)
+                except (NatsTimeout, TimeoutError):  # both, depending on where it ran out
+                    return got
+                for message in batch:
+                    await message.ack()
+                    got.append(dict(message.headers or {}))
+
+        return self.run(fetch())
+
+    def close(self):
+        async def teardown():
+            for stream in (self.source, self.dlq):
+                await self.js.delete_stream(stream)
+            await self.nc.close()
+
+        self.run(teardown())
+        self.loop.close()
+
+
+@pytest.fixture(params=["redis", "nats"])
+def stream_world(request, settings):
+    world = RedisWorld() if request.param == "redis" else NatsWorld()
+    settings.BROKERS = [f"{world.url}?project=shop"]
+    yield world
+    world.close()

@@ -72,3 +72,30 @@ def test_killing_the_worker_mid_redrive_neither_loses_nor_duplicates(
     assert finished.runs == 2
     assert rabbit.depth(rabbit.dlq) == 0
     consumed_exactly_once(ids, rabbit.consume_all(rabbit.source))
+
+
+def test_streams_survive_a_killed_worker_too(stream_world, editor_client, tmp_path):
+    w = stream_world
+    ids = w.dead_letter(N)
+    job = redrive(editor_client, system=w.system, dead_letter=w.dlq, rate_per_s=100)
+    urls = f"{w.url}?project=shop"
+    worker = start_worker(tmp_path / "worker.log", urls)
+    try:
+        wait_for(
+            lambda: Redrive.objects.get(pk=job).moved >= 60, 60, "the redrive did not get going"
+        )
+        worker.kill()
+        worker.wait(10)
+        assert Redrive.objects.get(pk=job).state == "running"
+        assert 0 < w.depth() < N
+        worker = start_worker(tmp_path / "worker.log", urls)
+        finished = wait_for(
+            lambda: (r := Redrive.objects.get(pk=job)).finished and r, 90, "no finish"
+        )
+    finally:
+        worker.kill()
+        worker.wait(10)
+    assert (finished.state, finished.moved, finished.failed) == ("done", N, 0)
+    assert w.depth() == 0
+    counts = collections.Counter(m["ce-id"] for m in w.consumed())
+    assert sorted(counts) == sorted(ids) and max(counts.values()) == 1

@@ -1,10 +1,12 @@
 """System name (as in channel ids) → the module that handles its dead letters."""
 
 from collector.brokers.poller import SYSTEMS
-from dashboard.deadletters.systems import rabbitmq
+from dashboard.deadletters.systems import nats, rabbitmq, redis_streams
 
 MODULES = {
     "rabbitmq": rabbitmq,
+    "redis": redis_streams,
+    "nats": nats,
 }
 # Broker kind (collector.brokers.poller) → system name.
 BY_KIND = {"rabbitmq": "rabbitmq", "redis": "redis", "nats": "nats", "aws_sqs": "aws_sqs"}
