@@ -28,13 +28,13 @@ class ItemState(models.TextChoices):
 
 
 class RedriveQuerySet(models.QuerySet):
-    def touching(self, project, event_id: str | None = None, trace_id: str | None = None):
-        """Redrives (not dry runs) that moved a message of this event or trace."""
+    def touching(self, project, event_id: str | None = None, trace_ids=()):
+        """Redrives (not dry runs) that moved a message of this event or these traces."""
         match = models.Q()
         if event_id:
             match |= models.Q(items__event_id=event_id)
-        if trace_id:
-            match |= models.Q(items__trace_id=trace_id)
+        if trace_ids:
+            match |= models.Q(items__trace_id__in=list(trace_ids))
         if not match:
             return self.none()
         return (

@@ -15,6 +15,8 @@ from django.urls import reverse
 
 from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
+from dashboard.deadletters.models import Redrive
+from dashboard.deadletters.views import redrive_url
 from dashboard.journeys import queries as journeys
 from dashboard.links import event_url
 from dashboard.query_params import BadParameter, text_param
@@ -60,6 +62,10 @@ def _journey_page(request, journey, title, replay_panel=None):
             envelope["pretty"] = envelope["data_text"] or "(no data)"
     journey.setdefault("errors", [s for s in journey["stages"] if s["error"]])
     rows = journeys.waterfall(journey)
+    # Redrives of the event's (or the traces') dead letters back to the broker.
+    redrives = Redrive.objects.touching(
+        request.project, event_id=journey.get("event_id"), trace_ids=journey.get("traces", ())
+    )[:REPLAYS_SHOWN]
     return render(
         request,
         "traces/journey.html",
@@ -69,6 +75,9 @@ def _journey_page(request, journey, title, replay_panel=None):
             "area": "search",
             "rows": {"rows": rows, "duration_ms": journey["duration_ms"]},
             "replay": replay_panel,
+            "redrives": [
+                {"r": r, "url": redrive_url(r.pk, request.project.slug)} for r in redrives
+            ],
         },
     )
 
