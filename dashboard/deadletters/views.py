@@ -82,7 +82,7 @@ def queue(request, system, name):
     context = {
         "area": "deadletters",
         "queue": dlq,
-        "messages": _message_rows(request.project, found),
+        "letters": _message_rows(request.project, found),
         "peek_side_effect": getattr(module, "PEEK_SIDE_EFFECT", ""),
         "guarantee": module.EXACTLY_ONCE,
         "can_redrive": can(request, Role.EDITOR),
