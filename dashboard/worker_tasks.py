@@ -21,6 +21,8 @@ TASKS = {
     "audit_retention": "dashboard.audit.retention:run",
     # redrives of dead letters: jobs claimed from the database, resumed after a restart
     "redrives": "dashboard.deadletters.jobs:run",
+    # replays asked to retry: sent with backoff until delivered or out of attempts
+    "replays": "dashboard.replays.jobs:run",
     # expired sessions, old alert history, deliveries and replays
     "retention": "dashboard.retention:run",
 }

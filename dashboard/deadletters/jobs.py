@@ -50,6 +50,8 @@ POLL_SECONDS = 1.0
 PARALLEL_JOBS = 4
 # A running job re-reads its cancel flag and sends a progress hint at most this often.
 CHECK_SECONDS = 0.5
+# How late a redrive may run and still catch up (with a short burst).
+CATCH_UP_SECONDS = 0.2
 # Items marked `moving` ahead in one write, and how often confirmed moves are written.
 MARK_AHEAD = 100
 FLUSH_SECONDS = 0.25
@@ -109,7 +111,7 @@ class JobHooks(Hooks):
     def __init__(self, job: Redrive, mover, stopping: threading.Event, pending: list[Planned]):
         self.job, self.mover, self.stopping = job, mover, stopping
         self.rate = job.rate_per_s
-        self.started = time.monotonic()
+        self.next_slot = time.monotonic()
         self.begun: set[int] = set()
         self.checked = 0.0
         self.cancelled = False
@@ -135,13 +137,16 @@ class JobHooks(Hooks):
     def begin(self, planned: Planned) -> bool:
         if not self._check():
             return False
-        # An even pace from the start of this run: message k starts at k / rate.
-        wait = self.started + len(self.begun) / self.rate - time.monotonic()
+        # One message every 1 / rate seconds. Lateness up to CATCH_UP_SECONDS
+        # (sleep overshoot, a slow answer) is made up; a longer stall is not
+        # made up with a burst: the rate is a limit.
+        wait = self.next_slot - time.monotonic()
         while wait > 0:
             self.mover.idle(min(wait, CHECK_SECONDS))
             if not self._check():
                 return False
-            wait = self.started + len(self.begun) / self.rate - time.monotonic()
+            wait = self.next_slot - time.monotonic()
+        self.next_slot = max(self.next_slot, time.monotonic() - CATCH_UP_SECONDS) + 1 / self.rate
         if planned.item_id not in self.marked:
             self._mark_ahead(planned.item_id)
         self.begun.add(planned.item_id)

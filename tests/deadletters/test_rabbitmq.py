@@ -130,15 +130,20 @@ def test_a_missing_destination_fails_each_message_and_keeps_it(brokers, rabbit, 
 
 def test_the_rate_holds_within_ten_percent_over_a_thousand_messages(brokers, rabbit, editor_client):
     rabbit.dead_letter(1000)
-    rate = 50
+    rate = 25
     job = redrive(editor_client, system="rabbitmq", dead_letter=rabbit.dlq, rate_per_s=rate)
     run_jobs(timeout=120)
     redrive_row = Redrive.objects.get(pk=job)
     assert redrive_row.moved == 1000
     times = sorted(redrive_row.items.values_list("moved_at", flat=True))
-    took = (times[-1] - times[0]) / dt.timedelta(seconds=1)
-    expected = 999 / rate
-    assert abs(took - expected) <= 0.1 * expected, (took, expected)
+    seconds = [(t - times[0]) / dt.timedelta(seconds=1) for t in times]
+    # A limit: no stretch of 100 messages, nor all 1000, goes more than 10 % faster.
+    fastest = min(seconds[i + 99] - seconds[i] for i in range(len(seconds) - 99))
+    assert fastest >= 99 / (rate * 1.1), fastest
+    assert seconds[-1] >= 999 / (rate * 1.1), seconds[-1]
+    # And paced at the rate asked, when the machine keeps up (25 a second is far below
+    # what one RabbitMQ transaction per message allows).
+    assert seconds[-1] <= 999 / rate * 1.1, seconds[-1]
     assert rabbit.depth(rabbit.source) == 1000
 
 
