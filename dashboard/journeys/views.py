@@ -162,13 +162,17 @@ def _replay(request, event_id, source):
     except (replays.AmbiguousSource, replays.NotReplayable) as exc:
         error = str(exc)
     else:
-        result = replays.replay(request.project, envelope, webhook, request.user)
+        # "Retry until delivered": the worker sends it (dashboard/replays/jobs.py).
+        send = replays.queue if request.POST.get("retry") else replays.replay
+        result = send(request.project, envelope, webhook, request.user)
         replays.audit(request, result)
     if request.htmx:
         panel = _replay_panel(request, event_id, source, result, error)
         return render(request, "traces/journey.html#replays", {"replay": panel})
     if error:
         messages.error(request, f"Not replayed: {error}")
+    elif result.status == "queued":
+        messages.success(request, f"Queued for “{webhook.name}”: sent and retried by the worker.")
     elif result.status == "delivered":
         messages.success(
             request, f"Replayed to “{webhook.name}”: delivered (HTTP {result.http_status})."

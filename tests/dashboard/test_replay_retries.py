@@ -69,3 +69,19 @@ def test_retry_must_be_a_boolean(client, editor, stored, hook):
     client.force_login(editor)
     response = post_replay(client, "ord-7", {"webhook": hook.pk, "retry": "yes"})
     assert response.status_code == 400 and "retry" in response.json()["error"]
+
+
+def test_the_event_page_queues_a_replay_that_retries(
+    client, editor, stored, hook, receiver, monkeypatch
+):
+    receiver.script(Reply(502))
+    client.force_login(editor)
+    page = client.get("/events/ord-7").content.decode()
+    assert 'id="replay-retry"' in page
+    response = client.post(
+        "/events/ord-7", {"webhook": hook.pk, "retry": "1"}, HTTP_HX_REQUEST="true"
+    )
+    assert "the worker sends it and retries" in response.content.decode()
+    run_until_settled(monkeypatch)
+    record = Replay.objects.get()
+    assert (record.status, record.attempts) == ("delivered", 2)
