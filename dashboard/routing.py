@@ -3,6 +3,7 @@
 from django.urls import path
 
 from dashboard.alerts.views import AlertsConsumer
+from dashboard.deadletters.views import RedrivesConsumer
 from dashboard.failures.views import FailuresConsumer
 from dashboard.flow.views import FlowConsumer
 from dashboard.lag.views import LagConsumer
@@ -12,4 +13,5 @@ websocket_urlpatterns = [
     path("ws/flow/", FlowConsumer.as_asgi()),
     path("ws/failures/", FailuresConsumer.as_asgi()),
     path("ws/lag/", LagConsumer.as_asgi()),
+    path("ws/redrives/", RedrivesConsumer.as_asgi()),
 ]

@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "dashboard.lag",
     "dashboard.alerts",
     "dashboard.replays",
+    "dashboard.deadletters",
 ]
 
 MIDDLEWARE = [
@@ -384,3 +385,9 @@ LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 # 0 trusts only the connection's own address.
 PROXY_COUNT = env_int("EVENTSCOPE_PROXY_COUNT", 0, minimum=0)
 AUDIT_RETENTION_DAYS = env_int("EVENTSCOPE_AUDIT_RETENTION_DAYS", 365, minimum=1)
+
+# ---- Eventscope: dead letters and redrives ------------------------------------
+# One redrive moves at most this many messages (a whole queue is planned up to it).
+REDRIVE_MAX_MESSAGES = env_int("EVENTSCOPE_REDRIVE_MAX_MESSAGES", 10_000, minimum=1)
+# The fastest rate a redrive may ask for, in messages per second.
+REDRIVE_MAX_RATE = env_int("EVENTSCOPE_REDRIVE_MAX_RATE", 500, minimum=1)

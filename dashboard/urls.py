@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.alerts.urls")),
     path("", include("dashboard.audit.urls")),
+    path("", include("dashboard.deadletters.urls")),
     path("api/openapi.json", openapi.openapi, name="api-openapi"),
     path("api/", openapi.docs, name="api-docs"),
     # Browsers that ignore <link rel="icon"> still ask for /favicon.ico.

@@ -19,6 +19,10 @@ TASKS = {
     "flow_hours": "dashboard.flow.hours:run",
     # audit events past EVENTSCOPE_AUDIT_RETENTION_DAYS
     "audit_retention": "dashboard.audit.retention:run",
+    # redrives of dead letters: jobs claimed from the database, resumed after a restart
+    "redrives": "dashboard.deadletters.jobs:run",
+    # replays asked to retry: sent with backoff until delivered or out of attempts
+    "replays": "dashboard.replays.jobs:run",
     # expired sessions, old alert history, deliveries and replays
     "retention": "dashboard.retention:run",
 }

@@ -33,6 +33,9 @@ ACTIONS = {
     "webhook.deleted": "Webhook deleted",
     "webhook.tested": "Webhook tested",
     "event.replayed": "Event replayed",
+    "redrive.requested": "Dead letters redrive requested",
+    "redrive.cancelled": "Dead letters redrive cancelled",
+    "redrive.finished": "Dead letters redrive finished",
 }
 
 

@@ -3,11 +3,12 @@
 from channels.db import database_sync_to_async
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.http import urlencode
 
 from dashboard.access import page_view
 from dashboard.failures import queries as failure_queries
-from dashboard.links import event_url, failures_url, trace_url, window_query
+from dashboard.links import event_url, failures_url, trace_url, window_query, with_query
 from dashboard.live import LiveConsumer
 from dashboard.query_params import (
     WINDOWS,
@@ -61,6 +62,14 @@ def failures_context(project, params) -> dict:
                 **{k: group[k] for k in ("service", "channel", "system", "group", "fingerprint")},
             },
         )
+        # The dead letters of this group's failures, ready to redrive.
+        group["redrive_url"] = with_query(
+            reverse("dead-letters-for-failures"),
+            {
+                **keep,
+                **{k: group[k] for k in ("service", "channel", "system", "group", "fingerprint")},
+            },
+        )
         group["example_links"] = [
             {"label": e["event_id"], "url": event_url(e["event_id"], e["source"], project.slug)}
             for e in group["example_events"]
@@ -71,6 +80,9 @@ def failures_context(project, params) -> dict:
     for row in rows:
         if row["event_id"]:
             row["url"] = event_url(row["event_id"], row["source"], project.slug)
+            row["redrive_url"] = with_query(
+                reverse("dead-letters-for-failures"), {"event": row["event_id"], **keep}
+            )
         elif row["trace_id"]:
             row["url"] = trace_url(row["trace_id"], project.slug)
     older = None

@@ -17,6 +17,8 @@ from django.urls import reverse
 from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
 from dashboard.journeys import api
+from dashboard.deadletters.models import Redrive
+from dashboard.deadletters.views import redrive_url
 from dashboard.journeys import queries as journeys
 from dashboard.links import event_url, with_query
 from dashboard.query_params import BadParameter, text_param, window_choice
@@ -107,6 +109,10 @@ def _journey_page(request, journey, title, replay_panel=None):
             envelope["pretty"] = envelope["data_text"] or "(no data)"
     journey.setdefault("errors", [s for s in journey["stages"] if s["error"]])
     rows = journeys.waterfall(journey)
+    # Redrives of the event's (or the traces') dead letters back to the broker.
+    redrives = Redrive.objects.touching(
+        request.project, event_id=journey.get("event_id"), trace_ids=journey.get("traces", ())
+    )[:REPLAYS_SHOWN]
     return render(
         request,
         "traces/journey.html",
@@ -116,6 +122,9 @@ def _journey_page(request, journey, title, replay_panel=None):
             "area": "search",
             "rows": {"rows": rows, "duration_ms": journey["duration_ms"]},
             "replay": replay_panel,
+            "redrives": [
+                {"r": r, "url": redrive_url(r.pk, request.project.slug)} for r in redrives
+            ],
         },
     )
 
@@ -200,13 +209,17 @@ def _replay(request, event_id, source):
     except (replays.AmbiguousSource, replays.NotReplayable) as exc:
         error = str(exc)
     else:
-        result = replays.replay(request.project, envelope, webhook, request.user)
+        # "Retry until delivered": the worker sends it (dashboard/replays/jobs.py).
+        send = replays.queue if request.POST.get("retry") else replays.replay
+        result = send(request.project, envelope, webhook, request.user)
         replays.audit(request, result)
     if request.htmx:
         panel = _replay_panel(request, event_id, source, result, error)
         return render(request, "traces/journey.html#replays", {"replay": panel})
     if error:
         messages.error(request, f"Not replayed: {error}")
+    elif result.status == "queued":
+        messages.success(request, f"Queued for “{webhook.name}”: sent and retried by the worker.")
     elif result.status == "delivered":
         messages.success(
             request, f"Replayed to “{webhook.name}”: delivered (HTTP {result.http_status})."

@@ -28,11 +28,11 @@ from dashboard.query_params import (
 from dashboard.replays import send as replays
 from dashboard.replays.models import Replay
 
-REQUEST_FIELDS = ("webhook", "source")
+REQUEST_FIELDS = ("webhook", "source", "retry")
 
 
-def _replay_request(request) -> tuple[int, str | None]:
-    """(webhook id, source) from the JSON body; BadParameter when it is wrong."""
+def _replay_request(request) -> tuple[int, str | None, bool]:
+    """(webhook id, source, retry) from the JSON body; BadParameter when it is wrong."""
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -51,13 +51,16 @@ def _replay_request(request) -> tuple[int, str | None]:
     query_source = text_param(request.GET, "source", max_length=10_000)
     if source and query_source and source != query_source:
         raise BadParameter("source in the body and in the query string differ")
-    return webhook, (source or query_source or None)
+    retry = body.get("retry", False)
+    if not isinstance(retry, bool):
+        raise BadParameter("retry must be true or false")
+    return webhook, (source or query_source or None), retry
 
 
 @api_view(Role.EDITOR)
 @answers_bad_parameters
 def _replay(request, event_id):
-    webhook_id, source = _replay_request(request)
+    webhook_id, source, retry = _replay_request(request)
     try:
         envelope = replays.envelope_of(request.project.id, event_id, source)
     except NotFound as exc:
@@ -75,6 +78,11 @@ def _replay(request, event_id):
             f"webhook {webhook.name!r} takes {webhook.format} notifications only; "
             "replays go to json webhooks",
         )
+    if retry:
+        # Sent by the worker, retried with backoff: answered before it is sent.
+        record = replays.queue(request.project, envelope, webhook, request.user)
+        replays.audit(request, record)
+        return ok(replays.replay_json(record), status=202)
     record = replays.replay(request.project, envelope, webhook, request.user)
     replays.audit(request, record)
     return ok(replays.replay_json(record), status=201)

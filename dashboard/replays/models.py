@@ -17,6 +17,8 @@ def new_replay_id() -> str:
 class ReplayStatus(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     FAILED = "failed", "Failed"
+    # A replay asked to retry: waiting for the worker's first or next attempt.
+    QUEUED = "queued", "Queued"
 
 
 class ReplayQuerySet(models.QuerySet):
@@ -31,9 +33,11 @@ class ReplayQuerySet(models.QuerySet):
 class Replay(models.Model):
     """One re-send of a stored CloudEvent to a webhook, and how it went.
 
-    Sent once, while the editor waits, and never retried: a replay is a
+    Sent once, while the editor waits, and not retried: a replay is a
     person's deliberate act, and a second copy arriving an hour later by
-    itself would surprise them.
+    itself would surprise them. Unless they ask for it (`retry`): then the
+    worker sends it as a job (dashboard/replays/jobs.py), retrying timeouts,
+    connection errors and 5xx answers with backoff up to RETRY_ATTEMPTS times.
     """
 
     id = models.CharField(primary_key=True, max_length=40, default=new_replay_id, editable=False)
@@ -58,6 +62,10 @@ class Replay(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     duration_ms = models.FloatField(default=0.0)
+    retry = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    # When the worker tries a queued replay (again); null once it is settled.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     objects = ReplayQuerySet.as_manager()
 
@@ -67,7 +75,12 @@ class Replay(models.Model):
         indexes = [
             models.Index(
                 fields=["project", "event_id", "-requested_at"], name="replay_event_newest"
-            )
+            ),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="replay_queued_due",
+                condition=models.Q(status="queued"),
+            ),
         ]
 
     def __str__(self):

@@ -3,6 +3,7 @@
 from dashboard.jsonapi import (
     CONFLICT,
     DATE_TIME,
+    DATE_TIME_OR_NULL,
     INTEGER_OR_NULL,
     NOT_FOUND,
     PAGE,
@@ -26,6 +27,12 @@ SCHEMAS = {
                 "type": "string",
                 "description": "the event's CloudEvents source, when several sources used its id",
             },
+            "retry": {
+                "type": "boolean",
+                "default": False,
+                "description": "send it as a job of the worker, retrying timeouts, connection "
+                "errors and 5xx answers with backoff (answered 202, status queued)",
+            },
         },
     },
     "Replay": {
@@ -47,7 +54,7 @@ SCHEMAS = {
                 ),
                 "requested_by": STRING,
                 "requested_at": DATE_TIME,
-                "status": {"enum": ["delivered", "failed"]},
+                "status": {"enum": ["delivered", "failed", "queued"]},
                 "http_status": {
                     **INTEGER_OR_NULL,
                     "description": "the receiver's answer; null when none came",
@@ -57,7 +64,14 @@ SCHEMAS = {
                     "description": "why it failed: refused address, timeout, HTTP status…",
                 },
                 "duration_ms": {"type": "number"},
-            }
+                "retry": {"type": "boolean", "description": "sent by the worker with retries"},
+                "attempts": {"type": "integer", "description": "attempts made so far"},
+                "next_attempt_at": {
+                    **DATE_TIME_OR_NULL,
+                    "description": "when a queued replay is tried (again)",
+                },
+            },
+            optional=("retry", "attempts", "next_attempt_at"),
         ),
         "description": "One re-send of a stored CloudEvent to a webhook",
     },
@@ -75,6 +89,7 @@ PATHS = {
             ],
             {
                 "201": response(ref("Replay"), "Sent (or tried) and recorded"),
+                "202": response(ref("Replay"), "Queued for the worker (retry: true)"),
                 **NOT_FOUND,
                 **CONFLICT,
             },

@@ -186,14 +186,8 @@ def replayable_webhooks(project):
     return Webhook.objects.filter(project=project, format=Format.JSON)
 
 
-def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_by="") -> Replay:
-    """Send `envelope` to `webhook` once and record how it went.
-
-    A refused address, a timeout, a connection error or a non-2xx answer is
-    a `failed` replay with the reason, not an exception.
-    """
-    now = timezone.now()
-    record = Replay(
+def _record(project, envelope: Envelope, webhook: Webhook, user, requested_by, now) -> Replay:
+    return Replay(
         project=project,
         event_id=envelope.event_id,
         source=envelope.source,
@@ -204,6 +198,12 @@ def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_b
         requested_by=(requested_by or (user.get_username() if user else ""))[:150],
         requested_at=now,
     )
+
+
+def attempt(record: Replay, envelope: Envelope, webhook: Webhook) -> bool:
+    """Send the replay once, setting its status, answer and error; True when
+    a failure is worth retrying (a timeout, a connection error, a 5xx, 408, 429)."""
+    now = timezone.now()
     body = json.dumps(cloudevent(envelope, record.id), separators=(",", ":"), ensure_ascii=False)
     try:
         if webhook.secret:
@@ -212,8 +212,7 @@ def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_b
         # A secret saved before secrets were checked: nothing can be signed.
         record.status = ReplayStatus.FAILED
         record.error = "the webhook's secret is not a valid whsec_ key; nothing was sent"
-        record.save(force_insert=True)
-        return record
+        return False
     try:
         response = CloudEventTransport(webhook).notify(record.id, body, now)
     except TransportError as exc:
@@ -221,15 +220,42 @@ def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_b
         record.http_status = exc.status_code
         record.error = exc.message
         record.duration_ms = exc.duration_ms
+        return not exc.permanent
     except Exception as exc:
         # As the alert sender does: recorded, not a 500 that loses the attempt.
         log.exception("replay %s to webhook %s: unexpected error", record.id, webhook.pk)
         record.status = ReplayStatus.FAILED
         record.error = f"unexpected error while sending: {type(exc).__name__}"
-    else:
-        record.status = ReplayStatus.DELIVERED
-        record.http_status = response.status_code
-        record.duration_ms = response.elapsed_ms
+        return False
+    record.status = ReplayStatus.DELIVERED
+    record.http_status = response.status_code
+    record.duration_ms = response.elapsed_ms
+    record.error = ""
+    return False
+
+
+def replay(project, envelope: Envelope, webhook: Webhook, user=None, requested_by="") -> Replay:
+    """Send `envelope` to `webhook` once and record how it went.
+
+    A refused address, a timeout, a connection error or a non-2xx answer is
+    a `failed` replay with the reason, not an exception.
+    """
+    record = _record(project, envelope, webhook, user, requested_by, timezone.now())
+    attempt(record, envelope, webhook)
+    record.save(force_insert=True)
+    return record
+
+
+def queue(project, envelope: Envelope, webhook: Webhook, user=None, requested_by="") -> Replay:
+    """Record a replay for the worker to send, retrying until delivered or out of attempts."""
+    now = timezone.now()
+    record = _record(project, envelope, webhook, user, requested_by, now)
+    record.status, record.retry, record.attempts, record.next_attempt_at = (
+        ReplayStatus.QUEUED,
+        True,
+        0,
+        now,
+    )
     record.save(force_insert=True)
     return record
 
@@ -264,4 +290,7 @@ def replay_json(record: Replay) -> dict:
         "http_status": record.http_status,
         "error": record.error or None,
         "duration_ms": round(record.duration_ms, 1),
+        "retry": record.retry,
+        "attempts": record.attempts,
+        "next_attempt_at": iso(record.next_attempt_at) if record.next_attempt_at else None,
     }
