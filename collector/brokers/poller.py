@@ -118,13 +118,11 @@ def _without_credentials(parts) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def parse_broker(url: str, default_project: str | None = None, systems=None) -> Broker:
-    """A Broker from one EVENTSCOPE_BROKERS entry; ImproperlyConfigured says what is wrong.
-
-    `systems` (scheme → kind) widens SYSTEMS for readers of other URL forms."""
+def parse_broker(url: str, default_project: str | None = None) -> Broker:
+    """A Broker from one EVENTSCOPE_BROKERS entry; ImproperlyConfigured says what is wrong."""
     url = url.strip()
     parts = urlsplit(url)
-    kind = (systems or SYSTEMS).get(parts.scheme.lower())
+    kind = SYSTEMS.get(parts.scheme.lower())
     if kind is None:
         raise ImproperlyConfigured(
             f"EVENTSCOPE_BROKERS: {url.split('@')[-1]!r} has scheme {parts.scheme!r}; "

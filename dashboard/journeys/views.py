@@ -16,9 +16,9 @@ from django.urls import reverse
 
 from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
-from dashboard.journeys import api
 from dashboard.deadletters.models import Redrive
 from dashboard.deadletters.views import redrive_url
+from dashboard.journeys import api
 from dashboard.journeys import queries as journeys
 from dashboard.links import event_url, with_query
 from dashboard.query_params import BadParameter, text_param, window_choice

@@ -255,7 +255,7 @@ def brokers_of(project_slug: str, system: str | None = None) -> list[Broker]:
 
     found = []
     for url in settings.BROKERS:
-        broker = parse_broker(url, systems=registry.SCHEMES)
+        broker = parse_broker(url)
         if broker.project != project_slug or broker.kind not in registry.BY_KIND:
             continue
         if system is None or registry.BY_KIND[broker.kind] == system:
