@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.alerts import openapi as alerts
 from dashboard.audit import openapi as audit
+from dashboard.delivery import openapi as delivery
 from dashboard.failures import openapi as failures
 from dashboard.flow import openapi as flow
 from dashboard.journeys import openapi as journeys
@@ -16,7 +17,7 @@ from dashboard.jsonapi import ERROR, ok
 from dashboard.lag import openapi as lag
 from dashboard.replays import openapi as replays
 
-FEATURES = (flow, journeys, replays, failures, lag, alerts, audit)
+FEATURES = (flow, journeys, replays, failures, lag, alerts, audit, delivery)
 
 
 def _merged(part: str) -> dict:

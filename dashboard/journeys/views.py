@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
+from dashboard.delivery import queries as delivery
 from dashboard.journeys import queries as journeys
 from dashboard.links import event_url
 from dashboard.query_params import BadParameter, text_param
@@ -60,6 +61,17 @@ def _journey_page(request, journey, title, replay_panel=None):
             envelope["pretty"] = envelope["data_text"] or "(no data)"
     journey.setdefault("errors", [s for s in journey["stages"] if s["error"]])
     rows = journeys.waterfall(journey)
+    traces = list(
+        journey.get("traces") or ([journey["trace_id"]] if journey.get("trace_id") else [])
+    )
+    events = sorted({s["event_id"] for s in journey["stages"] if s.get("event_id")})
+    findings = delivery.for_traces(request.project.id, traces) + delivery.for_events(
+        request.project.id, events
+    )
+    journey["delivery"] = [
+        {**f, "label": f["kind"].replace("_", " ")}
+        for f in {tuple(f.values()): f for f in findings}.values()
+    ]
     return render(
         request,
         "traces/journey.html",
