@@ -54,6 +54,7 @@ class Finding(models.Model):
             models.Index(fields=["project", "event_time"], name="delivery_finding_time"),
             models.Index(fields=["project", "event_key"], name="delivery_finding_event"),
             models.Index(fields=["project", "trace_id"], name="delivery_finding_trace"),
+            models.Index(fields=["project", "event_id"], name="delivery_finding_event_id"),
         ]
 
 
