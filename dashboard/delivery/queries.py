@@ -7,6 +7,7 @@ group handled comes from the flow rollups (hourly rows for long windows).
 """
 
 import datetime as dt
+import json
 
 from django.db import connection
 
@@ -104,8 +105,6 @@ LIMIT %s OFFSET %s
 
 def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
     """Items of GET /api/findings and the next offset (None at the end)."""
-    import json
-
     where, params = filters.sql()
     with connection.cursor() as cur:
         cur.execute(
@@ -115,8 +114,8 @@ def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
         rows = cur.fetchall()
     items = []
     for kind, system, channel, group, count, first, last, examples in rows[:limit]:
-        if isinstance(examples, str):
-            examples = json.loads(examples)
+        # A jsonb[] arrives as a list of texts.
+        examples = [json.loads(e) if isinstance(e, str) else e for e in examples or []]
         items.append(
             {
                 "kind": kind,
