@@ -290,7 +290,7 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS", 10, mini
 ALERT_EVALUATION_SECONDS = env_int("EVENTSCOPE_ALERT_EVALUATION_SECONDS", 15, minimum=1)
 # Delivery findings (dashboard/delivery): an event failed or retried this many
 # times is poison; a group's default deadline is at least this, or 3x its
-# p99 produce->consume latency; a group is expected this long after it last consumed.
+# p95 produce->consume latency; a group is expected this long after it last consumed.
 DELIVERY_POISON_ATTEMPTS = env_int("EVENTSCOPE_DELIVERY_POISON_ATTEMPTS", 3, minimum=1)
 DELIVERY_DEADLINE_SECONDS = env_int("EVENTSCOPE_DELIVERY_DEADLINE_SECONDS", 60, minimum=1)
 DELIVERY_EXPECTED_HOURS = env_int("EVENTSCOPE_DELIVERY_EXPECTED_HOURS", 24, minimum=1)

@@ -38,19 +38,20 @@ AREA = "delivery"
 
 _STAGE_COLUMNS = (
     "s.project_id, s.time, s.stage, s.role, s.system, s.channel, s.service, "
-    "s.consumer_group, s.trace_id, s.span_id, s.linked_trace_ids, s.linked_span_ids, "
+    "s.consumer_group, s.trace_id, s.span_id, s.parent_span_id, s.linked_trace_ids, "
+    "s.linked_span_ids, "
     "s.event_id, s.event_source, s.origin, s.dedupe_key"
 )
 
 
 def _stage(row) -> tuple[bytes, judge.Stage]:
     (project_id, time, stage, role, system, channel, service, group, trace_id, span_id,
-     traces, spans, event_id, source, origin, dedupe) = row  # fmt: skip
+     parent, traces, spans, event_id, source, origin, dedupe) = row  # fmt: skip
     linked = [(bytes(t), bytes(s)) for t, s in zip(traces or (), spans or (), strict=False)]
     return (bytes(dedupe), time), judge.Stage(
         project_id, time, stage, role, system, channel, service, group,
         bytes(trace_id) if trace_id else None, bytes(span_id) if span_id else None,
-        linked, event_id, source, origin,
+        bytes(parent) if parent else None, linked, event_id, source, origin,
     )  # fmt: skip
 
 
@@ -336,8 +337,9 @@ class _Pass:
 
 def deadline(project_id, system, channel, group, setting_of) -> dt.timedelta:
     """A group's deadline on a channel: the channel's setting, else 3x the
-    group's p99 produce->consume latency over the last day (flow rollups),
-    at least EVENTSCOPE_DELIVERY_DEADLINE_SECONDS."""
+    group's p95 produce->consume latency over the last day (flow rollups; the
+    p95, so the late events themselves do not push it out), at least
+    EVENTSCOPE_DELIVERY_DEADLINE_SECONDS."""
     setting = setting_of(project_id, system, channel)
     if setting is not None and setting.deadline_seconds:
         return dt.timedelta(seconds=setting.deadline_seconds)
@@ -352,8 +354,8 @@ def deadline(project_id, system, channel, group, setting_of) -> dt.timedelta:
         hist = histogram.empty()
         for (h,) in cur.fetchall():
             hist = histogram.add(hist, h)
-    p99 = histogram.percentile(hist, 0.99)
-    seconds = max(floor, 3 * p99 / 1000) if p99 is not None else floor
+    p95 = histogram.percentile(hist, 0.95)
+    seconds = max(floor, 3 * p95 / 1000) if p95 is not None else floor
     return dt.timedelta(seconds=seconds)
 
 

@@ -57,6 +57,7 @@ class Stage:
     consumer_group: str
     trace_id: bytes | None
     span_id: bytes | None
+    parent_span_id: bytes | None
     linked: list
     event_id: str | None
     event_source: str | None
@@ -88,8 +89,13 @@ def keys_of(s: Stage) -> list[bytes]:
         if s.stage == "published" and s.trace_id and s.span_id:
             return [context_key(s.trace_id, s.span_id)]
         return []
-    if s.linked:
-        return [context_key(t, sp) for t, sp in s.linked]
+    linked = s.linked
+    if len(linked) > 1 and s.parent_span_id:
+        # A process span under a batch receive links to its message's
+        # producer; its parent is the receive, not another event.
+        linked = [c for c in linked if c != (s.trace_id, s.parent_span_id)]
+    if linked:
+        return [context_key(t, sp) for t, sp in linked]
     if s.event_id:
         return [_hash(b"m", s.system, s.channel, s.event_id)]
     return []
