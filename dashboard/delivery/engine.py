@@ -113,6 +113,8 @@ class _Pass:
         swept_from = state.swept_until or self.now
         touched += self._due_publishes(swept_from, None)
         judged = self._judge(touched)
+        if state.passed_at is None or state.passed_at.hour != self.now.hour:
+            self._purge(oldest)
         state.snapshot = self.snapshot
         state.swept_until = self.now
         state.passed_at = self.now
@@ -122,6 +124,17 @@ class _Pass:
         for project_id in sorted(self.changed):
             notify.send(cur, project_id, AREA)
         return {"minutes": len(dirty), "stages": len(touched), "events": judged, "left": left}
+
+    def _purge(self, oldest: dt.datetime) -> None:
+        """Hourly: what is older than the raw data it was judged from goes
+        (EVENTSCOPE_RETENTION_DAYS), with its day."""
+        self.cur.execute("DELETE FROM delivery_finding WHERE event_time < %s", [oldest])
+        self.cur.execute("DELETE FROM delivery_sequenced WHERE published_at < %s", [oldest])
+        self.cur.execute("DELETE FROM delivery_dirtyminute WHERE minute < %s", [oldest])
+        self.cur.execute(
+            "DELETE FROM delivery_expectation WHERE last_seen < %s AND retired_at IS NULL",
+            [oldest],
+        )
 
     # -- what is new ---------------------------------------------------------------
 
