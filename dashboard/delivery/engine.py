@@ -7,7 +7,9 @@ stage the writer stores also updates its minute's flow rollup in the same
 transaction, so the rollup rows changed since the last pass's snapshot
 (their `xmin` not visible in it) name the minutes that got new stages; those
 minutes go into `delivery_dirtyminute` with that snapshot, and their stages
-not visible in it are read. Every event they belong to is then judged again
+not visible in it are read. The last RECENT of minutes are looked at every
+pass; all the minutes kept, against a snapshot of their own, every
+FULL_EVERY (a commit for an old minute is rare, and found then). Every event they belong to is then judged again
 from all its stored stages, so the pass is idempotent: reading a stage twice
 changes nothing, and a resent span was never stored twice in the first place.
 
@@ -26,12 +28,15 @@ from django.db import connection, transaction
 from collector import histogram, notify
 from dashboard.delivery import judge, ordering
 from dashboard.delivery.models import ChannelSetting, Expectation, Finding, PassState
+from dashboard.flow.queries import window_rows
 
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 10
 LOCK_ID = 0x64656C76  # "delv": one pass at a time
 MINUTES_PER_PASS = 240  # dirty minutes read per pass (a first run reads the rest later)
+RECENT = dt.timedelta(hours=2)
+FULL_EVERY = dt.timedelta(seconds=60)
 EVENT_SPAN = dt.timedelta(days=1)  # an event's stages are looked for this far around
 CHUNK = 2000
 AREA = "delivery"
@@ -102,7 +107,11 @@ class _Pass:
         oldest = self.now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
             days=settings.RETENTION_DAYS
         )
-        self._mark_dirty(state.snapshot, oldest)
+        recent = self.now - RECENT
+        self._mark_dirty(state.snapshot, max(oldest, recent), None)
+        full = state.full_at is None or self.now - state.full_at >= FULL_EVERY
+        if full:
+            self._mark_dirty(state.full_snapshot, oldest, recent)
         cur.execute(
             "DELETE FROM delivery_dirtyminute WHERE minute IN (SELECT minute FROM "
             "delivery_dirtyminute ORDER BY minute DESC LIMIT %s) RETURNING minute, since",
@@ -116,6 +125,8 @@ class _Pass:
         if state.passed_at is None or state.passed_at.hour != self.now.hour:
             self._purge(oldest)
         state.snapshot = self.snapshot
+        if full:
+            state.full_snapshot, state.full_at = self.snapshot, self.now
         state.swept_until = self.now
         state.passed_at = self.now
         state.save()
@@ -138,20 +149,26 @@ class _Pass:
 
     # -- what is new ---------------------------------------------------------------
 
-    def _mark_dirty(self, previous: str | None, oldest: dt.datetime) -> None:
+    def _mark_dirty(self, previous: str | None, lo: dt.datetime, hi: dt.datetime | None) -> None:
+        """Queue the minutes in [lo, hi) whose rollups changed since `previous`."""
+        until, params = ("AND minute < %s ", [hi]) if hi is not None else ("", [])
+        # By project: the rollups' key starts with it, so minutes are a range scan.
+        self.cur.execute("SELECT array_agg(id) FROM collector_project")
+        projects = self.cur.fetchone()[0] or []
+        where = f"project_id = ANY(%s) AND minute >= %s {until}"
         if previous is None:
             self.cur.execute(
                 "INSERT INTO delivery_dirtyminute (minute, since) SELECT DISTINCT minute, NULL "
-                "FROM collector_flowrollup WHERE minute >= %s "
+                f"FROM collector_flowrollup WHERE {where}"
                 "ON CONFLICT (minute) DO UPDATE SET since = NULL",
-                [oldest],
+                [projects, lo, *params],
             )
             return
         self.cur.execute(
             "INSERT INTO delivery_dirtyminute (minute, since) SELECT DISTINCT minute, %s "
-            f"FROM collector_flowrollup WHERE minute >= %s AND {self.xid.new_since()} "
+            f"FROM collector_flowrollup WHERE {where}AND {self.xid.new_since()} "
             "ON CONFLICT (minute) DO NOTHING",
-            [previous, oldest, previous],
+            [previous, projects, lo, *params, previous],
         )
 
     def _new_stages(self, dirty: list) -> list:
@@ -212,10 +229,12 @@ class _Pass:
         return self.settings[key]
 
     def _deadline(self, project_id, system, channel, group) -> dt.timedelta:
-        key = (project_id, system, channel, group)
-        if key not in self.deadlines:
-            self.deadlines[key] = deadline(project_id, system, channel, group, self._setting)
-        return self.deadlines[key]
+        if project_id not in self.deadlines:
+            self.deadlines[project_id] = latencies(self.cur, project_id, self.now)
+        return deadline(
+            self._setting(project_id, system, channel),
+            self.deadlines[project_id].get((system, channel, group)),
+        )
 
     # -- judging -------------------------------------------------------------------
 
@@ -348,27 +367,36 @@ class _Pass:
         ordering.sequence(self, project_id, events)
 
 
-def deadline(project_id, system, channel, group, setting_of) -> dt.timedelta:
+def latencies(cur, project_id: int, now: dt.datetime) -> dict:
+    """{(system, channel, group): p95 produce->consume ms} of the consume
+    edges over the last day (hourly rollups where compacted)."""
+    rows_sql, params = window_rows(
+        cur, project_id, now - dt.timedelta(days=1), now, "AND kind = 'consume'"
+    )
+    sums = ", ".join(f"sum(e2e_hist[{i}])" for i in range(1, histogram.SIZE + 1))
+    cur.execute(
+        f"SELECT source, target, consumer_group, {sums} FROM ({rows_sql}) r "
+        "GROUP BY source, target, consumer_group",
+        params,
+    )
+    out = {}
+    for source, target, group, *hist in cur.fetchall():
+        system, _, channel = source.partition(":")[2].partition(":")
+        p95 = histogram.percentile([int(v or 0) for v in hist], 0.95)
+        if p95 is not None:
+            out[(system, channel, group or target.partition(":")[2])] = p95
+    return out
+
+
+def deadline(setting: ChannelSetting | None, p95_ms: float | None) -> dt.timedelta:
     """A group's deadline on a channel: the channel's setting, else 3x the
-    group's p95 produce->consume latency over the last day (flow rollups; the
-    p95, so the late events themselves do not push it out), at least
+    group's p95 produce->consume latency over the last day (the p95, so the
+    late events themselves do not push it out), at least
     EVENTSCOPE_DELIVERY_DEADLINE_SECONDS."""
-    setting = setting_of(project_id, system, channel)
     if setting is not None and setting.deadline_seconds:
         return dt.timedelta(seconds=setting.deadline_seconds)
     floor = float(settings.DELIVERY_DEADLINE_SECONDS)
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT e2e_hist FROM collector_flowrollup WHERE project_id = %s "
-            "AND minute >= now() - interval '1 day' AND kind = 'consume' AND source = %s "
-            "AND (consumer_group = %s OR (consumer_group = '' AND target = %s))",
-            [project_id, f"channel:{system}:{channel}", group, f"service:{group}"],
-        )
-        hist = histogram.empty()
-        for (h,) in cur.fetchall():
-            hist = histogram.add(hist, h)
-    p95 = histogram.percentile(hist, 0.95)
-    seconds = max(floor, 3 * p95 / 1000) if p95 is not None else floor
+    seconds = max(floor, 3 * p95_ms / 1000) if p95_ms is not None else floor
     return dt.timedelta(seconds=seconds)
 
 

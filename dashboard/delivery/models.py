@@ -52,6 +52,10 @@ class Finding(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "event_time"], name="delivery_finding_time"),
+            models.Index(
+                fields=["project", "kind", "system", "channel", "group", "event_time"],
+                name="delivery_finding_group",
+            ),
             models.Index(fields=["project", "event_key"], name="delivery_finding_event"),
             models.Index(fields=["project", "trace_id"], name="delivery_finding_trace"),
             models.Index(fields=["project", "event_id"], name="delivery_finding_event_id"),
@@ -141,7 +145,9 @@ class PassState(models.Model):
     it are new) and how far publishes were checked against their deadlines."""
 
     id = models.SmallIntegerField(primary_key=True, default=1)
-    snapshot = models.TextField(null=True)  # pg_snapshot as text
+    snapshot = models.TextField(null=True)  # pg_snapshot as text: recent minutes
+    full_snapshot = models.TextField(null=True)  # ... every minute kept, read less often
+    full_at = models.DateTimeField(null=True)
     swept_until = models.DateTimeField(null=True)
     passed_at = models.DateTimeField(null=True)
 

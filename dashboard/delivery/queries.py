@@ -87,19 +87,33 @@ def _example(row: dict) -> dict:
     return out
 
 
+# Groups first (counts only), then each listed group's newest examples
+# through the (project, kind, system, channel, group, event_time) index.
 _GROUPED = """
-SELECT kind, system, channel, consumer_group, count(*), min(event_time), max(event_time),
-       (array_agg(jsonb_build_object(
-            'kind', kind, 'event_id', event_id, 'event_source', event_source,
-            'trace_id', trace_id, 'event_time', event_time, 'examples', examples,
-            'successes', successes, 'failures', failures, 'retry_ms', retry_ms,
-            'deadlettered', deadlettered, 'delay_ms', delay_ms, 'ordering_key', ordering_key)
-          ORDER BY event_time DESC))[1:%s]
-FROM delivery_finding
-WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
-GROUP BY kind, system, channel, consumer_group
-ORDER BY count(*) DESC, kind, system, channel, consumer_group
-LIMIT %s OFFSET %s
+SELECT g.kind, g.system, g.channel, g.consumer_group, g.n, g.first, g.last, x.examples
+FROM (
+    SELECT kind, system, channel, consumer_group, count(*) AS n, min(event_time) AS first,
+           max(event_time) AS last
+    FROM delivery_finding
+    WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
+    GROUP BY kind, system, channel, consumer_group
+    ORDER BY count(*) DESC, kind, system, channel, consumer_group
+    LIMIT %s OFFSET %s
+) AS g
+CROSS JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object(
+            'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
+            'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
+            'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
+            'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms,
+            'ordering_key', f.ordering_key) ORDER BY f.event_time DESC) AS examples
+    FROM (SELECT * FROM delivery_finding f
+          WHERE f.project_id = %s AND f.kind = g.kind AND f.system = g.system
+            AND f.channel = g.channel AND f.consumer_group = g.consumer_group
+            AND f.event_time >= %s AND f.event_time < %s
+          ORDER BY f.event_time DESC LIMIT %s) AS f
+) AS x
+ORDER BY g.n DESC, g.kind, g.system, g.channel, g.consumer_group
 """
 
 
@@ -109,13 +123,24 @@ def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
     with connection.cursor() as cur:
         cur.execute(
             _GROUPED.format(where=where),
-            [EXAMPLES, project_id, since, until, *params, limit + 1, offset],
+            [
+                project_id,
+                since,
+                until,
+                *params,
+                limit + 1,
+                offset,
+                project_id,
+                since,
+                until,
+                EXAMPLES,
+            ],  # fmt: skip
         )
         rows = cur.fetchall()
     items = []
     for kind, system, channel, group, count, first, last, examples in rows[:limit]:
-        # A jsonb[] arrives as a list of texts.
-        examples = [json.loads(e) if isinstance(e, str) else e for e in examples or []]
+        if isinstance(examples, str):  # jsonb through Django's cursor
+            examples = json.loads(examples)
         items.append(
             {
                 "kind": kind,

@@ -31,12 +31,14 @@ KIND_LABELS = {
 }
 
 
-def _bars(trend: list[int], peak: int) -> list[dict]:
-    return [
-        {"count": c, "height": h, "y": 24 - h, "x": i * 4}
+def _bars(trend: list[int], peak: int) -> str:
+    """The trend's bars as one SVG path (one element, not 30, per cell)."""
+    return "".join(
+        f"M{i * 4} 24v-{h}h3v{h}z"
         for i, c in enumerate(trend)
-        for h in [round(22 * c / peak, 1) if peak else 0]
-    ]
+        if c and peak
+        for h in [round(22 * c / peak, 1)]
+    )
 
 
 def _link(example: dict, project: str) -> dict:
@@ -64,6 +66,7 @@ def delivery_context(project, params) -> dict:
                 "count": row["counts"][kind],
                 "rate": row["rates"][kind],
                 "bars": _bars(row["trend"][kind], peak),
+                "trend": " ".join(map(str, row["trend"][kind])),
             }
             for kind in queries.KINDS
         ]

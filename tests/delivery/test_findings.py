@@ -8,13 +8,14 @@ import time
 
 import psycopg
 import pytest
+from django.db.models import F
 from django.test import Client
 
 from collector.db import conninfo
 from dashboard.alerts.evaluate import evaluate_rule
 from dashboard.alerts.models import Alert, AlertRule
 from dashboard.delivery import engine
-from dashboard.delivery.models import Finding
+from dashboard.delivery.models import Finding, PassState
 from tests.dashboard import world
 from tests.delivery.conftest import findings, set_channel, settle
 
@@ -75,11 +76,15 @@ def a_pass_over_one_good_event(project, now) -> "Shop":
 def test_a_stage_stored_late_for_an_old_minute_is_found(project):
     now = time.time_ns()
     shop = a_pass_over_one_good_event(project, now)
-    # Two hours old, stored after the pass: a watermark on time would miss it.
-    shop.publish("ord-old", now - 7200 * SECOND)
-    shop.process("ord-old", now - 7199 * SECOND)
-    shop.process("ord-old", now - 7190 * SECOND)
+    # Three hours old, stored after the pass: a watermark on time would miss it.
+    shop.publish("ord-old", now - 10800 * SECOND)
+    shop.process("ord-old", now - 10799 * SECOND)
+    shop.process("ord-old", now - 10790 * SECOND)
     shop.store(project.id)
+    settle()
+    # Minutes older than engine.RECENT are looked at once every FULL_EVERY.
+    assert findings(project) == {}
+    PassState.objects.update(full_at=F("full_at") - engine.FULL_EVERY)
     settle()
     assert findings(project) == {("duplicate", "orders", "payments"): ["ord-old"]}
 
