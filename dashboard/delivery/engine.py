@@ -193,17 +193,20 @@ class _Pass:
 
     def _due_publishes(self, swept_from, only) -> list:
         """Publishes whose deadline for some expected group passed since
-        `swept_from` (or, for `only` = {expectation: since}, since then)."""
+        `swept_from` (or, for `only` = {expectation: (since, until)}, those
+        published in that span whose deadline has passed)."""
         rows = Expectation.objects.filter(retired_at__isnull=True)
         if only is not None:
             rows = [e for e in rows if e.pk in only]
         ranges = defaultdict(set)
         for exp in rows:
             deadline = self._deadline(exp.project_id, exp.system, exp.channel, exp.group)
-            start = only[exp.pk] if only is not None else swept_from - deadline
-            ranges[(exp.project_id, exp.system, exp.publish_channel)].add(
-                (start, self.now - deadline)
-            )
+            end = self.now - deadline
+            if only is None:
+                start = swept_from - deadline
+            else:
+                start, end = only[exp.pk][0], min(end, only[exp.pk][1])
+            ranges[(exp.project_id, exp.system, exp.publish_channel)].add((start, end))
         out = []
         for (project_id, system, channel), spans in ranges.items():
             for lo, hi in spans:
@@ -312,8 +315,8 @@ class _Pass:
 
     def _learn(self, project_id: int, events: dict) -> dict:
         """Record the groups that consumed these events; returns {expectation
-        id: since} for those new or seen earlier than before (their publishes
-        from then on are judged again)."""
+        id: (since, until)} for those new or seen earlier than before (their
+        publishes in that span are judged again)."""
         seen = {}
         for event in events.values():
             for system, pub_channel, channel, group, service, when in judge.consumed(event):
@@ -330,12 +333,14 @@ class _Pass:
                 group=group,
                 defaults={"service": service, "first_seen": lo, "last_seen": hi},
             )
+            before = lo - dt.timedelta(microseconds=1)
             if created:
-                resweep[exp.pk] = lo - dt.timedelta(microseconds=1)
+                resweep[exp.pk] = (before, self.now)
                 continue
             earlier = lo < exp.first_seen
             if earlier:
-                resweep[exp.pk] = lo - dt.timedelta(microseconds=1)
+                # Only what lies before the group's first event known so far.
+                resweep[exp.pk] = (before, exp.first_seen)
             if earlier or hi > exp.last_seen:
                 exp.first_seen = min(lo, exp.first_seen)
                 exp.last_seen = max(hi, exp.last_seen)
