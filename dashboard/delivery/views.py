@@ -6,7 +6,8 @@ retiring a consumer group."""
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -185,7 +186,8 @@ def retire_group(request):
     rows = Expectation.objects.filter(
         project=request.project, system=system, channel=channel, group=group
     )
-    get_object_or_404(rows[:1])
+    if not rows.exists():
+        raise Http404(f"no consumer group {group!r} on {system} {channel}")
     if request.POST.get("undo"):
         rows.update(retired_at=None)
         messages.success(request, f"{group} is expected on {channel} again.")

@@ -261,6 +261,8 @@ def test_the_delivery_page_the_journey_and_the_flow_edge_show_them(
     )
     assert answer.status_code == 302
     assert ("missing", "orders", "shipping") not in findings(project)
+    unknown = {"system": "kafka", "channel": "orders", "group": "nobody"}
+    assert client.post("/delivery/retire", unknown).status_code == 404
     engine.run_pass()  # a retired group stays unexpected
     assert ("missing", "orders", "shipping") not in findings(project)
     bad = client.post(
