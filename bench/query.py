@@ -11,8 +11,10 @@ consumes failing, and per-minute flow rollups for every edge.
 Then it measures server time (Django's full request handling, in process,
 no network) of /api/flow for 1 h, 24 h and 7 d, /api/flow/series of a
 consume edge for 1 h and 7 d, a trace by id, the failures page, and
-/api/failures (list, grouped by fingerprint, one fingerprint's list), and
-prints a Markdown table.
+/api/failures (list, grouped by fingerprint, one fingerprint's list), the
+Delivery page and /api/findings (on findings for 1 % of the events), one
+incremental delivery pass after a minute of traffic, and prints a Markdown
+table. `BENCH_QUERY_DB` names another database to fill and measure.
 
     python bench/query.py [--spans 10000000] [--runs 40] [--refill]
 """
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
-BENCH_DB = "eventscope_bench_query"
+BENCH_DB = os.environ.get("BENCH_QUERY_DB", "eventscope_bench_query")
 SERVICES, CHANNELS, DAYS, SPANS_PER_TRACE = 20, 30, 7, 5
 CUSTOMERS = 5000
 AHEAD = 2  # hours of data past the fill time
@@ -198,6 +200,101 @@ CROSS JOIN LATERAL (SELECT 6 + (hashtext(e.source || e.target || m::text) & 7) A
 """
 
 
+# Delivery findings of the shop (dashboard.delivery), as the pass would keep
+# them: of every 1000 events, 5 processed twice by the first group, 2 missing
+# and 1 late in the second, 1 out of order and 1 poison.
+FINDINGS_SQL = f"""
+INSERT INTO delivery_finding (project_id, kind, system, channel, consumer_group, service,
+    event_key, event_time, detected_at, event_id, event_source, trace_id, successes, failures,
+    retry_ms, deadlettered, delay_ms, ordering_key, examples)
+SELECT %(project)s, f.kind, 'kafka', 'topic-' || lpad((i %% {CHANNELS})::text, 2, '0'), f.grp,
+       f.grp, decode(md5('k' || i), 'hex'),
+       %(start)s::timestamptz + i * %(step)s * interval '1 microsecond' + interval '10 ms',
+       now(), 'evt-' || i, NULL, md5('t' || i), f.successes, f.failures, f.retry_ms,
+       f.kind = 'poison', f.delay_ms, f.okey,
+       jsonb_build_array(jsonb_build_object('trace_id', md5('t' || i),
+           'span_id', substr(md5('c' || i), 1, 16), 'service', f.grp, 'stage', 'processed'))
+FROM generate_series(0, %(traces)s::bigint - 1) AS i
+CROSS JOIN LATERAL (SELECT
+    'svc-' || lpad((((i %% {CHANNELS}) + 3) %% {SERVICES})::text, 2, '0') AS g1,
+    'svc-' || lpad((((i %% {CHANNELS}) + 7) %% {SERVICES})::text, 2, '0') AS g2) AS g
+CROSS JOIN LATERAL (VALUES
+    (i %% 1000 < 5, 'duplicate', g.g1, 2, 0, NULL::float8, NULL::float8, ''),
+    (i %% 1000 IN (5, 6), 'missing', g.g2, 0, 0, NULL, NULL, ''),
+    (i %% 1000 = 7, 'late', g.g2, 1, 0, NULL, 95000.0, ''),
+    (i %% 1000 = 8, 'out_of_order', g.g1, 1, 0, NULL, NULL, 'partition 0 key k' || (i %% 97)),
+    (i %% 1000 = 9, 'poison', g.g2, 0, 3, 1500.0, NULL, '')
+) AS f(hit, kind, grp, successes, failures, retry_ms, delay_ms, okey)
+WHERE f.hit
+"""
+
+
+def ensure_delivery(url: str) -> int:
+    """Migrate (a fill made before the delivery tables gets them) and fill the
+    findings once; returns how many there are."""
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"],
+        env=env, check=True, cwd=ROOT,
+    )  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM delivery_finding").fetchone()[0]
+        if not found:
+            traces, start, step_us, project = conn.execute(
+                "SELECT traces, start, step_us, project FROM bench_fill"
+            ).fetchone()
+            params = {"project": project, "traces": traces, "start": start, "step": step_us}
+            conn.execute(FINDINGS_SQL, params)
+            conn.execute("VACUUM ANALYZE delivery_finding")
+            found = conn.execute("SELECT count(*) FROM delivery_finding").fetchone()[0]
+    return found
+
+
+DELIVERY_REQUESTS = [
+    ("GET /delivery/ (page, 24h)", "/delivery/"),
+    ("GET /delivery/?window=7d (page)", "/delivery/?window=7d"),
+    ("GET /api/findings?window=24h", "/api/findings?window=24h"),
+    ("GET /api/findings?window=7d", "/api/findings?window=7d"),
+    ("GET /api/findings?window=7d&kind=missing", "/api/findings?window=7d&kind=missing"),
+]
+
+
+def delivery_pass_ms(url: str, minutes: int = 1) -> tuple[float, int]:
+    """One incremental delivery pass after `minutes` of the shop's traffic is
+    stored anew (its stages rewritten and its rollups touched, as the writer
+    does), with the pass caught up before and due for its scan of every
+    minute kept: (milliseconds, stages read)."""
+    from django.db import connection
+
+    from dashboard.delivery import engine
+
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM delivery_dirtyminute")
+        cur.execute("SELECT pg_current_snapshot()::text")
+        snapshot = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO delivery_passstate (id, snapshot, full_snapshot, full_at, swept_until, "
+            "passed_at) VALUES (1, %s, %s, now() - interval '1 hour', now(), now()) "
+            "ON CONFLICT (id) DO UPDATE SET snapshot = %s, full_snapshot = %s, "
+            "full_at = now() - interval '1 hour', swept_until = now(), passed_at = now()",
+            [snapshot, snapshot, snapshot, snapshot],
+        )
+        cur.execute(
+            "UPDATE collector_stage SET e2e_ms = e2e_ms WHERE time >= now() - %s AND time < now()",
+            [dt.timedelta(minutes=minutes)],
+        )
+        cur.execute(
+            "UPDATE collector_flowrollup SET count = count WHERE minute >= now() - %s "
+            "AND minute < now()",
+            [dt.timedelta(minutes=minutes + 1)],
+        )
+    began = time.perf_counter()
+    done = engine.run_pass(max_minutes=10_000)
+    return (time.perf_counter() - began) * 1000, done["stages"]
+
+
 def fill(url: str, spans: int) -> dict:
     """Load the benchmark data; returns what was loaded."""
     recreate(url)
@@ -326,6 +423,7 @@ def requests(trace_hex: str, trace_no: int = 0) -> list[tuple[str, str]]:
         ("recent traces with errors (24 h)", "/api/traces?window=24h&status=error"),
         ("recent traces with errors (7 d)", "/api/traces?window=7d&status=error&service=svc-07"),
         ("GET /search/ (page, recent traces)", "/search/"),
+        *DELIVERY_REQUESTS,
     ]
 
 
@@ -376,6 +474,10 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
             (label, percentile(times, 0.5), percentile(times, 0.95), len(response.content))
         )
     results.append(("hourly compaction pass (worker, once)", compact_ms, compact_ms, 0))
+    pass_ms, read = delivery_pass_ms(url)
+    results.append(
+        (f"delivery pass after a minute of traffic ({read} stages)", pass_ms, pass_ms, 0)
+    )
     return results
 
 
@@ -395,6 +497,8 @@ def main(argv=None) -> int:
         )
         loaded = fill(url, args.spans)
         print(f"filled in {loaded['seconds']:.0f} s", file=sys.stderr)
+    findings = ensure_delivery(url)
+    print(f"{findings:,} delivery findings", file=sys.stderr)
     with psycopg.connect(url) as conn:
         spans = conn.execute("SELECT count(*) FROM collector_span").fetchone()[0]
         stages = conn.execute("SELECT count(*) FROM collector_stage").fetchone()[0]

@@ -14,6 +14,7 @@ from dashboard.access import page_view
 from dashboard.alerts import openapi as alerts
 from dashboard.audit import openapi as audit
 from dashboard.deadletters import openapi as deadletters
+from dashboard.delivery import openapi as delivery
 from dashboard.failures import openapi as failures
 from dashboard.flow import openapi as flow
 from dashboard.journeys import openapi as journeys
@@ -21,7 +22,7 @@ from dashboard.jsonapi import ERROR, ok
 from dashboard.lag import openapi as lag
 from dashboard.replays import openapi as replays
 
-FEATURES = (flow, journeys, replays, failures, lag, alerts, audit, deadletters)
+FEATURES = (flow, journeys, replays, failures, lag, alerts, audit, deadletters, delivery)
 
 
 def _merged(part: str) -> dict:

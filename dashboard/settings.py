@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "dashboard.alerts",
     "dashboard.replays",
     "dashboard.deadletters",
+    "dashboard.delivery",
 ]
 
 MIDDLEWARE = [
@@ -290,6 +291,12 @@ WEBHOOK_RETRY_HOURS = env_int("EVENTSCOPE_WEBHOOK_RETRY_HOURS", 24, minimum=1)
 WEBHOOK_TIMEOUT_SECONDS = env_int("EVENTSCOPE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 # How often the worker evaluates alert rules.
 ALERT_EVALUATION_SECONDS = env_int("EVENTSCOPE_ALERT_EVALUATION_SECONDS", 15, minimum=1)
+# Delivery findings (dashboard/delivery): an event failed or retried this many
+# times is poison; a group's default deadline is at least this, or 3x its
+# p95 produce->consume latency; a group is expected this long after it last consumed.
+DELIVERY_POISON_ATTEMPTS = env_int("EVENTSCOPE_DELIVERY_POISON_ATTEMPTS", 3, minimum=1)
+DELIVERY_DEADLINE_SECONDS = env_int("EVENTSCOPE_DELIVERY_DEADLINE_SECONDS", 60, minimum=1)
+DELIVERY_EXPECTED_HOURS = env_int("EVENTSCOPE_DELIVERY_EXPECTED_HOURS", 24, minimum=1)
 # Where people reach the web UI; links in notifications point here.
 PUBLIC_URL = env_str("EVENTSCOPE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 

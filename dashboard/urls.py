@@ -14,6 +14,7 @@ urlpatterns = [
     path("", include("dashboard.replays.urls")),
     path("", include("dashboard.journeys.urls")),
     path("", include("dashboard.failures.urls")),
+    path("", include("dashboard.delivery.urls")),
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.alerts.urls")),
     path("", include("dashboard.audit.urls")),

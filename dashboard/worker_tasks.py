@@ -17,6 +17,8 @@ TASKS = {
     "webhooks": "dashboard.alerts.sender:run",
     # hourly flow rollups for long flow-graph windows
     "flow_hours": "dashboard.flow.hours:run",
+    # duplicate, missing, late, out-of-order and poison events from new stages
+    "delivery": "dashboard.delivery.engine:run",
     # audit events past EVENTSCOPE_AUDIT_RETENTION_DAYS
     "audit_retention": "dashboard.audit.retention:run",
     # redrives of dead letters: jobs claimed from the database, resumed after a restart

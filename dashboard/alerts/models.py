@@ -83,6 +83,9 @@ class Kind(models.TextChoices):
     FAILED_EVENTS = "failed_events", "Failed events"
     THROUGHPUT_DROP = "throughput_drop", "Throughput drop"
     DEAD_LETTERS = "dead_letters", "Dead letters"
+    DUPLICATES = "duplicates", "Duplicate events (processed twice by a group)"
+    MISSING_EVENTS = "missing_events", "Missing events (past the deadline)"
+    OUT_OF_ORDER = "out_of_order", "Events processed out of order"
 
 
 class AlertRule(models.Model):

@@ -38,6 +38,9 @@ SCHEMAS = {
                     "failed_events",
                     "throughput_drop",
                     "dead_letters",
+                    "duplicates",
+                    "missing_events",
+                    "out_of_order",
                 ]
             },
             "params": OBJECT,

@@ -20,6 +20,8 @@ SERVICES = (
     "email",
     "analytics",
     "ledger",
+    "warehouse",
+    "tracking",
 )
 ORDERS_TOPIC = "shop.orders"
 DEAD_LETTER_TOPIC = "shop.orders.dlq"

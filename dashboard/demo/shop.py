@@ -38,6 +38,7 @@ from dashboard.demo.model import (
     Tally,
 )
 from dashboard.demo.outcomes import Outcomes
+from dashboard.demo.tracking import Tracking
 
 # At an order rate a consumer can never keep up with (--rate 50 outruns
 # email), it skips messages that waited longer than this, so the backlog held
@@ -45,7 +46,7 @@ from dashboard.demo.outcomes import Outcomes
 MAX_BACKLOG_S = 900.0
 
 
-class Shop(Outcomes):
+class Shop(Outcomes, Tracking):
     """The shop's services and broker; `advance(now_ns)` plays everything up to now."""
 
     def __init__(
@@ -70,6 +71,7 @@ class Shop(Outcomes):
         self.random = random.Random(seed)
         self.send_events = send_events
         self.scheduler = Scheduler()
+        self._start_tracking(seed)
         self.tally = Tally()
         self.offsets = dict.fromkeys(range(PARTITIONS), 0)
         self.payments = Consumer("payments", "payments")
@@ -223,6 +225,7 @@ class Shop(Outcomes):
         self._deliver(message, self.analytics, self._analyse)
         message.available_ns = end + self._ms(2, 20)
         self.email_inbox.append(message)
+        self._publish_statuses(message, end + 2 * MS)
 
     def _send(self, service: str, message: Message, parent, start: int, end: int, attributes):
         """A PRODUCER span for `message`, its context injected into the message headers."""

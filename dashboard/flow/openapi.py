@@ -79,6 +79,13 @@ SCHEMAS = {
                 "enum": ["ok", "warning", "error", "stalled", "stopped", "rewind", None],
                 "description": "consume edges with a known group: its status (GET /api/lag)",
             },
+            "delivery": {
+                "type": ["object", "null"],
+                "description": "consume edges: distinct events of the window per finding kind "
+                "(duplicate, missing, late, out_of_order, poison; GET /api/findings); null on "
+                "other edges",
+                "additionalProperties": INTEGER,
+            },
         }
     ),
     "SeriesPoint": object_schema(

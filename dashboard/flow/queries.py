@@ -14,6 +14,7 @@ from django.db import connection
 
 from collector import histogram
 from collector.brokers import topology
+from dashboard.delivery import badges as delivery_badges
 from dashboard.flow import hours as flowhours
 from dashboard.lag.edges import lag_for_edges
 
@@ -353,6 +354,7 @@ def flow_graph(
         )
     )
     _add_lag(project_id, edges, nodes)
+    delivery_badges.add_to_edges(project_id, since, until, edges)
     ordered_nodes = sorted(nodes.values(), key=lambda n: (n["kind"], n["system"], n["name"]))
     return {
         "since": since_minute,

@@ -18,6 +18,7 @@ from dashboard.access import can, page_view
 from dashboard.accounts.models import Role
 from dashboard.deadletters.models import Redrive
 from dashboard.deadletters.views import redrive_url
+from dashboard.delivery import queries as delivery
 from dashboard.journeys import api
 from dashboard.journeys import queries as journeys
 from dashboard.links import event_url, with_query
@@ -113,6 +114,17 @@ def _journey_page(request, journey, title, replay_panel=None):
     redrives = Redrive.objects.touching(
         request.project, event_id=journey.get("event_id"), trace_ids=journey.get("traces", ())
     )[:REPLAYS_SHOWN]
+    traces = list(
+        journey.get("traces") or ([journey["trace_id"]] if journey.get("trace_id") else [])
+    )
+    events = sorted({s["event_id"] for s in journey["stages"] if s.get("event_id")})
+    findings = delivery.for_traces(request.project.id, traces) + delivery.for_events(
+        request.project.id, events
+    )
+    journey["delivery"] = [
+        {**f, "label": f["kind"].replace("_", " ")}
+        for f in {tuple(f.values()): f for f in findings}.values()
+    ]
     return render(
         request,
         "traces/journey.html",

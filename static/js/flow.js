@@ -53,12 +53,20 @@
     if (errorShare(e) >= OUTLIER_ERROR_SHARE || slow) classes.push("outlier");
     return classes;
   }
+  // Delivery findings of a consume edge: "2 duplicate · 1 missing", or "".
+  function deliveryText(e) {
+    var d = e.delivery || {};
+    return Object.keys(d).filter(function (k) { return d[k] > 0; })
+      .map(function (k) { return d[k] + " " + k.replace(/_/g, " "); }).join(" · ");
+  }
   function edgeLabel(e) {
     var label = fmtRate(e.rate_per_s) + "/s";
     if (lagging(e)) {
       label += e.lag_seconds !== null && e.lag_seconds !== undefined ?
         " · " + fmtSeconds(e.lag_seconds) + " behind" : " · lag " + (e.lag === null ? "?" : e.lag);
     } else if (e.lag) label += " · lag " + e.lag;
+    var found = Object.values(e.delivery || {}).reduce(function (a, b) { return a + b; }, 0);
+    if (found) label += " · ⚑ " + found + " delivery";
     return label;
   }
   // What a person reads: the name (a channel's with its system), never the id.
@@ -324,7 +332,7 @@
       "errors: " + e.errors + " (" + share + ")",
       "latency p50 " + fmt(e.p50_ms, 1) + " ms · p95 " + fmt(e.p95_ms, 1) + " ms",
       "produce→consume p95: " + fmt(e.e2e_p95_ms, 1) + " ms",
-    ].concat(e.lag_status ? ["lag: " + lagText(e)] : []));
+    ].concat(e.lag_status ? ["lag: " + lagText(e)] : [], deliveryText(e) ? ["delivery: " + deliveryText(e)] : []));
   });
   cy.on("mouseover", "node", function (evt) {
     var n = nodesById[evt.target.id()];

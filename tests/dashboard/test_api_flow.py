@@ -69,8 +69,13 @@ def test_flow_has_publish_consume_and_call_edges_with_figures(client, viewer, pr
         "lag_seconds",
         "lag_status",
         "declared",
+        "delivery",
     }
     assert publish["declared"] is None  # seen in spans; no system declares it
+    assert publish["delivery"] is None
+    assert payments["delivery"] == dict.fromkeys(
+        ("duplicate", "missing", "late", "out_of_order", "poison"), 0
+    )
 
 
 def test_flow_window_excludes_older_traffic(client, viewer, project):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.utils.dateparse import parse_datetime
 
+from dashboard.alerts.rules.delivery import DuplicatesKind, MissingEventsKind, OutOfOrderKind
 from dashboard.alerts.rules.kinds import (
     DeadLettersKind,
     ErrorRateKind,
@@ -36,6 +37,7 @@ __all__ = [
     "FILTERS", "KINDS", "LAG_STATUSES", "MAX_SECONDS", "WINDOW", "DeadLettersKind", "ErrorRateKind",
     "FailedEventsKind", "Finding", "Invalid", "LagKind", "LagSecondsKind", "LagStatusKind", "Param",
     "RuleInput", "RuleKind", "StageCountKind", "ThroughputDropKind", "clean_rule", "fingerprint",
+    "DuplicatesKind", "MissingEventsKind", "OutOfOrderKind",
 ]  # fmt: skip
 
 
@@ -54,6 +56,9 @@ KINDS: dict[str, RuleKind] = {
     "failed_events": FailedEventsKind(),
     "throughput_drop": ThroughputDropKind(),
     "dead_letters": DeadLettersKind(),
+    "duplicates": DuplicatesKind(),
+    "missing_events": MissingEventsKind(),
+    "out_of_order": OutOfOrderKind(),
 }
 
 

@@ -1,0 +1,310 @@
+"""Reads of the delivery findings: the grouped list (GET /api/findings), the
+page's table per channel and consumer group, and the badges other pages show.
+
+Findings are rows per affected event, so counts are plain `count(*)`s over a
+window of event times (index on project and event time); how many events a
+group handled comes from the flow rollups (hourly rows for long windows).
+"""
+
+import datetime as dt
+import json
+
+from django.db import connection
+
+from dashboard.flow.queries import window_rows
+from dashboard.query_params import BadParameter, text_param
+
+KINDS = ("duplicate", "missing", "late", "out_of_order", "poison")
+EXAMPLES = 3
+TREND_BUCKETS = 30
+
+
+class Filters:
+    def __init__(self, kind="", system="", channel="", group=""):
+        self.kind, self.system, self.channel, self.group = kind, system, channel, group
+
+    @classmethod
+    def from_params(cls, params) -> "Filters":
+        kind = text_param(params, "kind")
+        if kind and kind not in KINDS:
+            raise BadParameter(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
+        return cls(
+            kind, text_param(params, "system"), text_param(params, "channel"),
+            text_param(params, "group"),
+        )  # fmt: skip
+
+    def sql(self) -> tuple[str, list]:
+        parts, params = [], []
+        for column, value in (
+            ("kind", self.kind), ("system", self.system), ("channel", self.channel),
+            ("consumer_group", self.group),
+        ):  # fmt: skip
+            if value:
+                parts.append(f" AND {column} = %s")
+                params.append(value)
+        return "".join(parts), params
+
+    def query(self) -> dict:
+        return {
+            k: v
+            for k, v in (
+                ("kind", self.kind),
+                ("system", self.system),
+                ("channel", self.channel),
+                ("group", self.group),
+            )  # fmt: skip
+            if v
+        }
+
+
+def _rfc3339(moment):
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _example(row: dict) -> dict:
+    out = {
+        "event_id": row.get("event_id"),
+        "source": row.get("event_source"),
+        "trace_id": row.get("trace_id"),
+        "time": row.get("event_time"),
+        "spans": row.get("examples") or [],
+    }
+    kind = row.get("kind")
+    if kind == "duplicate":
+        out["successes"] = row.get("successes")
+    elif kind == "poison":
+        out.update(
+            attempts=row.get("failures"),
+            retry_ms=row.get("retry_ms"),
+            deadlettered=row.get("deadlettered"),
+        )
+    elif kind == "late":
+        out["delay_ms"] = row.get("delay_ms")
+    elif kind == "out_of_order":
+        out["ordering_key"] = row.get("ordering_key")
+        spans = out["spans"]
+        out["spans"], out["overtook"] = spans[:1], spans[1:]
+    return out
+
+
+# Groups first (counts only), then each listed group's newest examples
+# through the (project, kind, system, channel, group, event_time) index.
+_GROUPED = """
+SELECT g.kind, g.system, g.channel, g.consumer_group, g.n, g.first, g.last, x.examples
+FROM (
+    SELECT kind, system, channel, consumer_group, count(*) AS n, min(event_time) AS first,
+           max(event_time) AS last
+    FROM delivery_finding
+    WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
+    GROUP BY kind, system, channel, consumer_group
+    ORDER BY count(*) DESC, kind, system, channel, consumer_group
+    LIMIT %s OFFSET %s
+) AS g
+CROSS JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object(
+            'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
+            'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
+            'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
+            'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms,
+            'ordering_key', f.ordering_key) ORDER BY f.event_time DESC) AS examples
+    FROM (SELECT * FROM delivery_finding f
+          WHERE f.project_id = %s AND f.kind = g.kind AND f.system = g.system
+            AND f.channel = g.channel AND f.consumer_group = g.consumer_group
+            AND f.event_time >= %s AND f.event_time < %s
+          ORDER BY f.event_time DESC LIMIT %s) AS f
+) AS x
+ORDER BY g.n DESC, g.kind, g.system, g.channel, g.consumer_group
+"""
+
+
+def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
+    """Items of GET /api/findings and the next offset (None at the end)."""
+    where, params = filters.sql()
+    with connection.cursor() as cur:
+        cur.execute(
+            _GROUPED.format(where=where),
+            [
+                project_id,
+                since,
+                until,
+                *params,
+                limit + 1,
+                offset,
+                project_id,
+                since,
+                until,
+                EXAMPLES,
+            ],  # fmt: skip
+        )
+        rows = cur.fetchall()
+    items = []
+    for kind, system, channel, group, count, first, last, examples in rows[:limit]:
+        if isinstance(examples, str):  # jsonb through Django's cursor
+            examples = json.loads(examples)
+        items.append(
+            {
+                "kind": kind,
+                "system": system,
+                "channel": channel,
+                "group": group,
+                "count": count,
+                "first_seen": _rfc3339(first),
+                "last_seen": _rfc3339(last),
+                "examples": [_example(e) for e in examples or []],
+            }
+        )
+    return items, (offset + limit if len(rows) > limit else None)
+
+
+def _consumed(cur, project_id, since, until) -> dict:
+    """{(system, channel, group): {"service", "handled", "successes", "failures"}}
+    from the consume edges of the window."""
+    rows_sql, params = window_rows(cur, project_id, since, until, "AND kind = 'consume'")
+    cur.execute(
+        f"SELECT source, target, consumer_group, sum(count), sum(errors) FROM ({rows_sql}) r "
+        "GROUP BY source, target, consumer_group",
+        params,
+    )
+    out = {}
+    for source, target, group, count, errors in cur.fetchall():
+        _, _, rest = source.partition(":")
+        system, _, channel = rest.partition(":")
+        service = target.partition(":")[2]
+        key = (system, channel, group or service)
+        row = out.setdefault(key, {"service": service, "handled": 0, "successes": 0, "failures": 0})
+        row["handled"] += int(count or 0)
+        row["successes"] += int(count or 0) - int(errors or 0)
+        row["failures"] += int(errors or 0)
+    return out
+
+
+def table(project_id, since, until, filters: Filters | None = None) -> list[dict]:
+    """One row per (system, channel, group) consumed or with findings in the
+    window: events handled, delivered once, each kind's count and share of
+    the events, a trend per kind, and the oldest missing event."""
+    filters = filters or Filters()
+    where, params = filters.sql()
+    span = (until - since).total_seconds() / TREND_BUCKETS
+    with connection.cursor() as cur:
+        consumed = _consumed(cur, project_id, since, until)
+        cur.execute(
+            "SELECT system, channel, consumer_group, kind, "
+            "least(floor(extract(epoch FROM event_time - %s) / %s)::int, %s) AS b, count(*), "
+            "sum(greatest(successes - 1, 0)), min(event_time) "
+            "FROM delivery_finding WHERE project_id = %s AND event_time >= %s "
+            f"AND event_time < %s {where} GROUP BY 1, 2, 3, 4, 5",
+            [since, span, TREND_BUCKETS - 1, project_id, since, until, *params],
+        )
+        counted = cur.fetchall()
+        cur.execute(
+            "SELECT id, system, channel, consumer_group, service, first_seen, last_seen "
+            "FROM delivery_expectation WHERE project_id = %s AND retired_at IS NULL",
+            [project_id],
+        )
+        expected = {(r[1], r[2], r[3]): r for r in cur.fetchall()}
+    rows: dict = {}
+
+    def row_of(key):
+        if key not in rows:
+            rows[key] = {
+                "system": key[0], "channel": key[1], "group": key[2], "service": "",
+                "handled": 0, "successes": 0, "extra": 0, "oldest_missing": None,
+                "expected": key in expected,
+                "expectation_id": expected[key][0] if key in expected else None,
+                "counts": dict.fromkeys(KINDS, 0),
+                "trend": {k: [0] * TREND_BUCKETS for k in KINDS},
+            }  # fmt: skip
+        return rows[key]
+
+    if not filters.kind:
+        for key, sums in consumed.items():
+            if filters.system and key[0] != filters.system:
+                continue
+            if filters.channel and key[1] != filters.channel:
+                continue
+            if filters.group and key[2] != filters.group:
+                continue
+            row = row_of(key)
+            row.update(service=sums["service"], handled=sums["handled"])
+            row["successes"] = sums["successes"]
+    for system, channel, group, kind, bucket, count, extra, oldest in counted:
+        row = row_of((system, channel, group))
+        row["counts"][kind] += count
+        row["trend"][kind][max(bucket, 0)] += count
+        if kind == "duplicate":
+            row["extra"] += int(extra or 0)
+        if kind == "missing" and (row["oldest_missing"] is None or oldest < row["oldest_missing"]):
+            row["oldest_missing"] = oldest
+    out = []
+    for row in rows.values():
+        counts = row["counts"]
+        distinct = max(row["successes"] - row["extra"], 0)
+        row["delivered_once"] = max(distinct - counts["duplicate"], 0)
+        events = distinct + counts["missing"]
+        row["events"] = events
+        row["rates"] = {k: (counts[k] / events if events else 0.0) for k in KINDS}
+        out.append(row)
+    out.sort(key=lambda r: (r["system"], r["channel"], r["group"]))
+    return out
+
+
+def oldest_missing(project_id, since, until) -> dict:
+    """{(system, channel, group): the oldest missing finding's event}."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (system, channel, consumer_group) system, channel, "
+            "consumer_group, event_id, event_source, trace_id, event_time "
+            "FROM delivery_finding WHERE project_id = %s AND kind = 'missing' "
+            "AND event_time >= %s AND event_time < %s "
+            "ORDER BY system, channel, consumer_group, event_time",
+            [project_id, since, until],
+        )
+        return {
+            tuple(r[:3]): {"event_id": r[3], "source": r[4], "trace_id": r[5], "time": r[6]}
+            for r in cur.fetchall()
+        }
+
+
+def for_traces(project_id, trace_ids: list[str]) -> list[dict]:
+    """Findings of the events published in these traces (hex ids): journey badges."""
+    if not trace_ids:
+        return []
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT kind, system, channel, consumer_group, event_id, trace_id "
+            "FROM delivery_finding WHERE project_id = %s AND trace_id = ANY(%s) "
+            "ORDER BY kind, channel, consumer_group",
+            [project_id, trace_ids],
+        )
+        cols = ("kind", "system", "channel", "group", "event_id", "trace_id")
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def for_events(project_id, event_ids: list[str]) -> list[dict]:
+    """Findings of events by their ids: badges on an event's journey."""
+    if not event_ids:
+        return []
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT kind, system, channel, consumer_group, event_id, trace_id "
+            "FROM delivery_finding WHERE project_id = %s AND event_id = ANY(%s) "
+            "ORDER BY kind, channel, consumer_group",
+            [project_id, event_ids],
+        )
+        cols = ("kind", "system", "channel", "group", "event_id", "trace_id")
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def edge_counts(project_id, since, until) -> dict:
+    """{(system, channel, group): {kind: count}} of the window: flow-edge badges."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT system, channel, consumer_group, kind, count(*) FROM delivery_finding "
+            "WHERE project_id = %s AND event_time >= %s AND event_time < %s "
+            "GROUP BY 1, 2, 3, 4",
+            [project_id, since, until],
+        )
+        out: dict = {}
+        for system, channel, group, kind, count in cur.fetchall():
+            out.setdefault((system, channel, group), {})[kind] = count
+        return out

@@ -1,0 +1,218 @@
+"""The Delivery page (/delivery/): per channel and consumer group, events
+delivered once, duplicate, missing, late, out of order and poison, live; and
+its two editor actions: a channel's deadline and ordering attribute, and
+retiring a consumer group."""
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+
+from dashboard.access import can, page_view
+from dashboard.accounts.models import Role
+from dashboard.delivery import queries
+from dashboard.delivery.models import ChannelSetting, Expectation
+from dashboard.links import event_url, trace_url, window_query, with_query
+from dashboard.live import LiveConsumer
+from dashboard.query_params import BadParameter, parse_window, window_choice
+
+DEFAULT_WINDOW = "24h"
+KIND_LABELS = {
+    "duplicate": "duplicate",
+    "missing": "missing",
+    "late": "late",
+    "out_of_order": "out of order",
+    "poison": "poison",
+}
+
+
+def _bars(trend: list[int], peak: int) -> str:
+    """The trend's bars as one SVG path (one element, not 30, per cell)."""
+    return "".join(
+        f"M{i * 4} 24v-{h}h3v{h}z"
+        for i, c in enumerate(trend)
+        if c and peak
+        for h in [round(22 * c / peak, 1)]
+    )
+
+
+def _cell(row: dict, kind: str, peak: int) -> str:
+    """One kind's table cell: count, share of the events and trend. Built
+    here rather than in the template: a week's table has hundreds of them."""
+    count = row["counts"][kind]
+    if not count:
+        return format_html('<td class="num" data-kind="{}"><span class="muted">0</span></td>', kind)
+    return format_html(
+        '<td class="num" data-kind="{}"><span class="badge {}">{}</span> '
+        '<span class="muted">{} %</span><br><svg class="trend" width="120" height="24" '
+        'viewBox="0 0 120 24" aria-label="trend over the window"><title>{}</title>'
+        '<path d="{}"/></svg></td>',
+        kind,
+        "warn" if kind in ("late", "out_of_order") else "err",
+        count,
+        round(100 * row["rates"][kind]),
+        " ".join(map(str, row["trend"][kind])),
+        _bars(row["trend"][kind], peak),
+    )
+
+
+def _link(example: dict, project: str) -> dict:
+    if example.get("event_id"):
+        url = event_url(example["event_id"], example.get("source"), project)
+        return {"label": example["event_id"], "url": url}
+    if example.get("trace_id"):
+        return {
+            "label": f"trace {example['trace_id'][:12]}",
+            "url": trace_url(example["trace_id"], project),
+        }
+    return {"label": "(no id)", "url": ""}
+
+
+def delivery_context(project, params) -> dict:
+    shown = window_query(params, DEFAULT_WINDOW)
+    since, until = parse_window(shown, default=DEFAULT_WINDOW)
+    filters = queries.Filters.from_params(params)
+    rows = queries.table(project.id, since, until, filters)
+    peak = max((max(t) for r in rows for t in r["trend"].values()), default=0)
+    for row in rows:
+        row["cells"] = mark_safe("".join(_cell(row, kind, peak) for kind in queries.KINDS))
+    oldest = queries.oldest_missing(project.id, since, until)
+    for row in rows:
+        missing = oldest.get((row["system"], row["channel"], row["group"]))
+        row["oldest_link"] = _link(missing, project.slug) if missing else None
+    groups, _ = queries.grouped(project.id, since, until, filters, limit=30)
+    for group in groups:
+        group["label"] = KIND_LABELS[group["kind"]]
+        for example in group["examples"]:
+            example["link"] = _link(example, project.slug)
+            for other in example.get("overtook", []):
+                other["link"] = _link(other, project.slug)
+            for span in example["spans"]:
+                if span.get("trace_id"):
+                    span["url"] = trace_url(span["trace_id"], project.slug)
+    return {
+        "rows": rows,
+        "groups": groups,
+        "filters": filters,
+        "kinds": [(k, KIND_LABELS[k]) for k in queries.KINDS],
+    }
+
+
+@page_view()
+def delivery(request):
+    params = request.GET.copy()
+    choice, error = window_choice(request, DEFAULT_WINDOW, params=params)
+    if error:
+        for name in ("window", "since", "until"):
+            params.pop(name, None)
+    try:
+        context = delivery_context(request.project, params)
+    except BadParameter as exc:
+        error = str(exc)
+        context = delivery_context(request.project, {})
+    live_query = {**context["filters"].query(), "project": request.project.slug}
+    live_query.update(window_query(params, DEFAULT_WINDOW))
+    context.update(
+        choice=choice,
+        error=error,
+        live_query=urlencode(live_query),
+        area="delivery",
+        expected_hours=settings.DELIVERY_EXPECTED_HOURS,
+        deadline_floor=settings.DELIVERY_DEADLINE_SECONDS,
+        editor=can(request, Role.EDITOR),
+        settings=ChannelSetting.objects.filter(project=request.project).order_by(
+            "system", "channel"
+        ),
+        retired=Expectation.objects.filter(
+            project=request.project, retired_at__isnull=False
+        ).order_by("system", "channel", "group"),
+    )
+    if request.htmx:
+        return render(request, "delivery/page.html#results", context)
+    return render(request, "delivery/page.html", context, status=400 if error else 200)
+
+
+def _back(request):
+    return redirect(with_query(reverse("delivery"), {"project": request.project.slug}))
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def channel_setting(request):
+    system = request.POST.get("system", "").strip()
+    channel = request.POST.get("channel", "").strip()
+    deadline = request.POST.get("deadline_seconds", "").strip()
+    attribute = request.POST.get("ordering_attribute", "").strip()
+    if not system or not channel or "\x00" in system + channel + attribute:
+        messages.error(request, "Name the channel's system and channel.")
+        return _back(request)
+    seconds = None
+    if deadline:
+        try:
+            seconds = float(deadline)
+        except ValueError:
+            seconds = -1
+        if not 1 <= seconds <= 7 * 86400:
+            messages.error(request, "The deadline is a number of seconds from 1 to 604800.")
+            return _back(request)
+    ChannelSetting.objects.update_or_create(
+        project=request.project,
+        system=system,
+        channel=channel,
+        defaults={"deadline_seconds": seconds, "ordering_attribute": attribute[:256]},
+    )
+    messages.success(request, f"Saved the settings of {system} {channel}.")
+    return _back(request)
+
+
+@require_POST
+@page_view(Role.EDITOR)
+def retire_group(request):
+    """Retire (or bring back) a consumer group on a channel: a retired group
+    is expected nowhere and its missing findings go."""
+    from dashboard.delivery.models import Finding
+
+    system = request.POST.get("system", "")
+    channel = request.POST.get("channel", "")
+    group = request.POST.get("group", "")
+    rows = Expectation.objects.filter(
+        project=request.project, system=system, channel=channel, group=group
+    )
+    if not rows.exists():
+        raise Http404(f"no consumer group {group!r} on {system} {channel}")
+    if request.POST.get("undo"):
+        rows.update(retired_at=None)
+        messages.success(request, f"{group} is expected on {channel} again.")
+    else:
+        rows.update(retired_at=timezone.now())
+        Finding.objects.filter(
+            project=request.project, kind="missing", system=system, channel=channel, group=group
+        ).delete()
+        messages.success(request, f"{group} is retired on {channel}: no more missing events.")
+    return _back(request)
+
+
+class DeliveryConsumer(LiveConsumer):
+    """/ws/delivery/: re-renders the table and findings as an htmx OOB swap."""
+
+    areas = ("delivery",)
+
+    async def push(self):
+        html = await database_sync_to_async(self._render)()
+        await self.send(text_data=html)
+
+    def _render(self) -> str:
+        try:
+            context = delivery_context(self.project, self.params)
+        except BadParameter:
+            context = delivery_context(self.project, {})
+        context["oob"] = True
+        return render_to_string("delivery/page.html#live", context)
