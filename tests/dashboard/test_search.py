@@ -301,3 +301,28 @@ def test_the_empty_search_page_lists_recent_traces(client, viewer, project):
     assert f'href="/traces/{orders[2]["trace"]}"' in partial
     bad = client.get("/search/", {"status": "nope"})
     assert bad.status_code == 400 and "the only status filter" in bad.content.decode()
+
+
+def test_a_failing_root_span_without_messaging_is_a_recent_error(client, viewer, project):
+    from tests.dashboard.world import (
+        KIND_SERVER,
+        new_span_id,
+        new_trace_id,
+        request,
+        span,
+        traces_batch,
+    )
+
+    trace = new_trace_id()
+    root = span(trace, new_span_id(), "GET /report", KIND_SERVER, time.time_ns() - MINUTE_NS, 30,
+                error="HTTP 500")  # fmt: skip
+    store(traces_batch(request({"reports": [root]}), project.id))
+    _orders(project.id, [2], email_error=None)
+    client.force_login(viewer)
+    errors = client.get("/api/traces", {"window": "1h", "status": "error"}).json()["items"]
+    assert [(t["trace_id"], t["errors"], t["root_name"]) for t in errors] == [
+        (trace, 1, "GET /report")
+    ]
+    mine = client.get("/api/traces", {"status": "error", "service": "reports"}).json()["items"]
+    assert [t["trace_id"] for t in mine] == [trace]
+    assert client.get("/api/traces", {"status": "error", "service": "web"}).json()["items"] == []
