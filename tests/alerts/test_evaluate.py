@@ -414,3 +414,20 @@ def test_lag_rules_read_the_current_consumer_lag(project, lagging, t0, kind, par
         set(a.labels) == {"project", "system", "channel", "group"}
         for a in Alert.objects.filter(rule=rule)
     )
+
+
+def test_an_error_rate_alert_notifies_its_webhook_with_a_plain_number(project, t0):
+    # PostgreSQL sums integers as numeric: the rate must still be a float in the payload.
+    insert_rollup(
+        project.id, t0 - 60 * S, "channel:kafka:orders", "service:billing", "consume", "g1",
+        count=40, errors=10,
+    )  # fmt: skip
+    hook = Webhook.objects.create(project=project, name="ops", url="https://example.com/h")
+    rule = make_rule(
+        project, webhooks=[hook], kind="error_rate", for_seconds=0, params={"threshold": 0.05}
+    )
+    evaluate_rule(rule.pk, t0)
+    (alert,) = Alert.objects.filter(rule=rule)
+    assert alert.value == pytest.approx(0.25)
+    (delivery,) = Delivery.objects.filter(alert=alert)
+    assert "0.25" in delivery.body
