@@ -31,7 +31,6 @@ def test_a_duplicate_shows_on_the_delivery_page_the_flow_edge_and_the_journey(
     assert row.locator('td[data-kind="delivered_once"]').text_content() == "2"
     finding = page.locator('#delivery-findings tr[data-kind="duplicate"]')
     assert "ord-1" in finding.text_content() and "processed 2×" in finding.text_content()
-    page.screenshot(path="/tmp/eventscope-delivery.png", full_page=True)
 
     page.goto(f"{web_server}/?window=1h")
     page.wait_for_selector("[data-live-state].live-on")
