@@ -1,16 +1,8 @@
 // Consumer lag pages. htmx's websocket extension swaps in the server's
 // fresh fragment (#lag-live or #lag-group-live); this draws the uPlot
-// charts inside it after every swap and shows whether the page is live.
+// charts inside it after every swap (the live state is static/js/live-state.js).
 (function () {
   "use strict";
-
-  var stateEl = document.querySelector("[data-live-state]");
-  function setState(text, cls) {
-    if (!stateEl) return;
-    stateEl.textContent = text;
-    stateEl.className = cls;
-    document.body.dataset.live = cls;
-  }
 
   function parse(el, attr) {
     try { return JSON.parse(el.getAttribute(attr)); } catch (e) { return null; }
@@ -73,11 +65,5 @@
   document.addEventListener("DOMContentLoaded", draw);
   ["htmx:oobAfterSwap", "htmx:afterSwap", "htmx:wsAfterMessage"].forEach(function (name) {
     document.body.addEventListener(name, draw);
-  });
-  document.body.addEventListener("htmx:wsOpen", function () { setState("live", "live-on"); });
-  document.body.addEventListener("htmx:wsClose", function (evt) {
-    var code = evt.detail && evt.detail.event && evt.detail.event.code;
-    if (code === 4401 || code === 4403) setState("no access — reload to sign in", "live-off");
-    else setState("reconnecting…", "live-off");
   });
 })();
