@@ -98,6 +98,8 @@ def pages(world) -> dict[str, str]:
         "trace": f"/traces/{world['failed_trace']}",
         "event": f"/events/{world['dead_letter']}",
         "failures": "/failures/?window=15m",
+        "dead-letters": "/dead-letters/",
+        "delivery": "/delivery/?window=15m",
         "lag": "/lag/",
         "lag-group": "/lag/kafka/shop.orders/analytics/",
         "alerts": "/alerts/",
