@@ -3,8 +3,6 @@ read the present through a connection of its own, and polling until a
 broker's own statistics have caught up."""
 
 import asyncio
-import http.server
-import threading
 import time
 import types
 from pathlib import Path
@@ -16,6 +14,7 @@ from collector.brokers import lag
 from collector.db import conninfo
 from tests.brokers.azurite import azurite  # noqa: F401 - fixture: the Blob storage emulator
 from tests.dashboard.conftest import consumer_connections  # noqa: F401 - shared fixture
+from tests.http_sink import LocalHttpServer, QuietHandler
 
 LAG_TABLES = (
     "brokers_lagsample",
@@ -35,23 +34,16 @@ def scrape_target():
     """
     served = types.SimpleNamespace(text="")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             self.send_response(200 if self.path == "/metrics" else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.end_headers()
             self.wfile.write(served.text.encode() if self.path == "/metrics" else b"")
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield served
-    server.shutdown()
-    server.server_close()
+    with LocalHttpServer(Handler) as server:
+        served.url = server.base_url
+        yield served
 
 
 @pytest.fixture
@@ -122,7 +114,7 @@ def documented_api():
 
     served = types.SimpleNamespace(routes={}, requests=[])
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self):
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -145,16 +137,9 @@ def documented_api():
 
         do_GET = do_POST = do_PUT = _answer
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield served
-    server.shutdown()
-    server.server_close()
+    with LocalHttpServer(Handler) as server:
+        served.url = server.base_url
+        yield served
 
 
 @pytest.fixture
