@@ -25,7 +25,14 @@ COPY dashboard ./dashboard
 COPY collector ./collector
 COPY templates ./templates
 COPY static ./static
-RUN pip install --no-deps . && rm -rf build *.egg-info
+# The collector's compiled parts (setup.py) are built in place, beside the
+# sources the app runs from; the compiler goes again in the same layer.
+COPY setup.py ./
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-deps -e . \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* build
 
 RUN useradd --system --home-dir /app --no-create-home eventscope \
     && mkdir -p var/static && chown -R eventscope var

@@ -8,7 +8,9 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The .pyx files are the collector's compiled parts (setup.py): a change to one
+# rebuilds them.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard collector/*.pyx collector/*/*.pyx collector/*/*/*.pyx)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
