@@ -20,7 +20,10 @@ from tests.test_commands import command_env, free_port, manage, terminate, wait_
 
 DEMO_RULE = "analytics is behind (demo)"
 CYCLE_SECONDS = 40  # slow for 30 s, then fast for 10 s
-DEADLINE_SECONDS = 120
+# Five cycles: the test stops as soon as lag has left ok and come back and
+# the alert has fired and resolved (one to two cycles on a quiet machine);
+# a loaded machine evaluates lag late, and one more cycle is not a failure.
+DEADLINE_SECONDS = 200
 CSRF = "a" * 32
 
 
@@ -67,6 +70,7 @@ def _session_headers(user) -> dict:
     return {"cookie": f"sessionid={session}; csrftoken={CSRF}", "x-csrftoken": CSRF}
 
 
+@pytest.mark.timeout(DEADLINE_SECONDS + 60)
 def test_serve_demo_fills_lag_failures_and_alerts(telemetry_db):
     project = Project.default()
     _, read_token = ApiToken.issue(project, "test read", Scope.READ)
