@@ -7,6 +7,7 @@ pgserver counts its users and stops the server when the last one exits.
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,13 @@ DATABASE_NAME = "eventscope"
 
 def start(data_dir: Path):
     """Start (or join) the embedded server in `data_dir`; returns pgserver's handle."""
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver keeps its lock in the user's runtime folder, which it looks
+        # up on import; without XDG_RUNTIME_DIR (a root shell, a container)
+        # platformdirs warns and falls back to /tmp/runtime-<uid>, which
+        # serves as well. A newcomer's first start should not print it.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     return pgserver.get_server(str(data_dir))
