@@ -24,3 +24,7 @@ urlpatterns = [
     # Browsers that ignore <link rel="icon"> still ask for /favicon.ico.
     path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
 ]
+
+handler403 = "dashboard.errors.forbidden"
+handler404 = "dashboard.errors.not_found"
+handler500 = "dashboard.errors.server_error"

@@ -78,3 +78,33 @@ def test_nul_in_the_project_is_404(client, viewer, read_token):
     client.logout()
     response = client.get("/api/failures?project=%00", HTTP_AUTHORIZATION=f"Bearer {read_token}")
     assert response.status_code == 404
+
+
+def test_a_mistyped_api_path_is_a_json_404_that_points_to_the_endpoints(client, read_token):
+    response = client.get("/api/dead-leters", headers={"authorization": f"Bearer {read_token}"})
+    assert response.status_code == 404
+    assert response["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "no API endpoint at /api/dead-leters; the endpoints are listed at /api/"
+    }
+
+
+def test_a_missing_api_object_says_what_is_missing_in_json(client, viewer, project):
+    client.force_login(viewer)
+    response = client.get("/api/flow?project=nope")
+    assert response.status_code == 404
+    assert response["content-type"] == "application/json"
+    assert response.json() == {"error": "no project 'nope' that you can see"}
+    page = client.get("/failures/?project=nope")
+    assert (
+        page.status_code == 404
+        and "No project &#x27;nope&#x27; that you can see." in page.content.decode()
+    )
+
+
+def test_a_mistyped_page_is_the_styled_html_404(client, viewer):
+    client.force_login(viewer)
+    response = client.get("/flw/")
+    assert response.status_code == 404
+    assert response["content-type"].startswith("text/html")
+    assert "Not found · Eventscope" in response.content.decode()
