@@ -64,6 +64,7 @@ from collector.batch import (
     Saturated,
     StorageUnavailable,
 )
+from collector.writer.items import warn_if_not_compiled
 from collector.writer.joins import E2E_WINDOW
 from collector.writer.lanes import CONNECT_TIMEOUT, WRITER_APPLICATION_NAME, _Lane
 from collector.writer.prepare import WriteResult, _collect, _Pending, _prepare, _window
@@ -190,6 +191,7 @@ class Writer(_PartitionUpkeep):
         if self._tasks:
             return
         configure_memory()
+        warn_if_not_compiled()
         self._stopping = False
         self._lanes = [_Lane(self) for _ in range(self.lanes)]
         self._tasks = [

@@ -1,14 +1,14 @@
 """Client/server call pairing: each CLIENT->SERVER pair between two services counted once."""
 
 from collector.batch import KIND_CLIENT, KIND_SERVER, STATUS_ERROR
-from collector.writer.prepare import _Item
+from collector.writer.items import Item
 from collector.writer.rows import _DAY_NS, _bounds, _ns
 
 
 class _Calls:
     """The call pairing of a _Transaction (its `cur`, `rows`, `rollups`)."""
 
-    async def _calls(self, new_spans: list[_Item]) -> None:
+    async def _calls(self, new_spans: list[Item]) -> None:
         """Count each CLIENT->SERVER pair between two services once, when its second span lands.
 
         A new SERVER span is paired with its CLIENT parent wherever that is:

@@ -1,0 +1,541 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Rows in PostgreSQL's binary COPY format, encoded in compiled code.
+
+The writer's pure-Python path builds a tuple per row (rows.span_values,
+rows.stage_values, ...) and has psycopg format it value by value. This
+module writes the same rows straight into COPY's binary form: a span's or a
+stage's fields are read once from its SpanRow or StageRow, each row becomes
+one bytes object (its `_Item.values`), and a table's rows go to COPY as a
+few large blocks with the file header and trailer (psycopg passes blocks
+through untouched, `Copy.write`).
+
+Every value is stored exactly as through psycopg: int2/int4/int8 big-endian,
+float8 as IEEE 754 bits, text as UTF-8, timestamptz as microseconds since
+2000-01-01 (floor of the nanoseconds), jsonb as version 1 + orjson's text
+(the json module for what orjson refuses, rows.dump_json), bytea[] as a
+one-dimensional array without NULLs, None as NULL. A stage's last column,
+e2e_ms, is not in its encoded row: it is set in the transaction (`Item.e2e`)
+and appended when the block is written.
+
+tests/collector/test_binrows.py stores awkward rows through both paths and
+compares them column by column.
+"""
+
+import hashlib
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_AsDouble
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+
+import orjson
+
+from collector.writer.rows import dump_json
+
+cdef object _dumps = orjson.dumps
+cdef object _blake2b = hashlib.blake2b
+
+cdef int64_t _PG_EPOCH_US = 946684800LL * 1000000LL
+cdef unsigned int _BYTEA_OID = 17
+# The COPY file header: signature, flags, header extension length.
+cdef bytes _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+cdef bytes _TRAILER = b"\xff\xff"
+cdef Py_ssize_t _MAX_FIELD = 0x3FFFFFFF  # PostgreSQL's limit for one value (1 GiB)
+
+# Column type codes for encode_values().
+INT2, INT4, INT8, FLOAT8, BOOL, TEXT, BYTEA = range(1, 8)
+CODES = {"int2": INT2, "int4": INT4, "int8": INT8, "float8": FLOAT8, "bool": BOOL,
+         "text": TEXT, "bytea": BYTEA}
+
+SPAN_FIELDS = 16
+STAGE_FIELDS = 21  # e2e_ms, the last, is written with the block (copy_block)
+
+
+cdef class Item:
+    """One row on its way in: the source object, its pending request, its
+    dedupe key (stages, log records), its time and its encoded COPY row."""
+
+    cdef public object row, pending, key, time_ns, values
+    cdef public object e2e  # a stage's e2e_ms, set in the transaction
+
+    def __init__(self, row, pending, key, time_ns, values):
+        self.row = row
+        self.pending = pending
+        self.key = key
+        self.time_ns = time_ns
+        self.values = values
+        self.e2e = None
+
+
+# ---- a growable buffer ------------------------------------------------------------
+
+cdef struct Buf:
+    char *data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef int _reserve(Buf *b, Py_ssize_t more) except -1:
+    cdef Py_ssize_t need = b.size + more
+    cdef Py_ssize_t cap
+    cdef char *data
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 4096
+    while cap < need:
+        cap *= 2
+    data = <char *>PyMem_Realloc(b.data, cap)
+    if data == NULL:
+        raise MemoryError()
+    b.data = data
+    b.cap = cap
+    return 0
+
+
+cdef inline void _be16(char *p, int v) noexcept:
+    p[0] = <char>((v >> 8) & 0xFF)
+    p[1] = <char>(v & 0xFF)
+
+
+cdef inline void _be32(char *p, long long v) noexcept:
+    p[0] = <char>((v >> 24) & 0xFF)
+    p[1] = <char>((v >> 16) & 0xFF)
+    p[2] = <char>((v >> 8) & 0xFF)
+    p[3] = <char>(v & 0xFF)
+
+
+cdef inline void _be64(char *p, uint64_t v) noexcept:
+    cdef int i
+    for i in range(8):
+        p[i] = <char>((v >> (56 - 8 * i)) & 0xFF)
+
+
+cdef inline int _put_count(Buf *b, int fields) except -1:
+    _reserve(b, 2)
+    _be16(b.data + b.size, fields)
+    b.size += 2
+    return 0
+
+
+cdef inline int _put_null(Buf *b) except -1:
+    _reserve(b, 4)
+    _be32(b.data + b.size, -1)
+    b.size += 4
+    return 0
+
+
+cdef int _put_raw(Buf *b, const char *p, Py_ssize_t n, const char *prefix, Py_ssize_t np) except -1:
+    """One field: its length, then `prefix` and `p`."""
+    if n + np > _MAX_FIELD:
+        raise ValueError(f"a value of {n + np} bytes is larger than PostgreSQL takes")
+    _reserve(b, 4 + np + n)
+    _be32(b.data + b.size, n + np)
+    b.size += 4
+    if np:
+        memcpy(b.data + b.size, prefix, np)
+        b.size += np
+    memcpy(b.data + b.size, p, n)
+    b.size += n
+    return 0
+
+
+cdef int _put_text(Buf *b, object value) except -1:
+    cdef Py_ssize_t n
+    cdef const char *p
+    if value is None:
+        return _put_null(b)
+    if not isinstance(value, str):
+        raise TypeError(f"a text column got {type(value).__name__}, not str")
+    p = PyUnicode_AsUTF8AndSize(value, &n)
+    return _put_raw(b, p, n, NULL, 0)
+
+
+cdef int _put_bytes(Buf *b, object value) except -1:
+    if value is None:
+        return _put_null(b)
+    if type(value) is not bytes:
+        value = bytes(value)  # bytearray, memoryview
+    return _put_raw(b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL, 0)
+
+
+cdef int _put_int(Buf *b, object value, int width) except -1:
+    cdef long long v
+    if value is None:
+        return _put_null(b)
+    v = PyLong_AsLongLong(value)
+    if width == 2:
+        if not -32768 <= v <= 32767:
+            raise OverflowError(f"{v} is out of range for int2")
+        _reserve(b, 6)
+        _be32(b.data + b.size, 2)
+        _be16(b.data + b.size + 4, <int>v)
+        b.size += 6
+    elif width == 4:
+        if not -2147483648LL <= v <= 2147483647LL:
+            raise OverflowError(f"{v} is out of range for int4")
+        _reserve(b, 8)
+        _be32(b.data + b.size, 4)
+        _be32(b.data + b.size + 4, v)
+        b.size += 8
+    else:
+        _reserve(b, 12)
+        _be32(b.data + b.size, 8)
+        _be64(b.data + b.size + 4, <uint64_t>v)
+        b.size += 12
+    return 0
+
+
+cdef int _put_float8(Buf *b, object value) except -1:
+    cdef double d
+    cdef uint64_t bits
+    if value is None:
+        return _put_null(b)
+    d = PyFloat_AsDouble(value)
+    memcpy(&bits, &d, 8)
+    _reserve(b, 12)
+    _be32(b.data + b.size, 8)
+    _be64(b.data + b.size + 4, bits)
+    b.size += 12
+    return 0
+
+
+cdef int _put_bool(Buf *b, object value) except -1:
+    if value is None:
+        return _put_null(b)
+    _reserve(b, 5)
+    _be32(b.data + b.size, 1)
+    b.data[b.size + 4] = 1 if value else 0
+    b.size += 5
+    return 0
+
+
+cdef int _put_timestamptz(Buf *b, object time_ns) except -1:
+    cdef long long ns = PyLong_AsLongLong(time_ns)
+    cdef long long us = ns // 1000
+    if ns % 1000 < 0:
+        us -= 1  # floor, as Python's //
+    _reserve(b, 12)
+    _be32(b.data + b.size, 8)
+    _be64(b.data + b.size + 4, <uint64_t>(us - _PG_EPOCH_US))
+    b.size += 12
+    return 0
+
+
+cdef int _put_jsonb(Buf *b, object value) except -1:
+    """Binary jsonb of `value`; an empty or None value is NULL."""
+    cdef bytes text
+    if not value:
+        return _put_null(b)
+    try:
+        text = _dumps(value)
+    except TypeError:
+        text = dump_json(value)
+    return _put_raw(b, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), b"\x01", 1)
+
+
+cdef int _put_bytea_array(Buf *b, list pairs, int index) except -1:
+    """A bytea[] of element `index` of each (trace id, span id) pair; [] is NULL."""
+    cdef Py_ssize_t count = PyList_GET_SIZE(pairs)
+    cdef Py_ssize_t i, total = 20, start
+    cdef object element
+    if not count:
+        return _put_null(b)
+    start = b.size
+    _reserve(b, 24)
+    b.size += 4  # the field's length, set below
+    _be32(b.data + b.size, 1)  # dimensions
+    _be32(b.data + b.size + 4, 0)  # no NULLs
+    _be32(b.data + b.size + 8, _BYTEA_OID)
+    _be32(b.data + b.size + 12, count)
+    _be32(b.data + b.size + 16, 1)  # lower bound
+    b.size += 20
+    for i in range(count):
+        element = (<tuple>PyList_GET_ITEM(pairs, i))[index]
+        if type(element) is not bytes:
+            element = bytes(element)
+        _put_raw(b, PyBytes_AS_STRING(element), PyBytes_GET_SIZE(element), NULL, 0)
+        total += 4 + PyBytes_GET_SIZE(element)
+    if total > _MAX_FIELD:
+        raise ValueError(f"an array of {total} bytes is larger than PostgreSQL takes")
+    _be32(b.data + start, total)
+    return 0
+
+
+cdef inline bytes _take(Buf *b):
+    cdef bytes out = PyBytes_FromStringAndSize(b.data, b.size)
+    b.size = 0
+    return out
+
+
+# ---- spans ------------------------------------------------------------------------
+
+cdef int _span(Buf *b, s, dict resources) except -1:
+    cdef object resource = s.resource
+    cdef object encoded
+    cdef Py_ssize_t start
+    _put_count(b, SPAN_FIELDS)
+    _put_int(b, s.project_id, 4)
+    _put_bytes(b, s.trace_id)
+    _put_bytes(b, s.span_id)
+    _put_bytes(b, s.parent_span_id)
+    _put_timestamptz(b, s.start_time_ns)
+    _put_int(b, s.duration_ns, 8)
+    _put_text(b, s.service)
+    _put_text(b, s.name)
+    _put_int(b, s.kind, 2)
+    _put_int(b, s.status_code, 2)
+    _put_text(b, s.status_message)
+    _put_jsonb(b, s.attributes)
+    if not resource:
+        _put_null(b)
+    else:
+        # Every span of one resource shares its dict: encoded once per batch.
+        key = id(resource)
+        encoded = resources.get(key)
+        if encoded is None:
+            start = b.size
+            _put_jsonb(b, resource)
+            resources[key] = PyBytes_FromStringAndSize(b.data + start, b.size - start)
+        else:
+            _reserve(b, PyBytes_GET_SIZE(encoded))
+            memcpy(b.data + b.size, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded))
+            b.size += PyBytes_GET_SIZE(encoded)
+    _put_jsonb(b, s.events)
+    _put_jsonb(b, s.links)
+    _put_text(b, s.scope)
+    return 0
+
+
+def span_row(s, dict resources=None) -> bytes:
+    """A span's encoded COPY row (rows.span_values, in binary)."""
+    cdef Buf b = Buf(NULL, 0, 0)
+    try:
+        _span(&b, s, {} if resources is None else resources)
+        return _take(&b)
+    finally:
+        PyMem_Free(b.data)
+
+
+def span_items(list spans, pending, dict resources) -> list:
+    """An Item for each span, in order; `resources` memoises resources' encodings."""
+    cdef Buf b = Buf(NULL, 0, 0)
+    cdef list out = []
+    try:
+        for s in spans:
+            _span(&b, s, resources)
+            item = Item.__new__(Item)
+            (<Item>item).row = s
+            (<Item>item).pending = pending
+            (<Item>item).time_ns = s.start_time_ns
+            (<Item>item).values = _take(&b)
+            out.append(item)
+        return out
+    finally:
+        PyMem_Free(b.data)
+
+
+def span_item(s, pending, dict resources) -> Item:
+    return Item(s, pending, None, s.start_time_ns, span_row(s, resources))
+
+
+# ---- stages -----------------------------------------------------------------------
+
+cdef int _stage(Buf *b, s, bytes key) except -1:
+    cdef object linked = s.linked
+    _put_count(b, STAGE_FIELDS)
+    _put_int(b, s.project_id, 4)
+    _put_timestamptz(b, s.time_ns)
+    _put_bytes(b, key)
+    _put_text(b, s.stage)
+    _put_text(b, s.role)
+    _put_text(b, s.system)
+    _put_text(b, s.channel)
+    _put_text(b, s.service)
+    _put_text(b, s.consumer_group)
+    _put_bytes(b, s.trace_id)
+    _put_bytes(b, s.span_id)
+    _put_bytes(b, s.parent_span_id)
+    if type(linked) is not list:
+        linked = list(linked)
+    _put_bytea_array(b, linked, 0)
+    _put_bytea_array(b, linked, 1)
+    _put_text(b, s.event_id)
+    _put_text(b, s.event_source)
+    _put_text(b, s.event_type)
+    _put_text(b, s.error)
+    _put_float8(b, s.duration_ms)
+    _put_int(b, s.origin, 2)
+    return 0
+
+
+def stage_row(s, bytes key) -> bytes:
+    """A stage's encoded COPY row without e2e_ms (rows.stage_values, in binary)."""
+    cdef Buf b = Buf(NULL, 0, 0)
+    try:
+        _stage(&b, s, key)
+        return _take(&b)
+    finally:
+        PyMem_Free(b.data)
+
+
+def stage_items(list stages, list keys, pending) -> list:
+    """An Item for each stage, with its dedupe key, in order."""
+    cdef Buf b = Buf(NULL, 0, 0)
+    cdef list out = []
+    cdef Py_ssize_t i
+    if len(keys) != len(stages):
+        raise ValueError("a dedupe key for each stage")
+    try:
+        for i in range(len(stages)):
+            s = stages[i]
+            key = keys[i]
+            _stage(&b, s, key)
+            item = Item.__new__(Item)
+            (<Item>item).row = s
+            (<Item>item).pending = pending
+            (<Item>item).key = key
+            (<Item>item).time_ns = s.time_ns
+            (<Item>item).values = _take(&b)
+            out.append(item)
+        return out
+    finally:
+        PyMem_Free(b.data)
+
+
+def stage_item(s, bytes key, pending) -> Item:
+    return Item(s, pending, key, s.time_ns, stage_row(s, key))
+
+
+cdef bytes _S = b"s\x00"
+cdef bytes _NUL = b"\x00"
+
+
+def stage_keys(list stages) -> list:
+    """StageRow.dedupe_key() of each stage."""
+    cdef list out = []
+    for s in stages:
+        trace_id, span_id = s.trace_id, s.span_id
+        if s.origin == 1 and trace_id and span_id:  # ORIGIN_SPAN
+            data = b"".join((_S, trace_id, _NUL, span_id, _NUL, (<str>s.stage).encode()))
+            out.append(_blake2b(data, digest_size=16).digest())
+        else:
+            out.append(s.dedupe_key())
+    return out
+
+
+# ---- any table's value tuples -----------------------------------------------------
+
+cdef int _values(Buf *b, tuple values, tuple codes) except -1:
+    cdef Py_ssize_t i, n = len(codes)
+    cdef int code
+    if len(values) != n:
+        raise ValueError(f"a row of {len(values)} values for {n} columns")
+    _put_count(b, <int>n)
+    for i in range(n):
+        value = values[i]
+        code = codes[i]
+        if code == 6:
+            _put_text(b, value)
+        elif code == 7:
+            _put_bytes(b, value)
+        elif code == 2:
+            _put_int(b, value, 4)
+        elif code == 1:
+            _put_int(b, value, 2)
+        elif code == 3:
+            _put_int(b, value, 8)
+        elif code == 4:
+            _put_float8(b, value)
+        elif code == 5:
+            _put_bool(b, value)
+        else:
+            raise ValueError(f"unknown column type code {code}")
+    return 0
+
+
+def encode_values(tuple values, tuple codes) -> bytes:
+    """A row of value tuples (envelopes, log records) encoded for columns of
+    type `codes` (CODES of the table's copy_types), as psycopg would."""
+    cdef Buf b = Buf(NULL, 0, 0)
+    try:
+        _values(&b, values, codes)
+        return _take(&b)
+    finally:
+        PyMem_Free(b.data)
+
+
+def values_item(row, pending, key, time_ns, tuple values, tuple codes) -> Item:
+    return Item(row, pending, key, time_ns, encode_values(values, codes))
+
+
+# ---- COPY blocks ------------------------------------------------------------------
+
+def copy_block(list items, Py_ssize_t start, bint e2e, Py_ssize_t limit=131072):
+    """(block, next start): the encoded rows of items[start:] up to about `limit`
+    bytes, with COPY's header before the first row and its trailer after the
+    last; with `e2e`, each row gets its item's e2e_ms as one more column."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(items)
+    cdef Py_ssize_t i = start, size = 0, j
+    cdef Item item
+    cdef bytes values
+    cdef char *p
+    cdef bytes out
+    cdef double d
+    cdef uint64_t bits
+    # Sized first, then written in place: one allocation a block.
+    if start == 0:
+        size += PyBytes_GET_SIZE(_SIGNATURE)
+    j = start
+    while j < n and (j == start or size < limit):
+        item = <Item>PyList_GET_ITEM(items, j)
+        size += PyBytes_GET_SIZE(item.values)
+        if e2e:
+            size += 4 if item.e2e is None else 12
+        j += 1
+    if j == n:
+        size += 2
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = PyBytes_AS_STRING(out)
+    if start == 0:
+        memcpy(p, PyBytes_AS_STRING(_SIGNATURE), PyBytes_GET_SIZE(_SIGNATURE))
+        p += PyBytes_GET_SIZE(_SIGNATURE)
+    for i in range(start, j):
+        item = <Item>PyList_GET_ITEM(items, i)
+        values = item.values
+        memcpy(p, PyBytes_AS_STRING(values), PyBytes_GET_SIZE(values))
+        p += PyBytes_GET_SIZE(values)
+        if e2e:
+            if item.e2e is None:
+                _be32(p, -1)
+                p += 4
+            else:
+                d = PyFloat_AsDouble(item.e2e)
+                memcpy(&bits, &d, 8)
+                _be32(p, 8)
+                _be64(p + 4, bits)
+                p += 12
+    if j == n:
+        memcpy(p, PyBytes_AS_STRING(_TRAILER), 2)
+    return out, j
+
+
+def count_stored(list items) -> None:
+    """Add each item to its request's stored count (runs of one request at a time)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(items), run = 0
+    cdef object last = None
+    cdef Item item
+    for i in range(n):
+        item = <Item>PyList_GET_ITEM(items, i)
+        if item.pending is not last:
+            if run:
+                last.result.stored += run
+            last = item.pending
+            run = 0
+        run += 1
+    if run:
+        last.result.stored += run
