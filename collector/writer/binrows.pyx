@@ -33,9 +33,18 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
+import types
+
 import orjson
 
+from collector.batch import SpanRow, StageRow
 from collector.writer.rows import dump_json
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
 
 cdef object _dumps = orjson.dumps
 cdef object _blake2b = hashlib.blake2b
@@ -70,6 +79,67 @@ cdef class Item:
         self.time_ns = time_ns
         self.values = values
         self.e2e = None
+
+
+# ---- reading SpanRow and StageRow fields -------------------------------------------
+# Both are slots dataclasses: a field is a pointer at a fixed offset in the
+# object, which a member descriptor reads after a type lookup for every
+# access (some 150 instructions). Rows of exactly these classes are read at
+# the offsets their descriptors give; anything else through getattr.
+
+cdef Py_ssize_t _offset(cls, str name) except -1:
+    descriptor = cls.__dict__.get(name)
+    if type(descriptor) is not types.MemberDescriptorType:
+        raise TypeError(f"{cls.__name__}.{name} is not a slot")
+    return (<PyMemberDescrObject *><PyObject *>descriptor).d_member.offset
+
+
+cdef inline object _at(object row, bint direct, Py_ssize_t offset, str name):
+    cdef PyObject *value
+    if not direct:
+        return getattr(row, name)
+    value = (<PyObject **>((<char *><PyObject *>row) + offset))[0]
+    if value == NULL:
+        return getattr(row, name)  # unset: AttributeError, as Python says it
+    return <object>value
+
+
+cdef object _SpanRow = SpanRow
+cdef object _StageRow = StageRow
+cdef Py_ssize_t SP_PROJECT = _offset(SpanRow, "project_id")
+cdef Py_ssize_t SP_TRACE = _offset(SpanRow, "trace_id")
+cdef Py_ssize_t SP_SPAN = _offset(SpanRow, "span_id")
+cdef Py_ssize_t SP_PARENT = _offset(SpanRow, "parent_span_id")
+cdef Py_ssize_t SP_START = _offset(SpanRow, "start_time_ns")
+cdef Py_ssize_t SP_DURATION = _offset(SpanRow, "duration_ns")
+cdef Py_ssize_t SP_SERVICE = _offset(SpanRow, "service")
+cdef Py_ssize_t SP_NAME = _offset(SpanRow, "name")
+cdef Py_ssize_t SP_KIND = _offset(SpanRow, "kind")
+cdef Py_ssize_t SP_STATUS = _offset(SpanRow, "status_code")
+cdef Py_ssize_t SP_MESSAGE = _offset(SpanRow, "status_message")
+cdef Py_ssize_t SP_ATTRIBUTES = _offset(SpanRow, "attributes")
+cdef Py_ssize_t SP_RESOURCE = _offset(SpanRow, "resource")
+cdef Py_ssize_t SP_EVENTS = _offset(SpanRow, "events")
+cdef Py_ssize_t SP_LINKS = _offset(SpanRow, "links")
+cdef Py_ssize_t SP_SCOPE = _offset(SpanRow, "scope")
+cdef Py_ssize_t ST_PROJECT = _offset(StageRow, "project_id")
+cdef Py_ssize_t ST_TIME = _offset(StageRow, "time_ns")
+cdef Py_ssize_t ST_STAGE = _offset(StageRow, "stage")
+cdef Py_ssize_t ST_ROLE = _offset(StageRow, "role")
+cdef Py_ssize_t ST_SERVICE = _offset(StageRow, "service")
+cdef Py_ssize_t ST_SYSTEM = _offset(StageRow, "system")
+cdef Py_ssize_t ST_CHANNEL = _offset(StageRow, "channel")
+cdef Py_ssize_t ST_GROUP = _offset(StageRow, "consumer_group")
+cdef Py_ssize_t ST_TRACE = _offset(StageRow, "trace_id")
+cdef Py_ssize_t ST_SPAN = _offset(StageRow, "span_id")
+cdef Py_ssize_t ST_PARENT = _offset(StageRow, "parent_span_id")
+cdef Py_ssize_t ST_LINKED = _offset(StageRow, "linked")
+cdef Py_ssize_t ST_EVENT_ID = _offset(StageRow, "event_id")
+cdef Py_ssize_t ST_SOURCE = _offset(StageRow, "event_source")
+cdef Py_ssize_t ST_TYPE = _offset(StageRow, "event_type")
+cdef Py_ssize_t ST_ERROR = _offset(StageRow, "error")
+cdef Py_ssize_t ST_DURATION = _offset(StageRow, "duration_ms")
+cdef Py_ssize_t ST_ORIGIN = _offset(StageRow, "origin")
 
 
 # ---- a growable buffer ------------------------------------------------------------
@@ -275,22 +345,23 @@ cdef inline bytes _take(Buf *b):
 # ---- spans ------------------------------------------------------------------------
 
 cdef int _span(Buf *b, s, dict resources) except -1:
-    cdef object resource = s.resource
+    cdef bint d = type(s) is _SpanRow
+    cdef object resource = _at(s, d, SP_RESOURCE, "resource")
     cdef object encoded
     cdef Py_ssize_t start
     _put_count(b, SPAN_FIELDS)
-    _put_int(b, s.project_id, 4)
-    _put_bytes(b, s.trace_id)
-    _put_bytes(b, s.span_id)
-    _put_bytes(b, s.parent_span_id)
-    _put_timestamptz(b, s.start_time_ns)
-    _put_int(b, s.duration_ns, 8)
-    _put_text(b, s.service)
-    _put_text(b, s.name)
-    _put_int(b, s.kind, 2)
-    _put_int(b, s.status_code, 2)
-    _put_text(b, s.status_message)
-    _put_jsonb(b, s.attributes)
+    _put_int(b, _at(s, d, SP_PROJECT, "project_id"), 4)
+    _put_bytes(b, _at(s, d, SP_TRACE, "trace_id"))
+    _put_bytes(b, _at(s, d, SP_SPAN, "span_id"))
+    _put_bytes(b, _at(s, d, SP_PARENT, "parent_span_id"))
+    _put_timestamptz(b, _at(s, d, SP_START, "start_time_ns"))
+    _put_int(b, _at(s, d, SP_DURATION, "duration_ns"), 8)
+    _put_text(b, _at(s, d, SP_SERVICE, "service"))
+    _put_text(b, _at(s, d, SP_NAME, "name"))
+    _put_int(b, _at(s, d, SP_KIND, "kind"), 2)
+    _put_int(b, _at(s, d, SP_STATUS, "status_code"), 2)
+    _put_text(b, _at(s, d, SP_MESSAGE, "status_message"))
+    _put_jsonb(b, _at(s, d, SP_ATTRIBUTES, "attributes"))
     if not resource:
         _put_null(b)
     else:
@@ -305,9 +376,9 @@ cdef int _span(Buf *b, s, dict resources) except -1:
             _reserve(b, PyBytes_GET_SIZE(encoded))
             memcpy(b.data + b.size, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded))
             b.size += PyBytes_GET_SIZE(encoded)
-    _put_jsonb(b, s.events)
-    _put_jsonb(b, s.links)
-    _put_text(b, s.scope)
+    _put_jsonb(b, _at(s, d, SP_EVENTS, "events"))
+    _put_jsonb(b, _at(s, d, SP_LINKS, "links"))
+    _put_text(b, _at(s, d, SP_SCOPE, "scope"))
     return 0
 
 
@@ -331,7 +402,7 @@ def span_items(list spans, pending, dict resources) -> list:
             item = Item.__new__(Item)
             (<Item>item).row = s
             (<Item>item).pending = pending
-            (<Item>item).time_ns = s.start_time_ns
+            (<Item>item).time_ns = _at(s, type(s) is _SpanRow, SP_START, "start_time_ns")
             (<Item>item).values = _take(&b)
             out.append(item)
         return out
@@ -346,30 +417,31 @@ def span_item(s, pending, dict resources) -> Item:
 # ---- stages -----------------------------------------------------------------------
 
 cdef int _stage(Buf *b, s, bytes key) except -1:
-    cdef object linked = s.linked
+    cdef bint d = type(s) is _StageRow
+    cdef object linked = _at(s, d, ST_LINKED, "linked")
     _put_count(b, STAGE_FIELDS)
-    _put_int(b, s.project_id, 4)
-    _put_timestamptz(b, s.time_ns)
+    _put_int(b, _at(s, d, ST_PROJECT, "project_id"), 4)
+    _put_timestamptz(b, _at(s, d, ST_TIME, "time_ns"))
     _put_bytes(b, key)
-    _put_text(b, s.stage)
-    _put_text(b, s.role)
-    _put_text(b, s.system)
-    _put_text(b, s.channel)
-    _put_text(b, s.service)
-    _put_text(b, s.consumer_group)
-    _put_bytes(b, s.trace_id)
-    _put_bytes(b, s.span_id)
-    _put_bytes(b, s.parent_span_id)
+    _put_text(b, _at(s, d, ST_STAGE, "stage"))
+    _put_text(b, _at(s, d, ST_ROLE, "role"))
+    _put_text(b, _at(s, d, ST_SYSTEM, "system"))
+    _put_text(b, _at(s, d, ST_CHANNEL, "channel"))
+    _put_text(b, _at(s, d, ST_SERVICE, "service"))
+    _put_text(b, _at(s, d, ST_GROUP, "consumer_group"))
+    _put_bytes(b, _at(s, d, ST_TRACE, "trace_id"))
+    _put_bytes(b, _at(s, d, ST_SPAN, "span_id"))
+    _put_bytes(b, _at(s, d, ST_PARENT, "parent_span_id"))
     if type(linked) is not list:
         linked = list(linked)
     _put_bytea_array(b, linked, 0)
     _put_bytea_array(b, linked, 1)
-    _put_text(b, s.event_id)
-    _put_text(b, s.event_source)
-    _put_text(b, s.event_type)
-    _put_text(b, s.error)
-    _put_float8(b, s.duration_ms)
-    _put_int(b, s.origin, 2)
+    _put_text(b, _at(s, d, ST_EVENT_ID, "event_id"))
+    _put_text(b, _at(s, d, ST_SOURCE, "event_source"))
+    _put_text(b, _at(s, d, ST_TYPE, "event_type"))
+    _put_text(b, _at(s, d, ST_ERROR, "error"))
+    _put_float8(b, _at(s, d, ST_DURATION, "duration_ms"))
+    _put_int(b, _at(s, d, ST_ORIGIN, "origin"), 2)
     return 0
 
 
@@ -399,7 +471,7 @@ def stage_items(list stages, list keys, pending) -> list:
             (<Item>item).row = s
             (<Item>item).pending = pending
             (<Item>item).key = key
-            (<Item>item).time_ns = s.time_ns
+            (<Item>item).time_ns = _at(s, type(s) is _StageRow, ST_TIME, "time_ns")
             (<Item>item).values = _take(&b)
             out.append(item)
         return out
@@ -418,10 +490,14 @@ cdef bytes _NUL = b"\x00"
 def stage_keys(list stages) -> list:
     """StageRow.dedupe_key() of each stage."""
     cdef list out = []
+    cdef bint d
     for s in stages:
-        trace_id, span_id = s.trace_id, s.span_id
-        if s.origin == 1 and trace_id and span_id:  # ORIGIN_SPAN
-            data = b"".join((_S, trace_id, _NUL, span_id, _NUL, (<str>s.stage).encode()))
+        d = type(s) is _StageRow
+        trace_id = _at(s, d, ST_TRACE, "trace_id")
+        span_id = _at(s, d, ST_SPAN, "span_id")
+        if _at(s, d, ST_ORIGIN, "origin") == 1 and trace_id and span_id:  # ORIGIN_SPAN
+            stage = _at(s, d, ST_STAGE, "stage")
+            data = b"".join((_S, trace_id, _NUL, span_id, _NUL, (<str>stage).encode()))
             out.append(_blake2b(data, digest_size=16).digest())
         else:
             out.append(s.dedupe_key())
