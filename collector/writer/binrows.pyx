@@ -552,11 +552,13 @@ def values_item(row, pending, key, time_ns, tuple values, tuple codes) -> Item:
 # ---- COPY blocks ------------------------------------------------------------------
 
 def copy_block(list items, Py_ssize_t start, bint e2e, Py_ssize_t limit=131072):
-    """(block, next start): the encoded rows of items[start:] up to about `limit`
-    bytes, with COPY's header before the first row and its trailer after the
-    last; with `e2e`, each row gets its item's e2e_ms as one more column."""
+    """(block, next start): the encoded rows of items[start:] that fit in `limit`
+    bytes (at least one row), with COPY's header before the first row and its
+    trailer after the last; with `e2e`, each row gets its item's e2e_ms as one
+    more column. psycopg hands a block of up to 128 KiB to libpq as it is, and
+    copies a larger one in slices."""
     cdef Py_ssize_t n = PyList_GET_SIZE(items)
-    cdef Py_ssize_t i = start, size = 0, j
+    cdef Py_ssize_t i = start, size = 0, j, row
     cdef Item item
     cdef bytes values
     cdef char *p
@@ -567,11 +569,14 @@ def copy_block(list items, Py_ssize_t start, bint e2e, Py_ssize_t limit=131072):
     if start == 0:
         size += PyBytes_GET_SIZE(_SIGNATURE)
     j = start
-    while j < n and (j == start or size < limit):
+    while j < n:
         item = <Item>PyList_GET_ITEM(items, j)
-        size += PyBytes_GET_SIZE(item.values)
+        row = PyBytes_GET_SIZE(item.values)
         if e2e:
-            size += 4 if item.e2e is None else 12
+            row += 4 if item.e2e is None else 12
+        if j > start and size + row + 2 > limit:
+            break
+        size += row
         j += 1
     if j == n:
         size += 2
