@@ -21,8 +21,6 @@ tests/collector/test_binrows.py stores awkward rows through both paths and
 compares them column by column.
 """
 
-import hashlib
-
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AsDouble
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
@@ -31,7 +29,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import types
 
@@ -47,7 +45,6 @@ cdef extern from "Python.h":
         PyMemberDef *d_member
 
 cdef object _dumps = orjson.dumps
-cdef object _blake2b = hashlib.blake2b
 
 cdef int64_t _PG_EPOCH_US = 946684800LL * 1000000LL
 cdef unsigned int _BYTEA_OID = 17
@@ -483,25 +480,146 @@ def stage_item(s, bytes key, pending) -> Item:
     return Item(s, pending, key, s.time_ns, stage_row(s, key))
 
 
-cdef bytes _S = b"s\x00"
-cdef bytes _NUL = b"\x00"
+# ---- dedupe keys: BLAKE2b with a 16-byte digest (RFC 7693) ------------------------
+# hashlib's blake2b costs an object, a keyword call and a digest call a key,
+# twice the hashing itself; the same function, written from the RFC, for the
+# short inputs of stage keys.
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static const uint64_t es_b2_iv[8] = {
+        0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+        0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+        0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+    static const uint8_t es_b2_sigma[12][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+        {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+        {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+        {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+        {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+        {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+        {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+        {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+        {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+    #define ES_ROTR(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+    #define ES_G(a, b, c, d, x, y) do { \
+        a = a + b + (x); d = ES_ROTR(d ^ a, 32); c = c + d; b = ES_ROTR(b ^ c, 24); \
+        a = a + b + (y); d = ES_ROTR(d ^ a, 16); c = c + d; b = ES_ROTR(b ^ c, 63); \
+    } while (0)
+    /* BLAKE2b's compression function F (RFC 7693, 3.2); t below 2**64. */
+    static void es_b2_compress(uint64_t h[8], const uint8_t *block, uint64_t t, int last) {
+        uint64_t m[16], v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15;
+        int i, j;
+        for (i = 0; i < 16; i++) {
+            uint64_t w = 0;
+            for (j = 7; j >= 0; j--) w = (w << 8) | block[8 * i + j];  /* little-endian */
+            m[i] = w;
+        }
+        v0 = h[0]; v1 = h[1]; v2 = h[2]; v3 = h[3]; v4 = h[4]; v5 = h[5]; v6 = h[6]; v7 = h[7];
+        v8 = es_b2_iv[0]; v9 = es_b2_iv[1]; v10 = es_b2_iv[2]; v11 = es_b2_iv[3];
+        v12 = es_b2_iv[4] ^ t; v13 = es_b2_iv[5]; v14 = es_b2_iv[6]; v15 = es_b2_iv[7];
+        if (last) v14 = ~v14;
+        for (i = 0; i < 12; i++) {
+            const uint8_t *s = es_b2_sigma[i];
+            ES_G(v0, v4, v8, v12, m[s[0]], m[s[1]]);
+            ES_G(v1, v5, v9, v13, m[s[2]], m[s[3]]);
+            ES_G(v2, v6, v10, v14, m[s[4]], m[s[5]]);
+            ES_G(v3, v7, v11, v15, m[s[6]], m[s[7]]);
+            ES_G(v0, v5, v10, v15, m[s[8]], m[s[9]]);
+            ES_G(v1, v6, v11, v12, m[s[10]], m[s[11]]);
+            ES_G(v2, v7, v8, v13, m[s[12]], m[s[13]]);
+            ES_G(v3, v4, v9, v14, m[s[14]], m[s[15]]);
+        }
+        h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
+        h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
+    }
+    """
+    const uint64_t *es_b2_iv
+    void es_b2_compress(uint64_t *h, const uint8_t *block, uint64_t t, int last) noexcept
+
+
+cdef bytes _blake2b_16(const char *data, Py_ssize_t n):
+    cdef uint64_t h[8]
+    cdef uint8_t block[128]
+    cdef uint8_t out[16]
+    cdef Py_ssize_t done = 0, rest
+    cdef int i
+    for i in range(8):
+        h[i] = es_b2_iv[i]
+    h[0] ^= 0x01010000ULL ^ 16  # fan-out 1, depth 1, no key, 16-byte digest
+    while n - done > 128:
+        es_b2_compress(h, <const uint8_t *>data + done, <uint64_t>(done + 128), 0)
+        done += 128
+    rest = n - done
+    memset(block, 0, 128)
+    if rest:
+        memcpy(block, data + done, rest)
+    es_b2_compress(h, block, <uint64_t>n, 1)
+    for i in range(16):
+        out[i] = <uint8_t>((h[i // 8] >> (8 * (i % 8))) & 0xFF)
+    return PyBytes_FromStringAndSize(<char *>out, 16)
+
+
+def blake2b_16(data: bytes) -> bytes:
+    """hashlib.blake2b(data, digest_size=16).digest()."""
+    return _blake2b_16(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef int _put_plain(Buf *b, object value) except -1:
+    """`value`'s bytes (bytes, or str as UTF-8) without a length."""
+    cdef Py_ssize_t n
+    cdef const char *p
+    if isinstance(value, str):
+        p = PyUnicode_AsUTF8AndSize(value, &n)
+    else:
+        if type(value) is not bytes:
+            value = bytes(value)
+        p = PyBytes_AS_STRING(value)
+        n = PyBytes_GET_SIZE(value)
+    _reserve(b, n + 1)
+    memcpy(b.data + b.size, p, n)
+    b.size += n
+    return 0
+
+
+cdef inline int _put_byte(Buf *b, char c) except -1:
+    _reserve(b, 1)
+    b.data[b.size] = c
+    b.size += 1
+    return 0
 
 
 def stage_keys(list stages) -> list:
     """StageRow.dedupe_key() of each stage."""
     cdef list out = []
     cdef bint d
-    for s in stages:
-        d = type(s) is _StageRow
-        trace_id = _at(s, d, ST_TRACE, "trace_id")
-        span_id = _at(s, d, ST_SPAN, "span_id")
-        if _at(s, d, ST_ORIGIN, "origin") == 1 and trace_id and span_id:  # ORIGIN_SPAN
-            stage = _at(s, d, ST_STAGE, "stage")
-            data = b"".join((_S, trace_id, _NUL, span_id, _NUL, (<str>stage).encode()))
-            out.append(_blake2b(data, digest_size=16).digest())
-        else:
-            out.append(s.dedupe_key())
-    return out
+    cdef Buf b = Buf(NULL, 0, 0)
+    try:
+        for s in stages:
+            d = type(s) is _StageRow
+            trace_id = _at(s, d, ST_TRACE, "trace_id")
+            span_id = _at(s, d, ST_SPAN, "span_id")
+            if _at(s, d, ST_ORIGIN, "origin") == 1 and trace_id and span_id:  # ORIGIN_SPAN
+                # b"\x00".join((b"s", trace_id, span_id, stage.encode()))
+                b.size = 0
+                _put_byte(&b, 115)  # "s"
+                _put_byte(&b, 0)
+                _put_plain(&b, trace_id)
+                _put_byte(&b, 0)
+                _put_plain(&b, span_id)
+                _put_byte(&b, 0)
+                _put_plain(&b, <str>_at(s, d, ST_STAGE, "stage"))
+                out.append(_blake2b_16(b.data, b.size))
+            else:
+                out.append(s.dedupe_key())
+        return out
+    finally:
+        PyMem_Free(b.data)
 
 
 # ---- any table's value tuples -----------------------------------------------------
@@ -620,3 +738,63 @@ def count_stored(list items) -> None:
         run += 1
     if run:
         last.result.stored += run
+
+
+# ---- array parameters -------------------------------------------------------------
+
+cdef class EncodedArray:
+    """A one-dimensional array query parameter already in PostgreSQL's binary
+    form. It goes as a parameter of unknown type (items._EncodedArrayDumper),
+    so the query must cast it: `%b::int[]`."""
+
+    cdef readonly bytes data
+    cdef Py_ssize_t count
+
+    def __len__(self):
+        return self.count
+
+
+cdef EncodedArray _array(list values, int code, unsigned int oid):
+    cdef Buf b = Buf(NULL, 0, 0)
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(values)
+    cdef bint nulls = False
+    cdef EncodedArray out = EncodedArray.__new__(EncodedArray)
+    for i in range(n):
+        if <object>PyList_GET_ITEM(values, i) is None:
+            nulls = True
+            break
+    try:
+        _reserve(&b, 20)
+        _be32(b.data, 1 if n else 0)  # dimensions (0: the empty array)
+        _be32(b.data + 4, 1 if nulls else 0)
+        _be32(b.data + 8, oid)
+        b.size = 12
+        if n:
+            _be32(b.data + 12, n)
+            _be32(b.data + 16, 1)  # lower bound
+            b.size = 20
+        for i in range(n):
+            value = <object>PyList_GET_ITEM(values, i)
+            if code == 2:
+                _put_int(&b, value, 4)
+            elif code == 7:
+                _put_bytes(&b, value)
+            else:
+                _put_text(&b, value)
+        out.data = _take(&b)
+        out.count = n
+        return out
+    finally:
+        PyMem_Free(b.data)
+
+
+def int4_array(list values) -> EncodedArray:
+    return _array(values, 2, 23)
+
+
+def bytea_array(list values) -> EncodedArray:
+    return _array(values, 7, 17)
+
+
+def text_array(list values) -> EncodedArray:
+    return _array(values, 6, 25)

@@ -12,6 +12,9 @@ import collections
 import logging
 import operator
 
+from psycopg import pq
+from psycopg.adapt import Dumper
+
 from collector.writer.rows import (
     ENVELOPES,
     LOGS,
@@ -117,6 +120,35 @@ else:
 
     def log_item(record, pending, key):
         return _Item(record, pending, key, record.time_ns, log_values(record, key))
+
+
+# Array query parameters (ids, keys, names of a group's rows): psycopg dumps a
+# list element by element in Python; the compiled encoder writes the binary
+# array at once. The query casts the parameter (`%b::bytea[]`), which gives
+# it its type. Without the encoder they stay lists.
+if COMPILED:
+    int4_array = binrows.int4_array
+    bytea_array = binrows.bytea_array
+    text_array = binrows.text_array
+
+    class _EncodedArrayDumper(Dumper):
+        format = pq.Format.BINARY  # oid 0: the type comes from the query's cast
+
+        def dump(self, obj):
+            return obj.data
+
+else:
+
+    def int4_array(values: list) -> list:
+        return values
+
+    bytea_array = text_array = int4_array
+
+
+def configure_connection(conn) -> None:
+    """Let `conn` send the encoded array parameters."""
+    if COMPILED:
+        conn.adapters.register_dumper(binrows.EncodedArray, _EncodedArrayDumper)
 
 
 async def copy_rows(copy, table, items: list, with_e2e: bool) -> None:

@@ -5,6 +5,7 @@ import datetime as dt
 
 from collector import rollups
 from collector.batch import CONSUMER, ORIGIN_CLOUDEVENT, PRODUCER
+from collector.writer.items import bytea_array, int4_array, text_array
 from collector.writer.rows import _bounds, _ns, to_datetime
 
 # How far apart a publish and its consume stage may be looked for.
@@ -80,7 +81,13 @@ class _EndToEnd:
                 "WHERE s.project_id = k.p AND s.trace_id = k.t AND s.span_id = k.sp "
                 "AND s.stage = 'published' AND s.role = 'producer' "
                 "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+                (
+                    int4_array([k[0] for k in keys]),
+                    bytea_array([k[1] for k in keys]),
+                    bytea_array([k[2] for k in keys]),
+                    lo,
+                    hi,
+                ),
             )
             for project_id, trace_id, span_id, when in await self.cur.fetchall():
                 _keep_earliest(by_context, (project_id, bytes(trace_id), bytes(span_id)), _ns(when))
@@ -93,7 +100,13 @@ class _EndToEnd:
                 "WHERE s.project_id = k.p AND s.event_id = k.i AND s.event_source = k.src "
                 "AND s.stage = 'published' AND s.role = 'producer' "
                 "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+                (
+                    int4_array([k[0] for k in keys]),
+                    text_array([k[1] for k in keys]),
+                    text_array([k[2] for k in keys]),
+                    lo,
+                    hi,
+                ),
             )
             for project_id, source, event_id, when in await self.cur.fetchall():
                 _keep_earliest(by_event, (project_id, source, event_id), _ns(when))
@@ -153,7 +166,7 @@ class _EndToEnd:
                 "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
                 "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
                 "OFFSET 0) AS c",
-                ([t[0] for t in traces], [t[1] for t in traces], lo, hi),
+                (int4_array([t[0] for t in traces]), bytea_array([t[1] for t in traces]), lo, hi),
             )
             candidates += await self.cur.fetchall()
         if events:
@@ -162,7 +175,12 @@ class _EndToEnd:
                 "event_source, event_id, origin FROM collector_stage "
                 "WHERE project_id = ANY(%b::int[]) AND event_id = ANY(%b::text[]) "
                 "AND role = 'consumer' AND e2e_ms IS NULL AND time BETWEEN %s AND %s",
-                (sorted({key[0] for key in events}), sorted({key[2] for key in events}), lo, hi),
+                (
+                    int4_array(sorted({key[0] for key in events})),
+                    text_array(sorted({key[2] for key in events})),
+                    lo,
+                    hi,
+                ),
             )
             candidates += await self.cur.fetchall()
         updates = {}
@@ -208,8 +226,8 @@ class _EndToEnd:
             "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
             "c.consumer_group, c.e2e_ms",
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
+                int4_array([k[0] for k in keys]),
+                bytea_array([k[1] for k in keys]),
                 [k[2] for k in keys],
                 [updates[k] for k in keys],
             ),

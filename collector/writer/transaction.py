@@ -9,7 +9,14 @@ from psycopg import errors as pg_errors
 from collector import notify, rollups
 from collector.batch import ORIGIN_CLOUDEVENT, PRODUCER
 from collector.writer.calls import _Calls
-from collector.writer.items import Item, copy_rows, count_stored
+from collector.writer.items import (
+    Item,
+    bytea_array,
+    copy_rows,
+    count_stored,
+    int4_array,
+    text_array,
+)
 from collector.writer.joins import _EndToEnd
 from collector.writer.lanes import _Lane
 from collector.writer.prepare import _Rows
@@ -227,9 +234,9 @@ class _Transaction(_EndToEnd, _Calls):
                 "WHERE EXISTS (SELECT FROM collector_envelope e WHERE e.project_id = k.p "
                 "AND e.source = k.s AND e.event_id = k.i AND e.time BETWEEN %s AND %s)",
                 (
-                    [i.row.project_id for i in envs],
-                    [i.row.source for i in envs],
-                    [i.row.event_id for i in envs],
+                    int4_array([i.row.project_id for i in envs]),
+                    text_array([i.row.source for i in envs]),
+                    text_array([i.row.event_id for i in envs]),
                     lo,
                     hi,
                 ),
@@ -259,7 +266,12 @@ class _Transaction(_EndToEnd, _Calls):
             "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
             f"WHERE EXISTS (SELECT FROM {table.name} t WHERE t.project_id = k.p "
             f"AND t.dedupe_key = k.d AND t.{table.columns[1]} BETWEEN %s AND %s)",
-            ([i.row.project_id for i in candidates], [i.key for i in candidates], lo, hi),
+            (
+                int4_array([i.row.project_id for i in candidates]),
+                bytea_array([i.key for i in candidates]),
+                lo,
+                hi,
+            ),
         )
         stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
         ids = {id(i) for i in candidates}
