@@ -515,15 +515,22 @@ cdef extern from *:
     static void es_b2_compress(uint64_t h[8], const uint8_t *block, uint64_t t, int last) {
         uint64_t m[16], v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15;
         int i, j;
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(m, block, 128);
+        (void)j;
+    #else
         for (i = 0; i < 16; i++) {
             uint64_t w = 0;
             for (j = 7; j >= 0; j--) w = (w << 8) | block[8 * i + j];  /* little-endian */
             m[i] = w;
         }
+    #endif
         v0 = h[0]; v1 = h[1]; v2 = h[2]; v3 = h[3]; v4 = h[4]; v5 = h[5]; v6 = h[6]; v7 = h[7];
         v8 = es_b2_iv[0]; v9 = es_b2_iv[1]; v10 = es_b2_iv[2]; v11 = es_b2_iv[3];
         v12 = es_b2_iv[4] ^ t; v13 = es_b2_iv[5]; v14 = es_b2_iv[6]; v15 = es_b2_iv[7];
         if (last) v14 = ~v14;
+        /* Unrolled, every message index is a constant. */
+        #pragma GCC unroll 12
         for (i = 0; i < 12; i++) {
             const uint8_t *s = es_b2_sigma[i];
             ES_G(v0, v4, v8, v12, m[s[0]], m[s[1]]);
@@ -798,3 +805,37 @@ def bytea_array(list values) -> EncodedArray:
 
 def text_array(list values) -> EncodedArray:
     return _array(values, 6, 25)
+
+
+# ---- a batch's bounds -------------------------------------------------------------
+
+def span_bounds(list spans) -> tuple:
+    """(earliest start, latest start, the set of span ids) of a batch's spans."""
+    cdef long long t, first = 0, last = 0
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(spans)
+    cdef set ids = set()
+    cdef bint d
+    for i in range(n):
+        s = <object>PyList_GET_ITEM(spans, i)
+        d = type(s) is _SpanRow
+        t = PyLong_AsLongLong(_at(s, d, SP_START, "start_time_ns"))
+        if i == 0 or t < first:
+            first = t
+        if i == 0 or t > last:
+            last = t
+        ids.add(_at(s, d, SP_SPAN, "span_id"))
+    return first, last, ids
+
+
+def stage_bounds(list stages, list keys) -> tuple:
+    """(earliest time, latest time, the set of dedupe keys) of a batch's stages."""
+    cdef long long t, first = 0, last = 0
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(stages)
+    for i in range(n):
+        s = <object>PyList_GET_ITEM(stages, i)
+        t = PyLong_AsLongLong(_at(s, type(s) is _StageRow, ST_TIME, "time_ns"))
+        if i == 0 or t < first:
+            first = t
+        if i == 0 or t > last:
+            last = t
+    return first, last, set(keys)

@@ -80,6 +80,8 @@ if COMPILED:
     stage_items = binrows.stage_items
     stage_item = binrows.stage_item
     count_stored = binrows.count_stored
+    span_bounds = binrows.span_bounds
+    stage_bounds = binrows.stage_bounds
     _ENVELOPE_CODES = tuple(binrows.CODES[t] for t in ENVELOPES.copy_types)
     _LOG_CODES = tuple(binrows.CODES[t] for t in LOGS.copy_types)
 
@@ -105,6 +107,14 @@ else:
 
     def stage_keys(stages):
         return [stage.dedupe_key() for stage in stages]
+
+    def span_bounds(spans):
+        starts = [span.start_time_ns for span in spans]
+        return min(starts), max(starts), {span.span_id for span in spans}
+
+    def stage_bounds(stages, keys):
+        times = [stage.time_ns for stage in stages]
+        return min(times), max(times), set(keys)
 
     def stage_items(stages, keys, pending):
         return [

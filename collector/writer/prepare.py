@@ -13,8 +13,10 @@ from collector.writer.items import (
     Item,
     envelope_item,
     log_item,
+    span_bounds,
     span_item,
     span_items,
+    stage_bounds,
     stage_item,
     stage_items,
     stage_keys,
@@ -136,23 +138,26 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
         days.add(time_ns // _DAY_NS)
         return True
 
-    def all_fit(times: list[int], unique: set, count: int) -> bool:
+    def all_fit(first: int, last: int, unique: set, count: int) -> bool:
         # The common case: nothing to refuse and nothing repeated, so the rows
         # are not checked one by one.
-        first, last = min(times), max(times)
+        nonlocal hints
         if len(unique) != count or first < oldest_ns or last > newest_ns:
             return False
         days.update(range(first // _DAY_NS, last // _DAY_NS + 1))
-        hints.update(unique)
+        if hints:
+            hints.update(unique)
+        else:  # `unique` is new: taken rather than copied
+            hints = pending.hints = unique
         return True
 
     resources: dict[int, bytes] = {}
     if spans := batch.spans:
-        starts = [span.start_time_ns for span in spans]
-        if all_fit(starts, {span.span_id for span in spans}, len(spans)):
+        if all_fit(*span_bounds(spans), len(spans)):
             pending.spans = span_items(spans, pending, resources)
         else:
-            for span, start in zip(spans, starts, strict=True):
+            for span in spans:
+                start = span.start_time_ns
                 if accept("span", start, _ident(SPANS, span, None, start)):
                     pending.spans.append(span_item(span, pending, resources))
                     hints.add(span.span_id)
@@ -164,11 +169,11 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
                 pending.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
     if stages := batch.stages:
         keys = stage_keys(stages)
-        times = [stage.time_ns for stage in stages]
-        if all_fit(times, set(keys), len(stages)):
+        if all_fit(*stage_bounds(stages, keys), len(stages)):
             pending.stages = stage_items(stages, keys, pending)
         else:
-            for stage, key, time_ns in zip(stages, keys, times, strict=True):
+            for stage, key in zip(stages, keys, strict=True):
+                time_ns = stage.time_ns
                 if not oldest_ns <= time_ns <= newest_ns:
                     continue  # its span or envelope was refused (and counted) already
                 if accept("stage", time_ns, _ident(STAGES, stage, key, time_ns)):
@@ -239,5 +244,6 @@ def _collect(group: list[_Pending]) -> _Rows:
                     else:
                         exact.add(ident)
                         ours.append(item)
-        hints |= pending.hints
+        if pending is not group[-1]:  # no batch after the last to compare with
+            hints |= pending.hints
     return rows
