@@ -133,7 +133,7 @@ class _EndToEnd:
             await self._set_e2e(updates)
         return found
 
-    async def _late_producers(self, publishes) -> None:
+    async def _late_producers(self, publishes, index: tuple[dict, dict] | None = None) -> None:
         """Give stored consume stages their e2e latency when their publish arrives late.
 
         Candidates are the consume stages of the publishes' traces (a consumer
@@ -146,13 +146,16 @@ class _EndToEnd:
         publishes are from the consumer side: the probe then reads two or three
         day partitions instead of every one kept (nine with a week's
         retention). `e2e_ms IS NULL` in the UPDATE makes each consume stage
-        count once.
+        count once. `index` is the publishes indexed as _index_publish does,
+        when the caller has it (the group's, when all its stages are new).
         """
         publishes = [p for p in publishes if p.stage == "published"]
-        contexts = {}
-        events = {}
-        for p in publishes:
-            _index_publish(contexts, events, p)
+        if index is not None:
+            contexts, events = index
+        else:
+            contexts, events = {}, {}
+            for p in publishes:
+                _index_publish(contexts, events, p)
         if not contexts and not events:
             return
         lo, hi = _bounds([p.time_ns for p in publishes], _E2E_WINDOW_NS)

@@ -115,9 +115,11 @@ class _Transaction(_EndToEnd, _Calls):
                 keys = {id(item.row): item.key for item in new_stages}
                 unsettled = [s for s in unsettled if id(s) in keys]
                 self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
-        if not all_new:
-            publishes = [i.row for i in new_stages if i.row.role == PRODUCER]
-        await self._late_producers(publishes)
+        if all_new:
+            # The group's publishes, indexed for the consumers' joins already.
+            await self._late_producers(publishes, self.published)
+        else:
+            await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
         await self._calls(new_spans)
 
         for project_id in self.rollups.projects():
