@@ -839,3 +839,115 @@ def stage_bounds(list stages, list keys) -> tuple:
         if i == 0 or t > last:
             last = t
     return first, last, set(keys)
+
+
+# ---- flow rollups of new stages -----------------------------------------------------
+# collector.rollups.Rollups.add_stage for each stage of a group, with its
+# fields read at their offsets and the histogram bucket found in C; the sums
+# stay Python numbers, added as Python adds them.
+
+from collector import histogram as _histogram
+from collector import rollups as _rollups
+
+cdef object _stage_edge = _rollups.stage_edge
+cdef object _empty = _histogram.empty
+cdef double _BOUNDS_MS[16]
+if len(_histogram.BOUNDS_MS) != 16:
+    raise ImportError("histogram.BOUNDS_MS changed: binrows' copy of it must follow")
+for _i, _bound in enumerate(_histogram.BOUNDS_MS):
+    _BOUNDS_MS[_i] = _bound
+cdef long long _MINUTE_NS = 60_000_000_000
+cdef str _PRODUCER = "producer"
+cdef str _PUBLISHED = "published"
+cdef str _FAILED = "failed"
+cdef str _RECEIVED = "received"
+cdef str _RETRIED = "retried"
+cdef str _PROCESSED = "processed"
+cdef str _DEADLETTERED = "deadlettered"
+
+
+cdef inline int _bucket(double ms) noexcept:
+    # bisect.bisect_left(BOUNDS_MS, ms)
+    cdef int lo = 0, hi = 16, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _BOUNDS_MS[mid] < ms:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void _bump(list values, Py_ssize_t index, object by) except *:
+    values[index] = values[index] + by
+
+
+def add_stages(flow, list items) -> tuple:
+    """Add each item's stage to the flow rollups `flow` (Rollups.add_stage);
+    returns (the failed and dead-lettered stages, the stages' projects)."""
+    cdef dict edges = flow._edges
+    cdef dict rows = flow._rows
+    cdef list failed = []
+    cdef set projects = set()
+    cdef list sums, durations
+    cdef bint d, producer
+    cdef long long time_ns
+    for item in items:
+        s = (<Item>item).row
+        d = type(s) is _StageRow
+        project_id = _at(s, d, ST_PROJECT, "project_id")
+        role = _at(s, d, ST_ROLE, "role")
+        name = _at(s, d, ST_STAGE, "stage")
+        projects.add(project_id)
+        if name == _FAILED or name == _DEADLETTERED:
+            failed.append(s)
+        key = (
+            project_id, role, _at(s, d, ST_SERVICE, "service"), _at(s, d, ST_SYSTEM, "system"),
+            _at(s, d, ST_CHANNEL, "channel"), _at(s, d, ST_GROUP, "consumer_group"),
+        )
+        edge = edges.get(key, edges)
+        if edge is edges:
+            edge = edges[key] = _stage_edge(*key)
+        if edge is None:
+            continue
+        time_ns = PyLong_AsLongLong(_at(s, d, ST_TIME, "time_ns"))
+        minute = time_ns // _MINUTE_NS
+        if time_ns % _MINUTE_NS < 0:
+            minute -= 1  # floor, as Python's //
+        key = (edge, minute)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [[0] * 8, _empty(), _empty()]
+        sums = <list>(<list>row)[0]
+        durations = <list>(<list>row)[1]
+        producer = role == _PRODUCER
+        if producer:
+            if name == _PUBLISHED:
+                _bump(sums, 0, 1)
+            elif name == _FAILED:
+                _bump(sums, 0, 1)
+                _bump(sums, 2, 1)
+            else:
+                continue
+        elif name == _RECEIVED:
+            _bump(sums, 1, 1)
+            continue
+        elif name == _RETRIED:
+            _bump(sums, 4, 1)
+            continue
+        elif name == _PROCESSED:
+            _bump(sums, 0, 1)
+        elif name == _FAILED:
+            _bump(sums, 0, 1)
+            _bump(sums, 2, 1)
+        elif name == _DEADLETTERED:
+            _bump(sums, 0, 1)
+            _bump(sums, 2, 1)
+            _bump(sums, 3, 1)
+        else:
+            continue
+        duration_ms = _at(s, d, ST_DURATION, "duration_ms")
+        if duration_ms is not None:
+            _bump(durations, _bucket(PyFloat_AsDouble(duration_ms)), 1)
+            _bump(sums, 5, duration_ms)
+    return failed, projects

@@ -15,6 +15,7 @@ import operator
 from psycopg import pq
 from psycopg.adapt import Dumper
 
+from collector import rollups
 from collector.writer.rows import (
     ENVELOPES,
     LOGS,
@@ -81,6 +82,7 @@ if COMPILED:
     stage_item = binrows.stage_item
     count_stored = binrows.count_stored
     span_bounds = binrows.span_bounds
+    add_stages = binrows.add_stages
     stage_bounds = binrows.stage_bounds
     _ENVELOPE_CODES = tuple(binrows.CODES[t] for t in ENVELOPES.copy_types)
     _LOG_CODES = tuple(binrows.CODES[t] for t in LOGS.copy_types)
@@ -107,6 +109,18 @@ else:
 
     def stage_keys(stages):
         return [stage.dedupe_key() for stage in stages]
+
+    def add_stages(flow, items):
+        """Add each item's stage to the flow rollups `flow`; returns (the failed
+        and dead-lettered stages, the stages' projects)."""
+        add_stage, errors = flow.add_stage, rollups.ERRORS
+        failed = []
+        for item in items:
+            stage = item.row
+            add_stage(stage)
+            if stage.stage in errors:
+                failed.append(stage)
+        return failed, {item.row.project_id for item in items}
 
     def span_bounds(spans):
         starts = [span.start_time_ns for span in spans]

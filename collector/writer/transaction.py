@@ -11,6 +11,7 @@ from collector.batch import ORIGIN_CLOUDEVENT, PRODUCER
 from collector.writer.calls import _Calls
 from collector.writer.items import (
     Item,
+    add_stages,
     bytea_array,
     copy_rows,
     count_stored,
@@ -89,14 +90,8 @@ class _Transaction(_EndToEnd, _Calls):
 
         # Counted before the lock is taken: what follows holds it.
         all_new = new_stages is rows.stages
-        add_stage, errors = self.rollups.add_stage, rollups.ERRORS
-        failed = []
-        for item in new_stages:
-            stage = item.row
-            add_stage(stage)
-            if stage.stage in errors:
-                failed.append(stage)
-        for project_id in {item.row.project_id for item in new_stages}:
+        failed, projects = add_stages(self.rollups, new_stages)
+        for project_id in projects:
             self.areas[project_id].add(notify.STAGES)
         for stage in failed:
             self.failures.add_stage(stage)

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from collector import rollups
 from collector.batch import (
     CONSUMER,
     ORIGIN_CLOUDEVENT,
@@ -274,3 +275,43 @@ def test_without_the_compiled_encoder_the_writer_stores_the_same_and_warns_once(
             "SELECT count(*) FROM collector_span WHERE project_id = %s", (project.id,)
         ).fetchone()[0]
     assert count == 6
+
+
+def test_flow_rollups_of_new_stages_are_the_python_sums():
+    def stage(name, role, *, at_s=0, ms=None, channel="orders", group="", project=1):
+        return StageRow(
+            project_id=project, time_ns=NOW_NS + at_s * 10**9, stage=name, role=role,
+            service="svc", system="kafka", channel=channel, consumer_group=group,
+            duration_ms=ms,
+        )  # fmt: skip
+
+    stages = [
+        stage("published", PRODUCER, ms=0.5),
+        stage("published", PRODUCER, ms=1),  # an int duration, on a bucket's bound
+        stage("failed", PRODUCER, ms=2.5, at_s=61),
+        stage("retried", PRODUCER),  # not counted on a publish edge
+        stage("received", CONSUMER, ms=3.0, group="g"),
+        stage("processed", CONSUMER, ms=300_000.5, group="g"),
+        stage("processed", CONSUMER, ms=-1.0, group="g", project=2),
+        stage("failed", CONSUMER, ms=1e300, group="g"),
+        stage("deadlettered", CONSUMER, group="g"),
+        stage("retried", CONSUMER, ms=4.0, group="g"),
+        stage("processed", CONSUMER, ms=5.0, channel=""),  # no edge, still a project
+        stage("failed", CONSUMER, channel=""),  # no edge, still a failure
+    ]
+    compiled, python = rollups.Rollups(), rollups.Rollups()
+    failed, projects = items.binrows.add_stages(
+        compiled, [items.Item(s, None, None, s.time_ns, b"") for s in stages]
+    )
+    for s in stages:
+        python.add_stage(s)
+    assert compiled.params() == python.params()
+    assert failed == [s for s in stages if s.stage in rollups.ERRORS]
+    assert projects == {1, 2}
+    by_edge = {(p[0], p[4], p[1]): p for p in compiled.params()}
+    minute = rollups.minute_of(NOW_NS)
+    publish = by_edge[(1, "publish", minute)]
+    assert publish[6:9] == (2, 0, 0) and publish[11][:2] == [2, 0]  # both up to 1 ms
+    consume = by_edge[(1, "consume", minute)]
+    # count, received, errors, dead letters, retries; a duration above 300 s
+    assert consume[6:11] == (3, 1, 2, 1, 1) and consume[11][-1] == 2
