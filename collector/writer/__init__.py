@@ -37,7 +37,9 @@ consumer, or a CLIENT/SERVER pair, split across two of them are still joined
 exactly once.
 
 The package, one concern a module: `rows` (the tables and binary COPY rows),
-`prepare` (checking, encoding and deduplicating submitted rows), `lanes` (a
+`items` (a row on its way in, and the encoder: the compiled `binrows` when it
+is built, psycopg's formatting of value tuples otherwise), `prepare`
+(checking, encoding and deduplicating submitted rows), `lanes` (a
 lane's connection), `transaction` (one group's transaction), `joins`
 (end-to-end latency: publish and consume stages), `calls` (CLIENT/SERVER
 pairs), `recent` (publishes committed lately), `upkeep` (partitions and their
