@@ -951,3 +951,47 @@ def add_stages(flow, list items) -> tuple:
             _bump(durations, _bucket(PyFloat_AsDouble(duration_ms)), 1)
             _bump(sums, 5, duration_ms)
     return failed, projects
+
+
+cdef str _CONSUMER = "consumer"
+
+
+def count_e2e(flow, list stages, dict e2e) -> None:
+    """Add the end-to-end latency (`e2e`, by id of stage) of each consume outcome
+    among `stages` to its consume edge in `flow` (Rollups.add_e2e)."""
+    cdef dict edges = flow._edges
+    cdef dict rows = flow._rows
+    cdef list sums, latencies
+    cdef bint d
+    cdef long long time_ns
+    for s in stages:
+        latency = e2e.get(id(s))
+        if latency is None:
+            continue
+        d = type(s) is _StageRow
+        name = _at(s, d, ST_STAGE, "stage")
+        if not (name == _PROCESSED or name == _FAILED or name == _DEADLETTERED):
+            continue
+        key = (
+            _at(s, d, ST_PROJECT, "project_id"), _CONSUMER, _at(s, d, ST_SERVICE, "service"),
+            _at(s, d, ST_SYSTEM, "system"), _at(s, d, ST_CHANNEL, "channel"),
+            _at(s, d, ST_GROUP, "consumer_group"),
+        )
+        edge = edges.get(key, edges)
+        if edge is edges:
+            edge = edges[key] = _stage_edge(*key)
+        if edge is None:
+            continue
+        time_ns = PyLong_AsLongLong(_at(s, d, ST_TIME, "time_ns"))
+        minute = time_ns // _MINUTE_NS
+        if time_ns % _MINUTE_NS < 0:
+            minute -= 1  # floor, as Python's //
+        key = (edge, minute)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [[0] * 8, _empty(), _empty()]
+        sums = <list>(<list>row)[0]
+        latencies = <list>(<list>row)[2]
+        _bump(latencies, _bucket(PyFloat_AsDouble(latency)), 1)
+        _bump(sums, 6, 1)
+        _bump(sums, 7, latency)

@@ -16,6 +16,7 @@ from psycopg import pq
 from psycopg.adapt import Dumper
 
 from collector import rollups
+from collector.batch import CONSUMER
 from collector.writer.rows import (
     ENVELOPES,
     LOGS,
@@ -83,6 +84,7 @@ if COMPILED:
     count_stored = binrows.count_stored
     span_bounds = binrows.span_bounds
     add_stages = binrows.add_stages
+    count_e2e = binrows.count_e2e
     stage_bounds = binrows.stage_bounds
     _ENVELOPE_CODES = tuple(binrows.CODES[t] for t in ENVELOPES.copy_types)
     _LOG_CODES = tuple(binrows.CODES[t] for t in LOGS.copy_types)
@@ -121,6 +123,16 @@ else:
             if stage.stage in errors:
                 failed.append(stage)
         return failed, {item.row.project_id for item in items}
+
+    def count_e2e(flow, stages, e2e):
+        """Add the end-to-end latency (`e2e`, by id of stage) of each consume
+        outcome among `stages` to its consume edge in `flow`."""
+        for stage in stages:
+            latency = e2e.get(id(stage))
+            if latency is not None and stage.stage in rollups.OUTCOMES:
+                edge = flow.edge_of(stage, CONSUMER)
+                if edge is not None:
+                    flow.add_e2e(edge, stage.time_ns, latency)
 
     def span_bounds(spans):
         starts = [span.start_time_ns for span in spans]

@@ -5,7 +5,7 @@ import datetime as dt
 
 from collector import rollups
 from collector.batch import CONSUMER, ORIGIN_CLOUDEVENT, PRODUCER
-from collector.writer.items import bytea_array, int4_array, text_array
+from collector.writer.items import bytea_array, count_e2e, int4_array, text_array
 from collector.writer.rows import _bounds, _ns, to_datetime
 
 # How far apart a publish and its consume stage may be looked for.
@@ -17,12 +17,7 @@ class _EndToEnd:
     """The end-to-end joins of a _Transaction (its `cur`, `rows`, `rollups`, `lane`)."""
 
     def _count_e2e(self, stages: list, e2e: dict[int, float]) -> None:
-        for stage in stages:
-            latency = e2e.get(id(stage))
-            if latency is not None and stage.stage in rollups.OUTCOMES:
-                edge = self.rollups.edge_of(stage, CONSUMER)
-                if edge is not None:
-                    self.rollups.add_e2e(edge, stage.time_ns, latency)
+        count_e2e(self.rollups, stages, e2e)
 
     async def _e2e_for_consumers(self) -> tuple[dict[int, float], list, list, list]:
         """e2e_ms per consume stage (by id) whose publish is in this group or

@@ -315,3 +315,38 @@ def test_flow_rollups_of_new_stages_are_the_python_sums():
     consume = by_edge[(1, "consume", minute)]
     # count, received, errors, dead letters, retries; a duration above 300 s
     assert consume[6:11] == (3, 1, 2, 1, 1) and consume[11][-1] == 2
+
+
+def test_end_to_end_latencies_are_counted_as_the_python_sums():
+    def stage(name, *, role=CONSUMER, at_s=0, channel="orders", group="g"):
+        return StageRow(
+            project_id=1, time_ns=NOW_NS + at_s * 10**9, stage=name, role=role,
+            service="svc", system="kafka", channel=channel, consumer_group=group,
+        )  # fmt: skip
+
+    stages = [
+        stage("processed"),
+        stage("processed", at_s=61),
+        stage("failed", group=""),
+        stage("deadlettered"),
+        stage("received"),  # not an outcome: no latency counted
+        stage("processed", channel=""),  # no edge
+        stage("published", role=PRODUCER),  # counted on its consume edge only if an outcome
+        stage("processed"),  # no latency known
+    ]
+    latencies = [12.5, 0.0, 1e300, 3, 7.0, 9.0, 1.0, None]
+    e2e = {id(s): ms for s, ms in zip(stages, latencies, strict=True) if ms is not None}
+    compiled, python = rollups.Rollups(), rollups.Rollups()
+    items.binrows.count_e2e(compiled, stages, e2e)
+    for s in stages:  # what the writer did before, in Python
+        latency = e2e.get(id(s))
+        if latency is not None and s.stage in rollups.OUTCOMES:
+            edge = python.edge_of(s, CONSUMER)
+            if edge is not None:
+                python.add_e2e(edge, s.time_ns, latency)
+    assert compiled.params() == python.params()
+    counted = {(p[1], p[5]): (p[13], p[14], p[15]) for p in compiled.params()}
+    minute = rollups.minute_of(NOW_NS)
+    hist, count, total = counted[(minute, "g")]
+    assert (count, total, sum(hist)) == (2, 15.5, 2)  # 12.5 ms and 3 ms
+    assert counted[(minute, "")][1:] == (1, 1e300)
