@@ -815,15 +815,19 @@ def span_bounds(list spans) -> tuple:
     cdef Py_ssize_t i, n = PyList_GET_SIZE(spans)
     cdef set ids = set()
     cdef bint d
-    for i in range(n):
-        s = <object>PyList_GET_ITEM(spans, i)
-        d = type(s) is _SpanRow
-        t = PyLong_AsLongLong(_at(s, d, SP_START, "start_time_ns"))
-        if i == 0 or t < first:
-            first = t
-        if i == 0 or t > last:
-            last = t
-        ids.add(_at(s, d, SP_SPAN, "span_id"))
+    try:
+        for i in range(n):
+            s = <object>PyList_GET_ITEM(spans, i)
+            d = type(s) is _SpanRow
+            t = PyLong_AsLongLong(_at(s, d, SP_START, "start_time_ns"))
+            if i == 0 or t < first:
+                first = t
+            if i == 0 or t > last:
+                last = t
+            ids.add(_at(s, d, SP_SPAN, "span_id"))
+    except OverflowError:  # a time beyond 64 bits: refused row by row
+        starts = [s.start_time_ns for s in spans]
+        return min(starts), max(starts), {s.span_id for s in spans}
     return first, last, ids
 
 
@@ -831,13 +835,17 @@ def stage_bounds(list stages, list keys) -> tuple:
     """(earliest time, latest time, the set of dedupe keys) of a batch's stages."""
     cdef long long t, first = 0, last = 0
     cdef Py_ssize_t i, n = PyList_GET_SIZE(stages)
-    for i in range(n):
-        s = <object>PyList_GET_ITEM(stages, i)
-        t = PyLong_AsLongLong(_at(s, type(s) is _StageRow, ST_TIME, "time_ns"))
-        if i == 0 or t < first:
-            first = t
-        if i == 0 or t > last:
-            last = t
+    try:
+        for i in range(n):
+            s = <object>PyList_GET_ITEM(stages, i)
+            t = PyLong_AsLongLong(_at(s, type(s) is _StageRow, ST_TIME, "time_ns"))
+            if i == 0 or t < first:
+                first = t
+            if i == 0 or t > last:
+                last = t
+    except OverflowError:  # a time beyond 64 bits: refused row by row
+        times = [s.time_ns for s in stages]
+        return min(times), max(times), set(keys)
     return first, last, set(keys)
 
 

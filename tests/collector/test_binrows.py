@@ -24,7 +24,7 @@ from collector.batch import (
     StageRow,
 )
 from collector.db import conninfo
-from collector.writer import ENVELOPES, LOGS, SPANS, STAGES, items, rows
+from collector.writer import ENVELOPES, LOGS, SPANS, STAGES, Writer, items, rows
 from collector.writer.prepare import _Pending, _prepare, _window
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,3 +350,22 @@ def test_end_to_end_latencies_are_counted_as_the_python_sums():
     hist, count, total = counted[(minute, "g")]
     assert (count, total, sum(hist)) == (2, 15.5, 2)  # 12.5 ms and 3 ms
     assert counted[(minute, "")][1:] == (1, 1e300)
+
+
+async def test_a_time_beyond_64_bits_is_refused_and_the_rest_stored(telemetry_db, project):
+    good_span, bad_span = awkward_spans()[:2]
+    bad_span.start_time_ns = 2**70
+    good_stage, bad_stage = awkward_stages()[:2]
+    bad_stage.time_ns = 2**70
+    for row in (good_span, bad_span, good_stage, bad_stage):
+        row.project_id = project.id
+    writer = Writer(conninfo(), linger=0)
+    await writer.start()
+    try:
+        spans = await writer.submit(Batch(project.id, "traces", spans=[good_span, bad_span]))
+        stages = await writer.submit(Batch(project.id, "traces", stages=[good_stage, bad_stage]))
+    finally:
+        await writer.stop()
+    assert (spans.stored, spans.refused) == (1, 1)
+    assert "more than a day in the future" in spans.reasons[0]
+    assert stages.stored == 1  # a stage's refusal is counted with its span's
