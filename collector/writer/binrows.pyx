@@ -17,8 +17,15 @@ one-dimensional array without NULLs, None as NULL. A stage's last column,
 e2e_ms, is not in its encoded row: it is set in the transaction (`Item.e2e`)
 and appended when the block is written.
 
+Besides the rows, the writer's other per-row work that pays to compile:
+array query parameters (EncodedArray), stage dedupe keys (BLAKE2b-128), a
+batch's time bounds, and a group's flow-rollup sums (add_stages,
+count_e2e). Each has its pure-Python twin in items.py, the path taken when
+this module is not built.
+
 tests/collector/test_binrows.py stores awkward rows through both paths and
-compares them column by column.
+compares them column by column, and holds the compiled rollup sums to the
+Python ones.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
