@@ -28,6 +28,10 @@ ERRORS = frozenset(("failed", "deadlettered"))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MINUTE_NS = 60_000_000_000
 
+# The bounds as floats: bisecting a float latency among floats compares
+# without converting every int bound (same buckets, a third of the cost).
+_BOUNDS = tuple(float(bound) for bound in histogram.BOUNDS_MS)
+
 # count, received, errors, deadlettered, retries, duration_sum, e2e_count, e2e_sum
 _COUNT, _RECEIVED, _ERRORS, _DEAD, _RETRIES, _DSUM, _ECOUNT, _ESUM = range(8)
 
@@ -136,13 +140,13 @@ class Rollups:
             return
         duration_ms = stage.duration_ms
         if duration_ms is not None:
-            durations[_bucket(histogram.BOUNDS_MS, duration_ms)] += 1
+            durations[_bucket(_BOUNDS, duration_ms)] += 1
             sums[_DSUM] += duration_ms
 
     def add_e2e(self, edge, time_ns: int, e2e_ms: float) -> None:
         """Add one produce->consume latency to a consume edge."""
         sums, _, e2e = self._row(edge, time_ns)
-        e2e[_bucket(histogram.BOUNDS_MS, e2e_ms)] += 1
+        e2e[_bucket(_BOUNDS, e2e_ms)] += 1
         sums[_ECOUNT] += 1
         sums[_ESUM] += e2e_ms
 

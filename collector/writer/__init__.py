@@ -37,7 +37,9 @@ consumer, or a CLIENT/SERVER pair, split across two of them are still joined
 exactly once.
 
 The package, one concern a module: `rows` (the tables and binary COPY rows),
-`prepare` (checking, encoding and deduplicating submitted rows), `lanes` (a
+`items` (a row on its way in, and the encoder: the compiled `binrows` when it
+is built, psycopg's formatting of value tuples otherwise), `prepare`
+(checking, encoding and deduplicating submitted rows), `lanes` (a
 lane's connection), `transaction` (one group's transaction), `joins`
 (end-to-end latency: publish and consume stages), `calls` (CLIENT/SERVER
 pairs), `recent` (publishes committed lately), `upkeep` (partitions and their
@@ -64,6 +66,7 @@ from collector.batch import (
     Saturated,
     StorageUnavailable,
 )
+from collector.writer.items import warn_if_not_compiled
 from collector.writer.joins import E2E_WINDOW
 from collector.writer.lanes import CONNECT_TIMEOUT, WRITER_APPLICATION_NAME, _Lane
 from collector.writer.prepare import WriteResult, _collect, _Pending, _prepare, _window
@@ -190,6 +193,7 @@ class Writer(_PartitionUpkeep):
         if self._tasks:
             return
         configure_memory()
+        warn_if_not_compiled()
         self._stopping = False
         self._lanes = [_Lane(self) for _ in range(self.lanes)]
         self._tasks = [

@@ -1,14 +1,14 @@
 """Client/server call pairing: each CLIENT->SERVER pair between two services counted once."""
 
 from collector.batch import KIND_CLIENT, KIND_SERVER, STATUS_ERROR
-from collector.writer.prepare import _Item
+from collector.writer.items import Item, bytea_array, int4_array
 from collector.writer.rows import _DAY_NS, _bounds, _ns
 
 
 class _Calls:
     """The call pairing of a _Transaction (its `cur`, `rows`, `rollups`)."""
 
-    async def _calls(self, new_spans: list[_Item]) -> None:
+    async def _calls(self, new_spans: list[Item]) -> None:
         """Count each CLIENT->SERVER pair between two services once, when its second span lands.
 
         A new SERVER span is paired with its CLIENT parent wherever that is:
@@ -56,9 +56,9 @@ class _Calls:
                 "JOIN collector_span c ON c.project_id = k.p AND c.trace_id = k.t "
                 "AND c.span_id = k.sp AND c.kind = %s WHERE c.start_time BETWEEN %s AND %s",
                 (
-                    [s.project_id for s in lookup],
-                    [s.trace_id for s in lookup],
-                    [s.parent_span_id for s in lookup],
+                    int4_array([s.project_id for s in lookup]),
+                    bytea_array([s.trace_id for s in lookup]),
+                    bytea_array([s.parent_span_id for s in lookup]),
                     KIND_CLIENT,
                     lo,
                     hi,
@@ -84,9 +84,9 @@ class _Calls:
                 "JOIN collector_span s ON s.project_id = k.p AND s.trace_id = k.t "
                 "AND s.parent_span_id = k.sp AND s.kind = %s WHERE s.start_time BETWEEN %s AND %s",
                 (
-                    [s.project_id for s in clients],
-                    [s.trace_id for s in clients],
-                    [s.span_id for s in clients],
+                    int4_array([s.project_id for s in clients]),
+                    bytea_array([s.trace_id for s in clients]),
+                    bytea_array([s.span_id for s in clients]),
                     KIND_SERVER,
                     lo,
                     hi,

@@ -5,6 +5,7 @@ import datetime as dt
 
 from collector import rollups
 from collector.batch import CONSUMER, ORIGIN_CLOUDEVENT, PRODUCER
+from collector.writer.items import bytea_array, count_e2e, int4_array, text_array
 from collector.writer.rows import _bounds, _ns, to_datetime
 
 # How far apart a publish and its consume stage may be looked for.
@@ -16,12 +17,7 @@ class _EndToEnd:
     """The end-to-end joins of a _Transaction (its `cur`, `rows`, `rollups`, `lane`)."""
 
     def _count_e2e(self, stages: list, e2e: dict[int, float]) -> None:
-        for stage in stages:
-            latency = e2e.get(id(stage))
-            if latency is not None and stage.stage in rollups.OUTCOMES:
-                edge = self.rollups.edge_of(stage, CONSUMER)
-                if edge is not None:
-                    self.rollups.add_e2e(edge, stage.time_ns, latency)
+        count_e2e(self.rollups, stages, e2e)
 
     async def _e2e_for_consumers(self) -> tuple[dict[int, float], list, list, list]:
         """e2e_ms per consume stage (by id) whose publish is in this group or
@@ -80,7 +76,13 @@ class _EndToEnd:
                 "WHERE s.project_id = k.p AND s.trace_id = k.t AND s.span_id = k.sp "
                 "AND s.stage = 'published' AND s.role = 'producer' "
                 "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+                (
+                    int4_array([k[0] for k in keys]),
+                    bytea_array([k[1] for k in keys]),
+                    bytea_array([k[2] for k in keys]),
+                    lo,
+                    hi,
+                ),
             )
             for project_id, trace_id, span_id, when in await self.cur.fetchall():
                 _keep_earliest(by_context, (project_id, bytes(trace_id), bytes(span_id)), _ns(when))
@@ -93,7 +95,13 @@ class _EndToEnd:
                 "WHERE s.project_id = k.p AND s.event_id = k.i AND s.event_source = k.src "
                 "AND s.stage = 'published' AND s.role = 'producer' "
                 "AND s.time BETWEEN %s AND %s) AS x WHERE x.time IS NOT NULL",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], lo, hi),
+                (
+                    int4_array([k[0] for k in keys]),
+                    text_array([k[1] for k in keys]),
+                    text_array([k[2] for k in keys]),
+                    lo,
+                    hi,
+                ),
             )
             for project_id, source, event_id, when in await self.cur.fetchall():
                 _keep_earliest(by_event, (project_id, source, event_id), _ns(when))
@@ -120,7 +128,7 @@ class _EndToEnd:
             await self._set_e2e(updates)
         return found
 
-    async def _late_producers(self, publishes) -> None:
+    async def _late_producers(self, publishes, index: tuple[dict, dict] | None = None) -> None:
         """Give stored consume stages their e2e latency when their publish arrives late.
 
         Candidates are the consume stages of the publishes' traces (a consumer
@@ -133,13 +141,16 @@ class _EndToEnd:
         publishes are from the consumer side: the probe then reads two or three
         day partitions instead of every one kept (nine with a week's
         retention). `e2e_ms IS NULL` in the UPDATE makes each consume stage
-        count once.
+        count once. `index` is the publishes indexed as _index_publish does,
+        when the caller has it (the group's, when all its stages are new).
         """
         publishes = [p for p in publishes if p.stage == "published"]
-        contexts = {}
-        events = {}
-        for p in publishes:
-            _index_publish(contexts, events, p)
+        if index is not None:
+            contexts, events = index
+        else:
+            contexts, events = {}, {}
+            for p in publishes:
+                _index_publish(contexts, events, p)
         if not contexts and not events:
             return
         lo, hi = _bounds([p.time_ns for p in publishes], _E2E_WINDOW_NS)
@@ -153,7 +164,7 @@ class _EndToEnd:
                 "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
                 "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
                 "OFFSET 0) AS c",
-                ([t[0] for t in traces], [t[1] for t in traces], lo, hi),
+                (int4_array([t[0] for t in traces]), bytea_array([t[1] for t in traces]), lo, hi),
             )
             candidates += await self.cur.fetchall()
         if events:
@@ -162,7 +173,12 @@ class _EndToEnd:
                 "event_source, event_id, origin FROM collector_stage "
                 "WHERE project_id = ANY(%b::int[]) AND event_id = ANY(%b::text[]) "
                 "AND role = 'consumer' AND e2e_ms IS NULL AND time BETWEEN %s AND %s",
-                (sorted({key[0] for key in events}), sorted({key[2] for key in events}), lo, hi),
+                (
+                    int4_array(sorted({key[0] for key in events})),
+                    text_array(sorted({key[2] for key in events})),
+                    lo,
+                    hi,
+                ),
             )
             candidates += await self.cur.fetchall()
         updates = {}
@@ -208,8 +224,8 @@ class _EndToEnd:
             "RETURNING c.project_id, c.time, c.stage, c.service, c.system, c.channel, "
             "c.consumer_group, c.e2e_ms",
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
+                int4_array([k[0] for k in keys]),
+                bytea_array([k[1] for k in keys]),
                 [k[2] for k in keys],
                 [updates[k] for k in keys],
             ),

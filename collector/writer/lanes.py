@@ -5,6 +5,7 @@ import os
 
 import psycopg
 
+from collector.writer.items import configure_connection
 from collector.writer.rows import _Table, configure_copy
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class _Lane:
                 options="-c statement_timeout=60000",
             )
             configure_copy(self._conn)
+            configure_connection(self._conn)
             self._staging_ready.clear()
         return self._conn
 

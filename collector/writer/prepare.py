@@ -9,6 +9,18 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from collector.batch import Batch
+from collector.writer.items import (
+    Item,
+    envelope_item,
+    log_item,
+    span_bounds,
+    span_item,
+    span_items,
+    stage_bounds,
+    stage_item,
+    stage_items,
+    stage_keys,
+)
 from collector.writer.rows import (
     _DAY_NS,
     _EPOCH,
@@ -17,10 +29,6 @@ from collector.writer.rows import (
     SPANS,
     STAGES,
     _Table,
-    envelope_values,
-    log_values,
-    span_values,
-    stage_values,
     to_datetime,
 )
 
@@ -59,10 +67,10 @@ class _Pending:
         # store the batch starts from it.
         self.prepared = WriteResult()
         self.result = self.prepared
-        self.spans: list[_Item] = []
-        self.stages: list[_Item] = []
-        self.envelopes: list[_Item] = []
-        self.logs: list[_Item] = []
+        self.spans: list[Item] = []
+        self.stages: list[Item] = []
+        self.envelopes: list[Item] = []
+        self.logs: list[Item] = []
         self.hints: set = set()  # span ids and dedupe keys (see _collect)
         # (project, source, event_id, time_ns) of envelopes stamped on receipt
         self.receive_timed: set[tuple] = set()
@@ -75,28 +83,15 @@ class _Pending:
         self.hints = set()
 
 
-class _Item:
-    """One row on its way in: the source object, its pending request and its tuple."""
-
-    __slots__ = ("row", "pending", "key", "time_ns", "values")
-
-    def __init__(self, row, pending, key, time_ns, values):
-        self.row = row
-        self.pending = pending
-        self.key = key  # a stage's or log record's dedupe key
-        self.time_ns = time_ns
-        self.values = values  # the COPY row (a stage's with e2e_ms NULL; see _Transaction)
-
-
 class _Rows:
     """The group's rows, each once."""
 
     def __init__(self, group: list[_Pending]):
         self.pendings = group
-        self.spans: list[_Item] = []
-        self.stages: list[_Item] = []
-        self.envelopes: list[_Item] = []
-        self.logs: list[_Item] = []
+        self.spans: list[Item] = []
+        self.stages: list[Item] = []
+        self.envelopes: list[Item] = []
+        self.logs: list[Item] = []
         self.receive_timed: set[tuple] = set()
         self.day_numbers: set[int] = set()
 
@@ -143,60 +138,51 @@ def _prepare(pending: _Pending, oldest_ns: int, newest_ns: int) -> None:
         days.add(time_ns // _DAY_NS)
         return True
 
-    def all_fit(times: list[int], unique: set, count: int) -> bool:
+    def all_fit(first: int, last: int, unique: set, count: int) -> bool:
         # The common case: nothing to refuse and nothing repeated, so the rows
         # are not checked one by one.
-        first, last = min(times), max(times)
+        nonlocal hints
         if len(unique) != count or first < oldest_ns or last > newest_ns:
             return False
         days.update(range(first // _DAY_NS, last // _DAY_NS + 1))
-        hints.update(unique)
+        if hints:
+            hints.update(unique)
+        else:  # `unique` is new: taken rather than copied
+            hints = pending.hints = unique
         return True
 
     resources: dict[int, bytes] = {}
     if spans := batch.spans:
-        starts = [span.start_time_ns for span in spans]
-        if all_fit(starts, {span.span_id for span in spans}, len(spans)):
-            pending.spans = [
-                _Item(span, pending, None, start, span_values(span, resources))
-                for span, start in zip(spans, starts, strict=True)
-            ]
+        if all_fit(*span_bounds(spans), len(spans)):
+            pending.spans = span_items(spans, pending, resources)
         else:
-            for span, start in zip(spans, starts, strict=True):
+            for span in spans:
+                start = span.start_time_ns
                 if accept("span", start, _ident(SPANS, span, None, start)):
-                    pending.spans.append(
-                        _Item(span, pending, None, start, span_values(span, resources))
-                    )
+                    pending.spans.append(span_item(span, pending, resources))
                     hints.add(span.span_id)
     for env in batch.envelopes:
         if accept("event", env.time_ns, _ident(ENVELOPES, env, None, env.time_ns)):
-            pending.envelopes.append(_Item(env, pending, None, env.time_ns, envelope_values(env)))
+            pending.envelopes.append(envelope_item(env, pending))
             hints.add((env.source, env.event_id))
             if not env.time_from_event:
                 pending.receive_timed.add((env.project_id, env.source, env.event_id, env.time_ns))
     if stages := batch.stages:
-        keys = [stage.dedupe_key() for stage in stages]
-        times = [stage.time_ns for stage in stages]
-        if all_fit(times, set(keys), len(stages)):
-            pending.stages = [
-                _Item(stage, pending, key, time_ns, stage_values(stage, key, None))
-                for stage, key, time_ns in zip(stages, keys, times, strict=True)
-            ]
+        keys = stage_keys(stages)
+        if all_fit(*stage_bounds(stages, keys), len(stages)):
+            pending.stages = stage_items(stages, keys, pending)
         else:
-            for stage, key, time_ns in zip(stages, keys, times, strict=True):
+            for stage, key in zip(stages, keys, strict=True):
+                time_ns = stage.time_ns
                 if not oldest_ns <= time_ns <= newest_ns:
                     continue  # its span or envelope was refused (and counted) already
                 if accept("stage", time_ns, _ident(STAGES, stage, key, time_ns)):
-                    pending.stages.append(
-                        _Item(stage, pending, key, time_ns, stage_values(stage, key, None))
-                    )
+                    pending.stages.append(stage_item(stage, key, pending))
                     hints.add(key)
     for record in batch.logs:
         key = record.dedupe_key()
         if accept("log record", record.time_ns, _ident(LOGS, record, key, record.time_ns)):
-            pending.logs.append(
-                _Item(record, pending, key, record.time_ns, log_values(record, key))
-            )
+            pending.logs.append(log_item(record, pending, key))
             hints.add(key)
 
 
@@ -258,5 +244,6 @@ def _collect(group: list[_Pending]) -> _Rows:
                     else:
                         exact.add(ident)
                         ours.append(item)
-        hints |= pending.hints
+        if pending is not group[-1]:  # no batch after the last to compare with
+            hints |= pending.hints
     return rows

@@ -97,6 +97,9 @@ LOGS = _Table(
 # bytea[] values are encoded here, once, into PostgreSQL's binary forms and
 # travel as plain bytes (_Table.copy_types): psycopg's compiled formatter then
 # writes whole rows without calling back into Python for a single value.
+# These tuples are the writer's pure-Python path and the reference the
+# compiled encoder (binrows.pyx) is tested against; with it built, spans and
+# stages are encoded there, straight from their rows.
 
 _PG_EPOCH_US = 946_684_800 * 10**6  # 2000-01-01 in Unix microseconds
 _pack_int8 = struct.Struct("!q").pack

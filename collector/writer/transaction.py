@@ -3,16 +3,24 @@ envelope per CloudEvent, the joins, the rollups and the NOTIFY hints."""
 
 import collections
 import datetime as dt
-import operator
 
 from psycopg import errors as pg_errors
 
 from collector import notify, rollups
 from collector.batch import ORIGIN_CLOUDEVENT, PRODUCER
 from collector.writer.calls import _Calls
+from collector.writer.items import (
+    Item,
+    add_stages,
+    bytea_array,
+    copy_rows,
+    count_stored,
+    int4_array,
+    text_array,
+)
 from collector.writer.joins import _EndToEnd
 from collector.writer.lanes import _Lane
-from collector.writer.prepare import _Item, _Rows
+from collector.writer.prepare import _Rows
 from collector.writer.rows import (
     _DAY_NS,
     ENVELOPES,
@@ -74,25 +82,16 @@ class _Transaction(_EndToEnd, _Calls):
         new_spans = await self._insert(SPANS, rows.spans)
         for item in consumers:
             # Set from this transaction's join (a failed earlier attempt may have
-            # set another); e2e_ms is the row's last column.
-            latency = e2e.get(id(item.row))
-            values = item.values
-            if latency != values[-1]:
-                item.values = values[:-1] + (latency,)
+            # set another); e2e_ms is the row's last column, written with the COPY.
+            item.e2e = e2e.get(id(item.row))
         new_stages = await self._insert(STAGES, rows.stages)
         await self._insert(ENVELOPES, rows.envelopes)
         await self._insert(LOGS, rows.logs)
 
         # Counted before the lock is taken: what follows holds it.
         all_new = new_stages is rows.stages
-        add_stage, errors = self.rollups.add_stage, rollups.ERRORS
-        failed = []
-        for item in new_stages:
-            stage = item.row
-            add_stage(stage)
-            if stage.stage in errors:
-                failed.append(stage)
-        for project_id in {item.row.project_id for item in new_stages}:
+        failed, projects = add_stages(self.rollups, new_stages)
+        for project_id in projects:
             self.areas[project_id].add(notify.STAGES)
         for stage in failed:
             self.failures.add_stage(stage)
@@ -111,9 +110,11 @@ class _Transaction(_EndToEnd, _Calls):
                 keys = {id(item.row): item.key for item in new_stages}
                 unsettled = [s for s in unsettled if id(s) in keys]
                 self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
-        if not all_new:
-            publishes = [i.row for i in new_stages if i.row.role == PRODUCER]
-        await self._late_producers(publishes)
+        if all_new:
+            # The group's publishes, indexed for the consumers' joins already.
+            await self._late_producers(publishes, self.published)
+        else:
+            await self._late_producers([i.row for i in new_stages if i.row.role == PRODUCER])
         await self._calls(new_spans)
 
         for project_id in self.rollups.projects():
@@ -160,7 +161,7 @@ class _Transaction(_EndToEnd, _Calls):
 
     # -- inserting -------------------------------------------------------------------
 
-    async def _insert(self, table: _Table, items: list[_Item]) -> list[_Item]:
+    async def _insert(self, table: _Table, items: list[Item]) -> list[Item]:
         """Store `items`; returns the ones that were not stored before."""
         if not items:
             return []
@@ -172,11 +173,7 @@ class _Transaction(_EndToEnd, _Calls):
         except pg_errors.UniqueViolation:
             new = await self._insert_new_only(table, items)
         if new is items:
-            # Counted per request rather than per row: most of a group's rows
-            # belong to a handful of requests.
-            counts = collections.Counter(map(_pending_of, items))
-            for pending, count in counts.items():
-                pending.result.stored += count
+            count_stored(items)
             return new
         new_ids = {id(item) for item in new}
         for item in items:
@@ -186,19 +183,13 @@ class _Transaction(_EndToEnd, _Calls):
                 item.pending.result.duplicates += 1
         return new
 
-    async def _copy(self, target: str, table: _Table, items: list[_Item]) -> None:
+    async def _copy(self, target: str, table: _Table, items: list[Item]) -> None:
         async with self.cur.copy(
             f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(table.copy_types)
-            # The formatter fills a buffer and hands it over when full; calling
-            # it directly spares an awaited coroutine per row.
-            formatter = copy.formatter
-            for item in items:
-                if data := formatter.write_row(item.values):
-                    await copy.write(data)
+            await copy_rows(copy, table, items, table is STAGES)
 
-    async def _insert_new_only(self, table: _Table, items: list[_Item]) -> list[_Item]:
+    async def _insert_new_only(self, table: _Table, items: list[Item]) -> list[Item]:
         staging = await self.lane.staging_table(self.cur, table)
         await self._copy(staging, table, items)
         key = ", ".join(table.key)
@@ -209,14 +200,9 @@ class _Transaction(_EndToEnd, _Calls):
         )
         inserted = {tuple(_comparable(v) for v in row) for row in await self.cur.fetchall()}
         await self.cur.execute(f"TRUNCATE {staging}")
-        # A key is its table's leading identity columns and the row's time
-        # (encoded in the row, so taken from the item), to the microsecond.
-        positions = [table.columns.index(column) for column in table.key[:-1]]
-        return [
-            item
-            for item in items
-            if (*(item.values[p] for p in positions), item.time_ns // 1000) in inserted
-        ]
+        # A key is its table's leading identity columns and the row's time, to
+        # the microsecond.
+        return [item for item in items if _key(table, item) in inserted]
 
     # -- CloudEvents: one envelope per event ---------------------------------------------
 
@@ -245,9 +231,9 @@ class _Transaction(_EndToEnd, _Calls):
                 "WHERE EXISTS (SELECT FROM collector_envelope e WHERE e.project_id = k.p "
                 "AND e.source = k.s AND e.event_id = k.i AND e.time BETWEEN %s AND %s)",
                 (
-                    [i.row.project_id for i in envs],
-                    [i.row.source for i in envs],
-                    [i.row.event_id for i in envs],
+                    int4_array([i.row.project_id for i in envs]),
+                    text_array([i.row.source for i in envs]),
+                    text_array([i.row.event_id for i in envs]),
                     lo,
                     hi,
                 ),
@@ -264,12 +250,12 @@ class _Transaction(_EndToEnd, _Calls):
         if stages:
             rows.stages = await self._without_stored_keys(STAGES, rows.stages, stages)
 
-    async def _drop_stored_logs(self, timeless: list[_Item]) -> None:
+    async def _drop_stored_logs(self, timeless: list[Item]) -> None:
         """Drop log records stamped on receipt whose key is stored within a day
         (a retry of a record that has no time of its own)."""
         self.rows.logs = await self._without_stored_keys(LOGS, self.rows.logs, timeless)
 
-    async def _without_stored_keys(self, table: _Table, items: list[_Item], candidates):
+    async def _without_stored_keys(self, table: _Table, items: list[Item], candidates):
         """`items` less the `candidates` whose (project, dedupe key) `table`
         holds within RECEIVE_TIME_WINDOW_NS of their time; those count as duplicates."""
         lo, hi = _bounds([i.time_ns for i in candidates], RECEIVE_TIME_WINDOW_NS)
@@ -277,7 +263,12 @@ class _Transaction(_EndToEnd, _Calls):
             "SELECT k.p, k.d FROM unnest(%b::int[], %b::bytea[]) AS k(p, d) "
             f"WHERE EXISTS (SELECT FROM {table.name} t WHERE t.project_id = k.p "
             f"AND t.dedupe_key = k.d AND t.{table.columns[1]} BETWEEN %s AND %s)",
-            ([i.row.project_id for i in candidates], [i.key for i in candidates], lo, hi),
+            (
+                int4_array([i.row.project_id for i in candidates]),
+                bytea_array([i.key for i in candidates]),
+                lo,
+                hi,
+            ),
         )
         stored = {(p, bytes(d)) for p, d in await self.cur.fetchall()}
         ids = {id(i) for i in candidates}
@@ -290,7 +281,14 @@ class _Transaction(_EndToEnd, _Calls):
         return keep
 
 
-_pending_of = operator.attrgetter("pending")
+def _key(table: _Table, item: Item) -> tuple:
+    """The values of `table.key` of an item's row, its time in microseconds."""
+    row, time_us = item.row, item.time_ns // 1000
+    if table is SPANS:
+        return (row.project_id, row.trace_id, row.span_id, time_us)
+    if table is ENVELOPES:
+        return (row.project_id, row.source, row.event_id, time_us)
+    return (row.project_id, item.key, time_us)  # stages, log records
 
 
 def _comparable(value):
