@@ -45,7 +45,7 @@ def warn_if_not_compiled() -> None:
         log.warning(
             "the compiled COPY encoder (collector/writer/binrows.pyx) is not built: "
             "rows are encoded in Python, at about twice the CPU per span; "
-            "build it with `python setup.py build_ext --inplace` or `pip install -e .`"
+            "build it with `make install` (or `pip install -e .`)"
         )
 
 

@@ -145,7 +145,7 @@ def compiled_items(table, source, e2e) -> list:
 
 
 def test_the_compiled_encoder_is_built_and_used_in_this_checkout(telemetry_db):
-    assert items.COMPILED, "collector/writer/binrows.pyx is not built: run setup.py build_ext"
+    assert items.COMPILED, "collector/writer/binrows.pyx is not built: run make install"
     batch = Batch(1, "traces", spans=awkward_spans()[:3], stages=awkward_stages()[:2])
     pending = _Pending(batch, None)
     _prepare(pending, *_window())
