@@ -57,6 +57,16 @@ class Shop:
                  parent=parent, attrs=attributes, error=error)
         )  # fmt: skip
 
+    def process_by_id(self, event_id, at_ns, group="audit", topic=None, error=None):
+        """A consumer instrumented without propagation: a trace of its own, no
+        parent, no link; only the message id ties it to the publish."""
+        topic = topic or self.topic
+        attributes = world.messaging("kafka", topic, "process", group, event_id)
+        self.spans.setdefault(group, []).append(
+            world.span(world.new_trace_id(), world.new_span_id(), f"{topic} process",
+                       world.KIND_CONSUMER, at_ns, 3, attrs=attributes, error=error)
+        )  # fmt: skip
+
     def store(self, project_id):
         world.store(world.traces_batch(world.request(self.spans), project_id))
         self.spans = {}
@@ -152,6 +162,54 @@ def test_kafka_partition_and_key_order_and_a_resent_export(project):
     finding = Finding.objects.get(project=project)
     assert finding.ordering_key == "partition 3 key cust-a"
     assert [e["event_id"] for e in finding.examples[1:]] == ["ord-0", "ord-1"]
+
+
+def test_consumers_known_only_by_message_id_join_their_publish(project):
+    """audit carries only the message id: it is learned as a group of the
+    channel, and is judged missing, late and duplicate like the others, also
+    when its stages are stored before the publish; a relay that publishes the
+    same message id to another topic does not take the consumers over."""
+    set_channel(project, "kafka", "orders", deadline_seconds=5)
+    now = time.time_ns()
+    shop = Shop()
+    # The consume stages of ord-0 come first, the publish in a later pass.
+    shop.published["ord-0"] = (world.new_trace_id(), world.new_span_id())
+    shop.process_by_id("ord-0", now - 99 * SECOND)
+    shop.process_by_id("ord-0", now - 97 * SECOND)
+    shop.store(project.id)
+    settle()
+    assert findings(project) == {("duplicate", "orders", "audit"): ["ord-0"]}
+    for n in range(6):
+        shop.publish(f"ord-{n}", now - (100 - n) * SECOND)
+        shop.process(f"ord-{n}", now - (99 - n) * SECOND)  # payments, with the context
+    for n in (1, 2):
+        shop.process_by_id(f"ord-{n}", now - (99 - n) * SECOND)
+    shop.process_by_id("ord-4", now - 80 * SECOND)  # after its 5 s deadline
+    shop.process_by_id("ord-5", now - 94 * SECOND, error="timeout")
+    shop.process_by_id("ord-5", now - 93 * SECOND)
+    # A relay republishes ord-1 to `audit-copy` with the same message id.
+    relay = Shop("audit-copy")
+    relay.publish("ord-1", now - 90 * SECOND)
+    relay.process_by_id("ord-1", now - 89 * SECOND, group="archive")
+    shop.store(project.id)
+    relay.store(project.id)
+    settle()
+    assert findings(project) == {
+        ("duplicate", "orders", "audit"): ["ord-0"],
+        ("missing", "orders", "audit"): ["ord-3"],
+        ("late", "orders", "audit"): ["ord-4"],
+    }
+    late = Finding.objects.get(project=project, kind="late")
+    assert 15_000 < late.delay_ms < 17_000
+    # Judged again from scratch, the same.
+    Finding.objects.all().delete()
+    PassState.objects.all().delete()
+    settle()
+    assert findings(project) == {
+        ("duplicate", "orders", "audit"): ["ord-0"],
+        ("missing", "orders", "audit"): ["ord-3"],
+        ("late", "orders", "audit"): ["ord-4"],
+    }
 
 
 @pytest.fixture
