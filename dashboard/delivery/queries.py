@@ -8,6 +8,7 @@ group handled comes from the flow rollups (hourly rows for long windows).
 
 import datetime as dt
 import json
+from collections import defaultdict
 
 from django.db import connection
 
@@ -158,8 +159,12 @@ def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
 
 def _consumed(cur, project_id, since, until) -> dict:
     """{(system, channel, group): {"service", "handled", "successes", "failures"}}
-    from the consume edges of the window."""
-    rows_sql, params = window_rows(cur, project_id, since, until, "AND kind = 'consume'")
+    from the consume edges of the window (their counts only, not the
+    histograms)."""
+    rows_sql, params = window_rows(
+        cur, project_id, since, until, "AND kind = 'consume'",
+        columns="source, target, consumer_group, count, errors",
+    )  # fmt: skip
     cur.execute(
         f"SELECT source, target, consumer_group, sum(count), sum(errors) FROM ({rows_sql}) r "
         "GROUP BY source, target, consumer_group",
@@ -178,63 +183,153 @@ def _consumed(cur, project_id, since, until) -> dict:
     return out
 
 
-def table(project_id, since, until, filters: Filters | None = None) -> list[dict]:
-    """One row per (system, channel, group) consumed or with findings in the
+# Findings of the window per group, kind and trend bucket: one pass over the
+# window's rows, no timestamps handed back (the oldest missing event and the
+# examples are read afterwards, through the group index, for the groups shown).
+_COUNTS = """
+SELECT system, channel, consumer_group, kind,
+       least(floor(date_part('epoch', event_time - %s) / %s)::int, %s) AS b, count(*),
+       sum(greatest(successes - 1, 0))
+FROM delivery_finding WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+_EXAMPLE_JSON = """jsonb_build_object(
+    'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
+    'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
+    'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
+    'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms, 'ordering_key', f.ordering_key)"""
+
+# The newest examples of the listed (kind, system, channel, group)s and the
+# oldest missing event of the listed groups: an index probe each.
+_PROBES = f"""
+SELECT 'example', k.i, {_EXAMPLE_JSON}
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+     AS k(kind, system, channel, grp, i)
+CROSS JOIN LATERAL (
+    SELECT * FROM delivery_finding f
+    WHERE f.project_id = %s AND f.kind = k.kind AND f.system = k.system
+      AND f.channel = k.channel AND f.consumer_group = k.grp
+      AND f.event_time >= %s AND f.event_time < %s
+    ORDER BY f.event_time DESC LIMIT %s) AS f
+UNION ALL
+SELECT 'oldest', k.i, {_EXAMPLE_JSON}
+FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS k(system, channel, grp, i)
+CROSS JOIN LATERAL (
+    SELECT * FROM delivery_finding f
+    WHERE f.project_id = %s AND f.kind = 'missing' AND f.system = k.system
+      AND f.channel = k.channel AND f.consumer_group = k.grp
+      AND f.event_time >= %s AND f.event_time < %s
+    ORDER BY f.event_time LIMIT 1) AS f
+"""
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value  # jsonb through Django
+
+
+def overview(project_id, since, until, filters: Filters | None = None, limit=30):
+    """What the Delivery page shows: (rows, groups).
+
+    rows: one per (system, channel, group) consumed or with findings in the
     window: events handled, delivered once, each kind's count and share of
-    the events, a trend per kind, and the oldest missing event."""
+    the events, a trend per kind, and the oldest missing event (`oldest`).
+    groups: the `limit` largest (kind, system, channel, group)s as
+    GET /api/findings lists them first, with their newest examples.
+    """
     filters = filters or Filters()
     where, params = filters.sql()
     span = (until - since).total_seconds() / TREND_BUCKETS
     with connection.cursor() as cur:
-        consumed = _consumed(cur, project_id, since, until)
+        consumed = _consumed(cur, project_id, since, until) if not filters.kind else {}
         cur.execute(
-            "SELECT system, channel, consumer_group, kind, "
-            "least(floor(extract(epoch FROM event_time - %s) / %s)::int, %s) AS b, count(*), "
-            "sum(greatest(successes - 1, 0)), min(event_time) "
-            "FROM delivery_finding WHERE project_id = %s AND event_time >= %s "
-            f"AND event_time < %s {where} GROUP BY 1, 2, 3, 4, 5",
+            _COUNTS.format(where=where),
             [since, span, TREND_BUCKETS - 1, project_id, since, until, *params],
         )
         counted = cur.fetchall()
         cur.execute(
-            "SELECT id, system, channel, consumer_group, service, first_seen, last_seen "
-            "FROM delivery_expectation WHERE project_id = %s AND retired_at IS NULL",
+            "SELECT id, system, channel, consumer_group FROM delivery_expectation "
+            "WHERE project_id = %s AND retired_at IS NULL",
             [project_id],
         )
-        expected = {(r[1], r[2], r[3]): r for r in cur.fetchall()}
+        expected = {(r[1], r[2], r[3]): r[0] for r in cur.fetchall()}
+        rows = _rows(consumed, counted, expected, filters)
+        totals: dict = {}
+        for system, channel, group, kind, _, count, _ in counted:
+            key = (kind, system, channel, group)
+            totals[key] = totals.get(key, 0) + count
+        listed = sorted(totals, key=lambda k: (-totals[k], k))[:limit]
+        missing = [(r["system"], r["channel"], r["group"]) for r in rows if r["counts"]["missing"]]
+        probes = []
+        if listed or missing:
+            cur.execute(
+                _PROBES,
+                [
+                    *([list(c) for c in zip(*listed, strict=True)] if listed else [[]] * 4),
+                    project_id, since, until, EXAMPLES,
+                    *([list(c) for c in zip(*missing, strict=True)] if missing else [[]] * 3),
+                    project_id, since, until,
+                ],
+            )  # fmt: skip
+            probes = cur.fetchall()
+    examples: dict = defaultdict(list)
+    oldest = {}
+    for what, i, found in probes:
+        found = _json(found)
+        if what == "example":
+            examples[i - 1].append(found)
+        else:
+            oldest[missing[i - 1]] = found
+    for row in rows:
+        found = oldest.get((row["system"], row["channel"], row["group"]))
+        row["oldest"] = (
+            {"event_id": found["event_id"], "source": found["event_source"],
+             "trace_id": found["trace_id"], "time": found["event_time"]}
+            if found else None
+        )  # fmt: skip
+    groups = []
+    for i, (kind, system, channel, group) in enumerate(listed):
+        found = sorted(examples[i], key=lambda e: e["event_time"], reverse=True)
+        groups.append(
+            {
+                "kind": kind, "system": system, "channel": channel, "group": group,
+                "count": totals[(kind, system, channel, group)],
+                "examples": [_example(e) for e in found],
+            }
+        )  # fmt: skip
+    return rows, groups
+
+
+def _rows(consumed: dict, counted: list, expected: dict, filters: Filters) -> list[dict]:
     rows: dict = {}
 
     def row_of(key):
         if key not in rows:
             rows[key] = {
                 "system": key[0], "channel": key[1], "group": key[2], "service": "",
-                "handled": 0, "successes": 0, "extra": 0, "oldest_missing": None,
-                "expected": key in expected,
-                "expectation_id": expected[key][0] if key in expected else None,
+                "handled": 0, "successes": 0, "extra": 0,
+                "expected": key in expected, "expectation_id": expected.get(key),
                 "counts": dict.fromkeys(KINDS, 0),
                 "trend": {k: [0] * TREND_BUCKETS for k in KINDS},
             }  # fmt: skip
         return rows[key]
 
-    if not filters.kind:
-        for key, sums in consumed.items():
-            if filters.system and key[0] != filters.system:
-                continue
-            if filters.channel and key[1] != filters.channel:
-                continue
-            if filters.group and key[2] != filters.group:
-                continue
-            row = row_of(key)
-            row.update(service=sums["service"], handled=sums["handled"])
-            row["successes"] = sums["successes"]
-    for system, channel, group, kind, bucket, count, extra, oldest in counted:
+    for key, sums in consumed.items():
+        if filters.system and key[0] != filters.system:
+            continue
+        if filters.channel and key[1] != filters.channel:
+            continue
+        if filters.group and key[2] != filters.group:
+            continue
+        row = row_of(key)
+        row.update(service=sums["service"], handled=sums["handled"])
+        row["successes"] = sums["successes"]
+    for system, channel, group, kind, bucket, count, extra in counted:
         row = row_of((system, channel, group))
         row["counts"][kind] += count
         row["trend"][kind][max(bucket, 0)] += count
         if kind == "duplicate":
             row["extra"] += int(extra or 0)
-        if kind == "missing" and (row["oldest_missing"] is None or oldest < row["oldest_missing"]):
-            row["oldest_missing"] = oldest
     out = []
     for row in rows.values():
         counts = row["counts"]
@@ -246,23 +341,6 @@ def table(project_id, since, until, filters: Filters | None = None) -> list[dict
         out.append(row)
     out.sort(key=lambda r: (r["system"], r["channel"], r["group"]))
     return out
-
-
-def oldest_missing(project_id, since, until) -> dict:
-    """{(system, channel, group): the oldest missing finding's event}."""
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT DISTINCT ON (system, channel, consumer_group) system, channel, "
-            "consumer_group, event_id, event_source, trace_id, event_time "
-            "FROM delivery_finding WHERE project_id = %s AND kind = 'missing' "
-            "AND event_time >= %s AND event_time < %s "
-            "ORDER BY system, channel, consumer_group, event_time",
-            [project_id, since, until],
-        )
-        return {
-            tuple(r[:3]): {"event_id": r[3], "source": r[4], "trace_id": r[5], "time": r[6]}
-            for r in cur.fetchall()
-        }
 
 
 def for_traces(project_id, trace_ids: list[str]) -> list[dict]:

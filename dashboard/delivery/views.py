@@ -80,15 +80,11 @@ def delivery_context(project, params) -> dict:
     shown = window_query(params, DEFAULT_WINDOW)
     since, until = parse_window(shown, default=DEFAULT_WINDOW)
     filters = queries.Filters.from_params(params)
-    rows = queries.table(project.id, since, until, filters)
+    rows, groups = queries.overview(project.id, since, until, filters, limit=30)
     peak = max((max(t) for r in rows for t in r["trend"].values()), default=0)
     for row in rows:
         row["cells"] = mark_safe("".join(_cell(row, kind, peak) for kind in queries.KINDS))
-    oldest = queries.oldest_missing(project.id, since, until)
-    for row in rows:
-        missing = oldest.get((row["system"], row["channel"], row["group"]))
-        row["oldest_link"] = _link(missing, project.slug) if missing else None
-    groups, _ = queries.grouped(project.id, since, until, filters, limit=30)
+        row["oldest_link"] = _link(row["oldest"], project.slug) if row["oldest"] else None
     for group in groups:
         group["label"] = KIND_LABELS[group["kind"]]
         for example in group["examples"]:
