@@ -183,16 +183,71 @@ def _consumed(cur, project_id, since, until) -> dict:
     return out
 
 
-# Findings of the window per group, kind and trend bucket: one pass over the
-# window's rows, no timestamps handed back (the oldest missing event and the
-# examples are read afterwards, through the group index, for the groups shown).
-_COUNTS = """
-SELECT system, channel, consumer_group, kind,
-       least(floor(date_part('epoch', event_time - %s) / %s)::int, %s) AS b, count(*),
-       sum(greatest(successes - 1, 0))
-FROM delivery_finding WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
+# Findings of the window per group, kind and trend bucket, with no
+# timestamps handed back (the oldest missing event and the examples are read
+# afterwards, through the group index, for the groups shown). Hours that lie
+# whole inside one trend bucket come from the hourly counts the database keeps
+# (migration 0002_finding_hours); the rest of the window from the findings.
+_BUCKET = "least(floor(date_part('epoch', {column} - %s) / %s)::int, %s)"
+_COUNTS = f"""
+SELECT system, channel, consumer_group, kind, b, sum(n)::bigint, sum(extra)::bigint FROM (
+    SELECT system, channel, consumer_group, kind, {_BUCKET.format(column="hour")} AS b,
+           count AS n, extra
+    FROM delivery_findinghour
+    WHERE project_id = %s AND hour = ANY(%s::timestamptz[]) {{where}}
+    UNION ALL
+    SELECT system, channel, consumer_group, kind, {_BUCKET.format(column="event_time")},
+           1, greatest(successes - 1, 0)
+    FROM delivery_finding WHERE project_id = %s AND ({{ranges}}) {{where}}
+) AS r
 GROUP BY 1, 2, 3, 4, 5
 """
+HOUR = dt.timedelta(hours=1)
+
+
+def _split(since: dt.datetime, until: dt.datetime) -> tuple[list, list]:
+    """(the hours of the window that lie whole inside one trend bucket, the
+    [lo, hi) ranges of the rest): the first are read as hourly counts."""
+    span = (until - since) / TREND_BUCKETS
+    if span < HOUR:
+        return [], [(since, until)]
+    edges = [since + k * span for k in range(1, TREND_BUCKETS)]
+    hour = since.replace(minute=0, second=0, microsecond=0)
+    if hour < since:
+        hour += HOUR
+    whole = []
+    while hour + HOUR <= until:
+        if not any(hour < e < hour + HOUR for e in edges):
+            whole.append(hour)
+        hour += HOUR
+    ranges, start = [], since
+    for hour in whole:
+        if hour > start:
+            ranges.append((start, hour))
+        start = hour + HOUR
+    if start < until:
+        ranges.append((start, until))
+    return whole, ranges
+
+
+def _counts(cur, project_id, since, until, filters: "Filters") -> list:
+    """(system, channel, group, kind, bucket, count, extra duplicate successes) rows."""
+    where, params = filters.sql()
+    span = (until - since).total_seconds() / TREND_BUCKETS
+    whole, ranges = _split(since, until)
+    bucket = [since, span, TREND_BUCKETS - 1]
+    cur.execute(
+        _COUNTS.format(
+            where=where,
+            ranges=" OR ".join(["(event_time >= %s AND event_time < %s)"] * len(ranges)) or "false",
+        ),
+        [
+            *bucket, project_id, whole, *params,
+            *bucket, project_id, *(t for r in ranges for t in r), *params,
+        ],
+    )  # fmt: skip
+    return cur.fetchall()
+
 
 _EXAMPLE_JSON = """jsonb_build_object(
     'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
@@ -238,15 +293,9 @@ def overview(project_id, since, until, filters: Filters | None = None, limit=30)
     GET /api/findings lists them first, with their newest examples.
     """
     filters = filters or Filters()
-    where, params = filters.sql()
-    span = (until - since).total_seconds() / TREND_BUCKETS
     with connection.cursor() as cur:
         consumed = _consumed(cur, project_id, since, until) if not filters.kind else {}
-        cur.execute(
-            _COUNTS.format(where=where),
-            [since, span, TREND_BUCKETS - 1, project_id, since, until, *params],
-        )
-        counted = cur.fetchall()
+        counted = _counts(cur, project_id, since, until, filters)
         cur.execute(
             "SELECT id, system, channel, consumer_group FROM delivery_expectation "
             "WHERE project_id = %s AND retired_at IS NULL",

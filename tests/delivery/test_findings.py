@@ -346,3 +346,55 @@ def test_alert_kinds_fire_on_findings(troubled, project):
     )
     assert firing["missing_events"][0]["group"] == "shipping"
     assert "out_of_order" not in firing
+
+
+def test_a_week_counted_from_hourly_counts_is_exact(project):
+    """Most of a week is read from the hourly counts the database keeps of
+    the findings: after inserts, updates and deletes they agree with counting
+    the findings themselves, per group, kind and trend bucket."""
+    import random
+
+    from django.utils import timezone
+
+    from dashboard.delivery import queries
+
+    rnd = random.Random(15)
+    until = timezone.now()
+    since = until - dt.timedelta(days=7)
+
+    def finding(n):
+        kind = rnd.choice(queries.KINDS)
+        return Finding(
+            project=project, kind=kind, system="kafka", channel=rnd.choice(["orders", "refunds"]),
+            group=rnd.choice(["payments", "shipping"]), event_key=n.to_bytes(8, "big"),
+            event_time=since + dt.timedelta(seconds=rnd.uniform(-3600, 7 * 86400 + 3600)),
+            successes=rnd.choice([2, 3]) if kind == "duplicate" else 1, examples=[],
+        )  # fmt: skip
+
+    Finding.objects.bulk_create([finding(n) for n in range(1500)])
+    Finding.objects.filter(group="shipping", kind="missing", channel="orders").delete()
+    Finding.objects.filter(pk__in=Finding.objects.order_by("pk").values("pk")[:200]).update(
+        event_time=F("event_time") + dt.timedelta(minutes=97)
+    )
+    Finding.objects.bulk_create([finding(n) for n in range(2000, 2300)])
+
+    span = (until - since).total_seconds() / queries.TREND_BUCKETS
+    expected: dict = {}
+    extra: dict = {}
+    for f in Finding.objects.filter(project=project, event_time__gte=since, event_time__lt=until):
+        b = min(int((f.event_time - since).total_seconds() // span), queries.TREND_BUCKETS - 1)
+        trend = expected.setdefault((f.channel, f.group, f.kind), [0] * queries.TREND_BUCKETS)
+        trend[b] += 1
+        if f.kind == "duplicate":
+            extra[(f.channel, f.group)] = extra.get((f.channel, f.group), 0) + f.successes - 1
+    assert len(queries._split(since, until)[0]) > 120  # most hours from the hourly counts
+    rows, groups = queries.overview(project.id, since, until)
+    got = {
+        (r["channel"], r["group"], kind): r["trend"][kind]
+        for r in rows
+        for kind in queries.KINDS
+        if r["counts"][kind]
+    }
+    assert got == expected
+    assert {(r["channel"], r["group"]): r["extra"] for r in rows} == extra
+    assert sum(g["count"] for g in groups) == sum(map(sum, expected.values()))
