@@ -9,7 +9,9 @@ most of a week is read as a few rows per group and hour.
 Statement-level triggers with transition tables apply every insert, update
 and delete of `delivery_finding` (the pass, the out-of-order writer, retiring
 a group, the hourly purge, a project's cascade) to `delivery_findinghour` in
-the same transaction; a truncate empties it too.
+the same transaction; a truncate empties it too. Rows are upserted in key
+order, so two transactions writing findings of the same hours (the pass and
+an editor retiring a group) wait for each other rather than deadlock.
 """
 
 from django.db import migrations
@@ -34,7 +36,7 @@ BEGIN
         SELECT project_id, date_bin('1 hour', event_time, timestamptz '2000-01-01 00:00+00'),
                kind, system, channel, consumer_group, -count(*),
                -sum(greatest(successes - 1, 0))
-        FROM gone GROUP BY 1, 2, 3, 4, 5, 6
+        FROM gone GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (project_id, hour, kind, system, channel, consumer_group) DO UPDATE
         SET count = h.count + excluded.count, extra = h.extra + excluded.extra;
     END IF;
@@ -43,7 +45,7 @@ BEGIN
         SELECT project_id, date_bin('1 hour', event_time, timestamptz '2000-01-01 00:00+00'),
                kind, system, channel, consumer_group, count(*),
                sum(greatest(successes - 1, 0))
-        FROM added GROUP BY 1, 2, 3, 4, 5, 6
+        FROM added GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (project_id, hour, kind, system, channel, consumer_group) DO UPDATE
         SET count = h.count + excluded.count, extra = h.extra + excluded.extra;
     END IF;
