@@ -212,7 +212,9 @@ def _split(since: dt.datetime, until: dt.datetime) -> tuple[list, list]:
     if span < HOUR:
         return [], [(since, until)]
     edges = [since + k * span for k in range(1, TREND_BUCKETS)]
-    hour = since.replace(minute=0, second=0, microsecond=0)
+    # Whole UTC hours, as the hourly counts are binned (an offset of half an
+    # hour would otherwise name hours that have no row).
+    hour = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
     if hour < since:
         hour += HOUR
     whole = []

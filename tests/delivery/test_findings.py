@@ -397,4 +397,8 @@ def test_a_week_counted_from_hourly_counts_is_exact(project):
     }
     assert got == expected
     assert {(r["channel"], r["group"]): r["extra"] for r in rows} == extra
+    # A window given in another time zone (half an hour off UTC) counts the same.
+    offset = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    again, _ = queries.overview(project.id, since.astimezone(offset), until.astimezone(offset))
+    assert [r["trend"] for r in again] == [r["trend"] for r in rows]
     assert sum(g["count"] for g in groups) == sum(map(sum, expected.values()))
