@@ -88,73 +88,97 @@ def _example(row: dict) -> dict:
     return out
 
 
-# Groups first (counts only), then each listed group's newest examples
-# through the (project, kind, system, channel, group, event_time) index.
-_GROUPED = """
-SELECT g.kind, g.system, g.channel, g.consumer_group, g.n, g.first, g.last, x.examples
-FROM (
-    SELECT kind, system, channel, consumer_group, count(*) AS n, min(event_time) AS first,
-           max(event_time) AS last
-    FROM delivery_finding
-    WHERE project_id = %s AND event_time >= %s AND event_time < %s {where}
-    GROUP BY kind, system, channel, consumer_group
-    ORDER BY count(*) DESC, kind, system, channel, consumer_group
-    LIMIT %s OFFSET %s
-) AS g
-CROSS JOIN LATERAL (
-    SELECT jsonb_agg(jsonb_build_object(
-            'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
-            'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
-            'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
-            'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms,
-            'ordering_key', f.ordering_key) ORDER BY f.event_time DESC) AS examples
-    FROM (SELECT * FROM delivery_finding f
-          WHERE f.project_id = %s AND f.kind = g.kind AND f.system = g.system
-            AND f.channel = g.channel AND f.consumer_group = g.consumer_group
-            AND f.event_time >= %s AND f.event_time < %s
-          ORDER BY f.event_time DESC LIMIT %s) AS f
-) AS x
-ORDER BY g.n DESC, g.kind, g.system, g.channel, g.consumer_group
+# Groups first (counts only: whole hours from the hourly counts, the ragged
+# ends from the findings), then each listed group's newest examples and its
+# first event through the (project, kind, system, channel, group,
+# event_time) index.
+_TOTALS = """
+SELECT kind, system, channel, consumer_group, sum(n)::bigint FROM (
+    SELECT kind, system, channel, consumer_group, count AS n FROM delivery_findinghour
+    WHERE project_id = %s AND hour = ANY(%s::timestamptz[]) {where}
+    UNION ALL
+    SELECT kind, system, channel, consumer_group, 1 FROM delivery_finding
+    WHERE project_id = %s AND ({ranges}) {where}
+) AS r
+GROUP BY 1, 2, 3, 4
 """
+
+_GROUP_PROBES = """
+SELECT 'example', k.i, f.event_time, {example}
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+     AS k(kind, system, channel, grp, i)
+CROSS JOIN LATERAL (
+    SELECT * FROM delivery_finding f
+    WHERE f.project_id = %s AND f.kind = k.kind AND f.system = k.system
+      AND f.channel = k.channel AND f.consumer_group = k.grp
+      AND f.event_time >= %s AND f.event_time < %s
+    ORDER BY f.event_time DESC LIMIT %s) AS f
+UNION ALL
+SELECT 'first', k.i, f.event_time, NULL
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+     AS k(kind, system, channel, grp, i)
+CROSS JOIN LATERAL (
+    SELECT f.event_time FROM delivery_finding f
+    WHERE f.project_id = %s AND f.kind = k.kind AND f.system = k.system
+      AND f.channel = k.channel AND f.consumer_group = k.grp
+      AND f.event_time >= %s AND f.event_time < %s
+    ORDER BY f.event_time LIMIT 1) AS f
+"""
+
+
+def _ranges_sql(ranges: list) -> str:
+    return " OR ".join(["(event_time >= %s AND event_time < %s)"] * len(ranges)) or "false"
 
 
 def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
     """Items of GET /api/findings and the next offset (None at the end)."""
     where, params = filters.sql()
+    whole, ranges = _split(since, until, buckets=False)
     with connection.cursor() as cur:
         cur.execute(
-            _GROUPED.format(where=where),
+            _TOTALS.format(where=where, ranges=_ranges_sql(ranges)),
             [
-                project_id,
-                since,
-                until,
-                *params,
-                limit + 1,
-                offset,
-                project_id,
-                since,
-                until,
-                EXAMPLES,
-            ],  # fmt: skip
-        )
-        rows = cur.fetchall()
+                project_id, whole, *params,
+                project_id, *(t for r in ranges for t in r), *params,
+            ],
+        )  # fmt: skip
+        totals = {tuple(r[:4]): r[4] for r in cur.fetchall()}
+        ordered = sorted(totals, key=lambda k: (-totals[k], k))[offset : offset + limit + 1]
+        listed = ordered[:limit]
+        probes = []
+        if listed:
+            keys = [list(c) for c in zip(*listed, strict=True)]
+            cur.execute(
+                _GROUP_PROBES.format(example=_EXAMPLE_JSON),
+                [
+                    *keys, project_id, since, until, EXAMPLES,
+                    *keys, project_id, since, until,
+                ],
+            )  # fmt: skip
+            probes = cur.fetchall()
+    examples: dict = defaultdict(list)
+    first: dict = {}
+    for what, i, when, found in probes:
+        if what == "example":
+            examples[i - 1].append((when, _json(found)))
+        else:
+            first[i - 1] = when
     items = []
-    for kind, system, channel, group, count, first, last, examples in rows[:limit]:
-        if isinstance(examples, str):  # jsonb through Django's cursor
-            examples = json.loads(examples)
+    for i, (kind, system, channel, group) in enumerate(listed):
+        found = sorted(examples[i], key=lambda e: e[0], reverse=True)
         items.append(
             {
                 "kind": kind,
                 "system": system,
                 "channel": channel,
                 "group": group,
-                "count": count,
-                "first_seen": _rfc3339(first),
-                "last_seen": _rfc3339(last),
-                "examples": [_example(e) for e in examples or []],
+                "count": totals[(kind, system, channel, group)],
+                "first_seen": _rfc3339(first.get(i)),
+                "last_seen": _rfc3339(found[0][0] if found else None),
+                "examples": [_example(e) for _, e in found],
             }
         )
-    return items, (offset + limit if len(rows) > limit else None)
+    return items, (offset + limit if len(ordered) > limit else None)
 
 
 def _consumed(cur, project_id, since, until) -> dict:
@@ -205,13 +229,14 @@ GROUP BY 1, 2, 3, 4, 5
 HOUR = dt.timedelta(hours=1)
 
 
-def _split(since: dt.datetime, until: dt.datetime) -> tuple[list, list]:
-    """(the hours of the window that lie whole inside one trend bucket, the
-    [lo, hi) ranges of the rest): the first are read as hourly counts."""
+def _split(since: dt.datetime, until: dt.datetime, buckets: bool = True) -> tuple[list, list]:
+    """(the whole hours of the window, inside one trend bucket each when
+    `buckets`, and the [lo, hi) ranges of the rest): the first are read as
+    hourly counts."""
     span = (until - since) / TREND_BUCKETS
-    if span < HOUR:
+    if buckets and span < HOUR:
         return [], [(since, until)]
-    edges = [since + k * span for k in range(1, TREND_BUCKETS)]
+    edges = [since + k * span for k in range(1, TREND_BUCKETS)] if buckets else []
     # Whole UTC hours, as the hourly counts are binned (an offset of half an
     # hour would otherwise name hours that have no row).
     hour = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
@@ -241,7 +266,7 @@ def _counts(cur, project_id, since, until, filters: "Filters") -> list:
     cur.execute(
         _COUNTS.format(
             where=where,
-            ranges=" OR ".join(["(event_time >= %s AND event_time < %s)"] * len(ranges)) or "false",
+            ranges=_ranges_sql(ranges),
         ),
         [
             *bucket, project_id, whole, *params,

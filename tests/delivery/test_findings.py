@@ -397,6 +397,21 @@ def test_a_week_counted_from_hourly_counts_is_exact(project):
     }
     assert got == expected
     assert {(r["channel"], r["group"]): r["extra"] for r in rows} == extra
+    # GET /api/findings counts the same, whole hours from the hourly counts.
+    items, _ = queries.grouped(project.id, since, until, queries.Filters(), limit=500)
+    assert {(i["channel"], i["group"], i["kind"]): i["count"] for i in items} == {
+        k: sum(v) for k, v in expected.items()
+    }
+    in_window = Finding.objects.filter(project=project, event_time__gte=since, event_time__lt=until)
+    for item in items:
+        times = sorted(
+            f.event_time
+            for f in in_window.filter(
+                kind=item["kind"], channel=item["channel"], group=item["group"]
+            )
+        )
+        assert item["first_seen"] == times[0].isoformat().replace("+00:00", "Z")
+        assert item["last_seen"] == times[-1].isoformat().replace("+00:00", "Z")
     # A window given in another time zone (half an hour off UTC) counts the same.
     offset = dt.timezone(dt.timedelta(hours=5, minutes=30))
     again, _ = queries.overview(project.id, since.astimezone(offset), until.astimezone(offset))
