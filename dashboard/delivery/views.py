@@ -4,6 +4,7 @@ its two editor actions: a channel's deadline and ordering attribute, and
 retiring a consumer group."""
 
 import html
+import re
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -144,14 +145,33 @@ def _finding_row(group: dict) -> str:
     )
 
 
-def _link(example: dict, project: str) -> dict:
+_HEX = re.compile(r"[0-9a-f]{1,64}")
+
+
+class _TraceUrls:
+    """Journey links to traces for one page: the route reversed once, not
+    for each of a page's hundreds of links (hex ids need no quoting)."""
+
+    MARK = "0" * 32
+
+    def __init__(self, project: str):
+        self.project = project
+        self.before, _, self.after = trace_url(self.MARK, project).partition(self.MARK)
+
+    def __call__(self, trace_id: str) -> str:
+        if _HEX.fullmatch(trace_id):
+            return f"{self.before}{trace_id}{self.after}"
+        return trace_url(trace_id, self.project)
+
+
+def _link(example: dict, project: str, traces=None) -> dict:
     if example.get("event_id"):
         url = event_url(example["event_id"], example.get("source"), project)
         return {"label": example["event_id"], "url": url}
     if example.get("trace_id"):
         return {
             "label": f"trace {example['trace_id'][:12]}",
-            "url": trace_url(example["trace_id"], project),
+            "url": (traces or _TraceUrls(project))(example["trace_id"]),
         }
     return {"label": "(no id)", "url": ""}
 
@@ -162,18 +182,19 @@ def delivery_context(project, params) -> dict:
     filters = queries.Filters.from_params(params)
     rows, groups = queries.overview(project.id, since, until, filters, limit=30)
     peak = max((max(t) for r in rows for t in r["trend"].values()), default=0)
+    slug, traces = project.slug, _TraceUrls(project.slug)
     for row in rows:
         row["peak"] = peak
-        row["oldest_link"] = _link(row["oldest"], project.slug) if row["oldest"] else None
+        row["oldest_link"] = _link(row["oldest"], slug, traces) if row["oldest"] else None
     for group in groups:
         group["label"] = KIND_LABELS[group["kind"]]
         for example in group["examples"]:
-            example["link"] = _link(example, project.slug)
+            example["link"] = _link(example, slug, traces)
             for other in example.get("overtook", []):
-                other["link"] = _link(other, project.slug)
+                other["link"] = _link(other, slug, traces)
             for span in example["spans"]:
                 if span.get("trace_id"):
-                    span["url"] = trace_url(span["trace_id"], project.slug)
+                    span["url"] = traces(span["trace_id"])
         group["html"] = mark_safe(_finding_row(group))
     for row in rows:
         row["html"] = mark_safe(_row(row))
