@@ -130,19 +130,24 @@ def _ranges_sql(ranges: list) -> str:
     return " OR ".join(["(event_time >= %s AND event_time < %s)"] * len(ranges)) or "false"
 
 
-def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
-    """Items of GET /api/findings and the next offset (None at the end)."""
+def _totals(cur, project_id, since, until, filters: Filters) -> dict:
+    """{(kind, system, channel, group): findings of the window}."""
     where, params = filters.sql()
     whole, ranges = _split(since, until, buckets=False)
+    cur.execute(
+        _TOTALS.format(where=where, ranges=_ranges_sql(ranges)),
+        [
+            project_id, whole, *params,
+            project_id, *(t for r in ranges for t in r), *params,
+        ],
+    )  # fmt: skip
+    return {tuple(r[:4]): r[4] for r in cur.fetchall()}
+
+
+def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
+    """Items of GET /api/findings and the next offset (None at the end)."""
     with connection.cursor() as cur:
-        cur.execute(
-            _TOTALS.format(where=where, ranges=_ranges_sql(ranges)),
-            [
-                project_id, whole, *params,
-                project_id, *(t for r in ranges for t in r), *params,
-            ],
-        )  # fmt: skip
-        totals = {tuple(r[:4]): r[4] for r in cur.fetchall()}
+        totals = _totals(cur, project_id, since, until, filters)
         ordered = sorted(totals, key=lambda k: (-totals[k], k))[offset : offset + limit + 1]
         listed = ordered[:limit]
         probes = []
@@ -452,13 +457,8 @@ def for_events(project_id, event_ids: list[str]) -> list[dict]:
 def edge_counts(project_id, since, until) -> dict:
     """{(system, channel, group): {kind: count}} of the window: flow-edge badges."""
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT system, channel, consumer_group, kind, count(*) FROM delivery_finding "
-            "WHERE project_id = %s AND event_time >= %s AND event_time < %s "
-            "GROUP BY 1, 2, 3, 4",
-            [project_id, since, until],
-        )
-        out: dict = {}
-        for system, channel, group, kind, count in cur.fetchall():
-            out.setdefault((system, channel, group), {})[kind] = count
-        return out
+        totals = _totals(cur, project_id, since, until, Filters())
+    out: dict = {}
+    for (kind, system, channel, group), count in totals.items():
+        out.setdefault((system, channel, group), {})[kind] = count
+    return out
