@@ -1,13 +1,13 @@
 """Delivery findings on flow-graph edges: `delivery` on each consume edge."""
 
+from dashboard.delivery.counts import edge_counts
+
 KINDS = ("duplicate", "missing", "late", "out_of_order", "poison")
 
 
 def add_to_edges(project_id, since, until, edges: list[dict]) -> None:
     """Give every consume edge `delivery` = {kind: distinct events} of the
     window (zeros included), other edges None."""
-    from dashboard.delivery.queries import edge_counts  # it reads the flow's rollups too
-
     counts = {
         key: {**dict.fromkeys(KINDS, 0), **kinds}
         for key, kinds in edge_counts(project_id, since, until).items()

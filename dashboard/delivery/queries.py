@@ -12,12 +12,12 @@ from collections import defaultdict
 
 from django.db import connection
 
+from dashboard.delivery.counts import TREND_BUCKETS, _ranges_sql, _split, _totals
 from dashboard.flow.queries import window_rows
 from dashboard.query_params import BadParameter, text_param
 
 KINDS = ("duplicate", "missing", "late", "out_of_order", "poison")
 EXAMPLES = 3
-TREND_BUCKETS = 30
 
 
 class Filters:
@@ -92,17 +92,6 @@ def _example(row: dict) -> dict:
 # ends from the findings), then each listed group's newest examples and its
 # first event through the (project, kind, system, channel, group,
 # event_time) index.
-_TOTALS = """
-SELECT kind, system, channel, consumer_group, sum(n)::bigint FROM (
-    SELECT kind, system, channel, consumer_group, count AS n FROM delivery_findinghour
-    WHERE project_id = %s AND hour = ANY(%s::timestamptz[]) {where}
-    UNION ALL
-    SELECT kind, system, channel, consumer_group, 1 FROM delivery_finding
-    WHERE project_id = %s AND ({ranges}) {where}
-) AS r
-GROUP BY 1, 2, 3, 4
-"""
-
 _GROUP_PROBES = """
 SELECT 'example', k.i, f.event_time, {example}
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
@@ -124,24 +113,6 @@ CROSS JOIN LATERAL (
       AND f.event_time >= %s AND f.event_time < %s
     ORDER BY f.event_time LIMIT 1) AS f
 """
-
-
-def _ranges_sql(ranges: list) -> str:
-    return " OR ".join(["(event_time >= %s AND event_time < %s)"] * len(ranges)) or "false"
-
-
-def _totals(cur, project_id, since, until, filters: Filters) -> dict:
-    """{(kind, system, channel, group): findings of the window}."""
-    where, params = filters.sql()
-    whole, ranges = _split(since, until, buckets=False)
-    cur.execute(
-        _TOTALS.format(where=where, ranges=_ranges_sql(ranges)),
-        [
-            project_id, whole, *params,
-            project_id, *(t for r in ranges for t in r), *params,
-        ],
-    )  # fmt: skip
-    return {tuple(r[:4]): r[4] for r in cur.fetchall()}
 
 
 def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
@@ -231,35 +202,6 @@ SELECT system, channel, consumer_group, kind, b, sum(n)::bigint, sum(extra)::big
 ) AS r
 GROUP BY 1, 2, 3, 4, 5
 """
-HOUR = dt.timedelta(hours=1)
-
-
-def _split(since: dt.datetime, until: dt.datetime, buckets: bool = True) -> tuple[list, list]:
-    """(the whole hours of the window, inside one trend bucket each when
-    `buckets`, and the [lo, hi) ranges of the rest): the first are read as
-    hourly counts."""
-    span = (until - since) / TREND_BUCKETS
-    if buckets and span < HOUR:
-        return [], [(since, until)]
-    edges = [since + k * span for k in range(1, TREND_BUCKETS)] if buckets else []
-    # Whole UTC hours, as the hourly counts are binned (an offset of half an
-    # hour would otherwise name hours that have no row).
-    hour = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    if hour < since:
-        hour += HOUR
-    whole = []
-    while hour + HOUR <= until:
-        if not any(hour < e < hour + HOUR for e in edges):
-            whole.append(hour)
-        hour += HOUR
-    ranges, start = [], since
-    for hour in whole:
-        if hour > start:
-            ranges.append((start, hour))
-        start = hour + HOUR
-    if start < until:
-        ranges.append((start, until))
-    return whole, ranges
 
 
 def _counts(cur, project_id, since, until, filters: "Filters") -> list:
@@ -452,13 +394,3 @@ def for_events(project_id, event_ids: list[str]) -> list[dict]:
         )
         cols = ("kind", "system", "channel", "group", "event_id", "trace_id")
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def edge_counts(project_id, since, until) -> dict:
-    """{(system, channel, group): {kind: count}} of the window: flow-edge badges."""
-    with connection.cursor() as cur:
-        totals = _totals(cur, project_id, since, until, Filters())
-    out: dict = {}
-    for (kind, system, channel, group), count in totals.items():
-        out.setdefault((system, channel, group), {})[kind] = count
-    return out
