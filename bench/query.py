@@ -16,7 +16,7 @@ Delivery page and /api/findings (on findings for 1 % of the events), one
 incremental delivery pass after a minute of traffic, and prints a Markdown
 table. `BENCH_QUERY_DB` names another database to fill and measure.
 
-    python bench/query.py [--spans 10000000] [--runs 40] [--refill]
+    python bench/query.py [--spans 10000000] [--runs 40] [--refill] [--only delivery]
 """
 
 import argparse
@@ -427,7 +427,7 @@ def requests(trace_hex: str, trace_no: int = 0) -> list[tuple[str, str]]:
     ]
 
 
-def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
+def measure(url: str, runs: int, only: str = "") -> list[tuple[str, float, float, int]]:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     os.environ.setdefault("EVENTSCOPE_SECURE_COOKIES", "0")
@@ -460,6 +460,9 @@ def measure(url: str, runs: int) -> list[tuple[str, float, float, int]]:
     trace_no = traces - traces // 14
     trace_hex = __import__("hashlib").md5(f"t{trace_no}".encode()).hexdigest()
     cases = requests(trace_hex, trace_no)
+    if only == "delivery":
+        # The delivery rows, and /api/flow of the same run for scale.
+        cases = [c for c in cases if c[1].startswith("/api/flow?")] + DELIVERY_REQUESTS
     results = []
     for label, path in cases:
         for _ in range(3):
@@ -486,6 +489,12 @@ def main(argv=None) -> int:
     parser.add_argument("--spans", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--refill", action="store_true", help="refill even if the data is there")
+    parser.add_argument(
+        "--only",
+        choices=["delivery"],
+        help="delivery: only the Delivery page, /api/findings, the delivery pass and, "
+        "for scale, /api/flow of the same run",
+    )
     args = parser.parse_args(argv)
     url = database_url()
     filled = filled_with(url)
@@ -504,7 +513,7 @@ def main(argv=None) -> int:
         stages = conn.execute("SELECT count(*) FROM collector_stage").fetchone()[0]
         envelopes = conn.execute("SELECT count(*) FROM collector_envelope").fetchone()[0]
         rollups = conn.execute("SELECT count(*) FROM collector_flowrollup").fetchone()[0]
-    results = measure(url, args.runs)
+    results = measure(url, args.runs, args.only or "")
     print(
         f"\n## Query benchmark\n\n{spans:,} spans, {stages:,} stages, {envelopes:,} envelopes, {rollups:,} rollup rows over 7 days; server time in process, {args.runs} runs each.\n"
     )

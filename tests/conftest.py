@@ -25,6 +25,7 @@ TELEMETRY_TABLES = (
     "collector_log",
     "dashboard_flowhour",
     "dashboard_flowhour_state",
+    "delivery_findinghour",
     "brokers_lagsample",
     "brokers_groupstate",
     "brokers_brokerstate",

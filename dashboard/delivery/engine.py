@@ -276,13 +276,19 @@ class _Pass:
                     if e.first_seen <= publish.time <= e.last_seen + horizon
                 ]
             found += judge.judge(event, wants, self.now, poison)
-        self._write(project_id, list(events), found)
+        self._write(project_id, [*events, *(a for e in events.values() for a in e.aliases)], found)
         self._sequence(project_id, events)
         self.changed.add(project_id)
         return len(events)
 
     def _events(self, project_id: int, touched: list, keys: set) -> dict:
-        """Every stored stage of the events `keys`, grouped into events."""
+        """Every stored stage of the events `keys`, grouped into events.
+
+        A consume stage known only by its message id joins its publish
+        (judge.by_message_id): the stages of that message id are read, and
+        then the publish's trace, for the other groups' consume stages; a
+        publish's message id is read for consumers that carry nothing else.
+        """
         lo = min(s.time for s in touched) - EVENT_SPAN
         hi = max(s.time for s in touched) + EVENT_SPAN
         traces = set()
@@ -293,25 +299,48 @@ class _Pass:
                     ids.add(s.event_id)
             if s.role == "producer" and s.trace_id:
                 traces.add(s.trace_id)
+                if judge.is_span_publish(s) and s.event_id:
+                    ids.add(s.event_id)
             traces.update(t for t, _ in s.linked)
         rows = {}
         base = f"SELECT {_STAGE_COLUMNS} FROM collector_stage s WHERE s.project_id = %s "
         window = " AND s.time BETWEEN %s AND %s"
-        for chunk in _chunks(sorted(traces)):
-            for where in ("s.trace_id = ANY(%s)", "s.linked_trace_ids && %s::bytea[]"):
-                self.cur.execute(base + "AND " + where + window, [project_id, chunk, lo, hi])
+        asked_traces, asked_ids = set(), set()
+        joined: dict = {}
+        wanted = set(keys)
+        while traces - asked_traces or ids - asked_ids:
+            new_traces, new_ids = sorted(traces - asked_traces), sorted(ids - asked_ids)
+            asked_traces.update(new_traces)
+            asked_ids.update(new_ids)
+            for chunk in _chunks(new_traces):
+                for where in ("s.trace_id = ANY(%s)", "s.linked_trace_ids && %s::bytea[]"):
+                    self.cur.execute(base + "AND " + where + window, [project_id, chunk, lo, hi])
+                    rows.update(_stage(r) for r in self.cur.fetchall())
+            for chunk in _chunks(new_ids):
+                self.cur.execute(
+                    base + "AND s.event_id = ANY(%s)" + window, [project_id, chunk, lo, hi]
+                )
                 rows.update(_stage(r) for r in self.cur.fetchall())
-        for chunk in _chunks(sorted(ids)):
-            self.cur.execute(
-                base + "AND s.event_id = ANY(%s)" + window, [project_id, chunk, lo, hi]
-            )
-            rows.update(_stage(r) for r in self.cur.fetchall())
+            # Publishes that consume stages known by message id joined: their
+            # trace (the other groups) and message id (more such consumers).
+            joined = judge.by_message_id(rows.values())
+            wanted = set(keys) | {joined[k] for k in keys if k in joined}
+            for s in rows.values():
+                if judge.is_span_publish(s) and judge.context_key(s.trace_id, s.span_id) in wanted:
+                    traces.add(s.trace_id)
+                    if s.event_id:
+                        ids.add(s.event_id)
         grouped = defaultdict(list)
         for s in rows.values():
             for key in judge.keys_of(s):
-                if key in keys:
+                key = joined.get(key, key)
+                if key in wanted:
                     grouped[key].append(s)
-        return {key: judge.Event(key, stages) for key, stages in grouped.items()}
+        events = {key: judge.Event(key, stages) for key, stages in grouped.items()}
+        for alias, key in joined.items():
+            if key in events:
+                events[key].aliases.append(alias)
+        return events
 
     def _learn(self, project_id: int, events: dict) -> dict:
         """Record the groups that consumed these events; returns {expectation

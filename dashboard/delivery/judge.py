@@ -4,6 +4,10 @@ An event is known by one key (`keys_of`): a CloudEvent by its source and id;
 a span-derived publish by its own span context, and a consume stage by the
 producer contexts it joins to (span links, a remote parent: the same joins
 as the end-to-end latency), else by its messaging message id on its channel.
+A consume stage known only by its message id (a consumer instrumented
+without propagation) joins the span-derived publish of the same message id
+(`by_message_id`): on the same channel, else on the one other channel all
+such publishes went to (a RabbitMQ exchange and the queue bound to it).
 A retried export is stored once (the writer's dedupe key is the span), so
 every stage here is a distinct attempt.
 
@@ -89,16 +93,79 @@ def keys_of(s: Stage) -> list[bytes]:
         if s.stage == "published" and s.trace_id and s.span_id:
             return [context_key(s.trace_id, s.span_id)]
         return []
+    linked = _joins(s)
+    if linked:
+        return [context_key(t, sp) for t, sp in linked]
+    if s.event_id:
+        return [message_key(s)]
+    return []
+
+
+def _joins(s: Stage) -> list:
+    """The producer contexts a consume stage joins to."""
     linked = s.linked
     if len(linked) > 1 and s.parent_span_id:
         # A process span under a batch receive links to its message's
         # producer; its parent is the receive, not another event.
         linked = [c for c in linked if c != (s.trace_id, s.parent_span_id)]
-    if linked:
-        return [context_key(t, sp) for t, sp in linked]
-    if s.event_id:
-        return [_hash(b"m", s.system, s.channel, s.event_id)]
-    return []
+    return linked
+
+
+def message_key(s: Stage) -> bytes:
+    return _hash(b"m", s.system, s.channel, s.event_id)
+
+
+def is_span_publish(s: Stage) -> bool:
+    """A publish known by its span context (keyed by it), not a CloudEvent."""
+    return (
+        s.role == "producer"
+        and s.stage == "published"
+        and s.origin != ORIGIN_CLOUDEVENT
+        and bool(s.trace_id and s.span_id)
+    )
+
+
+def by_message_id_only(s: Stage) -> bool:
+    """A consume stage that carries a message id and no producer context."""
+    return (
+        s.role == "consumer"
+        and bool(s.event_id)
+        and s.origin != ORIGIN_CLOUDEVENT
+        and not _joins(s)
+    )
+
+
+def by_message_id(stages) -> dict[bytes, bytes]:
+    """{message-id key of the consume stages known only by their message id:
+    the key of the publish they join}, from these stages (which hold every
+    publish of those message ids).
+
+    The publish is a span-derived one of the same system and message id: on
+    the consumer's channel when there is one, else on the one other channel
+    that all of them went to (a publish to an exchange, consumed from a queue
+    bound to it); the earliest when the producer published the id more than
+    once. Otherwise (no publish, or publishes to several other channels) the
+    consumer stays known by its message id alone."""
+    publishes: dict[tuple, list] = {}
+    for s in stages:
+        if is_span_publish(s) and s.event_id:
+            publishes.setdefault((s.system, s.event_id), []).append(s)
+    out: dict[bytes, bytes] = {}
+    for s in stages:
+        if not by_message_id_only(s):
+            continue
+        key = message_key(s)
+        if key in out:
+            continue
+        candidates = publishes.get((s.system, s.event_id))
+        if not candidates:
+            continue
+        same = [p for p in candidates if p.channel == s.channel]
+        if not same and len({p.channel for p in candidates}) > 1:
+            continue
+        first = min(same or candidates, key=lambda p: (p.time, p.trace_id, p.span_id))
+        out[key] = context_key(first.trace_id, first.span_id)
+    return out
 
 
 @dataclass
@@ -129,6 +196,9 @@ class GroupView:
 class Event:
     key: bytes
     stages: list
+    # Message-id keys of consume stages that joined this event's publish
+    # (findings kept under them before the publish was stored go).
+    aliases: list = field(default_factory=list)
 
     @property
     def publish(self) -> Stage | None:

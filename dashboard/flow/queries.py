@@ -48,19 +48,19 @@ _COLUMNS = """source, target, kind, consumer_group, count, received, errors, dea
 # Rows of one window: minute rows only, or whole hours from the hourly table
 # and the ragged ends from the minute rows. `t` is the row's minute or hour,
 # `hourly` says which. {where} narrows both (an edge, a node).
-MINUTE_ROWS = f"""
-    SELECT minute AS t, false AS hourly, {_COLUMNS}
+MINUTE_ROWS = """
+    SELECT minute AS t, false AS hourly, {columns}
     FROM collector_flowrollup
-    WHERE project_id = %s AND minute >= %s AND minute < %s {{where}}
+    WHERE project_id = %s AND minute >= %s AND minute < %s {where}
 """
-MIXED_ROWS = f"""
-    SELECT hour AS t, true AS hourly, {_COLUMNS}
-    FROM dashboard_flowhour WHERE project_id = %s AND hour >= %s AND hour < %s {{where}}
+MIXED_ROWS = """
+    SELECT hour AS t, true AS hourly, {columns}
+    FROM dashboard_flowhour WHERE project_id = %s AND hour >= %s AND hour < %s {where}
     UNION ALL
-    SELECT minute AS t, false AS hourly, {_COLUMNS}
+    SELECT minute AS t, false AS hourly, {columns}
     FROM collector_flowrollup
     WHERE project_id = %s AND ((minute >= %s AND minute < %s) OR (minute >= %s AND minute < %s))
-      {{where}}
+      {where}
 """
 
 GRAPH_SQL = f"""
@@ -104,10 +104,12 @@ def window_rows(
     where: str = "",
     where_params: tuple = (),
     hours_from: dt.timedelta = HOURS_FROM,
+    columns: str = _COLUMNS,
 ) -> tuple[str, list]:
     """SQL (and its parameters) of the rollup rows of a window: minute rows
     only, or whole compacted hours in the middle and minutes at the ends.
-    Each row has `t` (its minute or hour), `hourly`, the edge and its sums;
+    Each row has `t` (its minute or hour), `hourly`, the edge and its sums
+    (`columns`: a reader that needs fewer names only those);
     `where` ("AND …") narrows both tables alike."""
     where_params = list(where_params)
     if until - since >= hours_from:
@@ -118,11 +120,13 @@ def window_rows(
                 first_hour += dt.timedelta(hours=1)
             last_hour = min(flowhours.floor_hour(until), through)
             if last_hour > first_hour:
-                return MIXED_ROWS.format(where=where), [
+                return MIXED_ROWS.format(where=where, columns=columns), [
                     project_id, first_hour, last_hour, *where_params,
                     project_id, since, first_hour, last_hour, until, *where_params,
                 ]  # fmt: skip
-    return MINUTE_ROWS.format(where=where), [project_id, since, until, *where_params]
+    return MINUTE_ROWS.format(where=where, columns=columns), [
+        project_id, since, until, *where_params,
+    ]  # fmt: skip
 
 
 def _add_lag(project_id: int, edges: list[dict], nodes: dict[str, dict]) -> None:

@@ -11,6 +11,7 @@ import nats
 import pika
 import pytest
 
+from dashboard.delivery.models import Finding
 from tests.delivery.conftest import Service, findings, set_channel, settle
 
 pytestmark = [pytest.mark.brokers]
@@ -208,3 +209,87 @@ def test_nats_jetstream_processed_out_of_key_order(collector, project):
     expected = sorted(f"ev-{n}" for n in jumpers(ORDER, key_of))
     assert expected == ["ev-4", "ev-9"]
     assert findings(project, "out_of_order") == {("out_of_order", subject, "billing"): expected}
+
+
+def test_rabbitmq_consumer_without_propagation_is_judged_by_message_id(collector, project):
+    """A fanout exchange with two queues: ledger's consumer carries the
+    producer's context, audit's only the AMQP message id (instrumented
+    without propagation). audit's dropped, late and twice-processed messages
+    are found as ledger's would be."""
+    tag = uuid.uuid4().hex[:8]
+    exchange, ledger_queue, audit_queue = f"es-dx-{tag}", f"es-ledger-{tag}", f"es-audit-{tag}"
+    set_channel(project, "rabbitmq", audit_queue, deadline_seconds=3)
+    shop, ledger = Service(collector, "orders"), Service(collector, "ledger")
+    audit = Service(collector, "audit")
+    held, traces = [], {}
+    connection = rabbit()
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(exchange, "fanout")
+        for queue in (ledger_queue, audit_queue):
+            channel.queue_declare(queue)
+            channel.queue_bind(queue, exchange)
+        for n in range(12):
+            headers = shop.publish("rabbitmq", exchange, f"ord-{n}")
+            traces[f"ord-{n}"] = headers["traceparent"].split("-")[1]
+            channel.basic_publish(
+                exchange, "", str(n).encode(),
+                pika.BasicProperties(message_id=f"ord-{n}", headers=headers),
+            )  # fmt: skip
+
+        def ledger_handle(n, attempt, method, properties):
+            with ledger.process(
+                "rabbitmq", ledger_queue, properties.headers, properties.message_id
+            ):
+                pass
+            channel.basic_ack(method.delivery_tag)
+            return attempt == 1 and n == 11
+
+        done = set()
+
+        def audit_handle(n, attempt, method, properties):
+            # No headers read: the span has no parent and no link.
+            if n in (10, 11):
+                held.append(properties.message_id)  # processed after the deadline
+            elif n not in (8, 9):  # 8 and 9 are acked and never processed
+                with audit.process("rabbitmq", audit_queue, {}, properties.message_id):
+                    pass
+                if n == 2 and attempt == 1:
+                    # The work is done, then the ack is lost: processed twice.
+                    channel.basic_nack(method.delivery_tag, requeue=True)
+                    return False
+            channel.basic_ack(method.delivery_tag)
+            done.add(n)
+            return len(done) == 12
+
+        drain(channel, ledger_queue, ledger_handle)
+        drain(channel, audit_queue, audit_handle)
+    finally:
+        cleanup = connection.channel()
+        for queue in (ledger_queue, audit_queue):
+            cleanup.queue_delete(queue)
+        cleanup.exchange_delete(exchange)
+        connection.close()
+    shop.flush()
+    ledger.flush()
+    audit.flush()
+    time.sleep(3.5)
+    settle()
+    assert findings(project) == {
+        ("duplicate", audit_queue, "audit"): ["ord-2"],
+        ("missing", audit_queue, "audit"): ["ord-10", "ord-11", "ord-8", "ord-9"],
+    }
+    for message_id in held:
+        with audit.process("rabbitmq", audit_queue, {}, message_id):
+            pass
+    for service in (shop, ledger, audit):
+        service.close()
+    settle()
+    assert findings(project) == {
+        ("duplicate", audit_queue, "audit"): ["ord-2"],
+        ("missing", audit_queue, "audit"): ["ord-8", "ord-9"],
+        ("late", audit_queue, "audit"): ["ord-10", "ord-11"],
+    }
+    # Each finding names the trace of the order's publish: its journey.
+    for finding in Finding.objects.filter(project=project):
+        assert finding.trace_id == traces[finding.event_id], finding.kind

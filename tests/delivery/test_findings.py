@@ -57,6 +57,16 @@ class Shop:
                  parent=parent, attrs=attributes, error=error)
         )  # fmt: skip
 
+    def process_by_id(self, event_id, at_ns, group="audit", topic=None, error=None):
+        """A consumer instrumented without propagation: a trace of its own, no
+        parent, no link; only the message id ties it to the publish."""
+        topic = topic or self.topic
+        attributes = world.messaging("kafka", topic, "process", group, event_id)
+        self.spans.setdefault(group, []).append(
+            world.span(world.new_trace_id(), world.new_span_id(), f"{topic} process",
+                       world.KIND_CONSUMER, at_ns, 3, attrs=attributes, error=error)
+        )  # fmt: skip
+
     def store(self, project_id):
         world.store(world.traces_batch(world.request(self.spans), project_id))
         self.spans = {}
@@ -152,6 +162,54 @@ def test_kafka_partition_and_key_order_and_a_resent_export(project):
     finding = Finding.objects.get(project=project)
     assert finding.ordering_key == "partition 3 key cust-a"
     assert [e["event_id"] for e in finding.examples[1:]] == ["ord-0", "ord-1"]
+
+
+def test_consumers_known_only_by_message_id_join_their_publish(project):
+    """audit carries only the message id: it is learned as a group of the
+    channel, and is judged missing, late and duplicate like the others, also
+    when its stages are stored before the publish; a relay that publishes the
+    same message id to another topic does not take the consumers over."""
+    set_channel(project, "kafka", "orders", deadline_seconds=5)
+    now = time.time_ns()
+    shop = Shop()
+    # The consume stages of ord-0 come first, the publish in a later pass.
+    shop.published["ord-0"] = (world.new_trace_id(), world.new_span_id())
+    shop.process_by_id("ord-0", now - 99 * SECOND)
+    shop.process_by_id("ord-0", now - 97 * SECOND)
+    shop.store(project.id)
+    settle()
+    assert findings(project) == {("duplicate", "orders", "audit"): ["ord-0"]}
+    for n in range(6):
+        shop.publish(f"ord-{n}", now - (100 - n) * SECOND)
+        shop.process(f"ord-{n}", now - (99 - n) * SECOND)  # payments, with the context
+    for n in (1, 2):
+        shop.process_by_id(f"ord-{n}", now - (99 - n) * SECOND)
+    shop.process_by_id("ord-4", now - 80 * SECOND)  # after its 5 s deadline
+    shop.process_by_id("ord-5", now - 94 * SECOND, error="timeout")
+    shop.process_by_id("ord-5", now - 93 * SECOND)
+    # A relay republishes ord-1 to `audit-copy` with the same message id.
+    relay = Shop("audit-copy")
+    relay.publish("ord-1", now - 90 * SECOND)
+    relay.process_by_id("ord-1", now - 89 * SECOND, group="archive")
+    shop.store(project.id)
+    relay.store(project.id)
+    settle()
+    assert findings(project) == {
+        ("duplicate", "orders", "audit"): ["ord-0"],
+        ("missing", "orders", "audit"): ["ord-3"],
+        ("late", "orders", "audit"): ["ord-4"],
+    }
+    late = Finding.objects.get(project=project, kind="late")
+    assert 15_000 < late.delay_ms < 17_000
+    # Judged again from scratch, the same.
+    Finding.objects.all().delete()
+    PassState.objects.all().delete()
+    settle()
+    assert findings(project) == {
+        ("duplicate", "orders", "audit"): ["ord-0"],
+        ("missing", "orders", "audit"): ["ord-3"],
+        ("late", "orders", "audit"): ["ord-4"],
+    }
 
 
 @pytest.fixture
@@ -288,3 +346,74 @@ def test_alert_kinds_fire_on_findings(troubled, project):
     )
     assert firing["missing_events"][0]["group"] == "shipping"
     assert "out_of_order" not in firing
+
+
+def test_a_week_counted_from_hourly_counts_is_exact(project):
+    """Most of a week is read from the hourly counts the database keeps of
+    the findings: after inserts, updates and deletes they agree with counting
+    the findings themselves, per group, kind and trend bucket."""
+    import random
+
+    from django.utils import timezone
+
+    from dashboard.delivery import queries
+
+    rnd = random.Random(15)
+    until = timezone.now()
+    since = until - dt.timedelta(days=7)
+
+    def finding(n):
+        kind = rnd.choice(queries.KINDS)
+        return Finding(
+            project=project, kind=kind, system="kafka", channel=rnd.choice(["orders", "refunds"]),
+            group=rnd.choice(["payments", "shipping"]), event_key=n.to_bytes(8, "big"),
+            event_time=since + dt.timedelta(seconds=rnd.uniform(-3600, 7 * 86400 + 3600)),
+            successes=rnd.choice([2, 3]) if kind == "duplicate" else 1, examples=[],
+        )  # fmt: skip
+
+    Finding.objects.bulk_create([finding(n) for n in range(1500)])
+    Finding.objects.filter(group="shipping", kind="missing", channel="orders").delete()
+    Finding.objects.filter(pk__in=Finding.objects.order_by("pk").values("pk")[:200]).update(
+        event_time=F("event_time") + dt.timedelta(minutes=97)
+    )
+    Finding.objects.bulk_create([finding(n) for n in range(2000, 2300)])
+
+    span = (until - since).total_seconds() / queries.TREND_BUCKETS
+    expected: dict = {}
+    extra: dict = {}
+    for f in Finding.objects.filter(project=project, event_time__gte=since, event_time__lt=until):
+        b = min(int((f.event_time - since).total_seconds() // span), queries.TREND_BUCKETS - 1)
+        trend = expected.setdefault((f.channel, f.group, f.kind), [0] * queries.TREND_BUCKETS)
+        trend[b] += 1
+        if f.kind == "duplicate":
+            extra[(f.channel, f.group)] = extra.get((f.channel, f.group), 0) + f.successes - 1
+    assert len(queries._split(since, until)[0]) > 120  # most hours from the hourly counts
+    rows, groups = queries.overview(project.id, since, until)
+    got = {
+        (r["channel"], r["group"], kind): r["trend"][kind]
+        for r in rows
+        for kind in queries.KINDS
+        if r["counts"][kind]
+    }
+    assert got == expected
+    assert {(r["channel"], r["group"]): r["extra"] for r in rows} == extra
+    # GET /api/findings counts the same, whole hours from the hourly counts.
+    items, _ = queries.grouped(project.id, since, until, queries.Filters(), limit=500)
+    assert {(i["channel"], i["group"], i["kind"]): i["count"] for i in items} == {
+        k: sum(v) for k, v in expected.items()
+    }
+    in_window = Finding.objects.filter(project=project, event_time__gte=since, event_time__lt=until)
+    for item in items:
+        times = sorted(
+            f.event_time
+            for f in in_window.filter(
+                kind=item["kind"], channel=item["channel"], group=item["group"]
+            )
+        )
+        assert item["first_seen"] == times[0].isoformat().replace("+00:00", "Z")
+        assert item["last_seen"] == times[-1].isoformat().replace("+00:00", "Z")
+    # A window given in another time zone (half an hour off UTC) counts the same.
+    offset = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    again, _ = queries.overview(project.id, since.astimezone(offset), until.astimezone(offset))
+    assert [r["trend"] for r in again] == [r["trend"] for r in rows]
+    assert sum(g["count"] for g in groups) == sum(map(sum, expected.values()))
