@@ -153,7 +153,8 @@ def _classify(row: SpanRow, found, attrs, contexts) -> tuple | None:
     )
 
 
-def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
+def _stage_row(flags: int, attrs, row: SpanRow, contexts) -> StageRow | None:
+    """The stage of a stored span (`flags`: the span's flags), or None."""
     found = semconv.fields(attrs)
     if not semconv.is_messaging(attrs, found):
         return None
@@ -182,7 +183,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         role == CONSUMER
         and parent_span_id
         and (
-            span.flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
+            flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
             or kind == KIND_CONSUMER
         )
     ):
