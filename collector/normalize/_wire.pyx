@@ -33,9 +33,16 @@ Two passes over the bytes:
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    void *PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
 
 from collector import redact
 from collector.attribute_limits import mark
@@ -53,6 +60,8 @@ cdef object _SpanRow = SpanRow
 cdef enum:
     # Message nesting past which a request goes to upb (its limit is 100).
     MAX_DEPTH = 64
+    CACHE_SLOTS = 4096  # a power of two
+    MAX_CACHED_CHARS = 64
     MAX_SPAN_KIND = 5  # collector.batch.KIND_CONSUMER
     STATUS_ERROR = 2  # collector.batch.STATUS_ERROR
     WT_VARINT = 0
@@ -494,6 +503,39 @@ cdef inline str _str(const uint8_t *p, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
 
 
+# Keys, names and short values repeat from span to span: the last ASCII string
+# decoded for each of these slots is kept and handed out again for the same
+# bytes, which saves decoding it and (its hash being kept) hashing it again.
+# Only the GIL's holder reads or writes the slots, and nothing in between can
+# run Python code.
+cdef PyObject *_slots[CACHE_SLOTS]
+
+
+cdef str _text_of(const uint8_t *p, Py_ssize_t n):
+    """_str, through the slots for short strings."""
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t i
+    cdef PyObject *hit
+    if n > MAX_CACHED_CHARS:
+        return _str(p, n)
+    for i in range(n):
+        h = (h ^ p[i]) * 16777619u
+    h &= CACHE_SLOTS - 1
+    hit = _slots[h]
+    if (
+        hit is not NULL
+        and PyUnicode_GET_LENGTH(<object>hit) == n
+        and memcmp(PyUnicode_DATA(<object>hit), p, n) == 0
+    ):
+        return <str>hit
+    value = _str(p, n)
+    if PyUnicode_IS_COMPACT_ASCII(value):
+        Py_XDECREF(hit)
+        Py_INCREF(value)
+        _slots[h] = <PyObject *>value
+    return value
+
+
 cdef inline bytes _bytes(const uint8_t *p, Py_ssize_t n):
     return PyBytes_FromStringAndSize(<const char *>p, n)
 
@@ -585,7 +627,7 @@ cdef class _Reader:
 
     cdef object _text(self, const uint8_t *p, Py_ssize_t n):
         """A string field as `normalize_traces` stores it: within the length limit, no NUL."""
-        value = _str(p, n)
+        value = _text_of(p, n)
         if n > self.length and len(value) > self.length:
             value = self.limits.text(value)
         if _has_nul(p, n):
@@ -619,7 +661,7 @@ cdef class _Reader:
                     key_field, has_key = g, True
                 elif g.number == 2:
                     value_field, has_value = g, True
-            key = _str(key_field.data, key_field.size) if has_key else ""
+            key = _text_of(key_field.data, key_field.size) if has_key else ""
             found = PyDict_GetItem(self.verdicts, key)
             if found is NULL:
                 if has_key and _has_nul(key_field.data, key_field.size):
@@ -642,7 +684,7 @@ cdef class _Reader:
                     if 1 <= v.number <= 7:
                         which, scalar = v.number, v
             if which == 1 and scalar.size:
-                text = _str(scalar.data, scalar.size)
+                text = _text_of(scalar.data, scalar.size)
                 if scalar.size > length and len(text) > length:
                     text = limits.text(text)
                     if cut is None:
@@ -866,7 +908,7 @@ cdef class _Reader:
                             name_f, name_n = h, h.size
                 scope = None
                 if name_n:
-                    scope = _str(name_f.data, name_n)
+                    scope = _text_of(name_f.data, name_n)
                     if _has_nul(name_f.data, name_n):
                         scope = _pb_text_(scope)
                 s = g.data

@@ -11,15 +11,16 @@ from collector.batch import (
     StageRow,
     clip,
 )
+from collector.compiled import copy_of
 from collector.decode import hex_id, id_problem
-from collector.normalize.stages import (
-    _contexts,
-    _demote_receives_with_process_spans,
-    _mark_dead_letter,
-    _outer_publishes,
-    _stage_row,
-)
+from collector.normalize import stages
 from collector.normalize.values import MAX_INT64, Normalized, _pb_text, _service, attributes
+
+# stages.py compiled as it is (collector/normalize/_stages.pyx) when built
+_stages = copy_of("collector.normalize._stages", stages)
+_contexts, _stage_row = _stages._contexts, _stages._stage_row
+_demote_receives_with_process_spans = _stages._demote_receives_with_process_spans
+_mark_dead_letter, _outer_publishes = _stages._mark_dead_letter, _stages._outer_publishes
 
 MAX_SPAN_KIND = KIND_CONSUMER
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
