@@ -2,6 +2,7 @@
 and limit reports for any request, or the same DecodeError after a counted fallback."""
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.test import override_settings
@@ -21,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from collector import stats
 from collector.admission import Admission
 from collector.decode import JSON, PROTOBUF, DecodeError, decode_request
-from collector.normalize import normalize_traces, wire
+from collector.normalize import normalize_traces, spans, stages, wire
 from collector.receivers import otlp_grpc, otlp_http
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "otlp"
@@ -244,6 +245,24 @@ def test_random_requests_within_tight_limits_give_the_same_rows_cuts_and_reports
         assert_same(body)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests())
+def test_the_compiled_stage_rules_give_what_stages_py_gives(body):
+    request = decode_request("traces", body, PROTOBUF)
+    compiled = normalize_traces(request, 7)
+    python = {name: getattr(stages, name) for name in _STAGE_FUNCTIONS}
+    with mock.patch.multiple(spans, **python):
+        expected = normalize_traces(request, 7)
+    assert [repr(r) for r in compiled.batch.stages] == [repr(r) for r in expected.batch.stages]
+    assert [repr(r) for r in compiled.batch.spans] == [repr(r) for r in expected.batch.spans]
+
+
+_STAGE_FUNCTIONS = (
+    "_contexts", "_stage_row", "_demote_receives_with_process_spans", "_mark_dead_letter",
+    "_outer_publishes",
+)  # fmt: skip
+
+
 def test_every_fixture_request_gives_the_same_rows():
     for path in sorted(FIXTURES.glob("traces_*.json")):
         request = decode_request("traces", path.read_bytes(), JSON)
@@ -420,6 +439,8 @@ def test_enum_values_past_32_bits_are_cut_as_upb_cuts_them():
 
 def test_the_receivers_read_protobuf_traces_with_the_compiled_reader(monkeypatch):
     assert wire.compiled(), "collector/normalize/_wire is not built: run `make install`"
+    assert spans._stages.__name__ == "collector.normalize._stages", "stale or not built"
+    assert spans._stages.semconv.__name__ == "collector._semconv", "stale or not built"
     from collector.normalize import _wire
 
     calls = []
