@@ -1,6 +1,8 @@
 """The compiled trace reader against upb + normalize_traces: the same rows, rejections
 and limit reports for any request, or the same DecodeError after a counted fallback."""
 
+import logging
+import types
 from pathlib import Path
 from unittest import mock
 
@@ -21,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from collector import stats
 from collector.admission import Admission
+from collector.compiled import copy_of
 from collector.decode import JSON, PROTOBUF, DecodeError, decode_request
 from collector.normalize import normalize_traces, spans, stages, wire
 from collector.receivers import otlp_grpc, otlp_http
@@ -474,3 +477,32 @@ def test_the_fallback_count_is_on_the_metrics_page():
     lines = stats.render().splitlines()
     line = next(text for text in lines if text.startswith("eventscope_wire_fallbacks"))
     assert float(line.split()[-1]) >= before + 1
+
+
+def test_without_the_extension_the_upb_path_answers_and_the_start_warns(monkeypatch, caplog):
+    body = request_of(span_of())
+    expected, _ = upb_path(body)
+    monkeypatch.setattr(wire, "_wire", None)
+    monkeypatch.setattr(wire, "_missing", "No module named 'collector.normalize._wire'")
+    assert not wire.compiled()
+    fallbacks = stats.snapshot()["wire_fallbacks"]
+    got = wire.traces_from_protobuf(body, 7)
+    assert [repr(r) for r in got.batch.spans] == [repr(r) for r in expected.batch.spans]
+    assert stats.snapshot()["wire_fallbacks"] == fallbacks  # not a fallback: nothing to fall from
+    with caplog.at_level(logging.WARNING, logger="collector.normalize.wire"):
+        wire.warn_if_missing()
+    assert "compiled OTLP trace reader is not built" in caplog.text
+
+
+def test_a_compiled_copy_older_than_its_source_is_not_used(tmp_path, caplog):
+    from collector import _semconv, semconv
+
+    assert copy_of("collector._semconv", semconv) is _semconv
+    edited = tmp_path / "semconv.py"
+    edited.write_text(Path(semconv.__file__).read_text())  # written now: newer than the build
+    source = types.ModuleType("collector.semconv")
+    source.__file__ = str(edited)
+    with caplog.at_level(logging.WARNING, logger="collector.compiled"):
+        assert copy_of("collector._semconv", source) is source
+    assert "older than collector.semconv" in caplog.text
+    assert copy_of("collector._not_built", semconv) is semconv
