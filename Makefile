@@ -9,8 +9,11 @@ PYTEST_ARGS ?=
 install: $(VENV)/.installed
 
 # The .pyx files are the collector's compiled parts (setup.py): a change to one
-# rebuilds them.
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard collector/*.pyx collector/*/*.pyx collector/*/*/*.pyx)
+# rebuilds them, as does a change to a Python module that one includes whole
+# (collector/compiled.py).
+COMPILED_SOURCES := $(wildcard collector/*.pyx collector/*/*.pyx collector/*/*/*.pyx) \
+	collector/semconv.py collector/normalize/stages.py
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'

@@ -6,8 +6,13 @@ ingest benchmark's requests (bench/ingest.py) through the collector's own
 code in one process under `valgrind --tool=callgrind` and prints the
 instructions per span of three parts:
 
-- decode: the protobuf bytes to ExportTraceServiceRequest messages;
-- normalise: `collector.normalize.normalize_traces` on each request;
+- decode and normalise: what the receivers do with a protobuf trace request
+  (collector.normalize.wire). The compiled reader does both in two passes
+  over the bytes: "decode" is its first, which checks the request the way
+  upb parses it (`_wire.check`), "normalise" its second, which builds the
+  rows (`_wire.read`). With `--upb` (or when the reader is not built), the
+  upb path: decode is `ParseFromString` into ExportTraceServiceRequest
+  messages, normalise is `normalize_traces` on each;
 - writer: what `Writer.submit` and a writing lane do with the batches
   (checking and encoding the rows, collecting a group, its transaction on
   a real PostgreSQL: COPY, joins, rollups, commit), `--group` requests a
@@ -59,7 +64,13 @@ def available() -> str | None:
 
 
 def measure(
-    conninfo: str, requests: int, group: int, messages=150, calls=50, keep: Path | None = None
+    conninfo: str,
+    requests: int,
+    group: int,
+    messages=150,
+    calls=50,
+    keep: Path | None = None,
+    upb: bool = False,
 ) -> dict:
     """{part: instructions per span, "spans": n, "checks": {...}} for a fresh run;
     `keep` receives callgrind's files (for callgrind_annotate)."""
@@ -82,7 +93,7 @@ def measure(
                 "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
                 sys.executable, __file__, "--child", "--markers", str(library), "--report",
                 str(report), "--requests", str(requests), "--group", str(group),
-                "--messages", str(messages), "--calls", str(calls),
+                "--messages", str(messages), "--calls", str(calls), *(["--upb"] if upb else []),
             ],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -117,7 +128,7 @@ def _child(args) -> int:
 
     from bench import ingest, run
     from collector import runtime
-    from collector.normalize import normalize_traces
+    from collector.normalize import normalize_traces, wire
     from collector.writer import Writer, _Lane, _Pending, _prepare, _window
 
     markers = ctypes.CDLL(args.markers)
@@ -142,15 +153,27 @@ def _child(args) -> int:
         gc.collect()
         runtime.tune_gc()  # as the collector process does at start-up
 
-        markers.es_start()
-        messages = []
-        for body in workload.bodies:
-            message = ExportTraceServiceRequest()
-            message.ParseFromString(body)
-            messages.append(message)
-        markers.es_dump(b"decode")
-        batches = [normalize_traces(message, 1).batch for message in messages]
-        markers.es_dump(b"normalise")
+        bodies = workload.bodies
+        if args.upb or not wire.compiled():
+            markers.es_start()
+            messages = []
+            for body in bodies:
+                message = ExportTraceServiceRequest()
+                message.ParseFromString(body)
+                messages.append(message)
+            markers.es_dump(b"decode")
+            batches = [normalize_traces(message, 1).batch for message in messages]
+            markers.es_dump(b"normalise")
+        else:
+            from collector.normalize import _wire
+
+            markers.es_start()
+            checked = [_wire.check(body) for body in bodies]
+            markers.es_dump(b"decode")
+            batches = [_wire.read(body, 1).batch for body in bodies]
+            markers.es_dump(b"normalise")
+            if not all(checked):
+                raise RuntimeError("the compiled reader refused a benchmark request")
         for start in range(0, len(batches), args.group):
             group = []
             for batch in batches[start : start + args.group]:
@@ -199,6 +222,9 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=150, help="messages per request")
     parser.add_argument("--calls", type=int, default=50, help="HTTP call pairs per request")
     parser.add_argument("--keep", type=Path, help="a folder for callgrind's files, one a part")
+    parser.add_argument(
+        "--upb", action="store_true", help="decode with upb and normalise its messages"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--markers", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
@@ -213,9 +239,14 @@ def main(argv=None) -> int:
 
     url = run.bench_database_url() + "_instructions"
     prepare_database(url)
-    figures = measure(url, args.requests, args.group, args.messages, args.calls, args.keep)
+    figures = measure(
+        url, args.requests, args.group, args.messages, args.calls, args.keep, args.upb
+    )
+    from collector.normalize import wire
+
+    reader = "upb" if args.upb or not wire.compiled() else "the compiled reader"
     print(f"Workload: {args.requests} requests, {figures['spans']:,} spans, "
-          f"{args.group} requests a transaction\n")  # fmt: skip
+          f"{args.group} requests a transaction; protobuf read by {reader}\n")  # fmt: skip
     print(table(figures))
     bad = {k: v for k, v in figures["checks"].items() if v[0] != v[1]}
     print("\nChecks: " + ("all hold" if not bad else f"FAILED {bad}"))

@@ -293,10 +293,12 @@ async def run(
 ) -> None:
     """Run the receivers and the writer (plus the web app and the leader loops when
     given) until `stop` is set, then shut down in order without losing acknowledged data."""
+    from collector.normalize import wire
     from collector.receivers.otlp_grpc import start_grpc_server
     from collector.receivers.otlp_http import make_app
 
     tune_gc()
+    wire.warn_if_missing()
     connection_limits.raise_open_file_limit()
     # A process of a `collector --processes N` pool writes on one lane: the
     # pool's processes already keep N transactions going, and two lanes in

@@ -9,7 +9,10 @@ Counters are per `signal` (traces, metrics, logs, events):
 Plus the writer's queue depth, the request bytes in flight, a histogram of
 batch write durations, and what the attribute limits cut
 (collector.attribute_limits), by `limit`: `count` for attributes (and
-array/map elements) not kept, `length` for values cut short.
+array/map elements) not kept, `length` for values cut short; and the
+protobuf trace requests that the compiled reader handed to upb
+(collector.normalize.wire): malformed or unusual ones, which upb then
+accepted or refused.
 
 Under `collector --processes N` the parent names a fresh directory in
 PROMETHEUS_MULTIPROC_DIR (MULTIPROC_ENV) before it starts the children:
@@ -55,6 +58,12 @@ _cut_family = Counter(
     "Attributes cut by the attribute limits, by signal and limit "
     "(count: not kept, length: value cut short).",
     ["signal", "limit"],
+    registry=_registry,
+)
+_wire_fallbacks = Counter(
+    "eventscope_wire_fallbacks",
+    "Protobuf trace requests the compiled reader handed to the upb parser "
+    "(malformed or unusual wire data).",
     registry=_registry,
 )
 # `livesum`: the children's values added up, of the children alive.
@@ -103,6 +112,11 @@ def count_cut(signal: str, dropped: int, truncated: int) -> None:
         _cut["length"][signal].inc(truncated)
 
 
+def count_wire_fallback() -> None:
+    """A protobuf trace request went to upb instead of the compiled reader."""
+    _wire_fallbacks.inc()
+
+
 def set_queue_depth(items: int) -> None:
     _queue_depth.set(items)
 
@@ -127,6 +141,7 @@ def snapshot() -> dict:
         "truncated_attributes": {
             limit: {s: _int(c) for s, c in values.items()} for limit, values in _cut.items()
         },
+        "wire_fallbacks": _int(_wire_fallbacks),
         "queue_depth": _int(_queue_depth),
         "ingest_bytes": _int(_ingest_bytes),
         "writes": sum(int(b.get()) for b in _writes._buckets),

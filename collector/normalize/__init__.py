@@ -1,7 +1,9 @@
 """OTLP requests to Eventscope rows: spans, the messaging stages they imply, logs.
 
 The parts: plain values, attributes and resources (`values`), spans (`spans`),
-how a span becomes a stage, with the rules in its docstring (`stages`), logs (`logs`).
+how a span becomes a stage, with the rules in its docstring (`stages`), logs (`logs`),
+and protobuf trace requests straight from their bytes to the same rows (`wire`, with
+the compiled reader `_wire.pyx`).
 """
 
 from collector.normalize.logs import MAX_SEVERITY, normalize_logs

@@ -11,38 +11,91 @@ from collector.batch import (
     StageRow,
     clip,
 )
+from collector.compiled import copy_of
 from collector.decode import hex_id, id_problem
-from collector.normalize.stages import (
-    _contexts,
-    _demote_receives_with_process_spans,
-    _mark_dead_letter,
-    _outer_publishes,
-    _stage_row,
-)
+from collector.normalize import stages
 from collector.normalize.values import MAX_INT64, Normalized, _pb_text, _service, attributes
+
+# stages.py compiled as it is (collector/normalize/_stages.pyx) when built
+_stages = copy_of("collector.normalize._stages", stages)
+_contexts, _stage_row = _stages._contexts, _stages._stage_row
+_demote_receives_with_process_spans = _stages._demote_receives_with_process_spans
+_mark_dead_letter, _outer_publishes = _stages._mark_dead_letter, _stages._outer_publishes
 
 MAX_SPAN_KIND = KIND_CONSUMER
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
+
+
+class TraceRequest:
+    """What normalising one trace request keeps besides its rows: the rejections,
+    the attribute limits and secrets of the request, and the stages that the
+    passes over the whole request (dead letters, nested publishes, legacy
+    receives) revisit. `normalize_traces` and the compiled wire reader
+    (collector.normalize._wire) both fill it, span by span."""
+
+    __slots__ = (
+        "result", "secrets", "limits", "stages_by_span", "dead_letter_publishes", "producers",
+        "single_receives",
+    )  # fmt: skip
+
+    def __init__(self, project_id: int):
+        self.result = Normalized(Batch(project_id=project_id, signal="traces"))
+        self.secrets = redact.matcher()
+        self.limits = Limits()
+        # span_id -> stage, for the dead-letter pass
+        self.stages_by_span: dict[bytes, StageRow] = {}
+        self.dead_letter_publishes: list[tuple[StageRow, dict]] = []
+        self.producers: list[StageRow] = []
+        # (trace_id, span_id) -> stage of the legacy single-message receives counted as processing
+        self.single_receives: dict[tuple[bytes, bytes], StageRow] = {}
+
+    def reject_span(self, name, trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code):
+        """Refuse a span that failed the validity check (the message says why)."""
+        problem = _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code)
+        self.result.reject(f"span {clip(name, 100)!r}: {problem}")
+
+    def add_stage(self, flags: int, attrs: dict, row: SpanRow, contexts) -> None:
+        """The stage a stored span implies, if any (`contexts`: its links' valid contexts)."""
+        stage = _stage_row(flags, attrs, row, contexts)
+        if stage is None:
+            return
+        self.result.batch.stages.append(stage)
+        self.stages_by_span[row.span_id] = stage
+        if stage.role == PRODUCER:
+            self.producers.append(stage)
+            if semconv.is_dead_letter_channel(stage.channel):
+                self.dead_letter_publishes.append((stage, attrs))
+        elif row.kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
+            if semconv.is_legacy_receive(attrs):
+                self.single_receives[(row.trace_id, row.span_id)] = stage
+
+    def finish(self) -> Normalized:
+        """The passes over the whole request, then the result."""
+        batch = self.result.batch
+        if self.single_receives:
+            _demote_receives_with_process_spans(self.single_receives, batch.stages)
+        producers = self.producers
+        outer_publishes = _outer_publishes(producers, self.stages_by_span) if producers else {}
+        if outer_publishes:
+            batch.stages = [s for s in batch.stages if id(s) not in outer_publishes]
+        for publish, attrs in self.dead_letter_publishes:
+            if id(publish) not in outer_publishes:
+                _mark_dead_letter(publish, attrs, self.stages_by_span, batch, outer_publishes)
+        self.limits.report("traces")
+        return self.result
 
 
 def normalize_traces(request, project_id: int) -> Normalized:
     """ExportTraceServiceRequest -> Batch(signal="traces") of SpanRow and StageRow.
 
     Spans with invalid ids or no start time are rejected one by one; the rest
-    of the request is kept.
+    of the request is kept. collector.normalize.wire does the same from the
+    request's protobuf bytes; the two give the same result for any request.
     """
-    result = Normalized(Batch(project_id=project_id, signal="traces"))
-    # span_id -> (stage, span) for the dead-letter pass below
-    stages_by_span: dict[bytes, StageRow] = {}
-    dead_letter_publishes: list[tuple[StageRow, dict]] = []
-    producers: list[StageRow] = []
-    # (trace_id, span_id) -> stage of the legacy single-message receives counted as processing
-    single_receives: dict[tuple[bytes, bytes], StageRow] = {}
-
-    secrets = redact.matcher()
-    limits = Limits()
+    state = TraceRequest(project_id)
+    secrets, limits = state.secrets, state.limits
     length = limits.length
-    spans_out, stages_out = result.batch.spans, result.batch.stages
+    spans_out = state.result.batch.spans
     for resource_spans in request.resource_spans:
         resource_message = resource_spans.resource
         resource = attributes(
@@ -70,10 +123,9 @@ def normalize_traces(request, project_id: int) -> Normalized:
                     or not 0 <= kind <= MAX_SPAN_KIND
                     or not 0 <= code <= STATUS_ERROR
                 ):
-                    problem = _span_problem(
-                        trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code
+                    state.reject_span(
+                        span.name, trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code
                     )
-                    result.reject(f"span {clip(span.name, 100)!r}: {problem}")
                     continue
                 attrs = attributes(span.attributes, secrets, limits, span.dropped_attributes_count)
                 links = span.links
@@ -92,29 +144,8 @@ def normalize_traces(request, project_id: int) -> Normalized:
                     _links(contexts, secrets, limits) if contexts else [], scope,
                 )  # fmt: skip
                 spans_out.append(row)
-                stage = _stage_row(span, attrs, row, contexts)
-                if stage is None:
-                    continue
-                stages_out.append(stage)
-                stages_by_span[span_id] = stage
-                if stage.role == PRODUCER:
-                    producers.append(stage)
-                    if semconv.is_dead_letter_channel(stage.channel):
-                        dead_letter_publishes.append((stage, attrs))
-                elif kind == KIND_CONSUMER and not contexts and stage.stage == "processed":
-                    if semconv.is_legacy_receive(attrs):
-                        single_receives[(trace_id, span_id)] = stage
-
-    if single_receives:
-        _demote_receives_with_process_spans(single_receives, result.batch.stages)
-    outer_publishes = _outer_publishes(producers, stages_by_span) if producers else {}
-    if outer_publishes:
-        result.batch.stages = [s for s in result.batch.stages if id(s) not in outer_publishes]
-    for publish, attrs in dead_letter_publishes:
-        if id(publish) not in outer_publishes:
-            _mark_dead_letter(publish, attrs, stages_by_span, result.batch, outer_publishes)
-    limits.report("traces")
-    return result
+                state.add_stage(span.flags, attrs, row, contexts)
+    return state.finish()
 
 
 def _span_problem(trace_id, span_id, parent_span_id, start_ns, end_ns, kind, code) -> str | None:

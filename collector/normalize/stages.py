@@ -128,12 +128,9 @@ def _error_text(found, row: SpanRow) -> str | None:
     return "error" if row.status_code == STATUS_ERROR else None
 
 
-# What decides a span's stage, role and edge names, from semconv.fields():
-# spans of one instrumentation share them, so each combination is worked out once.
-_CLASSIFIED_FIELDS = (
-    "stage", "operation_type", "operation_name", "system", "destination",
-    "destination_template", "consumer_group", "rpc_method",
-)  # fmt: skip
+# A span's stage, role and edge names follow from its kind, error status, links
+# and eight fields of semconv.fields() (the key in `_stage_row`): spans of one
+# instrumentation share them, so each combination is worked out once.
 _classified: dict[tuple, tuple | None] = {}
 _MAX_CLASSIFIED = 10_000
 
@@ -153,16 +150,20 @@ def _classify(row: SpanRow, found, attrs, contexts) -> tuple | None:
     )
 
 
-def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
+def _stage_row(flags: int, attrs, row: SpanRow, contexts) -> StageRow | None:
+    """The stage of a stored span (`flags`: the span's flags), or None."""
     found = semconv.fields(attrs)
     if not semconv.is_messaging(attrs, found):
         return None
     kind = row.kind
     get = found.get
+    # The fields one by one: unpacking a map() into the tuple cost a list.
     key = (
         kind, row.status_code == STATUS_ERROR, not contexts,
         attrs.get("messaging.operation.type") if kind == KIND_CONSUMER else None,
-        *map(get, _CLASSIFIED_FIELDS),
+        get("stage"), get("operation_type"), get("operation_name"), get("system"),
+        get("destination"), get("destination_template"), get("consumer_group"),
+        get("rpc_method"),
     )  # fmt: skip
     try:
         classified = _classified[key]
@@ -182,7 +183,7 @@ def _stage_row(span, attrs, row: SpanRow, contexts) -> StageRow | None:
         role == CONSUMER
         and parent_span_id
         and (
-            span.flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
+            flags & SPAN_FLAGS_PARENT_IS_REMOTE == SPAN_FLAGS_PARENT_IS_REMOTE
             or kind == KIND_CONSUMER
         )
     ):

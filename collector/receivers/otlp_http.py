@@ -38,7 +38,7 @@ from collector.decode import (
     encode_response,
     media_type,
 )
-from collector.normalize import normalize_logs, normalize_traces
+from collector.normalize import normalize_logs, normalize_traces, wire
 from collector.tls import client_names
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,10 @@ def _decompress(body: bytes, encoding, reservation) -> bytes:
 def _decode_otlp(signal, body, encoding, fmt, project_id, reservation):
     """(the decoded metrics request, None) or (None, the normalised spans or logs):
     a span or log request is let go once normalised, while its rows wait."""
-    request = decode_request(signal, _decompress(body, encoding, reservation), fmt)
+    raw = _decompress(body, encoding, reservation)
+    if signal == "traces" and fmt == PROTOBUF:
+        return None, wire.traces_from_protobuf(raw, project_id)
+    request = decode_request(signal, raw, fmt)
     if signal == "traces":
         return None, normalize_traces(request, project_id)
     if signal == "logs":
