@@ -21,6 +21,7 @@ from collector.brokers.samples import Report
 # How far back CloudWatch is asked for the latest figure of a metric; SQS
 # and Lambda publish every minute, a quiet EventBridge rule less often.
 METRIC_LOOKBACK = dt.timedelta(minutes=15)
+METRIC_PERIOD = dt.timedelta(minutes=1)
 # GetMetricData takes at most this many queries per call.
 METRIC_QUERIES_PER_CALL = 500
 
@@ -81,7 +82,7 @@ def latest_metrics(cloudwatch, namespace: str, queries: list[tuple[str, str, dic
                         "MetricName": metric,
                         "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
                     },
-                    "Period": 60,
+                    "Period": int(METRIC_PERIOD.total_seconds()),
                     "Stat": statistic,
                 },
                 "ReturnData": True,
@@ -93,7 +94,10 @@ def latest_metrics(cloudwatch, namespace: str, queries: list[tuple[str, str, dic
             "MetricDataResults",
             MetricDataQueries=request,
             StartTime=now - METRIC_LOOKBACK,
-            EndTime=now,
+            # EndTime is exclusive and CloudWatch (and moto) cut it to whole
+            # seconds: a point recorded in this very second, or in the
+            # current minute's period, would be left out of "now".
+            EndTime=now + METRIC_PERIOD,
             ScanBy="TimestampDescending",
         ):
             values = result.get("Values") or []
