@@ -237,7 +237,7 @@ def flood(setup: Setup) -> list[str]:
     empty_tables(setup.conninfo)
     bodies = inflating_bodies(8, args.flood_spans)
     inflated = len(gzip.decompress(bodies[0]))
-    collector = ingest.Collector(setup.env, 1, setup.root)
+    collector = ingest.Collector(setup.env, 1, root=setup.root)
     try:
         warm_up(collector, setup.token)
         idle = collector.rss()
@@ -279,7 +279,7 @@ def saturation(setup: Setup) -> list[str]:
     empty_tables(setup.conninfo)
     workload = ingest.build_workload(args.saturation_requests, 300, 150, seed=13)
     spans_per_request = workload.spans / len(workload.bodies)
-    collector = ingest.Collector(setup.env, 1, setup.root)
+    collector = ingest.Collector(setup.env, 1, root=setup.root)
     try:
         requests = [
             ingest.http_request(collector.url + "/v1/traces", setup.token, body)
@@ -329,7 +329,7 @@ def outage(setup: Setup) -> list[str]:
     through_proxy = urlunsplit(
         parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.proxy.port}")
     )
-    collector = ingest.Collector({**setup.env, "DATABASE_URL": through_proxy}, 1, setup.root)
+    collector = ingest.Collector({**setup.env, "DATABASE_URL": through_proxy}, 1, root=setup.root)
     given_up = [0]
 
     class CountingExporter(OTLPSpanExporter):
