@@ -182,6 +182,7 @@ async def test_a_large_grpc_export_does_not_stall_health_checks_or_small_exports
             )
             assert (await client.get(url + "/healthz")).status_code == 200
             started = time.monotonic()
+
             async def large_exports() -> int:
                 for sent, large in enumerate(larges, 1):
                     await export(large, metadata=metadata, timeout=120)
