@@ -88,20 +88,31 @@ def _example(row: dict) -> dict:
     return out
 
 
-# Groups first (counts only: whole hours from the hourly counts, the ragged
-# ends from the findings), then each listed group's newest examples and its
-# first event through the (project, kind, system, channel, group,
-# event_time) index.
-_GROUP_PROBES = """
-SELECT 'example', k.i, f.event_time, {example}
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+_EXAMPLE_JSON = """jsonb_build_object(
+    'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
+    'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
+    'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
+    'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms, 'ordering_key', f.ordering_key)"""
+
+# The newest findings (at most %s) of each listed (kind, system, channel,
+# group), an index probe each; the lists are four arrays, then the project
+# and the window.
+_NEWEST_EXAMPLES = """FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
      AS k(kind, system, channel, grp, i)
 CROSS JOIN LATERAL (
     SELECT * FROM delivery_finding f
     WHERE f.project_id = %s AND f.kind = k.kind AND f.system = k.system
       AND f.channel = k.channel AND f.consumer_group = k.grp
       AND f.event_time >= %s AND f.event_time < %s
-    ORDER BY f.event_time DESC LIMIT %s) AS f
+    ORDER BY f.event_time DESC LIMIT %s) AS f"""
+
+# Groups first (counts only: whole hours from the hourly counts, the ragged
+# ends from the findings), then each listed group's newest examples and its
+# first event through the (project, kind, system, channel, group,
+# event_time) index.
+_GROUP_PROBES = f"""
+SELECT 'example', k.i, f.event_time, {_EXAMPLE_JSON}
+{_NEWEST_EXAMPLES}
 UNION ALL
 SELECT 'first', k.i, f.event_time, NULL
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
@@ -125,7 +136,7 @@ def grouped(project_id, since, until, filters: Filters, limit=50, offset=0):
         if listed:
             keys = [list(c) for c in zip(*listed, strict=True)]
             cur.execute(
-                _GROUP_PROBES.format(example=_EXAMPLE_JSON),
+                _GROUP_PROBES,
                 [
                     *keys, project_id, since, until, EXAMPLES,
                     *keys, project_id, since, until,
@@ -223,24 +234,11 @@ def _counts(cur, project_id, since, until, filters: "Filters") -> list:
     return cur.fetchall()
 
 
-_EXAMPLE_JSON = """jsonb_build_object(
-    'kind', f.kind, 'event_id', f.event_id, 'event_source', f.event_source,
-    'trace_id', f.trace_id, 'event_time', f.event_time, 'examples', f.examples,
-    'successes', f.successes, 'failures', f.failures, 'retry_ms', f.retry_ms,
-    'deadlettered', f.deadlettered, 'delay_ms', f.delay_ms, 'ordering_key', f.ordering_key)"""
-
 # The newest examples of the listed (kind, system, channel, group)s and the
 # oldest missing event of the listed groups: an index probe each.
 _PROBES = f"""
 SELECT 'example', k.i, {_EXAMPLE_JSON}
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-     AS k(kind, system, channel, grp, i)
-CROSS JOIN LATERAL (
-    SELECT * FROM delivery_finding f
-    WHERE f.project_id = %s AND f.kind = k.kind AND f.system = k.system
-      AND f.channel = k.channel AND f.consumer_group = k.grp
-      AND f.event_time >= %s AND f.event_time < %s
-    ORDER BY f.event_time DESC LIMIT %s) AS f
+{_NEWEST_EXAMPLES}
 UNION ALL
 SELECT 'oldest', k.i, {_EXAMPLE_JSON}
 FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS k(system, channel, grp, i)
