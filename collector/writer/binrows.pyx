@@ -897,6 +897,27 @@ cdef inline void _bump(list values, Py_ssize_t index, object by) except *:
     values[index] = values[index] + by
 
 
+cdef list _minute_row(dict edges, dict rows, tuple key, time_ns):
+    """The rollup row of the stage's edge (`key`: project, role, service,
+    system, channel, group) and minute, made when new (Rollups' edge_of and
+    minute row); None when the stage makes no edge."""
+    cdef long long ns
+    edge = edges.get(key, edges)
+    if edge is edges:
+        edge = edges[key] = _stage_edge(*key)
+    if edge is None:
+        return None
+    ns = PyLong_AsLongLong(time_ns)
+    minute = ns // _MINUTE_NS
+    if ns % _MINUTE_NS < 0:
+        minute -= 1  # floor, as Python's //
+    slot = (edge, minute)
+    row = rows.get(slot)
+    if row is None:
+        row = rows[slot] = [[0] * 8, _empty(), _empty()]
+    return <list>row
+
+
 def add_stages(flow, list items) -> tuple:
     """Add each item's stage to the flow rollups `flow` (Rollups.add_stage);
     returns (the failed and dead-lettered stages, the stages' projects)."""
@@ -906,7 +927,6 @@ def add_stages(flow, list items) -> tuple:
     cdef set projects = set()
     cdef list sums, durations
     cdef bint d, producer
-    cdef long long time_ns
     for item in items:
         s = (<Item>item).row
         d = type(s) is _StageRow
@@ -916,23 +936,12 @@ def add_stages(flow, list items) -> tuple:
         projects.add(project_id)
         if name == _FAILED or name == _DEADLETTERED:
             failed.append(s)
-        key = (
+        row = _minute_row(edges, rows, (
             project_id, role, _at(s, d, ST_SERVICE, "service"), _at(s, d, ST_SYSTEM, "system"),
             _at(s, d, ST_CHANNEL, "channel"), _at(s, d, ST_GROUP, "consumer_group"),
-        )
-        edge = edges.get(key, edges)
-        if edge is edges:
-            edge = edges[key] = _stage_edge(*key)
-        if edge is None:
-            continue
-        time_ns = PyLong_AsLongLong(_at(s, d, ST_TIME, "time_ns"))
-        minute = time_ns // _MINUTE_NS
-        if time_ns % _MINUTE_NS < 0:
-            minute -= 1  # floor, as Python's //
-        key = (edge, minute)
-        row = rows.get(key)
+        ), _at(s, d, ST_TIME, "time_ns"))  # fmt: skip
         if row is None:
-            row = rows[key] = [[0] * 8, _empty(), _empty()]
+            continue
         sums = <list>(<list>row)[0]
         durations = <list>(<list>row)[1]
         producer = role == _PRODUCER
@@ -978,7 +987,6 @@ def count_e2e(flow, list stages, dict e2e) -> None:
     cdef dict rows = flow._rows
     cdef list sums, latencies
     cdef bint d
-    cdef long long time_ns
     for s in stages:
         latency = e2e.get(id(s))
         if latency is None:
@@ -987,24 +995,13 @@ def count_e2e(flow, list stages, dict e2e) -> None:
         name = _at(s, d, ST_STAGE, "stage")
         if not (name == _PROCESSED or name == _FAILED or name == _DEADLETTERED):
             continue
-        key = (
+        row = _minute_row(edges, rows, (
             _at(s, d, ST_PROJECT, "project_id"), _CONSUMER, _at(s, d, ST_SERVICE, "service"),
             _at(s, d, ST_SYSTEM, "system"), _at(s, d, ST_CHANNEL, "channel"),
             _at(s, d, ST_GROUP, "consumer_group"),
-        )
-        edge = edges.get(key, edges)
-        if edge is edges:
-            edge = edges[key] = _stage_edge(*key)
-        if edge is None:
-            continue
-        time_ns = PyLong_AsLongLong(_at(s, d, ST_TIME, "time_ns"))
-        minute = time_ns // _MINUTE_NS
-        if time_ns % _MINUTE_NS < 0:
-            minute -= 1  # floor, as Python's //
-        key = (edge, minute)
-        row = rows.get(key)
+        ), _at(s, d, ST_TIME, "time_ns"))  # fmt: skip
         if row is None:
-            row = rows[key] = [[0] * 8, _empty(), _empty()]
+            continue
         sums = <list>(<list>row)[0]
         latencies = <list>(<list>row)[2]
         _bump(latencies, _bucket(PyFloat_AsDouble(latency)), 1)
