@@ -152,6 +152,18 @@ cdef inline int _next(const uint8_t **pp, const uint8_t *end, Field *f) noexcept
     return 1
 
 
+cdef inline bint _last(const uint8_t *p, const uint8_t *end, uint32_t number, Field *out) noexcept nogil:
+    """Whether the message p..end holds field `number`; its last occurrence in `out`
+    (protobuf's last-one-wins; a message field sent twice never gets here: see check)."""
+    cdef Field f
+    cdef bint found = False
+    while _next(&p, end, &f) > 0:
+        if f.number == number:
+            out[0] = f
+            found = True
+    return found
+
+
 cdef int _utf8(const uint8_t *s, Py_ssize_t n) noexcept nogil:
     """0 when s[:n] is valid UTF-8 (what upb accepts in a string field), else -1."""
     cdef Py_ssize_t i = 0
@@ -841,7 +853,6 @@ cdef class _Reader:
 
     cdef list links(self, const uint8_t *start, list contexts):
         cdef Field g
-        cdef const uint8_t *q
         cdef const uint8_t *link
         cdef const uint8_t *link_end
         cdef uint64_t dropped
@@ -849,11 +860,7 @@ cdef class _Reader:
         for link_trace, link_span, where in contexts:
             link = start + <Py_ssize_t>where[0]
             link_end = link + <Py_ssize_t>where[1]
-            dropped = 0
-            q = link
-            while _next(&q, link_end, &g) > 0:
-                if g.number == 5:
-                    dropped = <uint32_t>g.value
+            dropped = <uint32_t>g.value if _last(link, link_end, 5, &g) else 0
             out.append(
                 {
                     "trace_id": hex_id(link_trace),
@@ -867,27 +874,17 @@ cdef class _Reader:
         cdef Field f, g, h, resource_f, scope_f
         cdef const uint8_t *q
         cdef const uint8_t *s
-        cdef bint has_resource, has_scope
+        cdef const uint8_t *end_of
         cdef uint64_t dropped
         cdef Py_ssize_t name_n
         cdef Field name_f
         while _next(&p, end, &f) > 0:
             if f.number != 1:
                 continue
-            has_resource = False
-            q = f.data
-            while _next(&q, f.data + f.size, &g) > 0:
-                if g.number == 1:
-                    resource_f, has_resource = g, True
-            dropped = 0
-            if has_resource:
-                s = resource_f.data
-                while _next(&s, resource_f.data + resource_f.size, &h) > 0:
-                    if h.number == 2:
-                        dropped = <uint32_t>h.value
-                self.resource = self.attributes(
-                    resource_f.data, resource_f.data + resource_f.size, 1, dropped
-                )
+            if _last(f.data, f.data + f.size, 1, &resource_f):
+                end_of = resource_f.data + resource_f.size
+                dropped = <uint32_t>h.value if _last(resource_f.data, end_of, 2, &h) else 0
+                self.resource = self.attributes(resource_f.data, end_of, 1, dropped)
             else:
                 self.resource = self.attributes(NULL, NULL, 1, 0)
             service = _service(self.resource)
@@ -895,17 +892,11 @@ cdef class _Reader:
             while _next(&q, f.data + f.size, &g) > 0:
                 if g.number != 2:
                     continue
-                has_scope = False
-                s = g.data
-                while _next(&s, g.data + g.size, &h) > 0:
-                    if h.number == 1:
-                        scope_f, has_scope = h, True
                 name_n = 0
-                if has_scope:
-                    s = scope_f.data
-                    while _next(&s, scope_f.data + scope_f.size, &h) > 0:
-                        if h.number == 1:
-                            name_f, name_n = h, h.size
+                if _last(g.data, g.data + g.size, 1, &scope_f) and _last(
+                    scope_f.data, scope_f.data + scope_f.size, 1, &name_f
+                ):
+                    name_n = name_f.size
                 scope = None
                 if name_n:
                     scope = _text_of(name_f.data, name_n)
