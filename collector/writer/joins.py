@@ -11,6 +11,19 @@ from collector.writer.rows import _bounds, _ns, to_datetime
 # How far apart a publish and its consume stage may be looked for.
 E2E_WINDOW = dt.timedelta(days=1)
 _E2E_WINDOW_NS = int(E2E_WINDOW.total_seconds()) * 10**9
+# The consume stages of some traces that wait for their publish: those that
+# continue a producer's context and have no latency yet. The predicate is the
+# one of the index collector_stage_unsettled (migration 0009), which holds
+# those stages alone, so a trace whose consumers are all joined costs one
+# index page and no heap.
+WAITING_CONSUMERS = (
+    "SELECT c.project_id, c.dedupe_key, c.time, c.linked_trace_ids, "
+    "c.linked_span_ids, c.event_source, c.event_id, c.origin "
+    "FROM unnest(%b::int[], %b::bytea[]) AS k(p, t) CROSS JOIN LATERAL "
+    "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
+    "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.linked_trace_ids IS NOT NULL "
+    "AND c.time BETWEEN %s AND %s OFFSET 0) AS c"
+)
 
 
 class _EndToEnd:
@@ -158,12 +171,7 @@ class _EndToEnd:
         if contexts:
             traces = sorted({(key[0], key[1]) for key in contexts})
             await self.cur.execute(
-                "SELECT c.project_id, c.dedupe_key, c.time, c.linked_trace_ids, "
-                "c.linked_span_ids, c.event_source, c.event_id, c.origin "
-                "FROM unnest(%b::int[], %b::bytea[]) AS k(p, t) CROSS JOIN LATERAL "
-                "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
-                "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.time BETWEEN %s AND %s "
-                "OFFSET 0) AS c",
+                WAITING_CONSUMERS,
                 (int4_array([t[0] for t in traces]), bytea_array([t[1] for t in traces]), lo, hi),
             )
             candidates += await self.cur.fetchall()

@@ -12,6 +12,17 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5
 WRITER_APPLICATION_NAME = "eventscope writer"
+# A writer's session: a hung server must not hold acknowledgements forever,
+# and every lookup a writer makes is a point lookup by key, so an index scan
+# in a nested loop is always the right plan. A day partition created minutes
+# ago has no statistics yet, and the planner would otherwise scan it whole
+# (or its BRIN time range, once per key in LATERAL-less joins), getting
+# slower as the day fills up. Set for the session, they cost no statement
+# per transaction.
+WRITER_OPTIONS = (
+    "-c statement_timeout=60000 -c enable_seqscan=off -c enable_hashjoin=off "
+    "-c enable_mergejoin=off"
+)
 
 
 class _Lane:
@@ -31,8 +42,7 @@ class _Lane:
                 # Operators find the writers in pg_stat_activity by this name,
                 # and which collector process each belongs to.
                 application_name=f"{WRITER_APPLICATION_NAME} (pid {os.getpid()})",
-                # A hung server must not hold acknowledgements forever.
-                options="-c statement_timeout=60000",
+                options=WRITER_OPTIONS,
             )
             configure_copy(self._conn)
             configure_connection(self._conn)

@@ -56,16 +56,6 @@ class _Transaction(_EndToEnd, _Calls):
 
     async def run(self) -> None:
         rows = self.rows
-        # Every lookup below is a point lookup by key, so an index scan in a
-        # nested loop is always the right plan. A day partition created minutes
-        # ago has no statistics yet, and the planner would otherwise scan it
-        # whole (or its BRIN time range, once per key in LATERAL-less joins),
-        # getting slower as the day fills up.
-        await self.cur.execute(
-            "SELECT set_config('enable_seqscan', 'off', true), "
-            "set_config('enable_hashjoin', 'off', true), "
-            "set_config('enable_mergejoin', 'off', true)"
-        )
         # CloudEvents keep one envelope per event, and rows stamped on receipt
         # are known by key alone: whether such a row is stored already must be
         # asked, and the answer acted on, under the lock.

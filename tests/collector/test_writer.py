@@ -33,6 +33,8 @@ from collector.batch import (
 )
 from collector.db import conninfo
 from collector.writer import Writer
+from collector.writer.joins import WAITING_CONSUMERS
+from collector.writer.lanes import WRITER_OPTIONS
 
 MS = 1_000_000
 # A fixed minute, a little in the past, so every row lands in one rollup minute.
@@ -755,3 +757,64 @@ async def test_a_late_publish_gives_latency_only_to_consumers_within_the_window(
         pg, "SELECT e2e_ms FROM collector_stage WHERE role = 'consumer' ORDER BY time"
     )
     assert rows == [(None,), (40.0,)]
+
+
+async def test_a_publish_probes_only_the_consumers_that_wait_for_one(writer, pg, project):
+    # Consumers stored with their latency, one waiting for its publish, and
+    # one that continues no producer's context (it can never be joined).
+    await writer.submit(Batch(project.id, "traces", stages=[publish(project.id, 30, 300)]))
+    joined = consume(project.id, 30, 301, [(30, 300)], at=20)
+    waiting = consume(project.id, 31, 311, [(31, 310)], at=50)
+    loose = consume(project.id, 32, 321, [], at=10)
+    await writer.submit(Batch(project.id, "traces", stages=[joined, waiting, loose]))
+
+    index = "SELECT count(*) FROM collector_stage WHERE " + UNSETTLED
+    explained = await fetch(pg, "EXPLAIN (FORMAT JSON) " + index)
+    assert await _indexes(pg, explained[0][0]) == {"collector_stage_unsettled"}
+    assert (await fetch(pg, index)) == [(1,)]
+
+    # The writer's probe, planned as its session plans it, reads that index alone.
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(), options=WRITER_OPTIONS, autocommit=True
+    ) as session:
+        cur = await session.execute(
+            "EXPLAIN (FORMAT JSON) " + WAITING_CONSUMERS,
+            (
+                [project.id, project.id],
+                [tid(30), tid(31)],
+                dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+                dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+            ),
+        )
+        plan = (await cur.fetchone())[0]
+    assert await _indexes(pg, plan) == {"collector_stage_unsettled"}
+
+    # Its publish arrives: the consumer gets its latency and leaves the index.
+    await writer.submit(Batch(project.id, "traces", stages=[publish(project.id, 31, 310)]))
+    assert (await fetch(pg, index)) == [(0,)]
+    assert (await edge(pg, "consume"))["e2e_count"] == 2
+
+
+UNSETTLED = "role = 'consumer' AND e2e_ms IS NULL AND linked_trace_ids IS NOT NULL"
+
+
+async def _indexes(pg, plan) -> set[str]:
+    """The indexes of collector_stage a JSON plan reads, by the names of the
+    table's own indexes (a partition's copy of an index has a name of its own)."""
+    found, todo = set(), [plan]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            if "Index Name" in node:
+                found.add(node["Index Name"])
+            todo.extend(node.values())
+    rows = await fetch(
+        pg,
+        "SELECT coalesce(p.relname, c.relname) FROM pg_class c "
+        "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent "
+        "WHERE c.relname = ANY(%s)",
+        sorted(found),
+    )
+    return {name for (name,) in rows}
