@@ -25,6 +25,8 @@ import weakref
 from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from collector import balance
+
 log = logging.getLogger(__name__)
 
 # Descriptors kept free for everything that is not a client connection:
@@ -126,6 +128,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        balance.opened()
         if len(self.connections) > self._port.cap and not self._make_room():
             transport.write(REFUSED)
             transport.close()
@@ -146,6 +149,7 @@ class HttpProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc) -> None:
+        balance.closed()
         self._port.waiting.pop(self, None)
         self._cancel_header_timer()
         super().connection_lost(exc)

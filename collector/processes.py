@@ -3,7 +3,8 @@
 Decoding and normalising telemetry is Python work bound to one core per
 process, so one collector cannot use a second core. This parent starts N
 ordinary collector processes that listen on the same ports (SO_REUSEPORT:
-the kernel spreads connections over them), waits until every one of them
+the kernel spreads connections over them, and collector.balance evens out
+the kept-alive ones), waits until every one of them
 is serving, restarts any that dies, and on SIGTERM stops them all, each
 committing what it acknowledged. Their writers take turns per project (an
 advisory lock in collector.writer), so results are the same as with one.
@@ -29,7 +30,7 @@ import socket
 import sys
 import tempfile
 
-from collector import stats
+from collector import balance, stats
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ RESTART_DELAY_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 120.0
 PARENT_CHECK_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The children's connection counts (collector.balance), beside their metrics.
+CONNECTION_COUNTS = "connections"
 
 
 def check_free(host: str, port: int) -> None:
@@ -97,7 +100,12 @@ class Pool:
         process = await asyncio.create_subprocess_exec(
             *child_command(self.host, self.http_port, self.grpc_port, ready_fd),
             pass_fds=(ready_fd,),
-            env={**os.environ, stats.MULTIPROC_ENV: self.metrics_dir},
+            env={
+                **os.environ,
+                stats.MULTIPROC_ENV: self.metrics_dir,
+                balance.FILE_ENV: os.path.join(self.metrics_dir, CONNECTION_COUNTS),
+                balance.INDEX_ENV: str(index),
+            },
         )
         self.children[index] = process
         log.info("collector process %d started (pid %d)", index + 1, process.pid)
@@ -110,6 +118,7 @@ class Pool:
         read_fd, write_fd = os.pipe()
         self.metrics_dir = tempfile.mkdtemp(prefix="eventscope-metrics-")
         try:
+            balance.make_slots(os.path.join(self.metrics_dir, CONNECTION_COUNTS), self.count)
             for index in range(self.count):
                 await self._spawn(index, write_fd)
             if not await self._wait_ready(read_fd, stop):

@@ -26,7 +26,7 @@ import uvicorn
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from collector import connection_limits
+from collector import balance, connection_limits
 from collector.db import conninfo as django_conninfo
 from collector.tls import TLSFiles, uvicorn_options
 from collector.writer import Writer
@@ -304,6 +304,8 @@ async def run(
     # pool's processes already keep N transactions going, and two lanes in
     # each made them contend (on two cores, 33,000 against 37,000 spans/s).
     writer = Writer(lanes=1 if ports.reuse_port else 2)
+    if ports.reuse_port:
+        balance.configure()
     tls = TLSFiles.from_settings()
     await writer.start()
     started = []

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from collector import auth, stats
+from collector import auth, balance, stats
 from collector.admission import DECODED_WEIGHT
 from collector.batch import IngestUnavailable
 from collector.cloudevents import normalize_events
@@ -66,6 +66,9 @@ class Response:
 
     async def send(self, send) -> None:
         headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+        if balance.let_one_go():
+            # This process of a pool holds more than its share of connections.
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
