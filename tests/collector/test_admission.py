@@ -158,9 +158,10 @@ async def test_a_slow_writer_refuses_at_once_what_it_could_not_store_within_seco
 async def test_a_large_grpc_export_does_not_stall_health_checks_or_small_exports(
     project, ingest_token, telemetry_db
 ):
-    # About 15 MB each, a second or more to decode. A fast machine gets
-    # through one in little time, so they go one after another until the
-    # exports have lasted long enough to show a stall, whatever the machine.
+    # About 15 MB each, half a second or more to decode. A fast machine gets
+    # through one in little time, so they go one after another (the four
+    # again if need be) until the exports have lasted long enough to show a
+    # stall, whatever the machine.
     larges = [traces(n, 20_000, attributes=12, value_size=40) for n in (1, 3, 4, 5)]
     small = traces(2, 5)
     metadata = (("authorization", f"Bearer {ingest_token}"),)
@@ -184,11 +185,13 @@ async def test_a_large_grpc_export_does_not_stall_health_checks_or_small_exports
             started = time.monotonic()
 
             async def large_exports() -> int:
-                for sent, large in enumerate(larges, 1):
-                    await export(large, metadata=metadata, timeout=120)
+                # Round the four again (a retry, stored once) on a machine
+                # that decodes them all in under 3 s.
+                for sent in range(1, 13):
+                    await export(larges[(sent - 1) % len(larges)], metadata=metadata, timeout=120)
                     if time.monotonic() - started > 3:
                         return sent
-                return len(larges)
+                return sent
 
             big = asyncio.ensure_future(large_exports())
             health, small_exports = [], []
@@ -223,5 +226,5 @@ async def test_a_large_grpc_export_does_not_stall_health_checks_or_small_exports
         f"/healthz took up to {max(health):.2f} s during {took:.1f} s of large exports"
     )
     assert max(small_exports) < 2.0, f"a small export took up to {max(small_exports):.2f} s"
-    expected = {n: 20_000 for n in (1, 3, 4, 5)[:sent]}
+    expected = {n: 20_000 for n in (1, 3, 4, 5)[: min(sent, 4)]}
     assert (await stored_traces(project.id)) == {**expected, 2: 5}
