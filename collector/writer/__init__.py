@@ -360,8 +360,16 @@ class Writer(_PartitionUpkeep):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._items < self.group_items and self.linger and not self._stopping:
-                # Let concurrent requests join this transaction: one commit for many.
+            if (
+                self._items < self.group_items
+                and self.linger
+                and not self._stopping
+                and self.admission.requests > self._batches
+            ):
+                # Let requests being read and decoded join this transaction:
+                # one commit for many. When every request in the process has
+                # been submitted (exporters that all wait for their answers),
+                # none is coming and waiting would only delay them all.
                 await asyncio.sleep(self.linger)
                 if not self._queue:
                     continue  # another lane took them

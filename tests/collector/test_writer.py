@@ -818,3 +818,35 @@ async def _indexes(pg, plan) -> set[str]:
         sorted(found),
     )
     return {name for (name,) in rows}
+
+
+async def test_a_lane_waits_for_requests_on_their_way_and_only_for_those(telemetry_db, pg, project):
+    writer = Writer(conninfo(), linger=1.0)
+    await writer.start()
+    try:
+        # Nothing else is being read or decoded: the batch is written at once.
+        started = time.monotonic()
+        await writer.submit(Batch(project.id, "traces", spans=[span(project.id, 70, 1)]))
+        assert time.monotonic() - started < 0.5
+
+        # Two requests hold their reservations, as the receivers take them; one
+        # is submitted, the other on its way (being read or decoded): the lane
+        # lingers for it, and both are stored by one transaction.
+        submitted, coming = writer.admission.reservation(), writer.admission.reservation()
+        first = asyncio.create_task(
+            writer.submit(Batch(project.id, "traces", spans=[span(project.id, 71, 1)]))
+        )
+        await asyncio.sleep(0.1)
+        assert not first.done()
+        second = writer.submit(Batch(project.id, "traces", spans=[span(project.id, 72, 1)]))
+        await asyncio.gather(first, second)
+        submitted.release()
+        coming.release()
+    finally:
+        await writer.stop()
+    transactions = await fetch(
+        pg,
+        "SELECT count(DISTINCT xmin::text) FROM collector_span WHERE trace_id = ANY(%s)",
+        [tid(71), tid(72)],
+    )
+    assert transactions == [(1,)]
