@@ -70,6 +70,16 @@ def _banner(process) -> str:
     raise AssertionError("".join(lines))
 
 
+def _pool(processes: int):
+    """`collector --processes N` on free ports: the parent process and its OTLP/HTTP port."""
+    http_port, grpc_port = free_port(), free_port()
+    process = manage(
+        "collector", "--processes", str(processes),
+        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
+    )  # fmt: skip
+    return process, http_port
+
+
 def fetch(sql):
     with connection.cursor() as cursor:
         cursor.execute(sql)
@@ -79,11 +89,7 @@ def fetch(sql):
 def test_several_processes_share_the_ports_and_join_producers_and_consumers_exactly(
     telemetry_db, ingest_token
 ):
-    http_port, grpc_port = free_port(), free_port()
-    process = manage(
-        "collector", "--processes", "2",
-        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
-    )  # fmt: skip
+    process, http_port = _pool(2)
     url = f"http://127.0.0.1:{http_port}/v1/traces"
     headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest_token}"}
     try:
@@ -200,11 +206,7 @@ def _accepted_spans(http_port: int) -> float:
 
 
 def test_metrics_of_every_process_add_up_and_survive_a_restart(telemetry_db, ingest_token):
-    http_port, grpc_port = free_port(), free_port()
-    process = manage(
-        "collector", "--processes", "2",
-        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
-    )  # fmt: skip
+    process, http_port = _pool(2)
     url = f"http://127.0.0.1:{http_port}/v1/traces"
     headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest_token}"}
     bodies = requests_that_join_across_requests()
@@ -260,11 +262,7 @@ def test_kept_alive_connections_even_out_over_the_processes(telemetry_db, ingest
     # The kernel places each connection by a hash of its addresses: 18 of them
     # land 6, 6 and 6 on three processes in 4 starts out of 100. Exporters keep
     # theirs, so without evening out an uneven start would stay.
-    http_port, grpc_port = free_port(), free_port()
-    process = manage(
-        "collector", "--processes", "3",
-        "--otlp-http-port", str(http_port), "--otlp-grpc-port", str(grpc_port),
-    )  # fmt: skip
+    process, http_port = _pool(3)
     headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest_token}"}
     exporters = [http.client.HTTPConnection("127.0.0.1", http_port, timeout=30) for _ in range(18)]
     try:
