@@ -46,8 +46,8 @@ cdef extern from "Python.h":
 
 from collector import redact
 from collector.attribute_limits import mark
-from collector.batch import SpanRow
 from collector.decode import hex_id, optional_id_problem
+from collector.normalize.rows import span_row
 from collector.normalize.spans import TraceRequest
 from collector.normalize.values import _pb_text, _service, bounded_value
 
@@ -55,7 +55,7 @@ cdef object _REDACTED = redact.REDACTED
 cdef object _bounded_value = bounded_value
 cdef object _mark = mark
 cdef object _pb_text_ = _pb_text
-cdef object _SpanRow = SpanRow
+cdef object _span_row = span_row  # SpanRow(...), without its Python __init__ when built
 
 cdef enum:
     # Message nesting past which a request goes to upb (its limit is 100).
@@ -814,7 +814,7 @@ cdef class _Reader:
                         )
         name = self._text(name_f.data, name_n) if name_n else ""
         message = self._text(message_f.data, message_n) if message_n else None
-        row = _SpanRow(
+        row = _span_row(
             self.project_id, trace_id, span_id, parent_span_id or None, start_ns,
             end_ns - start_ns if end_ns > start_ns else 0, service, name, kind, code, message,
             attrs, self.resource, self.events(start, end) if events else [],

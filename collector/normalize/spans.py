@@ -14,6 +14,7 @@ from collector.batch import (
 from collector.compiled import copy_of
 from collector.decode import hex_id, id_problem
 from collector.normalize import stages
+from collector.normalize.rows import span_row
 from collector.normalize.values import MAX_INT64, Normalized, _pb_text, _service, attributes
 
 # stages.py compiled as it is (collector/normalize/_stages.pyx) when built
@@ -135,7 +136,7 @@ def normalize_traces(request, project_id: int) -> Normalized:
                     name = limits.text(name)
                 if len(message) > length:
                     message = limits.text(message)
-                row = SpanRow(
+                row = span_row(
                     project_id, trace_id, span_id, parent_span_id or None, start_ns,
                     end_ns - start_ns if end_ns > start_ns else 0, service,
                     _pb_text(name) if "\x00" in name else name, kind, code,

@@ -64,6 +64,7 @@ from collector.batch import (
     clip,
 )
 from collector.decode import optional_id_problem
+from collector.normalize.rows import stage_row
 
 SPAN_FLAGS_PARENT_IS_REMOTE = 0x300  # "has is_remote" and "is remote" bits
 
@@ -193,7 +194,7 @@ def _stage_row(flags: int, attrs, row: SpanRow, contexts) -> StageRow | None:
         message_id = clip(str(message_id), MAX_ID_CHARS)
     error_type = get("error_type")
     events = row.events
-    return StageRow(
+    return stage_row(
         row.project_id, row.start_time_ns, stage, role, row.service, system, channel,
         consumer_group, row.trace_id, row.span_id, parent_span_id,
         list(dict.fromkeys(linked)) if len(linked) > 1 else linked, message_id, None, None,
