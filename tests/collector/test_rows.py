@@ -7,6 +7,8 @@ import gc
 import subprocess
 import sys
 
+import pytest
+
 from collector.batch import SpanRow, StageRow
 from collector.normalize import rows
 
@@ -49,6 +51,15 @@ def _references(make, fields) -> tuple[int, int]:
     held = sys.getrefcount(value) - before
     del made
     return held, sys.getrefcount(value) - before
+
+
+def test_the_maker_takes_every_field_and_nothing_else():
+    # Callers pass every field; one short or one over is a mistake, refused
+    # (the classes would fill a defaulted field in, or refuse one too many).
+    for make, fields in ((rows.span_row, SPAN), (rows.stage_row, STAGE)):
+        for wrong in (fields[:-1], (*fields, None)):
+            with pytest.raises(TypeError):
+                make(*wrong)
 
 
 def test_made_rows_take_part_in_garbage_collection():
