@@ -70,6 +70,11 @@ def _session_headers(user) -> dict:
     return {"cookie": f"sessionid={session}; csrftoken={CSRF}", "x-csrftoken": CSRF}
 
 
+def _came_back(statuses: list[str]) -> bool:
+    """A lag status other than ok was followed by ok."""
+    return any(a != "ok" and b == "ok" for a, b in zip(statuses, statuses[1:], strict=False))
+
+
 @pytest.mark.timeout(DEADLINE_SECONDS + 60)
 def test_serve_demo_fills_lag_failures_and_alerts(telemetry_db):
     project = Project.default()
@@ -102,11 +107,8 @@ def test_serve_demo_fills_lag_failures_and_alerts(telemetry_db):
                 alert_states |= {a["state"] for a in alerts if a["rule_name"] == DEMO_RULE}
                 if replayed is None:
                     replayed = _replay_a_dead_letter(api, base, editor, webhook, sink)
-                left_and_came_back = (
-                    len(statuses) >= 3 and statuses[0] == "ok" and "ok" in statuses[2:]
-                ) or (len(statuses) >= 2 and statuses[0] != "ok" and statuses[-1] == "ok")
                 if (
-                    left_and_came_back
+                    _came_back(statuses)
                     and {"firing", "resolved"} <= alert_states
                     and replayed is not None
                 ):
@@ -119,8 +121,9 @@ def test_serve_demo_fills_lag_failures_and_alerts(telemetry_db):
             } <= groups, groups
         finally:
             output = terminate(process)
-    assert len(statuses) >= 2 and statuses[-1] == "ok", (statuses, output[-3000:])
-    assert any(s != "ok" for s in statuses), statuses
+    # Lag left ok and came back; the demo goes on cycling, so where it is
+    # when the other checks are done is chance.
+    assert _came_back(statuses), (statuses, output[-3000:])
     assert {"firing", "resolved"} <= alert_states, (alert_states, output[-3000:])
     assert replayed is not None, "no dead-lettered failure could be replayed"
 
