@@ -6,7 +6,7 @@ import datetime as dt
 from collector import rollups
 from collector.batch import CONSUMER, ORIGIN_CLOUDEVENT, PRODUCER
 from collector.writer.items import bytea_array, count_e2e, int4_array, text_array
-from collector.writer.rows import _bounds, _ns, to_datetime
+from collector.writer.rows import _bounds, _ns
 
 # How far apart a publish and its consume stage may be looked for.
 E2E_WINDOW = dt.timedelta(days=1)
@@ -124,22 +124,6 @@ class _EndToEnd:
             if published is not None:
                 out[id(s)] = max(0.0, (s.time_ns - published) / 1e6)
         return out
-
-    async def _published_meanwhile(self, consumers: list, keys: dict) -> dict[int, float]:
-        """e2e_ms of this group's consume stages whose publish was committed after
-        the first lookup; their rows (dedupe key by stage id in `keys`), loaded
-        without it, get it too."""
-        if not consumers:
-            return {}
-        found = await self._stored_publishes(consumers)
-        if found:
-            updates = {
-                (s.project_id, keys[id(s)], to_datetime(s.time_ns)): found[id(s)]
-                for s in consumers
-                if id(s) in found
-            }
-            await self._set_e2e(updates)
-        return found
 
     async def _late_producers(self, publishes, index: tuple[dict, dict] | None = None) -> None:
         """Give stored consume stages their e2e latency when their publish arrives late.

@@ -68,24 +68,26 @@ class _Transaction(_EndToEnd, _Calls):
             if timeless:
                 await self._drop_stored_logs(timeless)
         e2e, unsettled, consumers, publishes = await self._e2e_for_consumers()
+        # Consume stages whose publish is not known yet wait for the lock: a
+        # publish committed meanwhile by another lane or process is then
+        # found before they are stored, and they go in with their latency
+        # instead of being updated after (a new version of the row in every
+        # index of collector_stage).
+        held = [] if lock_first else _items_of(consumers, unsettled)
+        stages = _without(rows.stages, held) if held else rows.stages
 
         new_spans = await self._insert(SPANS, rows.spans)
         for item in consumers:
             # Set from this transaction's join (a failed earlier attempt may have
             # set another); e2e_ms is the row's last column, written with the COPY.
             item.e2e = e2e.get(id(item.row))
-        new_stages = await self._insert(STAGES, rows.stages)
+        new_stages = await self._insert(STAGES, stages)
         await self._insert(ENVELOPES, rows.envelopes)
         await self._insert(LOGS, rows.logs)
 
         # Counted before the lock is taken: what follows holds it.
-        all_new = new_stages is rows.stages
-        failed, projects = add_stages(self.rollups, new_stages)
-        for project_id in projects:
-            self.areas[project_id].add(notify.STAGES)
-        for stage in failed:
-            self.failures.add_stage(stage)
-            self.areas[stage.project_id].add(notify.FAILURES)
+        all_new = not stages or new_stages is stages
+        self._count_stages(new_stages)
         if e2e:
             if all_new:
                 self._count_e2e([item.row for item in consumers], e2e)
@@ -94,12 +96,16 @@ class _Transaction(_EndToEnd, _Calls):
                 self._count_e2e([i.row for i in consumers if id(i) in new_ids], e2e)
         if not lock_first:
             await self._lock()
-            if unsettled:
-                # A publish committed by another lane or process since the
-                # lookup above, while this transaction loaded its rows.
-                keys = {id(item.row): item.key for item in new_stages}
-                unsettled = [s for s in unsettled if id(s) in keys]
-                self._count_e2e(unsettled, await self._published_meanwhile(unsettled, keys))
+        if held:
+            meanwhile = await self._stored_publishes([item.row for item in held])
+            for item in held:
+                item.e2e = meanwhile.get(id(item.row))
+            new_held = await self._insert(STAGES, held)
+            self._count_stages(new_held)
+            all_new = all_new and new_held is held
+            new_stages = new_stages + new_held
+            if meanwhile:
+                self._count_e2e([item.row for item in new_held], meanwhile)
         if all_new:
             # The group's publishes, indexed for the consumers' joins already.
             await self._late_producers(publishes, self.published)
@@ -123,6 +129,15 @@ class _Transaction(_EndToEnd, _Calls):
                 ],
             ),
         )
+
+    def _count_stages(self, new_stages: list[Item]) -> None:
+        """Add newly stored stages to the flow and failure rollups."""
+        failed, projects = add_stages(self.rollups, new_stages)
+        for project_id in projects:
+            self.areas[project_id].add(notify.STAGES)
+        for stage in failed:
+            self.failures.add_stage(stage)
+            self.areas[stage.project_id].add(notify.FAILURES)
 
     async def _lock(self) -> None:
         """Take the write lock of the group's projects, held until commit.
@@ -269,6 +284,18 @@ class _Transaction(_EndToEnd, _Calls):
             else:
                 keep.append(item)
         return keep
+
+
+def _items_of(items: list[Item], rows: list) -> list[Item]:
+    """The items, in order, whose row is one of `rows`."""
+    ids = {id(row) for row in rows}
+    return [item for item in items if id(item.row) in ids]
+
+
+def _without(items: list[Item], leave: list[Item]) -> list[Item]:
+    """`items` less the ones in `leave`, in order."""
+    ids = {id(item) for item in leave}
+    return [item for item in items if id(item) not in ids]
 
 
 def _key(table: _Table, item: Item) -> tuple:

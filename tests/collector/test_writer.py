@@ -708,6 +708,49 @@ async def test_a_consumer_finds_a_publish_another_writer_committed(writer, pg, p
     ]
 
 
+async def test_a_publish_committed_while_its_consumer_loads_is_joined_without_an_update(
+    writer, pg, project, monkeypatch
+):
+    # The consumer's transaction looks for its publish, finds none, and
+    # another collector commits the publish before this one takes the write
+    # lock. The consumer waits for the lock, finds the publish then, and is
+    # stored once with its latency: its row is not written twice.
+    from collector.writer import joins, transaction
+
+    other = Writer(conninfo(), linger=0)
+    await other.start()
+    lookup = joins._EndToEnd._stored_publishes
+    looked = []
+
+    async def then_published_elsewhere(self, consumers):
+        found = await lookup(self, consumers)
+        looked.append(len(found))
+        if len(looked) == 1:
+            await other.submit(Batch(project.id, "traces", stages=[publish(project.id, 8, 80)]))
+        return found
+
+    updates = []
+    set_e2e = joins._EndToEnd._set_e2e
+
+    async def counted(self, keyed):
+        updates.append(len(keyed))
+        return await set_e2e(self, keyed)
+
+    monkeypatch.setattr(transaction._Transaction, "_stored_publishes", then_published_elsewhere)
+    monkeypatch.setattr(transaction._Transaction, "_set_e2e", counted)
+    try:
+        consumer = consume(project.id, 8, 81, [(8, 80)], at=40)
+        result = await writer.submit(Batch(project.id, "traces", stages=[consumer]))
+    finally:
+        await other.stop()
+    assert looked == [0, 1] and updates == []
+    assert result.stored == 1
+    assert (await edge(pg, "consume"))["e2e_count"] == 1
+    assert await fetch(pg, "SELECT e2e_ms FROM collector_stage WHERE role = 'consumer'") == [
+        (40.0,)
+    ]
+
+
 def test_the_writer_forgets_its_oldest_publishes_past_its_limit():
     from collector.writer import _RecentPublishes
 
