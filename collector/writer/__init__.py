@@ -509,7 +509,8 @@ class Writer(_PartitionUpkeep):
     # -- one transaction -----------------------------------------------------------------
 
     async def _store(self, lane: "_Lane", group: list[_Pending]) -> None:
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        attempt, copy_straight = 1, True
+        while True:
             rows = _collect(group)  # counts start afresh on each attempt
             if not rows.any():
                 return
@@ -518,16 +519,26 @@ class Writer(_PartitionUpkeep):
             transaction = None
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    transaction = _Transaction(lane, cur, rows)
+                    transaction = _Transaction(lane, cur, rows, copy_straight=copy_straight)
                     await transaction.run()
                 self._count_day_rows(rows)
                 self.recent.merge(*transaction.published)
                 return
+            except pg_errors.UniqueViolation:
+                if not copy_straight:
+                    raise
+                # Some rows were stored before (an exporter's retry): again,
+                # each table deduplicated. Savepoints around each COPY would
+                # save redoing the transaction in this rare case, at two
+                # round trips a table in every other one.
+                copy_straight = False
+                continue
             except pg_errors.DeadlockDetected:
                 # Two lanes loading the same retried rows in crossed order:
                 # PostgreSQL cancelled this one; the other has gone on.
                 if attempt == DEADLOCK_ATTEMPTS:
                     raise
+                attempt += 1
                 log.info("a write was chosen as a deadlock victim; trying again")
             except psycopg.Error as exc:
                 if conn.broken:

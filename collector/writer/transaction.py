@@ -4,8 +4,6 @@ envelope per CloudEvent, the joins, the rollups and the NOTIFY hints."""
 import collections
 import datetime as dt
 
-from psycopg import errors as pg_errors
-
 from collector import notify, rollups
 from collector.batch import ORIGIN_CLOUDEVENT, PRODUCER
 from collector.writer.calls import _Calls
@@ -42,8 +40,12 @@ WRITE_LOCK_CLASS = 0x45530003
 class _Transaction(_EndToEnd, _Calls):
     """Everything written for one group, inside one transaction."""
 
-    def __init__(self, lane: _Lane, cur, rows: _Rows):
+    def __init__(self, lane: _Lane, cur, rows: _Rows, *, copy_straight: bool = True):
         self.lane = lane
+        # COPY straight into the tables, with no savepoint: a row stored
+        # before (a retried export) aborts the transaction, which the writer
+        # then runs again deduplicating every table (copy_straight False).
+        self.copy_straight = copy_straight
         self.holding = False  # the project's write lock
         self.cur = cur
         self.rows = rows
@@ -170,16 +172,13 @@ class _Transaction(_EndToEnd, _Calls):
         """Store `items`; returns the ones that were not stored before."""
         if not items:
             return []
-        try:
-            # Fast path: nothing is a retry, so COPY straight into the table.
-            async with self.cur.connection.transaction():
-                await self._copy(table.name, table, items)
-            new = items
-        except pg_errors.UniqueViolation:
-            new = await self._insert_new_only(table, items)
-        if new is items:
+        if self.copy_straight:
+            # Nothing is a retry (UniqueViolation otherwise, and the writer
+            # runs the transaction again with copy_straight False).
+            await self._copy(table.name, table, items)
             count_stored(items)
-            return new
+            return items
+        new = await self._insert_new_only(table, items)
         new_ids = {id(item) for item in new}
         for item in items:
             if id(item) in new_ids:

@@ -182,6 +182,25 @@ async def test_coalesced_duplicates_in_one_transaction_are_stored_once(writer, p
     assert (await edge(pg, "publish"))["count"] == 3
 
 
+async def test_a_retried_export_in_a_group_with_new_rows_stores_the_new_ones_once(
+    writer, pg, project
+):
+    # The retry's rows make the straight COPY fail; the group is written
+    # again deduplicating, and the new request beside it loses nothing.
+    first = await writer.submit(messaging_batch(project.id))
+    new = Batch(project.id, "traces", stages=[publish(project.id, 7, 70)])
+    new.spans.append(span(project.id, 7, 70, kind=KIND_PRODUCER, service="orders"))
+    retry, fresh = await asyncio.gather(
+        writer.submit(messaging_batch(project.id)), writer.submit(new)
+    )
+    assert (retry.stored, retry.duplicates) == (0, first.stored)
+    assert (fresh.stored, fresh.duplicates) == (2, 0)
+    assert (await fetch(pg, "SELECT count(*) FROM collector_span"))[0][0] == 7
+    assert (await fetch(pg, "SELECT count(*) FROM collector_stage"))[0][0] == 8
+    assert (await edge(pg, "publish"))["count"] == 4
+    assert (await edge(pg, "consume"))["count"] == 3
+
+
 async def test_publish_and_consume_edges_have_counts_errors_and_histograms(writer, pg, project):
     await writer.submit(messaging_batch(project.id))
     published = await edge(pg, "publish")
