@@ -196,26 +196,53 @@ def _lock_order(key):
     return project_id, minute, source, target, kind, group
 
 
-# The histograms are added element by element in the statement itself: the
-# SQL function es_array_add (migration 0002) is not inlined, and set up anew
-# for every row upserted it cost twice the rest of the upsert.
-UPSERT = """
+def _minutes(minute_index: str) -> str:
+    """SQL for the timestamptz of a minute given by its number since the epoch."""
+    return f"timestamptz 'epoch' + {minute_index} * interval '1 minute'"
+
+
+def _added(column: str) -> str:
+    """SQL adding a stored histogram and the upserted one element by element.
+
+    In the statement itself: the SQL function es_array_add (migration 0002)
+    is not inlined, and set up anew for every row upserted it cost twice the
+    rest of the upsert.
+    """
+    return (
+        f"{column} = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest("
+        f"r.{column}, EXCLUDED.{column}) WITH ORDINALITY AS h(a, b, n) ORDER BY n)"
+    )
+
+
+_HISTOGRAM = len(histogram.empty())  # buckets of every histogram column
+# A group's rows in one statement, each column an array parameter and the
+# histograms one flat array each, cut per row: a statement per row (even
+# pipelined) cost more in psycopg's Python than the rows' arithmetic.
+UPSERT = f"""
 INSERT INTO collector_flowrollup AS r (
     project_id, minute, source, target, kind, consumer_group,
     count, received, errors, deadlettered, retries,
     duration_hist, duration_sum_ms, e2e_hist, e2e_count, e2e_sum_ms
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s, %s::bigint[], %s, %s)
+)
+SELECT k.p, {_minutes("k.m")}, k.s, k.t, k.k, k.g, k.c, k.rc, k.e, k.d, k.rt,
+    h.d[(k.n - 1) * {_HISTOGRAM} + 1 : k.n * {_HISTOGRAM}], k.ds,
+    h.e[(k.n - 1) * {_HISTOGRAM} + 1 : k.n * {_HISTOGRAM}], k.ec, k.es
+FROM unnest(
+    %b::int[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],
+    %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::float8[], %b::bigint[],
+    %b::float8[]
+) WITH ORDINALITY AS k(p, m, s, t, k, g, c, rc, e, d, rt, ds, ec, es, n)
+CROSS JOIN (SELECT %b::bigint[] AS d, %b::bigint[] AS e) AS h
+ORDER BY k.n
 ON CONFLICT (project_id, minute, source, target, kind, consumer_group) DO UPDATE SET
     count = r.count + EXCLUDED.count,
     received = r.received + EXCLUDED.received,
     errors = r.errors + EXCLUDED.errors,
     deadlettered = r.deadlettered + EXCLUDED.deadlettered,
     retries = r.retries + EXCLUDED.retries,
-    duration_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(
-        r.duration_hist, EXCLUDED.duration_hist) WITH ORDINALITY AS h(a, b, n) ORDER BY n),
+    {_added("duration_hist")},
     duration_sum_ms = r.duration_sum_ms + EXCLUDED.duration_sum_ms,
-    e2e_hist = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest(
-        r.e2e_hist, EXCLUDED.e2e_hist) WITH ORDINALITY AS h(a, b, n) ORDER BY n),
+    {_added("e2e_hist")},
     e2e_count = r.e2e_count + EXCLUDED.e2e_count,
     e2e_sum_ms = r.e2e_sum_ms + EXCLUDED.e2e_sum_ms
 """
@@ -223,9 +250,41 @@ ON CONFLICT (project_id, minute, source, target, kind, consumer_group) DO UPDATE
 
 async def upsert(cursor, rollups: Rollups) -> None:
     """Add the accumulated sums to collector_flowrollup (psycopg async cursor)."""
-    params = rollups.params()
-    if params:
-        await cursor.executemany(UPSERT, params)
+    if not rollups._rows:
+        return
+    from collector.writer.items import float8_array, int4_array, int8_array, text_array
+
+    keys = sorted(rollups._rows, key=_lock_order)  # rows locked in one order
+    rows = [rollups._rows[key] for key in keys]
+    durations, e2e = [], []
+    for _sums, duration_hist, e2e_hist in rows:
+        durations += duration_hist
+        e2e += e2e_hist
+
+    def sums(i: int) -> list:
+        return [row[0][i] for row in rows]
+
+    await cursor.execute(
+        UPSERT,
+        (
+            int4_array([edge[0] for edge, _minute in keys]),
+            int8_array([minute for _edge, minute in keys]),
+            text_array([edge[1] for edge, _minute in keys]),
+            text_array([edge[2] for edge, _minute in keys]),
+            text_array([edge[3] for edge, _minute in keys]),
+            text_array([edge[4] for edge, _minute in keys]),
+            int8_array(sums(_COUNT)),
+            int8_array(sums(_RECEIVED)),
+            int8_array(sums(_ERRORS)),
+            int8_array(sums(_DEAD)),
+            int8_array(sums(_RETRIES)),
+            float8_array([float(v) for v in sums(_DSUM)]),
+            int8_array(sums(_ECOUNT)),
+            float8_array([float(v) for v in sums(_ESUM)]),
+            int8_array(durations),
+            int8_array(e2e),
+        ),
+    )
 
 
 # ---- failure rollups ---------------------------------------------------------------
@@ -326,13 +385,12 @@ class FailureRollups:
         return out
 
 
-FAILURE_UPSERT = """
-INSERT INTO collector_failurerollup AS r (
+_FAILURE_COLUMNS = """
     project_id, minute, group_key, service, channel, system, consumer_group, error,
     error_type, fingerprint, count, deadlettered, first_time, last_time,
     example_error, example_event_id, example_event_source, example_trace_id
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (project_id, minute, group_key) DO UPDATE SET
+"""
+_FAILURE_SET = """ON CONFLICT (project_id, minute, group_key) DO UPDATE SET
     count = r.count + EXCLUDED.count,
     deadlettered = r.deadlettered + EXCLUDED.deadlettered,
     first_time = least(r.first_time, EXCLUDED.first_time),
@@ -348,10 +406,43 @@ ON CONFLICT (project_id, minute, group_key) DO UPDATE SET
                             THEN EXCLUDED.example_trace_id ELSE r.example_trace_id END,
     example_event_id = coalesce(r.example_event_id, EXCLUDED.example_event_id)
 """
+# One row a statement (migration 0006 rebuilds the table with it).
+FAILURE_UPSERT = (
+    f"INSERT INTO collector_failurerollup AS r ({_FAILURE_COLUMNS}) "
+    f"VALUES ({', '.join(['%s'] * 18)}) {_FAILURE_SET}"
+)
+# A group's rows in one statement, as UPSERT does; times in microseconds.
+FAILURE_UPSERT_ROWS = f"""
+INSERT INTO collector_failurerollup AS r ({_FAILURE_COLUMNS})
+SELECT k.p, {_minutes("k.m")}, k.gk, k.sv, k.ch, k.sy, k.cg, k.er, k.et, k.fp, k.c, k.d,
+    timestamptz 'epoch' + k.f * interval '1 microsecond',
+    timestamptz 'epoch' + k.l * interval '1 microsecond', k.xe, k.xi, k.xs, k.xt
+FROM unnest(
+    %b::int[], %b::bigint[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[],
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bytea[]
+) WITH ORDINALITY AS k(p, m, gk, sv, ch, sy, cg, er, et, fp, c, d, f, l, xe, xi, xs, xt, n)
+ORDER BY k.n
+{_FAILURE_SET}"""
 
 
 async def upsert_failures(cursor, failures: FailureRollups) -> None:
     """Add the accumulated failure counts to collector_failurerollup."""
-    params = failures.params()
-    if params:
-        await cursor.executemany(FAILURE_UPSERT, params)
+    if not failures._rows:
+        return
+    from collector.writer.items import bytea_array, int4_array, int8_array, text_array
+
+    rows = []
+    for (project_id, minute, names, fp), row in failures._rows.items():
+        count, dead, first_ns, last_ns, template, error_type, _, *example = row
+        key = failure_group_key(*names, fp)
+        rows.append((project_id, minute, key, *names, template, error_type, fp, count, dead,
+                     first_ns // 1000, last_ns // 1000, *example))  # fmt: skip
+    rows.sort(key=lambda row: (row[0], row[1], row[2]))  # locked in one order
+    columns = list(zip(*rows, strict=True))
+    kinds = (int4_array, int8_array, bytea_array, *[text_array] * 7, *[int8_array] * 4,
+             *[text_array] * 3, bytea_array)  # fmt: skip
+    await cursor.execute(
+        FAILURE_UPSERT_ROWS,
+        [kind(list(column)) for kind, column in zip(kinds, columns, strict=True)],
+    )

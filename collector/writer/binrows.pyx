@@ -791,6 +791,10 @@ cdef EncodedArray _array(list values, int code, unsigned int oid):
             value = <object>PyList_GET_ITEM(values, i)
             if code == 2:
                 _put_int(&b, value, 4)
+            elif code == 3:
+                _put_int(&b, value, 8)
+            elif code == 8:
+                _put_float8(&b, value)
             elif code == 7:
                 _put_bytes(&b, value)
             else:
@@ -804,6 +808,14 @@ cdef EncodedArray _array(list values, int code, unsigned int oid):
 
 def int4_array(list values) -> EncodedArray:
     return _array(values, 2, 23)
+
+
+def int8_array(list values) -> EncodedArray:
+    return _array(values, 3, 20)
+
+
+def float8_array(list values) -> EncodedArray:
+    return _array(values, 8, 701)
 
 
 def bytea_array(list values) -> EncodedArray:

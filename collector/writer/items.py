@@ -164,6 +164,8 @@ else:
 # it its type. Without the encoder they stay lists.
 if COMPILED:
     int4_array = binrows.int4_array
+    int8_array = binrows.int8_array
+    float8_array = binrows.float8_array
     bytea_array = binrows.bytea_array
     text_array = binrows.text_array
 
@@ -178,7 +180,7 @@ else:
     def int4_array(values: list) -> list:
         return values
 
-    bytea_array = text_array = int4_array
+    int8_array = float8_array = bytea_array = text_array = int4_array
 
 
 def configure_connection(conn) -> None:

@@ -217,6 +217,24 @@ async def test_awkward_rows_are_stored_alike_by_both_encoders(telemetry_db, tabl
         assert compiled[1][table.columns.index("data_base64")] is True
 
 
+async def test_array_parameters_arrive_as_the_values_given(telemetry_db):
+    # The writer's array parameters (keys, names, rollup columns) are encoded
+    # by the compiled encoder; PostgreSQL reads back exactly what was given.
+    columns = (
+        (items.int4_array, "int", [1, -2, 2**31 - 1, None]),
+        (items.int8_array, "bigint", [0, -(2**63), 2**63 - 1, None]),
+        (items.float8_array, "float8", [0.1, -1e300, 12.5, None]),
+        (items.text_array, "text", ["", "é ü", "x" * 300, None]),
+        (items.bytea_array, "bytea", [b"", bytes(range(256)), b"\x00", None]),
+        (items.int8_array, "bigint", []),
+    )
+    async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
+        items.configure_connection(conn)
+        for encode, kind, values in columns:
+            cur = await conn.execute(f"SELECT %b::{kind}[]", (encode(list(values)),))
+            assert (await cur.fetchone())[0] == values, kind
+
+
 def test_rows_that_postgresql_cannot_hold_get_a_clear_error():
     bad = awkward_spans()[0]
     bad.kind = 2**15

@@ -490,6 +490,45 @@ async def test_failures_are_counted_once_per_group_and_minute(writer, pg, projec
     ]
 
 
+async def test_rollups_keep_each_value_exactly_across_transactions(writer, pg, project):
+    # Two transactions in one minute add to the same flow and failure rows:
+    # minute, sums, histograms, times to the microsecond and the example.
+    def failed(n, at_ns, **fields):
+        stage = consume(project.id, 40 + n, 400 + n, [], stage="failed", error="timeout", ms=7)
+        stage.time_ns = BASE_NS + at_ns
+        for name, value in fields.items():
+            setattr(stage, name, value)
+        return stage
+
+    first = failed(1, 1_234_567_891)
+    second = failed(2, 59_000_000_999, event_id="evt-2", event_source="/orders")
+    await writer.submit(Batch(project.id, "traces", stages=[first]))
+    await writer.submit(Batch(project.id, "traces", stages=[second, publish(project.id, 50, 500)]))
+
+    minute = dt.datetime.fromtimestamp(BASE_NS // 10**9, dt.UTC)
+    rows = await fetch(
+        pg,
+        "SELECT minute, count, errors, duration_hist, duration_sum_ms FROM collector_flowrollup "
+        "WHERE kind = 'consume'",
+    )
+    hist = histogram.empty()
+    hist[histogram.bucket(7)] = 2
+    assert rows == [(minute, 2, 2, hist, 14.0)]
+    assert (await edge(pg, "publish"))["count"] == 1
+    rows = await fetch(
+        pg,
+        "SELECT minute, count, first_time, last_time, example_error, example_event_id, "
+        "example_event_source, example_trace_id FROM collector_failurerollup",
+    )
+    at = lambda ns: dt.datetime.fromtimestamp(0, dt.UTC) + dt.timedelta(microseconds=ns // 1000)  # noqa: E731
+    assert rows == [
+        (
+            minute, 2, at(first.time_ns), at(second.time_ns), "timeout", "evt-2", "/orders",
+            tid(42),
+        )
+    ]  # fmt: skip
+
+
 async def test_the_migration_rebuilds_the_rows_the_writer_keeps(writer, pg, project):
     """Failure rollups rewritten by migration 0006 and rows from the writer must add up."""
     migration = importlib.import_module("collector.migrations.0006_failure_fingerprints")
