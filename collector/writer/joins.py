@@ -15,14 +15,17 @@ _E2E_WINDOW_NS = int(E2E_WINDOW.total_seconds()) * 10**9
 # continue a producer's context and have no latency yet. The predicate is the
 # one of the index collector_stage_unsettled (migration 0009), which holds
 # those stages alone, so a trace whose consumers are all joined costs one
-# index page and no heap.
+# index probe and no heap. The projects and the traces are two arrays: one
+# scan of each day's index with every trace id as a key cost a third less
+# than a probe per (project, trace) pair joined from unnest; a trace id met
+# in another of the group's projects only adds a candidate the caller drops.
 WAITING_CONSUMERS = (
     "SELECT c.project_id, c.dedupe_key, c.time, c.linked_trace_ids, "
     "c.linked_span_ids, c.event_source, c.event_id, c.origin "
-    "FROM unnest(%b::int[], %b::bytea[]) AS k(p, t) CROSS JOIN LATERAL "
-    "(SELECT * FROM collector_stage c WHERE c.project_id = k.p AND c.trace_id = k.t "
+    "FROM collector_stage c WHERE c.project_id = ANY(%b::int[]) "
+    "AND c.trace_id = ANY(%b::bytea[]) "
     "AND c.role = 'consumer' AND c.e2e_ms IS NULL AND c.linked_trace_ids IS NOT NULL "
-    "AND c.time BETWEEN %s AND %s OFFSET 0) AS c"
+    "AND c.time BETWEEN %s AND %s"
 )
 
 
@@ -153,10 +156,10 @@ class _EndToEnd:
         lo, hi = _bounds([p.time_ns for p in publishes], _E2E_WINDOW_NS)
         candidates = []
         if contexts:
-            traces = sorted({(key[0], key[1]) for key in contexts})
+            projects = sorted({key[0] for key in contexts})
+            traces = sorted({key[1] for key in contexts})
             await self.cur.execute(
-                WAITING_CONSUMERS,
-                (int4_array([t[0] for t in traces]), bytea_array([t[1] for t in traces]), lo, hi),
+                WAITING_CONSUMERS, (int4_array(projects), bytea_array(traces), lo, hi)
             )
             candidates += await self.cur.fetchall()
         if events:
