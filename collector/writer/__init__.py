@@ -518,9 +518,13 @@ class Writer(_PartitionUpkeep):
             conn = await lane.connection()
             transaction = None
             try:
-                async with conn.transaction(), conn.cursor() as cur:
+                async with conn.cursor() as cur:
                     transaction = _Transaction(lane, cur, rows, copy_straight=copy_straight)
-                    await transaction.run()
+                    try:
+                        await transaction.run()  # BEGIN ... COMMIT
+                    except BaseException:
+                        await lane.roll_back()
+                        raise
                 self._count_day_rows(rows)
                 self.recent.merge(*transaction.published)
                 return

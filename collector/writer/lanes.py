@@ -43,11 +43,26 @@ class _Lane:
                 # and which collector process each belongs to.
                 application_name=f"{WRITER_APPLICATION_NAME} (pid {os.getpid()})",
                 options=WRITER_OPTIONS,
+                # A group's transaction sends its own BEGIN and COMMIT, each
+                # with the statements next to it (_Transaction.run).
+                autocommit=True,
             )
             configure_copy(self._conn)
             configure_connection(self._conn)
             self._staging_ready.clear()
         return self._conn
+
+    async def roll_back(self) -> None:
+        """End a failed transaction; a connection that cannot is discarded."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except (psycopg.Error, OSError):
+            await self.discard()  # the next group connects afresh
 
     async def discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -57,19 +57,31 @@ class _Transaction(_EndToEnd, _Calls):
         self.published: tuple[dict, dict] = ({}, {})
 
     async def run(self) -> None:
+        """The transaction, from its BEGIN to its COMMIT: the lane's connection
+        is in autocommit mode, so that both travel with the statements next to
+        them (pipelines) instead of taking a round trip each. The caller rolls
+        back when this raises."""
         rows = self.rows
+        pipeline = self.cur.connection.pipeline
         # CloudEvents keep one envelope per event, and rows stamped on receipt
         # are known by key alone: whether such a row is stored already must be
         # asked, and the answer acted on, under the lock.
         timeless = [item for item in rows.logs if not item.row.time_from_record]
         lock_first = bool(rows.envelopes or rows.receive_timed or timeless)
         if lock_first:
-            await self._lock()
+            async with pipeline():
+                await self.cur.execute("BEGIN")
+                await self._lock(hold_the_road=False)
+            self._hold_the_road()
             if rows.envelopes or rows.receive_timed:
                 await self._drop_stored_events()
             if timeless:
                 await self._drop_stored_logs(timeless)
-        e2e, unsettled, consumers, publishes = await self._e2e_for_consumers()
+            e2e, unsettled, consumers, publishes = await self._e2e_for_consumers()
+        else:
+            async with pipeline():
+                await self.cur.execute("BEGIN")
+                e2e, unsettled, consumers, publishes = await self._e2e_for_consumers()
         # Consume stages whose publish is not known yet wait for the lock: a
         # publish committed meanwhile by another lane or process is then
         # found before they are stored, and they go in with their latency
@@ -124,10 +136,10 @@ class _Transaction(_EndToEnd, _Calls):
 
         for project_id in self.rollups.projects():
             self.areas[project_id].add(notify.FLOW)
-        # The rollups and the hints in one round trip: nothing here waits
-        # for an answer (a round trip costs the collector about 100 µs of
-        # CPU, as much as a hundred spans' rollups).
-        async with self.cur.connection.pipeline():
+        # The rollups, the hints and the commit in one round trip: nothing
+        # here waits for an answer (a round trip costs the collector about
+        # 100 µs of CPU, as much as a hundred spans' rollups).
+        async with pipeline():
             await rollups.upsert(self.cur, self.rollups)
             await rollups.upsert_failures(self.cur, self.failures)
             # notify.send's query, for every hint at once; delivered at commit.
@@ -142,6 +154,7 @@ class _Transaction(_EndToEnd, _Calls):
                     ],
                 ),
             )
+            await self.cur.execute("COMMIT")
 
     def _count_stages(self, new_stages: list[Item]) -> None:
         """Add newly stored stages to the flow and failure rollups."""
