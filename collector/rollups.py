@@ -248,12 +248,11 @@ ON CONFLICT (project_id, minute, source, target, kind, consumer_group) DO UPDATE
 """
 
 
-async def upsert(cursor, rollups: Rollups) -> None:
-    """Add the accumulated sums to collector_flowrollup (psycopg async cursor)."""
+def upsert_columns(rollups: Rollups) -> list[tuple[str, list]]:
+    """UPSERT's parameters: each column as (its element type, its values), the
+    rows in lock order; none when nothing was added. The writer encodes them."""
     if not rollups._rows:
-        return
-    from collector.writer.items import float8_array, int4_array, int8_array, text_array
-
+        return []
     keys = sorted(rollups._rows, key=_lock_order)  # rows locked in one order
     rows = [rollups._rows[key] for key in keys]
     durations, e2e = [], []
@@ -264,27 +263,24 @@ async def upsert(cursor, rollups: Rollups) -> None:
     def sums(i: int) -> list:
         return [row[0][i] for row in rows]
 
-    await cursor.execute(
-        UPSERT,
-        (
-            int4_array([edge[0] for edge, _minute in keys]),
-            int8_array([minute for _edge, minute in keys]),
-            text_array([edge[1] for edge, _minute in keys]),
-            text_array([edge[2] for edge, _minute in keys]),
-            text_array([edge[3] for edge, _minute in keys]),
-            text_array([edge[4] for edge, _minute in keys]),
-            int8_array(sums(_COUNT)),
-            int8_array(sums(_RECEIVED)),
-            int8_array(sums(_ERRORS)),
-            int8_array(sums(_DEAD)),
-            int8_array(sums(_RETRIES)),
-            float8_array([float(v) for v in sums(_DSUM)]),
-            int8_array(sums(_ECOUNT)),
-            float8_array([float(v) for v in sums(_ESUM)]),
-            int8_array(durations),
-            int8_array(e2e),
-        ),
-    )
+    return [
+        ("int4", [edge[0] for edge, _minute in keys]),
+        ("int8", [minute for _edge, minute in keys]),
+        ("text", [edge[1] for edge, _minute in keys]),
+        ("text", [edge[2] for edge, _minute in keys]),
+        ("text", [edge[3] for edge, _minute in keys]),
+        ("text", [edge[4] for edge, _minute in keys]),
+        ("int8", sums(_COUNT)),
+        ("int8", sums(_RECEIVED)),
+        ("int8", sums(_ERRORS)),
+        ("int8", sums(_DEAD)),
+        ("int8", sums(_RETRIES)),
+        ("float8", [float(v) for v in sums(_DSUM)]),
+        ("int8", sums(_ECOUNT)),
+        ("float8", [float(v) for v in sums(_ESUM)]),
+        ("int8", durations),
+        ("int8", e2e),
+    ]
 
 
 # ---- failure rollups ---------------------------------------------------------------
@@ -426,12 +422,13 @@ ORDER BY k.n
 {_FAILURE_SET}"""
 
 
-async def upsert_failures(cursor, failures: FailureRollups) -> None:
-    """Add the accumulated failure counts to collector_failurerollup."""
-    if not failures._rows:
-        return
-    from collector.writer.items import bytea_array, int4_array, int8_array, text_array
+_FAILURE_KINDS = ("int4", "int8", "bytea", *["text"] * 7, *["int8"] * 4, *["text"] * 3, "bytea")
 
+
+def failure_upsert_columns(failures: FailureRollups) -> list[tuple[str, list]]:
+    """FAILURE_UPSERT_ROWS' parameters, as upsert_columns gives UPSERT's."""
+    if not failures._rows:
+        return []
     rows = []
     for (project_id, minute, names, fp), row in failures._rows.items():
         count, dead, first_ns, last_ns, template, error_type, _, *example = row
@@ -439,10 +436,5 @@ async def upsert_failures(cursor, failures: FailureRollups) -> None:
         rows.append((project_id, minute, key, *names, template, error_type, fp, count, dead,
                      first_ns // 1000, last_ns // 1000, *example))  # fmt: skip
     rows.sort(key=lambda row: (row[0], row[1], row[2]))  # locked in one order
-    columns = list(zip(*rows, strict=True))
-    kinds = (int4_array, int8_array, bytea_array, *[text_array] * 7, *[int8_array] * 4,
-             *[text_array] * 3, bytea_array)  # fmt: skip
-    await cursor.execute(
-        FAILURE_UPSERT_ROWS,
-        [kind(list(column)) for kind, column in zip(kinds, columns, strict=True)],
-    )
+    columns = zip(*rows, strict=True)
+    return [(kind, list(column)) for kind, column in zip(_FAILURE_KINDS, columns, strict=True)]

@@ -183,6 +183,20 @@ else:
     int8_array = float8_array = bytea_array = text_array = int4_array
 
 
+_ARRAYS = {
+    "int4": int4_array,
+    "int8": int8_array,
+    "float8": float8_array,
+    "bytea": bytea_array,
+    "text": text_array,
+}
+
+
+def array_params(columns: list[tuple[str, list]]) -> list:
+    """Query parameters for columns given as (element type, values)."""
+    return [_ARRAYS[kind](values) for kind, values in columns]
+
+
 def configure_connection(conn) -> None:
     """Let `conn` send the encoded array parameters."""
     if COMPILED:

@@ -10,6 +10,7 @@ from collector.writer.calls import _Calls
 from collector.writer.items import (
     Item,
     add_stages,
+    array_params,
     bytea_array,
     copy_rows,
     count_stored,
@@ -140,8 +141,10 @@ class _Transaction(_EndToEnd, _Calls):
         # here waits for an answer (a round trip costs the collector about
         # 100 µs of CPU, as much as a hundred spans' rollups).
         async with pipeline():
-            await rollups.upsert(self.cur, self.rollups)
-            await rollups.upsert_failures(self.cur, self.failures)
+            if columns := rollups.upsert_columns(self.rollups):
+                await self.cur.execute(rollups.UPSERT, array_params(columns))
+            if columns := rollups.failure_upsert_columns(self.failures):
+                await self.cur.execute(rollups.FAILURE_UPSERT_ROWS, array_params(columns))
             # notify.send's query, for every hint at once; delivered at commit.
             await self.cur.execute(
                 "SELECT pg_notify(%s, hint) FROM unnest(%s::text[]) AS hint",
