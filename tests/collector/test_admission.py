@@ -155,6 +155,31 @@ async def test_a_slow_writer_refuses_at_once_what_it_could_not_store_within_seco
     assert stored == dict.fromkeys(set(range(1, 5)) | acked, 100)
 
 
+async def test_a_large_request_to_an_idle_writer_measures_its_pace(project, ingest_token):
+    # Its transaction is the only measure the writer gets before the next
+    # large request: a small one committed after it while that one decodes
+    # would otherwise set the pace, and the queue would look like minutes.
+    writer = Writer(conninfo(), linger=0)
+    await writer.start()
+    try:
+        async with http_receiver(writer) as url, httpx.AsyncClient(timeout=60) as client:
+            assert writer.drain.per_second is None
+            body = traces(1, 3_000)
+            started = time.monotonic()
+            response = await client.post(
+                url + "/v1/traces", content=body, headers=protobuf(ingest_token)
+            )
+            took = time.monotonic() - started
+            assert response.status_code == 200, response.text
+            rate = writer.drain.per_second
+    finally:
+        await writer.stop()
+    assert rate is not None, "a 3,000-span request written by an idle writer was not measured"
+    # Measured from queueing to commit, within what the client waited.
+    assert rate >= 3_000 / took, (rate, took)
+    assert (await stored_traces(project.id)) == {1: 3_000}
+
+
 async def test_a_large_grpc_export_does_not_stall_health_checks_or_small_exports(
     project, ingest_token, telemetry_db
 ):
