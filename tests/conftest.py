@@ -82,6 +82,19 @@ def quick_test_database():
     hashers.disable()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_session_outlives_the_suite(django_db_setup):
+    """The connection pool's idle connections are closed before the test
+    database is dropped: open, they fail the drop and leave it on the server."""
+    yield
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()
+
+
 @pytest.fixture
 def project(db):
     return Project.objects.create(name="Shop", slug="shop")
