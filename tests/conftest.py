@@ -5,12 +5,16 @@ Tests run against a real PostgreSQL: DATABASE_URL when set (the Makefile
 points it at the local server), otherwise the embedded one.
 """
 
+import warnings
+
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db.backends.postgresql.operations import DatabaseOperations
 from django.test.utils import override_settings
 
+from collector.db import conninfo
 from collector.models import ApiToken, Project, Scope
 from dashboard.accounts.models import Membership, Role
 from tests.aws import _moto_server, aws  # noqa: F401  (fixtures: moto's server for AWS tests)
@@ -93,6 +97,15 @@ def no_session_outlives_the_suite(django_db_setup):
         connection.close()
         if getattr(connection, "pool", None) is not None:
             connection.close_pool()
+    # Any other session still on it is a leak: named in a warning, then ended.
+    with psycopg.connect(conninfo(), autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT pg_terminate_backend(pid), application_name, state, left(query, 80)"
+            " FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    if left:
+        warnings.warn(f"sessions left on the test database at the end: {left}", stacklevel=1)
 
 
 @pytest.fixture
