@@ -155,7 +155,9 @@ async def test_a_slow_writer_refuses_at_once_what_it_could_not_store_within_seco
     assert stored == dict.fromkeys(set(range(1, 5)) | acked, 100)
 
 
-async def test_a_large_request_to_an_idle_writer_measures_its_pace(project, ingest_token):
+async def test_a_large_request_to_an_idle_writer_measures_its_pace(
+    project, ingest_token, telemetry_db
+):
     # Its transaction is the only measure the writer gets before the next
     # large request: a small one committed after it while that one decodes
     # would otherwise set the pace, and the queue would look like minutes.
